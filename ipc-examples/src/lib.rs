@@ -1,0 +1,85 @@
+//! Narration helpers shared by the demos in `src/bin/`.
+//!
+//! Every demo prints what it is about to show ([`run`]), what each process does, prefixed with
+//! the process's role and pid ([`say!`]), and a final verdict line. A wrong result is an `Err`,
+//! which [`run`] turns into a `FAIL` line and a non-zero exit status, so the tour fails.
+//!
+//! ```no_run
+//! use ipc_examples::{run, say};
+//!
+//! fn main() -> std::process::ExitCode {
+//!     run("hello", "one process greets itself", || {
+//!         say!("parent", "hello from {}", std::process::id());
+//!         Ok("greeted once".to_owned())
+//!     })
+//! }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::error::Error;
+use std::fmt::Display;
+use std::process::{Command, ExitCode};
+
+/// The error type of a demo's body.
+pub type DemoError = Box<dyn Error + Send + Sync + 'static>;
+
+/// The environment variable that tells a re-run demo binary which role to play.
+pub const ROLE_ENV: &str = "IPC_DEMO_ROLE";
+
+/// Prints one narration line: `[role pid] message`.
+pub fn say(role: &str, message: impl Display) {
+    println!("[{role:>10} {:>7}] {message}", std::process::id());
+}
+
+/// `say!(role, "format", args..)`: one narration line prefixed with the role and pid.
+#[macro_export]
+macro_rules! say {
+    ($role:expr, $($arg:tt)*) => {
+        $crate::say($role, format_args!($($arg)*))
+    };
+}
+
+/// Runs a demo's body: prints the title and what it shows, then `PASS: <summary>` and exit
+/// status 0, or `FAIL: <error>` and exit status 1.
+pub fn run(title: &str, shows: &str, body: impl FnOnce() -> Result<String, DemoError>) -> ExitCode {
+    println!("== {title}: {shows}");
+    match body() {
+        Ok(summary) => {
+            println!("PASS: {summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("FAIL: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Returns `Err(what)` unless `ok`: `ensure(total == expected, format!(..))?`.
+///
+/// # Errors
+/// `what`, when `ok` is false.
+pub fn ensure(ok: bool, what: impl Into<String>) -> Result<(), DemoError> {
+    if ok { Ok(()) } else { Err(what.into().into()) }
+}
+
+/// A POSIX IPC name for a demo: `/ipcrs-demo-{tag}-{pid}` (the workspace prefix, so
+/// `cargo xtask clean` finds what a killed demo left behind).
+pub fn demo_name(tag: &str) -> String {
+    format!("/ipcrs-demo-{tag}-{}", std::process::id())
+}
+
+/// The role this process plays if it is a re-run of a demo binary (see [`spawn_role`]).
+pub fn role() -> Option<String> {
+    std::env::var(ROLE_ENV).ok()
+}
+
+/// A command that re-runs the current demo binary to play `role`.
+///
+/// # Errors
+/// If the path of the current executable cannot be read.
+pub fn spawn_role(role: &str) -> Result<Command, DemoError> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.env(ROLE_ENV, role);
+    Ok(cmd)
+}

@@ -1,0 +1,312 @@
+//! Test and benchmark support for the ipc workspace. Not published; a dev-dependency only.
+//!
+//! Every integration test and bench in the workspace needs the same few things, so they live here
+//! once instead of five times:
+//!
+//! - [`unique`], [`posix_name`], [`sysv_key`]: names and keys that carry the workspace prefix
+//!   ([`PREFIX`]), so parallel tests never collide and `cargo xtask clean` can find leftovers.
+//! - [`role`], [`child`], [`Proc`]: re-run the current test binary as a child process that plays a
+//!   role (the preferred way to get a second process in a test), and wait for it with a bound.
+//! - [`Watchdog`]: aborts the whole test process if a test takes longer than it should, so a bug
+//!   fails instead of hanging.
+//! - [`fnv1a64`], [`SplitMix64`]: checksums and a deterministic random stream for payloads.
+//! - [`bench`](mod@bench): the one result-line format every bench prints and `cargo xtask bench` reads.
+//!
+//! ```
+//! let name = ipc_testkit::posix_name("doc");
+//! assert!(name.starts_with("/ipcrs-doc-"));
+//! ```
+
+mod sys;
+
+pub mod bench;
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The prefix of every named object (POSIX shm/sem/mq names, FIFO directories) that the
+/// workspace's tests, demos and benches create. `cargo xtask clean` removes objects by it.
+pub const PREFIX: &str = "ipcrs";
+
+/// The upper 16 bits of every System V key the workspace's tests and demos use (`"IP"`).
+pub const SYSV_KEY_BASE: i32 = 0x4950_0000;
+
+/// The environment variable that tells a re-run test binary which role to play.
+pub const ROLE_ENV: &str = "IPC_TEST_ROLE";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process and call: `ipcrs-{tag}-{pid}-{n}`.
+///
+/// `tag` should be short (a few letters): POSIX names have length limits.
+pub fn unique(tag: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{PREFIX}-{tag}-{}-{n}", std::process::id())
+}
+
+/// A POSIX IPC name (`/ipcrs-{tag}-{pid}-{n}`) for `shm_open`, `sem_open` and `mq_open`.
+pub fn posix_name(tag: &str) -> String {
+    format!("/{}", unique(tag))
+}
+
+/// A System V key in the workspace's range (`0x4950_xxxx`), different on every call within a
+/// process and likely different across processes.
+///
+/// Keys can still collide with another process's: create with `IPC_EXCL` and, on `EEXIST`, ask
+/// for another key.
+pub fn sysv_key() -> i32 {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mix = fnv1a64(&[std::process::id().to_le_bytes(), n.to_le_bytes()].concat());
+    SYSV_KEY_BASE | (mix as i32 & 0xFFFF)
+}
+
+/// The role this process was started to play, if it is a re-run child (see [`child`]).
+pub fn role() -> Option<String> {
+    std::env::var(ROLE_ENV).ok()
+}
+
+/// The harness name of a test: `test_path!(my_test)` in `tests/it/pipe.rs` is `"pipe::my_test"`.
+#[macro_export]
+macro_rules! test_path {
+    ($f:ident) => {
+        $crate::harness_name(module_path!(), stringify!($f))
+    };
+}
+
+/// `module_path!()` of a test minus the crate name, joined with the test's function name.
+pub fn harness_name(module_path: &str, function: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_, rest)) => format!("{rest}::{function}"),
+        None => function.to_owned(),
+    }
+}
+
+/// A command that re-runs the current test binary to execute only `test` (use [`test_path!`])
+/// with [`ROLE_ENV`] set to `role`. The test checks [`role`] first and plays the child.
+///
+/// # Panics
+/// If the path of the current executable cannot be read.
+pub fn child(test: &str, role: &str) -> Command {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(ROLE_ENV, role);
+    cmd
+}
+
+/// A child process that is killed and reaped when dropped, with a bounded wait.
+#[derive(Debug)]
+pub struct Proc {
+    child: Option<Child>,
+    pidfd: OwnedFd,
+}
+
+impl Proc {
+    /// Spawns `cmd`.
+    ///
+    /// # Errors
+    /// What `spawn` or `pidfd_open` fail with.
+    pub fn spawn(cmd: &mut Command) -> io::Result<Proc> {
+        let child = cmd.spawn()?;
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("child pid is positive");
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+        Ok(Proc {
+            child: Some(child),
+            pidfd,
+        })
+    }
+
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The underlying `std::process::Child` (e.g. to take its pipes).
+    pub fn inner(&mut self) -> &mut Child {
+        self.child.as_mut().expect("not yet waited")
+    }
+
+    /// Waits at most `limit` for the child to exit. On time-out the child is killed and the
+    /// result is `ErrorKind::TimedOut`.
+    ///
+    /// # Errors
+    /// `TimedOut`, or what `poll`/`wait` fail with.
+    pub fn wait_timeout(&mut self, limit: Duration) -> io::Result<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.inner().try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let pid = self.id();
+                let _ = self.inner().kill();
+                let _ = self.inner().wait();
+                self.child = None;
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("child {pid} still running after {limit:?}; killed"),
+                ));
+            }
+            let mut fds = [rustix::event::PollFd::new(
+                &self.pidfd,
+                rustix::event::PollFlags::IN,
+            )];
+            let ts = rustix::event::Timespec {
+                tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            };
+            match rustix::event::poll(&mut fds, Some(&ts)) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits at most `limit` and panics unless the child exited with status 0.
+    ///
+    /// # Panics
+    /// If the child failed, was killed, or did not finish in time.
+    pub fn expect_success(mut self, limit: Duration) {
+        let pid = self.id();
+        match self.wait_timeout(limit) {
+            Ok(status) if status.success() => {}
+            Ok(status) => panic!("child {pid} failed: {status}"),
+            Err(e) => panic!("child {pid}: {e}"),
+        }
+    }
+
+    /// Sends SIGKILL to the child (it stays to be reaped by [`Proc::wait_timeout`]).
+    ///
+    /// # Errors
+    /// What `kill` fails with.
+    pub fn kill(&mut self) -> io::Result<()> {
+        self.inner().kill()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Aborts the process (failing the test, and any child role) if not dropped within its limit.
+///
+/// A test that could block on another process starts with `let _wd = Watchdog::new(..)`.
+#[derive(Debug)]
+pub struct Watchdog {
+    done: Option<mpsc::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Starts a watchdog that aborts the process after `limit`, naming `what`.
+    pub fn new(what: &str, limit: Duration) -> Watchdog {
+        let (tx, rx) = mpsc::channel::<()>();
+        let what = what.to_owned();
+        let thread = thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+                eprintln!("watchdog: {what} did not finish within {limit:?}; aborting");
+                std::process::abort();
+            }
+        });
+        Watchdog {
+            done: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.done.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: a cheap checksum for payloads that crossed a process boundary.
+pub fn fnv1a64(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// SplitMix64: a small deterministic random stream (same seed, same numbers in every process).
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A stream starting at `seed`.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    /// Fills `buf` with random bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// The value of environment variable `key` parsed as `T`, if set and valid.
+pub fn env_parse<T: std::str::FromStr>(key: impl AsRef<OsStr>) -> Option<T> {
+    std::env::var_os(key)?.to_str()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_prefixed() {
+        let a = posix_name("x");
+        let b = posix_name("x");
+        assert_ne!(a, b);
+        assert!(a.starts_with("/ipcrs-x-"));
+        assert_eq!(sysv_key() as u32 >> 16, 0x4950);
+    }
+
+    #[test]
+    fn harness_name_strips_the_crate() {
+        assert_eq!(harness_name("it::pipe", "f"), "pipe::f");
+        assert_eq!(harness_name("it", "f"), "f");
+    }
+
+    #[test]
+    fn fnv_known_value() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

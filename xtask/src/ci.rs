@@ -1,0 +1,33 @@
+//! `cargo xtask ci`: what CI runs before the demos and the bench smoke run.
+
+use crate::util::{Result, cargo, check_flags, run_cmd, wants_help};
+
+const HELP: &str = "\
+cargo xtask ci
+
+Runs: cargo fmt --all --check; cargo clippy --workspace --all-targets -- -D warnings;
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps; cargo xtask tidy; cargo xtask test.
+";
+
+pub(crate) fn run(args: &[String]) -> Result {
+    if wants_help(args, HELP) {
+        return Ok(());
+    }
+    check_flags(args, &[], HELP)?;
+    run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run_cmd(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run_cmd(
+        cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-Dwarnings"),
+    )?;
+    crate::tidy::run(&[])?;
+    crate::test::run(&[])
+}

@@ -1,0 +1,207 @@
+//! The kernel's IPC objects that belong to this workspace: finding, diffing and removing them.
+//!
+//! Everything the workspace's tests, demos and benches create carries the prefix `ipcrs`
+//! (`ipc_testkit::PREFIX`): POSIX shared memory and named semaphores in `/dev/shm`
+//! (`ipcrs-*`, `sem.ipcrs-*`), POSIX message queues (`/ipcrs-*`), FIFO directories in the temp
+//! dir (`ipcrs-*`). System V objects have no names; the workspace's keys are `0x4950xxxx`, and
+//! `IPC_PRIVATE` objects are recognised only by being new (see [`Snapshot::leaks_since`]).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::util::Result;
+
+/// The name prefix of the workspace's objects.
+pub(crate) const PREFIX: &str = "ipcrs";
+/// The upper 16 bits of the workspace's System V keys.
+const SYSV_KEY_BASE: u32 = 0x4950;
+
+/// A System V object: kind (`msg`, `sem`, `shm`), key, id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct SysV {
+    pub(crate) kind: &'static str,
+    pub(crate) key: i64,
+    pub(crate) id: i64,
+}
+
+impl SysV {
+    fn ours(&self) -> bool {
+        (self.key as u32) >> 16 == SYSV_KEY_BASE
+    }
+}
+
+/// What exists now.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    /// Entries of /dev/shm with the prefix (shm segments, `sem.` named semaphores).
+    pub(crate) shm: BTreeSet<String>,
+    /// POSIX message queues with the prefix, or `None` when queues cannot be listed here.
+    pub(crate) mq: Option<BTreeSet<String>>,
+    /// Every System V object.
+    pub(crate) sysv: BTreeSet<SysV>,
+    /// Directories and files in the temp dir with the prefix (FIFO places).
+    pub(crate) tmp: BTreeSet<String>,
+}
+
+impl Snapshot {
+    /// Reads the kernel's tables now.
+    pub(crate) fn take() -> Snapshot {
+        Snapshot {
+            shm: prefixed_entries(&PathBuf::from("/dev/shm")),
+            mq: list_mqueues().ok(),
+            sysv: sysv_objects(),
+            tmp: prefixed_entries(&std::env::temp_dir()),
+        }
+    }
+
+    /// What exists now that did not exist at `before`: every prefixed name, and every new
+    /// System V object (ours by key, or IPC_PRIVATE created since).
+    pub(crate) fn leaks_since(&self, before: &Snapshot) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in self.shm.difference(&before.shm) {
+            out.push(format!("/dev/shm/{s}"));
+        }
+        if let (Some(now), Some(then)) = (&self.mq, &before.mq) {
+            for q in now.difference(then) {
+                out.push(format!("POSIX message queue /{q}"));
+            }
+        }
+        for o in self.sysv.difference(&before.sysv) {
+            if o.ours() || o.key == 0 {
+                out.push(format!("System V {} key {:#x} id {}", o.kind, o.key, o.id));
+            }
+        }
+        for t in self.tmp.difference(&before.tmp) {
+            out.push(format!("{}", std::env::temp_dir().join(t).display()));
+        }
+        out
+    }
+}
+
+fn prefixed_entries(dir: &PathBuf) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(PREFIX) || name.starts_with(&format!("sem.{PREFIX}")) {
+                out.insert(name);
+            }
+        }
+    }
+    out
+}
+
+fn sysv_objects() -> BTreeSet<SysV> {
+    let mut out = BTreeSet::new();
+    for kind in ["msg", "sem", "shm"] {
+        let Ok(text) = fs::read_to_string(format!("/proc/sysvipc/{kind}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let mut cols = line.split_whitespace();
+            let (Some(key), Some(id)) = (cols.next(), cols.next()) else {
+                continue;
+            };
+            if let (Ok(key), Ok(id)) = (key.parse(), id.parse()) {
+                out.insert(SysV { kind, key, id });
+            }
+        }
+    }
+    out
+}
+
+/// A shell snippet run with the mqueue file system mounted at `$d`.
+///
+/// `/dev/mqueue` is not mounted on every machine, so a private mount namespace (`unshare
+/// --mount`, root) mounts the queue file system of *our* IPC namespace where nobody else sees it.
+fn with_mqueue_fs(script: &str) -> Result<String> {
+    let mounted = fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/dev/mqueue"));
+    let out = if mounted {
+        Command::new("sh")
+            .args(["-c", &format!("d=/dev/mqueue; {script}")])
+            .output()
+    } else {
+        Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &format!(
+                    "d=$(mktemp -d) && mount -t mqueue none \"$d\" && {{ {script} ; }}; \
+                     r=$?; umount \"$d\" 2>/dev/null; rmdir \"$d\"; exit $r"
+                ),
+            ])
+            .output()
+    };
+    let out = out.map_err(|e| format!("cannot list POSIX message queues: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "cannot list POSIX message queues: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The workspace's POSIX message queues (names without the leading slash).
+pub(crate) fn list_mqueues() -> Result<BTreeSet<String>> {
+    let text = with_mqueue_fs("ls -1 \"$d\"")?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(PREFIX))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Removes every object of the workspace that exists now; returns what it removed.
+pub(crate) fn remove_all() -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let snap = Snapshot::take();
+    for s in &snap.shm {
+        let p = PathBuf::from("/dev/shm").join(s);
+        if fs::remove_file(&p).is_ok() {
+            removed.push(p.display().to_string());
+        }
+    }
+    if let Some(queues) = &snap.mq {
+        if !queues.is_empty() {
+            let names: Vec<String> = queues.iter().map(|q| format!("\"$d/{q}\"")).collect();
+            with_mqueue_fs(&format!("rm -f {}", names.join(" ")))?;
+            removed.extend(queues.iter().map(|q| format!("POSIX message queue /{q}")));
+        }
+    }
+    for o in snap.sysv.iter().filter(|o| o.ours()) {
+        let flag = match o.kind {
+            "msg" => "-q",
+            "sem" => "-s",
+            _ => "-m",
+        };
+        let ok = Command::new("ipcrm")
+            .args([flag, &o.id.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            removed.push(format!("System V {} key {:#x} id {}", o.kind, o.key, o.id));
+        }
+    }
+    for t in &snap.tmp {
+        let p = std::env::temp_dir().join(t);
+        let res = if p.is_dir() {
+            fs::remove_dir_all(&p)
+        } else {
+            fs::remove_file(&p)
+        };
+        if res.is_ok() {
+            removed.push(p.display().to_string());
+        }
+    }
+    Ok(removed)
+}
