@@ -11,6 +11,7 @@
 //!   fails instead of hanging.
 //! - [`fnv1a64`], [`SplitMix64`]: checksums and a deterministic random stream for payloads.
 //! - [`bench`](mod@bench): the one result-line format every bench prints and `cargo xtask bench` reads.
+//! - [`objects`]: the workspace's kernel objects, for leak checks before and after a scenario.
 //!
 //! ```
 //! let name = ipc_testkit::posix_name("doc");
@@ -20,6 +21,10 @@
 mod sys;
 
 pub mod bench;
+/// The workspace's kernel objects (prefixed names, System V ids): snapshots for leak checks.
+/// The same file as xtask's, so both agree on what "ours" means.
+#[path = "../../xtask/src/objects.rs"]
+pub mod objects;
 
 use std::ffi::OsStr;
 use std::io;

@@ -8,6 +8,7 @@ mod bench;
 mod ci;
 mod clean;
 mod demo;
+#[allow(unreachable_pub)] // shared with ipc-testkit, where these items are public
 mod objects;
 mod test;
 mod tidy;

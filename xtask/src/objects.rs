@@ -5,25 +5,33 @@
 //! (`ipcrs-*`, `sem.ipcrs-*`), POSIX message queues (`/ipcrs-*`), FIFO directories in the temp
 //! dir (`ipcrs-*`). System V objects have no names; the workspace's keys are `0x4950xxxx`, and
 //! `IPC_PRIVATE` objects are recognised only by being new (see [`Snapshot::leaks_since`]).
+//!
+//! This file is compiled twice: into xtask (clean, the leak check around `cargo xtask test`) and,
+//! through `#[path]`, into `ipc-testkit` (the leak checks of the cross-crate scenarios). It uses
+//! std only, so xtask stays free of ipc-* dependencies.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::util::Result;
+/// Errors are messages for the user.
+pub type Result<T = ()> = std::result::Result<T, String>;
 
 /// The name prefix of the workspace's objects.
-pub(crate) const PREFIX: &str = "ipcrs";
+pub const PREFIX: &str = "ipcrs";
 /// The upper 16 bits of the workspace's System V keys.
 const SYSV_KEY_BASE: u32 = 0x4950;
 
 /// A System V object: kind (`msg`, `sem`, `shm`), key, id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct SysV {
-    pub(crate) kind: &'static str,
-    pub(crate) key: i64,
-    pub(crate) id: i64,
+pub struct SysV {
+    /// `msg`, `sem` or `shm`.
+    pub kind: &'static str,
+    /// The key (0 for `IPC_PRIVATE`).
+    pub key: i64,
+    /// The identifier `ipcrm` takes.
+    pub id: i64,
 }
 
 impl SysV {
@@ -34,20 +42,20 @@ impl SysV {
 
 /// What exists now.
 #[derive(Debug, Default)]
-pub(crate) struct Snapshot {
+pub struct Snapshot {
     /// Entries of /dev/shm with the prefix (shm segments, `sem.` named semaphores).
-    pub(crate) shm: BTreeSet<String>,
+    pub shm: BTreeSet<String>,
     /// POSIX message queues with the prefix, or `None` when queues cannot be listed here.
-    pub(crate) mq: Option<BTreeSet<String>>,
+    pub mq: Option<BTreeSet<String>>,
     /// Every System V object.
-    pub(crate) sysv: BTreeSet<SysV>,
+    pub sysv: BTreeSet<SysV>,
     /// Directories and files in the temp dir with the prefix (FIFO places).
-    pub(crate) tmp: BTreeSet<String>,
+    pub tmp: BTreeSet<String>,
 }
 
 impl Snapshot {
     /// Reads the kernel's tables now.
-    pub(crate) fn take() -> Snapshot {
+    pub fn take() -> Snapshot {
         Snapshot {
             shm: prefixed_entries(&PathBuf::from("/dev/shm")),
             mq: list_mqueues().ok(),
@@ -58,7 +66,7 @@ impl Snapshot {
 
     /// What exists now that did not exist at `before`: every prefixed name, and every new
     /// System V object (ours by key, or IPC_PRIVATE created since).
-    pub(crate) fn leaks_since(&self, before: &Snapshot) -> Vec<String> {
+    pub fn leaks_since(&self, before: &Snapshot) -> Vec<String> {
         let mut out = Vec::new();
         for s in self.shm.difference(&before.shm) {
             out.push(format!("/dev/shm/{s}"));
@@ -152,7 +160,10 @@ fn with_mqueue_fs(script: &str) -> Result<String> {
 }
 
 /// The workspace's POSIX message queues (names without the leading slash).
-pub(crate) fn list_mqueues() -> Result<BTreeSet<String>> {
+///
+/// # Errors
+/// When the mqueue file system can be neither read nor mounted privately.
+pub fn list_mqueues() -> Result<BTreeSet<String>> {
     let text = with_mqueue_fs("ls -1 \"$d\"")?;
     Ok(text
         .lines()
@@ -162,7 +173,10 @@ pub(crate) fn list_mqueues() -> Result<BTreeSet<String>> {
 }
 
 /// Removes every object of the workspace that exists now; returns what it removed.
-pub(crate) fn remove_all() -> Result<Vec<String>> {
+///
+/// # Errors
+/// When POSIX message queues cannot be listed or removed.
+pub fn remove_all() -> Result<Vec<String>> {
     let mut removed = Vec::new();
     let snap = Snapshot::take();
     for s in &snap.shm {
