@@ -172,24 +172,54 @@ pub fn list_mqueues() -> Result<BTreeSet<String>> {
         .collect())
 }
 
-/// Removes every object of the workspace that exists now; returns what it removed.
+/// The pid a workspace name carries: its first all-digit `-` segment (`ipcrs-{tag}-{pid}-{n}`,
+/// `ipcrs-demo-{tag}-{pid}`), if any.
+pub fn name_pid(name: &str) -> Option<u32> {
+    name.split(['-', '.', '/'])
+        .find(|seg| !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|seg| seg.parse().ok())
+}
+
+/// Whether the process a name belongs to is still running (then its object may be in use).
+fn in_use(name: &str) -> bool {
+    name_pid(name).is_some_and(|pid| pid != 0 && PathBuf::from(format!("/proc/{pid}")).exists())
+}
+
+/// What [`remove_all`] did.
+#[derive(Debug, Default)]
+pub struct Cleaned {
+    /// Objects removed.
+    pub removed: Vec<String>,
+    /// Objects left alone because the process named in them is alive (a run in progress).
+    pub kept: Vec<String>,
+}
+
+/// Removes every object of the workspace whose creating process is gone; returns what it
+/// removed and what it kept because its process (the pid in the name) is still running.
+/// System V objects carry no pid: every one with a workspace key is removed.
 ///
 /// # Errors
 /// When POSIX message queues cannot be listed or removed.
-pub fn remove_all() -> Result<Vec<String>> {
-    let mut removed = Vec::new();
+pub fn remove_all() -> Result<Cleaned> {
+    let mut out = Cleaned::default();
     let snap = Snapshot::take();
     for s in &snap.shm {
         let p = PathBuf::from("/dev/shm").join(s);
-        if fs::remove_file(&p).is_ok() {
-            removed.push(p.display().to_string());
+        if in_use(s) {
+            out.kept.push(p.display().to_string());
+        } else if fs::remove_file(&p).is_ok() {
+            out.removed.push(p.display().to_string());
         }
     }
     if let Some(queues) = &snap.mq {
-        if !queues.is_empty() {
-            let names: Vec<String> = queues.iter().map(|q| format!("\"$d/{q}\"")).collect();
+        let (busy, stale): (Vec<&String>, Vec<&String>) = queues.iter().partition(|q| in_use(q));
+        out.kept
+            .extend(busy.iter().map(|q| format!("POSIX message queue /{q}")));
+        if !stale.is_empty() {
+            let names: Vec<String> = stale.iter().map(|q| format!("\"$d/{q}\"")).collect();
             with_mqueue_fs(&format!("rm -f {}", names.join(" ")))?;
-            removed.extend(queues.iter().map(|q| format!("POSIX message queue /{q}")));
+            out.removed
+                .extend(stale.iter().map(|q| format!("POSIX message queue /{q}")));
         }
     }
     for o in snap.sysv.iter().filter(|o| o.ours()) {
@@ -203,19 +233,37 @@ pub fn remove_all() -> Result<Vec<String>> {
             .status()
             .is_ok_and(|s| s.success());
         if ok {
-            removed.push(format!("System V {} key {:#x} id {}", o.kind, o.key, o.id));
+            out.removed
+                .push(format!("System V {} key {:#x} id {}", o.kind, o.key, o.id));
         }
     }
     for t in &snap.tmp {
         let p = std::env::temp_dir().join(t);
+        if in_use(t) {
+            out.kept.push(p.display().to_string());
+            continue;
+        }
         let res = if p.is_dir() {
             fs::remove_dir_all(&p)
         } else {
             fs::remove_file(&p)
         };
         if res.is_ok() {
-            removed.push(p.display().to_string());
+            out.removed.push(p.display().to_string());
         }
     }
-    Ok(removed)
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_pid;
+
+    #[test]
+    fn the_pid_is_the_first_numeric_segment() {
+        assert_eq!(name_pid("ipcrs-t-1234-7"), Some(1234));
+        assert_eq!(name_pid("sem.ipcrs-demo-x-99"), Some(99));
+        assert_eq!(name_pid("ipcrs-bench-a2b-31200"), Some(31200));
+        assert_eq!(name_pid("ipcrs-dir"), None);
+    }
 }
