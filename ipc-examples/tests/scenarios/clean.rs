@@ -34,9 +34,10 @@ fn clean_removes_only_the_workspace_prefix() {
         "clean removed an object that is not the workspace's"
     );
     assert!(
-        removed
+        cleaned
+            .removed
             .iter()
             .any(|r| r.ends_with(&*ours.to_string_lossy())),
-        "clean did not say what it removed: {removed:?}"
+        "clean did not say what it removed: {cleaned:?}"
     );
 }
