@@ -1,0 +1,3 @@
+//! ipc-mq benchmark (being written).
+
+fn main() {}

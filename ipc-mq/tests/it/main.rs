@@ -1,0 +1,3 @@
+//! Integration tests of ipc-mq: real queues, real processes.
+
+mod posix;
