@@ -10,8 +10,37 @@ use crate::limits::sysv_msgmax;
 use crate::sys;
 
 const HDR: usize = size_of::<libc::c_long>();
-/// Messages up to this size are staged on the stack (the default `kernel.msgmax`).
-const STACK: usize = 8192;
+/// Scratch buffers up to this size are kept per thread for reuse (the default `kernel.msgmax`
+/// plus the header); larger ones are allocated per call.
+const KEEP: usize = 8192 + HDR;
+/// Scratch buffers up to this size live on the stack (zeroing them costs less than a lookup).
+const SMALL: usize = 256 + HDR;
+
+thread_local! {
+    /// Where `send` and `receive` stage a message with its type header, reused so that a call
+    /// neither allocates nor zeroes a buffer.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a scratch buffer of exactly `len` bytes (contents unspecified).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    if len <= SMALL {
+        return f(&mut [0u8; SMALL][..len]);
+    }
+    if len > KEEP {
+        return f(&mut vec![0; len]);
+    }
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(KEEP, 0);
+            }
+            f(&mut v[..len])
+        }
+        // Only reachable if `f` itself re-entered (it does not): fall back to a fresh buffer.
+        Err(_) => f(&mut vec![0; len]),
+    })
+}
 
 /// A System V IPC key: [`Key::PRIVATE`], a number both sides agree on, or [`Key::from_path`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -317,17 +346,11 @@ impl SysvQueue {
     fn send_flags(&self, mtype: i64, text: &[u8], flags: libc::c_int) -> Result<()> {
         self.check(mtype, text.len())?;
         let t = (mtype as libc::c_long).to_ne_bytes();
-        if text.len() <= STACK {
-            let mut raw = [0u8; HDR + STACK];
+        with_scratch(HDR + text.len(), |raw| {
             raw[..HDR].copy_from_slice(&t);
-            raw[HDR..HDR + text.len()].copy_from_slice(text);
-            self.snd(&raw[..HDR + text.len()], flags)
-        } else {
-            let mut raw = Vec::with_capacity(HDR + text.len());
-            raw.extend_from_slice(&t);
-            raw.extend_from_slice(text);
-            self.snd(&raw, flags)
-        }
+            raw[HDR..].copy_from_slice(text);
+            self.snd(raw, flags)
+        })
     }
 
     /// `msgsnd`—Sends `text` with type `mtype` (> 0), waiting while the queue is full.
@@ -390,19 +413,13 @@ impl SysvQueue {
         sel: Select,
         flags: libc::c_int,
     ) -> Result<(usize, i64)> {
-        let mut stack = [0u8; HDR + STACK];
-        let mut heap = Vec::new();
-        let raw: &mut [u8] = if buf.len() <= STACK {
-            &mut stack[..HDR + buf.len()]
-        } else {
-            heap.resize(HDR + buf.len(), 0);
-            &mut heap
-        };
-        let n = self.rcv(raw, sel, flags)?;
-        let mut t = [0; HDR];
-        t.copy_from_slice(&raw[..HDR]);
-        buf[..n].copy_from_slice(&raw[HDR..HDR + n]);
-        Ok((n, i64::from(libc::c_long::from_ne_bytes(t))))
+        with_scratch(HDR.saturating_add(buf.len()), |raw| {
+            let n = self.rcv(raw, sel, flags)?;
+            let mut t = [0; HDR];
+            t.copy_from_slice(&raw[..HDR]);
+            buf[..n].copy_from_slice(&raw[HDR..HDR + n]);
+            Ok((n, i64::from(libc::c_long::from_ne_bytes(t))))
+        })
     }
 
     /// `msgrcv`—Receives the message `sel` picks into `buf`, waiting until there is one;
