@@ -490,3 +490,46 @@ fn notified_child() {
     assert_eq!(q.receive_vec().unwrap().0, b"again");
     assert_eq!(SIGNALS.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn a_forked_child_dropping_inherited_owners_removes_nothing() {
+    let _wd = Watchdog::new("forked owner", Duration::from_secs(30));
+    let name = posix_name("fork");
+    let q = MessageQueue::create(&name, 1, 8).unwrap();
+    let sysv = ipc_mq::SysvQueue::create(ipc_mq::Key::PRIVATE).unwrap();
+    let id = sysv.id();
+    let pid = fork_and_drop(q, sysv);
+    let status = nix::sys::wait::waitpid(pid, None).unwrap();
+    assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
+    // Both queues are still there; the test's owners are the child's copies, so adopt them
+    // to remove them.
+    let mut again = MessageQueue::open(&name, Access::Both).unwrap();
+    again.persist();
+    ipc_mq::unlink(&name).unwrap();
+    let s = ipc_mq::SysvQueue::from_id(id).unwrap();
+    assert!(!s.is_owner());
+    ipc_mq::SysvQueue::remove_id(id).unwrap();
+}
+
+/// Forks; the child drops the owners it inherited and exits. Returns the child's pid.
+#[allow(unsafe_code)]
+fn fork_and_drop(q: MessageQueue, sysv: ipc_mq::SysvQueue) -> nix::unistd::Pid {
+    // SAFETY: the child only drops the two handles (getpid, close, and free, which glibc
+    // makes usable in a forked child) and calls `_exit`; it never returns into the harness.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            let ok = !q.is_owner() && !sysv.is_owner();
+            drop(q);
+            drop(sysv);
+            // SAFETY: `_exit` ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            // The parent's copies must not remove anything either: the test removes them.
+            let (mut q, mut sysv) = (q, sysv);
+            q.persist();
+            sysv.persist();
+            child
+        }
+    }
+}
