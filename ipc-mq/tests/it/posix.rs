@@ -533,3 +533,74 @@ fn fork_and_drop(q: MessageQueue, sysv: ipc_mq::SysvQueue) -> nix::unistd::Pid {
         }
     }
 }
+
+static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn count_interrupt(_: libc::c_int) {
+    INTERRUPTS.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn interrupted_waits_resume_against_the_same_deadline() {
+    let _wd = Watchdog::new("EINTR", Duration::from_secs(30));
+    if role().as_deref() == Some("interrupted") {
+        interrupted_child();
+        return;
+    }
+    let test = test_path!(interrupted_waits_resume_against_the_same_deadline);
+    ipc_testkit::Proc::spawn(&mut child(&test, "interrupted"))
+        .unwrap()
+        .expect_success(Duration::from_secs(20));
+}
+
+/// Installs a SIGUSR2 handler *without* SA_RESTART (so blocked calls fail with EINTR), and
+/// has a helper thread signal this thread every few milliseconds while it waits.
+#[allow(unsafe_code)]
+fn interrupted_child() {
+    use nix::sys::pthread::{pthread_kill, pthread_self};
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let act = SigAction::new(
+        SigHandler::Handler(count_interrupt),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only increments an atomic (async-signal-safe); this is a child
+    // process that exits after the test.
+    unsafe { sigaction(Signal::SIGUSR2, &act) }.unwrap();
+    let name = posix_name("eintr");
+    let q = MessageQueue::create(&name, 1, 8).unwrap();
+    let me = pthread_self();
+    let stop = Arc::new(AtomicBool::new(false));
+    let pester = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let _ = pthread_kill(me, Signal::SIGUSR2);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let mut buf = [0; 8];
+    let t = Instant::now();
+    let r = q.receive_timeout(&mut buf, Duration::from_millis(300));
+    let took = t.elapsed();
+    assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    q.send(b"full", 0).unwrap();
+    let t = Instant::now();
+    let r = q.send_timeout(b"more", 0, Duration::from_millis(200));
+    assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    stop.store(true, Ordering::SeqCst);
+    pester.join().unwrap();
+    assert!(
+        INTERRUPTS.load(Ordering::SeqCst) > 10,
+        "the waits were interrupted"
+    );
+}
