@@ -7,7 +7,8 @@
 //! - 8 KiB throughput: the parent sends 8192-byte messages, the child receives them, checks
 //!   each one's sequence number and checksum, and reports failure through its exit status.
 //!
-//! The parent runs on CPU 0 and the child on CPU 1. Ours and raw libc alternate in rounds so that both see the same machine; each figure is
+//! Both processes run on CPU 0 (`PIN=split`: parent on 0, child on 1; `PIN=none`: unpinned).
+//! Ours and raw libc alternate in rounds so that both see the same machine; each figure is
 //! the median (latency: of all samples; throughput: of the rounds).
 #![allow(unsafe_code)] // the raw-libc baseline
 #![allow(missing_docs)]
@@ -44,23 +45,28 @@ fn check(buf: &[u8], seq: u64) -> bool {
         && buf[n - 8..] == fnv1a64(&buf[..16]).to_le_bytes()
 }
 
-/// Pins the calling process to `cpu` (when the machine has more than one): parent on 0,
-/// child on 1, so every run compares the same cross-core wake-ups (`PIN=split` in the C
-/// baseline) instead of whatever placement the scheduler picks. `PIN=same` puts both on CPU 0
-/// (the C baseline's `PIN=same`), which exposes per-call user-space cost the most.
+/// Pins the calling process (`cpu`: 0 for the parent, 1 for the child) as `PIN` says, the
+/// C baseline's variable: `same` (the default) puts both processes on CPU 0, `split` the parent
+/// on CPU 0 and the child on CPU 1, `none` leaves placement to the scheduler.
+///
+/// `same` is the default because on a small shared machine it gives the steadiest ratios: a
+/// round trip is then two context switches and the calls themselves, so any cost the crate adds
+/// shows in full, while cross-core wake-ups (`split`, `none`) vary by ±15 % between runs.
 fn pin(cpu: usize) {
     // Counted once, before the first pin narrows this process's affinity to one CPU.
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let n = *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if n > 1 {
-        let mut set = rustix::thread::CpuSet::new();
-        let same = std::env::var("PIN").is_ok_and(|p| p == "same");
-        set.set(if same { 0 } else { cpu % n });
-        let _ = rustix::thread::sched_setaffinity(None, &set);
-    }
+    let target = match std::env::var("PIN").as_deref() {
+        Ok("none") => return,
+        Ok("split") if n > 1 => cpu % n,
+        _ => 0,
+    };
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(target);
+    let _ = rustix::thread::sched_setaffinity(None, &set);
 }
 
-/// `bench::fork`, with the child pinned to CPU 1.
+/// `bench::fork`, with the child pinned as [`pin`] says.
 fn fork(f: impl FnOnce() -> i32) -> i32 {
     ipc_testkit::bench::fork(|| {
         pin(1);

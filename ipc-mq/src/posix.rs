@@ -253,6 +253,9 @@ impl MqOptions {
 
     /// `mq_open`—Opens an existing queue; the handle removes nothing when dropped.
     ///
+    /// Queue names are not paths (no symlinks can be planted), so `O_NOFOLLOW` has nothing to
+    /// do here; `fstat` on the new descriptor checks the owner unless [`OwnerCheck::Any`].
+    ///
     /// # Errors
     /// [`Error::InvalidName`] (no system call made), [`Error::NotFound`],
     /// [`Error::PermissionDenied`], [`Error::NotOwner`] (unless [`OwnerCheck::Any`]).
