@@ -17,6 +17,8 @@ pub enum Limit {
     RlimitMsgqueue,
     /// `/proc/sys/kernel/msgmax`: the largest System V message.
     SysvMsgMax,
+    /// `/proc/sys/kernel/msgmni`: the most System V queues in the IPC namespace.
+    SysvMsgmni,
 }
 
 impl Limit {
@@ -28,6 +30,7 @@ impl Limit {
             Limit::QueuesMax => "queues_max",
             Limit::RlimitMsgqueue => "RLIMIT_MSGQUEUE",
             Limit::SysvMsgMax => "msgmax",
+            Limit::SysvMsgmni => "msgmni",
         }
     }
 
@@ -44,6 +47,10 @@ impl Limit {
                  (`ulimit -q`, setrlimit(RLIMIT_MSGQUEUE), limits.conf `msgqueue`)"
             }
             Limit::SysvMsgMax => "raise it as root with `sysctl kernel.msgmax=N`",
+            Limit::SysvMsgmni => {
+                "remove unused queues (`ipcs -q`, `ipcrm`) or raise it as root with \
+                 `sysctl kernel.msgmni=N`"
+            }
         }
     }
 }

@@ -108,10 +108,19 @@ impl Limits {
     }
 }
 
-/// `/proc/sys/kernel/msgmax`: the largest System V message (8192 by default).
-pub(crate) fn sysv_msgmax() -> usize {
-    fs::read_to_string("/proc/sys/kernel/msgmax")
+fn kernel_value(file: &str, default: u64) -> u64 {
+    fs::read_to_string(format!("/proc/sys/kernel/{file}"))
         .ok()
         .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(8192)
+        .unwrap_or(default)
+}
+
+/// `/proc/sys/kernel/msgmax`: the largest System V message (8192 by default).
+pub(crate) fn sysv_msgmax() -> usize {
+    usize::try_from(kernel_value("msgmax", 8192)).unwrap_or(usize::MAX)
+}
+
+/// `/proc/sys/kernel/msgmni`: the most System V queues (32000 by default).
+pub(crate) fn sysv_msgmni() -> u64 {
+    kernel_value("msgmni", 32000)
 }

@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::limits::sysv_msgmax;
+use crate::limits::{sysv_msgmax, sysv_msgmni};
 use crate::sys;
 
 const HDR: usize = size_of::<libc::c_long>();
@@ -214,9 +214,9 @@ impl SysvQueue {
     /// `msgget(key, IPC_CREAT | IPC_EXCL | 0600)`—Creates a queue and returns its owner.
     ///
     /// # Errors
-    /// [`Error::AlreadyExists`] if the key is taken (choose another), [`Error::LimitExceeded`]
-    /// is not reported here: `ENOSPC` (`kernel.msgmni` queues exist) comes back as
-    /// [`Error::Io`].
+    /// [`Error::AlreadyExists`] if the key is taken (choose another),
+    /// [`Error::LimitExceeded`] naming [`Limit::SysvMsgmni`](crate::Limit::SysvMsgmni) when
+    /// `kernel.msgmni` queues exist already (`ENOSPC`).
     #[doc(alias = "msgget")]
     pub fn create(key: Key) -> Result<SysvQueue> {
         SysvQueue::create_with_mode(key, 0o600)
@@ -228,7 +228,17 @@ impl SysvQueue {
     /// As [`create`](Self::create).
     pub fn create_with_mode(key: Key, mode: u32) -> Result<SysvQueue> {
         let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as libc::c_int;
-        let id = sys::msgget(key.0, flags)?;
+        let id = sys::msgget(key.0, flags).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOSPC) => {
+                let limit = sysv_msgmni();
+                Error::LimitExceeded {
+                    what: crate::Limit::SysvMsgmni,
+                    requested: limit.saturating_add(1),
+                    limit,
+                }
+            }
+            _ => Error::from(e),
+        })?;
         Ok(SysvQueue {
             id,
             msgmax: sysv_msgmax(),

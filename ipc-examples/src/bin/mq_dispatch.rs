@@ -242,9 +242,10 @@ fn worker() -> Result<(), DemoError> {
             format!("worker {w} got {text:?} of type {mtype}"),
         )?;
         if text.starts_with("stop") {
-            say!(&me, "stop (System V type {mtype})");
+            say!(&me, "got {text:?} (System V type {mtype}): stopping");
             return Ok(());
         }
+        say!(&me, "got {text:?} (System V type {mtype}): taking tasks");
         // Drain the task queue: most urgent first, oldest first within a priority.
         let mut taken = Vec::new();
         loop {
