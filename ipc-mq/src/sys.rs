@@ -1,0 +1,260 @@
+//! The only file with unsafe code: thin wrappers over the libc calls rustix does not offer
+//! (`mq_*`, `msg*`, `ftok`). One FFI call per unsafe block, each with its SAFETY note; every
+//! wrapper returns `io::Result` built from `errno`.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// The attributes of a POSIX queue, as plain numbers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawAttr {
+    pub(crate) flags: i64,
+    pub(crate) maxmsg: i64,
+    pub(crate) msgsize: i64,
+    pub(crate) curmsgs: i64,
+}
+
+fn zeroed_attr() -> libc::mq_attr {
+    // SAFETY: `mq_attr` is plain integers (and padding): all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn cvt_size(r: libc::ssize_t) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// `mq_open(name, oflag, mode, attr)`; `attr` = (max messages, message size).
+pub(crate) fn mq_open(
+    name: &CStr,
+    oflag: libc::c_int,
+    mode: libc::mode_t,
+    attr: Option<(i64, i64)>,
+) -> io::Result<OwnedFd> {
+    let mut a = zeroed_attr();
+    let ptr: *mut libc::mq_attr = match attr {
+        Some((maxmsg, msgsize)) => {
+            a.mq_maxmsg = maxmsg as libc::c_long;
+            a.mq_msgsize = msgsize as libc::c_long;
+            &mut a
+        }
+        None => std::ptr::null_mut(),
+    };
+    // SAFETY: `name` is NUL-terminated and outlives the call; `ptr` is null or points to the
+    // initialised `a`, which outlives the call; the variadic mode/attr are what mq_open reads
+    // when O_CREAT is set (and ignores otherwise).
+    let fd = unsafe { libc::mq_open(name.as_ptr(), oflag, mode, ptr) };
+    let fd = cvt(fd)?;
+    // SAFETY: `fd` was just returned by mq_open (on Linux an mqd_t is a descriptor) and
+    // nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `mq_unlink(name)`.
+pub(crate) fn mq_unlink(name: &CStr) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated and outlives the call.
+    cvt(unsafe { libc::mq_unlink(name.as_ptr()) }).map(drop)
+}
+
+/// `mq_send(fd, msg, prio)`.
+pub(crate) fn mq_send(fd: BorrowedFd<'_>, msg: &[u8], prio: u32) -> io::Result<()> {
+    // SAFETY: `msg` is valid for reads of `msg.len()` bytes for the call; `fd` is open.
+    cvt(unsafe { libc::mq_send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), prio) }).map(drop)
+}
+
+/// `mq_timedsend(fd, msg, prio, deadline)` (absolute CLOCK_REALTIME deadline).
+pub(crate) fn mq_timedsend(
+    fd: BorrowedFd<'_>,
+    msg: &[u8],
+    prio: u32,
+    deadline: &libc::timespec,
+) -> io::Result<()> {
+    // SAFETY: `msg` is valid for reads of `msg.len()` bytes and `deadline` points to a valid
+    // timespec, both for the duration of the call; `fd` is open.
+    cvt(unsafe {
+        libc::mq_timedsend(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            prio,
+            deadline,
+        )
+    })
+    .map(drop)
+}
+
+/// `mq_receive(fd, buf, &prio)` → (length, priority).
+pub(crate) fn mq_receive(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, u32)> {
+    let mut prio: libc::c_uint = 0;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes and `prio` for one c_uint, for
+    // the duration of the call; `fd` is open.
+    let n = unsafe {
+        libc::mq_receive(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut prio,
+        )
+    };
+    Ok((cvt_size(n)?, prio))
+}
+
+/// `mq_timedreceive(fd, buf, &prio, deadline)` → (length, priority).
+pub(crate) fn mq_timedreceive(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    deadline: &libc::timespec,
+) -> io::Result<(usize, u32)> {
+    let mut prio: libc::c_uint = 0;
+    // SAFETY: as for `mq_receive`; `deadline` points to a valid timespec for the call.
+    let n = unsafe {
+        libc::mq_timedreceive(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut prio,
+            deadline,
+        )
+    };
+    Ok((cvt_size(n)?, prio))
+}
+
+// `c_long` is `i64` on 64-bit targets only.
+#[allow(clippy::unnecessary_cast)]
+fn to_raw(a: &libc::mq_attr) -> RawAttr {
+    RawAttr {
+        flags: a.mq_flags as i64,
+        maxmsg: a.mq_maxmsg as i64,
+        msgsize: a.mq_msgsize as i64,
+        curmsgs: a.mq_curmsgs as i64,
+    }
+}
+
+/// `mq_getattr(fd)`.
+pub(crate) fn mq_getattr(fd: BorrowedFd<'_>) -> io::Result<RawAttr> {
+    let mut a = zeroed_attr();
+    // SAFETY: `a` is a valid, writable mq_attr for the call; `fd` is open.
+    cvt(unsafe { libc::mq_getattr(fd.as_raw_fd(), &mut a) })?;
+    Ok(to_raw(&a))
+}
+
+/// `mq_setattr(fd, {mq_flags: flags})` → the previous attributes.
+pub(crate) fn mq_setattr(fd: BorrowedFd<'_>, flags: i64) -> io::Result<RawAttr> {
+    let mut new = zeroed_attr();
+    new.mq_flags = flags as libc::c_long;
+    let mut old = zeroed_attr();
+    // SAFETY: `new` and `old` are valid mq_attr values for the call; `fd` is open.
+    cvt(unsafe { libc::mq_setattr(fd.as_raw_fd(), &new, &mut old) })?;
+    Ok(to_raw(&old))
+}
+
+/// How `mq_notify` should notify.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RawNotify {
+    /// `SIGEV_NONE`: registered, no notification.
+    None,
+    /// `SIGEV_SIGNAL` with this signal and `si_value.sival_int = value`.
+    Signal(i32, i32),
+}
+
+/// `mq_notify(fd, sev)`; `None` removes this process's registration.
+pub(crate) fn mq_notify(fd: BorrowedFd<'_>, how: Option<RawNotify>) -> io::Result<()> {
+    // SAFETY: `sigevent` is plain data (integers, a union of an int and a pointer, padding):
+    // all-zero is a valid value.
+    let mut sev: libc::sigevent = unsafe { std::mem::zeroed() };
+    let ptr: *const libc::sigevent = match how {
+        None => std::ptr::null(),
+        Some(RawNotify::None) => {
+            sev.sigev_notify = libc::SIGEV_NONE;
+            &sev
+        }
+        Some(RawNotify::Signal(signo, value)) => {
+            sev.sigev_notify = libc::SIGEV_SIGNAL;
+            sev.sigev_signo = signo;
+            sev.sigev_value = libc::sigval {
+                sival_ptr: value as isize as *mut libc::c_void,
+            };
+            &sev
+        }
+    };
+    // SAFETY: `ptr` is null or points to `sev`, initialised for SIGEV_NONE or SIGEV_SIGNAL
+    // (never SIGEV_THREAD, so the kernel calls no code of ours); `fd` is open.
+    cvt(unsafe { libc::mq_notify(fd.as_raw_fd(), ptr) }).map(drop)
+}
+
+/// `msgget(key, flags)` → queue id.
+pub(crate) fn msgget(key: libc::key_t, flags: libc::c_int) -> io::Result<i32> {
+    // SAFETY: plain integers in, an integer out.
+    cvt(unsafe { libc::msgget(key, flags) })
+}
+
+/// `msgsnd(id, msg, len, flags)`; `msg` starts with the native `long` message type, followed by
+/// `len` bytes of text.
+pub(crate) fn msgsnd(id: i32, msg: &[u8], flags: libc::c_int) -> io::Result<()> {
+    let len = msg.len() - size_of::<libc::c_long>();
+    // SAFETY: `msg` holds the type (`long`) followed by `len` text bytes and is valid for reads
+    // of all of them for the call; the kernel copies it with no alignment requirement.
+    cvt(unsafe { libc::msgsnd(id, msg.as_ptr().cast(), len, flags) }).map(drop)
+}
+
+/// `msgrcv(id, buf, buf.len() - sizeof(long), msgtyp, flags)` → text length; the type is
+/// written into the first `sizeof(long)` bytes of `buf`.
+pub(crate) fn msgrcv(
+    id: i32,
+    buf: &mut [u8],
+    msgtyp: i64,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    let cap = buf.len() - size_of::<libc::c_long>();
+    // SAFETY: `buf` is valid for writes of `sizeof(long) + cap` bytes for the call; the kernel
+    // copies into it with no alignment requirement.
+    let n = unsafe {
+        libc::msgrcv(
+            id,
+            buf.as_mut_ptr().cast(),
+            cap,
+            msgtyp as libc::c_long,
+            flags,
+        )
+    };
+    cvt_size(n)
+}
+
+/// `msgctl(id, IPC_RMID)`.
+pub(crate) fn msgctl_rmid(id: i32) -> io::Result<()> {
+    // SAFETY: IPC_RMID reads no buffer; a null pointer is allowed.
+    cvt(unsafe { libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()) }).map(drop)
+}
+
+/// `msgctl(id, IPC_STAT)`.
+pub(crate) fn msgctl_stat(id: i32) -> io::Result<libc::msqid_ds> {
+    // SAFETY: `msqid_ds` is plain integers: all-zero is a valid value.
+    let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: `ds` is a valid, writable msqid_ds for the call.
+    cvt(unsafe { libc::msgctl(id, libc::IPC_STAT, &mut ds) })?;
+    Ok(ds)
+}
+
+/// `ftok(path, proj_id)`.
+pub(crate) fn ftok(path: &CStr, proj_id: u8) -> io::Result<libc::key_t> {
+    // SAFETY: `path` is NUL-terminated and outlives the call.
+    let k = unsafe { libc::ftok(path.as_ptr(), libc::c_int::from(proj_id)) };
+    if k == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(k)
+    }
+}

@@ -1,0 +1,606 @@
+//! POSIX queues across real processes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ipc_mq::{Access, Error, MessageQueue, Notify, OwnerCheck};
+use ipc_testkit::{SplitMix64, Watchdog, child, fnv1a64, posix_name, role, test_path};
+
+use crate::{INDEX_ENV, NAME_ENV, NameGuard, arg_index, arg_name, ready, spawn_ready};
+
+const SENDERS: u64 = 8;
+const PER_SENDER: u32 = 5_000;
+const MSG_SIZE: usize = 64;
+
+/// `sender u32 | seq u32 | priority u32 | random bytes | fnv1a64 of all before`, 24..=64 bytes.
+fn make_message(rng: &mut SplitMix64, sender: u32, seq: u32, priority: u32) -> Vec<u8> {
+    let len = rng.range(20, MSG_SIZE as u64) as usize;
+    let mut m = vec![0; len];
+    m[0..4].copy_from_slice(&sender.to_le_bytes());
+    m[4..8].copy_from_slice(&seq.to_le_bytes());
+    m[8..12].copy_from_slice(&priority.to_le_bytes());
+    rng.fill(&mut m[12..len - 8]);
+    let sum = fnv1a64(&m[..len - 8]);
+    m[len - 8..].copy_from_slice(&sum.to_le_bytes());
+    m
+}
+
+/// Checks a message's checksum and returns (sender, seq, priority).
+fn parse_message(m: &[u8]) -> (u32, u32, u32) {
+    assert!(m.len() >= 20 && m.len() <= MSG_SIZE, "length {}", m.len());
+    let (body, sum) = m.split_at(m.len() - 8);
+    assert_eq!(
+        fnv1a64(body),
+        u64::from_le_bytes(sum.try_into().unwrap()),
+        "checksum"
+    );
+    let word = |i: usize| u32::from_le_bytes(m[i..i + 4].try_into().unwrap());
+    (word(0), word(4), word(8))
+}
+
+fn senders(test: &str, name: &str, role: &str) -> Vec<ipc_testkit::Proc> {
+    (0..SENDERS)
+        .map(|i| {
+            ipc_testkit::Proc::spawn(
+                child(test, role)
+                    .env(NAME_ENV, name)
+                    .env(INDEX_ENV, i.to_string()),
+            )
+            .expect("spawn sender")
+        })
+        .collect()
+}
+
+#[test]
+fn eight_senders_five_thousand_messages_each_arrive_whole_and_exactly_once() {
+    let _wd = Watchdog::new("8 x 5000 messages", Duration::from_secs(120));
+    if role().as_deref() == Some("sender") {
+        let q = MessageQueue::open(&arg_name(), Access::Send).unwrap();
+        let me = arg_index() as u32;
+        let mut rng = SplitMix64::new(0x5eed ^ u64::from(me));
+        for seq in 0..PER_SENDER {
+            let prio = rng.range(0, 31) as u32;
+            q.send(&make_message(&mut rng, me, seq, prio), prio)
+                .unwrap();
+        }
+        return;
+    }
+    let name = posix_name("stress");
+    let q = MessageQueue::create(&name, 10, MSG_SIZE as u64).unwrap();
+    let test = test_path!(eight_senders_five_thousand_messages_each_arrive_whole_and_exactly_once);
+    let kids = senders(&test, &name, "sender");
+    let mut seen = vec![vec![false; PER_SENDER as usize]; SENDERS as usize];
+    // Within one sender and one priority, messages keep their order (FIFO per priority).
+    let mut last: HashMap<(u32, u32), u32> = HashMap::new();
+    let mut buf = [0u8; MSG_SIZE];
+    for _ in 0..SENDERS * u64::from(PER_SENDER) {
+        let (n, prio) = q.receive(&mut buf).unwrap();
+        let (sender, seq, p) = parse_message(&buf[..n]);
+        assert_eq!(p, prio, "priority carried in the message");
+        assert!(u64::from(sender) < SENDERS && seq < PER_SENDER);
+        assert!(
+            !seen[sender as usize][seq as usize],
+            "duplicate {sender}/{seq}"
+        );
+        seen[sender as usize][seq as usize] = true;
+        if let Some(prev) = last.insert((sender, prio), seq) {
+            assert!(
+                prev < seq,
+                "sender {sender} prio {prio}: {seq} after {prev}"
+            );
+        }
+    }
+    assert!(seen.iter().flatten().all(|&s| s), "lost messages");
+    for k in kids {
+        k.expect_success(Duration::from_secs(60));
+    }
+    assert_eq!(q.len().unwrap(), 0, "nothing left over");
+}
+
+#[test]
+fn a_backlog_leaves_in_priority_order_oldest_first_within_a_priority() {
+    let _wd = Watchdog::new("backlog order", Duration::from_secs(60));
+    if role().as_deref() == Some("burst") {
+        // Eight processes put 10 messages (the queue's capacity) in: 2 from the first two,
+        // 1 from the rest.
+        let q = MessageQueue::open(&arg_name(), Access::Send).unwrap();
+        let me = arg_index() as u32;
+        let mut rng = SplitMix64::new(0xb0b ^ u64::from(me));
+        for seq in 0..if me < 2 { 2 } else { 1 } {
+            let prio = rng.range(0, 4) as u32;
+            q.try_send(&make_message(&mut rng, me, seq, prio), prio)
+                .unwrap();
+        }
+        return;
+    }
+    let test = test_path!(a_backlog_leaves_in_priority_order_oldest_first_within_a_priority);
+    for round in 0..3 {
+        let name = posix_name("backlog");
+        let q = MessageQueue::create(&name, 10, MSG_SIZE as u64).unwrap();
+        for k in senders(&test, &name, "burst") {
+            k.expect_success(Duration::from_secs(30));
+        }
+        assert_eq!(q.len().unwrap(), 10, "round {round}: the queue is full");
+        let mut prev_prio = u32::MAX;
+        let mut last: HashMap<(u32, u32), u32> = HashMap::new();
+        let mut got = 0;
+        while let Ok((m, prio)) = q.try_receive_vec() {
+            got += 1;
+            assert!(prio <= prev_prio, "round {round}: {prio} after {prev_prio}");
+            prev_prio = prio;
+            let (sender, seq, p) = parse_message(&m);
+            assert_eq!(p, prio);
+            if let Some(prev) = last.insert((sender, prio), seq) {
+                assert!(prev < seq);
+            }
+        }
+        assert_eq!(got, 10, "round {round}: every message once");
+    }
+}
+
+#[test]
+fn full_queue_try_send_would_block_and_send_timeout_times_out_in_time() {
+    let name = posix_name("full");
+    let q = MessageQueue::create(&name, 2, 16).unwrap();
+    q.send(b"a", 0).unwrap();
+    q.send_timeout(b"b", 0, Duration::MAX).unwrap();
+    assert!(matches!(q.try_send(b"c", 0), Err(Error::WouldBlock)));
+    assert!(matches!(
+        q.send_timeout(b"c", 0, Duration::ZERO),
+        Err(Error::TimedOut)
+    ));
+    let t = Instant::now();
+    assert!(matches!(
+        q.send_timeout(b"c", 0, Duration::from_millis(100)),
+        Err(Error::TimedOut)
+    ));
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert_eq!(q.len().unwrap(), 2);
+}
+
+#[test]
+fn empty_queue_try_receive_would_block_and_receive_timeout_times_out_in_time() {
+    let name = posix_name("empty");
+    let q = MessageQueue::create(&name, 2, 16).unwrap();
+    let mut buf = [0; 16];
+    assert!(matches!(q.try_receive(&mut buf), Err(Error::WouldBlock)));
+    assert!(matches!(q.try_receive_vec(), Err(Error::WouldBlock)));
+    assert!(matches!(
+        q.receive_timeout(&mut buf, Duration::ZERO),
+        Err(Error::TimedOut)
+    ));
+    let t = Instant::now();
+    assert!(matches!(
+        q.receive_vec_timeout(Duration::from_millis(100)),
+        Err(Error::TimedOut)
+    ));
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn receive_timeout_max_waits_for_a_message_from_another_process() {
+    let _wd = Watchdog::new("receive_timeout(MAX)", Duration::from_secs(30));
+    if role().as_deref() == Some("late sender") {
+        let q = MessageQueue::open(&arg_name(), Access::Send).unwrap();
+        q.send(b"at last", 7).unwrap();
+        return;
+    }
+    let name = posix_name("max");
+    let q = MessageQueue::create(&name, 2, 16).unwrap();
+    let test = test_path!(receive_timeout_max_waits_for_a_message_from_another_process);
+    let kid = ipc_testkit::Proc::spawn(child(&test, "late sender").env(NAME_ENV, &name)).unwrap();
+    let mut buf = [0; 16];
+    let (n, prio) = q.receive_timeout(&mut buf, Duration::MAX).unwrap();
+    assert_eq!((&buf[..n], prio), (&b"at last"[..], 7));
+    kid.expect_success(Duration::from_secs(10));
+}
+
+#[test]
+fn nonblocking_toggle_turns_waits_into_would_block() {
+    let name = posix_name("nb");
+    let q = MessageQueue::create(&name, 1, 8).unwrap();
+    assert!(!q.attributes().unwrap().nonblocking);
+    q.set_nonblocking(true).unwrap();
+    assert!(q.attributes().unwrap().nonblocking);
+    assert!(matches!(q.receive_vec(), Err(Error::WouldBlock)));
+    q.send(b"x", 0).unwrap();
+    assert!(matches!(q.send(b"y", 0), Err(Error::WouldBlock)));
+    q.set_nonblocking(false).unwrap();
+    assert!(!q.attributes().unwrap().nonblocking);
+    assert_eq!(q.receive_vec().unwrap(), (b"x".to_vec(), 0));
+}
+
+#[test]
+fn a_65_byte_send_to_a_64_byte_queue_is_rejected_and_the_queue_is_unchanged() {
+    let name = posix_name("big");
+    let q = MessageQueue::create(&name, 4, 64).unwrap();
+    q.send(b"before", 1).unwrap();
+    match q.send(&[7; 65], 5) {
+        Err(Error::MessageTooLarge { len: 65, max: 64 }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        q.try_send(&[7; 65], 5),
+        Err(Error::MessageTooLarge { .. })
+    ));
+    assert_eq!(q.len().unwrap(), 1);
+    q.send(&[9; 64], 0).unwrap();
+    q.send(b"", 0).unwrap();
+    assert_eq!(q.receive_vec().unwrap(), (b"before".to_vec(), 1));
+    assert_eq!(q.receive_vec().unwrap(), (vec![9; 64], 0));
+    assert_eq!(
+        q.receive_vec().unwrap(),
+        (Vec::new(), 0),
+        "zero-length message"
+    );
+}
+
+#[test]
+fn a_receive_buffer_smaller_than_the_message_size_says_the_size_needed() {
+    let name = posix_name("small");
+    let q = MessageQueue::create(&name, 4, 64).unwrap();
+    q.send(b"tiny", 0).unwrap();
+    let mut buf = [0; 63];
+    match q.receive(&mut buf) {
+        Err(
+            e @ Error::BufferTooSmall {
+                len: 63,
+                needed: Some(64),
+            },
+        ) => {
+            assert!(e.to_string().contains("64"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(q.len().unwrap(), 1, "the message stays");
+    assert!(matches!(
+        q.send(b"x", ipc_mq::MAX_PRIORITY + 1),
+        Err(Error::InvalidPriority { .. })
+    ));
+}
+
+#[test]
+fn bad_names_are_invalid_before_any_system_call() {
+    // The kernel would answer some of these differently ("/a/b", "//x": EACCES; too long:
+    // ENAMETOOLONG; "": ENOENT), so InvalidName shows that the check came first.
+    let long = format!("/{}", "x".repeat(256));
+    for bad in [
+        "",
+        "/",
+        "noslash",
+        "/a/b",
+        "//x",
+        long.as_str(),
+        "/nul\0x",
+        "/.",
+        "/..",
+    ] {
+        assert!(
+            matches!(MessageQueue::create(bad, 1, 8), Err(Error::InvalidName)),
+            "create {bad:?}"
+        );
+        assert!(
+            matches!(
+                MessageQueue::open(bad, Access::Both),
+                Err(Error::InvalidName)
+            ),
+            "open {bad:?}"
+        );
+        assert!(
+            matches!(ipc_mq::unlink(bad), Err(Error::InvalidName)),
+            "unlink {bad:?}"
+        );
+    }
+    let absent = posix_name("absent");
+    assert!(matches!(
+        MessageQueue::open(&absent, Access::Both),
+        Err(Error::NotFound)
+    ));
+}
+
+#[test]
+fn create_is_exclusive_and_mode_is_0600_whatever_the_umask() {
+    let _wd = Watchdog::new("umask child", Duration::from_secs(30));
+    if role().as_deref() == Some("umask") {
+        rustix::process::umask(rustix::fs::Mode::empty());
+        let q = MessageQueue::create(&arg_name(), 1, 8).unwrap();
+        let st = rustix::fs::fstat(&q).unwrap();
+        assert_eq!(st.st_mode & 0o777, 0o600);
+        let q2 = MessageQueue::options()
+            .mode(0o640)
+            .create(&posix_name("mode"))
+            .unwrap();
+        assert_eq!(rustix::fs::fstat(&q2).unwrap().st_mode & 0o777, 0o640);
+        return;
+    }
+    let name = posix_name("excl");
+    let q = MessageQueue::create(&name, 1, 8).unwrap();
+    assert!(matches!(
+        MessageQueue::create(&name, 1, 8),
+        Err(Error::AlreadyExists)
+    ));
+    drop(q);
+    let test = test_path!(create_is_exclusive_and_mode_is_0600_whatever_the_umask);
+    let name = posix_name("umask");
+    ipc_testkit::Proc::spawn(child(&test, "umask").env(NAME_ENV, &name))
+        .unwrap()
+        .expect_success(Duration::from_secs(20));
+    // The child's owner unlinked its queue.
+    assert!(matches!(
+        MessageQueue::open(&name, Access::Both),
+        Err(Error::NotFound)
+    ));
+}
+
+#[test]
+fn another_user_is_denied_a_0600_queue_and_open_checks_the_owner() {
+    let _wd = Watchdog::new("uid child", Duration::from_secs(30));
+    if role().as_deref() == Some("nobody") {
+        let (private, shared) = arg_name()
+            .split_once(',')
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .unwrap();
+        nix::unistd::setgid(nix::unistd::Gid::from_raw(65534)).unwrap();
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(65534)).unwrap();
+        let denied = MessageQueue::options()
+            .owner_check(OwnerCheck::Any)
+            .open(&private);
+        assert!(matches!(denied, Err(Error::PermissionDenied)), "{denied:?}");
+        let not_ours = MessageQueue::open(&shared, Access::Send);
+        assert!(
+            matches!(not_ours, Err(Error::NotOwner { uid: 0 })),
+            "{not_ours:?}"
+        );
+        let q = MessageQueue::options()
+            .access(Access::Send)
+            .owner_check(OwnerCheck::Any)
+            .open(&shared)
+            .unwrap();
+        q.send(b"from nobody", 0).unwrap();
+        return;
+    }
+    let private = posix_name("priv");
+    let shared = posix_name("shared");
+    let _p = MessageQueue::create(&private, 1, 16).unwrap();
+    let s = MessageQueue::options()
+        .max_messages(1)
+        .message_size(16)
+        .mode(0o622)
+        .create(&shared)
+        .unwrap();
+    let test = test_path!(another_user_is_denied_a_0600_queue_and_open_checks_the_owner);
+    ipc_testkit::Proc::spawn(child(&test, "nobody").env(NAME_ENV, format!("{private},{shared}")))
+        .unwrap()
+        .expect_success(Duration::from_secs(20));
+    assert_eq!(s.receive_vec().unwrap().0, b"from nobody");
+}
+
+#[test]
+fn a_creator_killed_leaves_its_queue_and_messages_until_unlinked() {
+    let _wd = Watchdog::new("killed creator", Duration::from_secs(30));
+    if role().as_deref() == Some("creator") {
+        let q = MessageQueue::create(&arg_name(), 4, 16).unwrap();
+        for i in 0..3u8 {
+            q.send(&[i; 3], u32::from(i)).unwrap();
+        }
+        ready("ready");
+        // Wait to be killed: stdin is never written to.
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        return;
+    }
+    let name = posix_name("killed");
+    let guard = NameGuard(name.clone());
+    let test = test_path!(a_creator_killed_leaves_its_queue_and_messages_until_unlinked);
+    let mut cmd = child(&test, "creator");
+    cmd.env(NAME_ENV, &name).stdin(std::process::Stdio::piped());
+    let (mut kid, line) = spawn_ready(&mut cmd);
+    assert_eq!(line, "ready");
+    kid.kill().unwrap();
+    let status = kid.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert!(!status.success());
+
+    let opener = MessageQueue::open(&name, Access::Receive).unwrap();
+    assert!(!opener.is_owner());
+    assert_eq!(opener.len().unwrap(), 3);
+    drop(opener); // an opener's drop removes nothing
+    let q = MessageQueue::open(&name, Access::Receive).unwrap();
+    let got: Vec<_> = (0..3).map(|_| q.receive_vec().unwrap()).collect();
+    assert_eq!(got, vec![(vec![2; 3], 2), (vec![1; 3], 1), (vec![0; 3], 0)]);
+    ipc_mq::unlink(&name).unwrap();
+    assert!(matches!(
+        MessageQueue::open(&name, Access::Both),
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(ipc_mq::unlink(&name), Err(Error::NotFound)));
+    drop(guard);
+}
+
+#[test]
+fn an_owner_that_persists_leaves_the_queue() {
+    let name = posix_name("persist");
+    let _guard = NameGuard(name.clone());
+    let mut q = MessageQueue::create(&name, 1, 8).unwrap();
+    assert!(q.is_owner());
+    q.persist();
+    assert!(!q.is_owner());
+    drop(q);
+    let fd: std::os::fd::OwnedFd = MessageQueue::open(&name, Access::Both).unwrap().into();
+    let q = MessageQueue::try_from(fd).unwrap();
+    assert_eq!(q.message_size(), 8);
+}
+
+#[test]
+fn notify_signals_an_arrival_in_the_empty_queue_once_per_registration() {
+    let _wd = Watchdog::new("notify", Duration::from_secs(30));
+    if role().as_deref() == Some("notified") {
+        notified_child();
+        return;
+    }
+    let test = test_path!(notify_signals_an_arrival_in_the_empty_queue_once_per_registration);
+    let name = posix_name("notify");
+    let _guard = NameGuard(name.clone());
+    ipc_testkit::Proc::spawn(child(&test, "notified").env(NAME_ENV, &name))
+        .unwrap()
+        .expect_success(Duration::from_secs(20));
+}
+
+static SIGNALS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn count_signal(_: libc::c_int) {
+    SIGNALS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The child of the notify test: installs a SIGUSR1 handler (process-wide, so only here),
+/// registers, and sees exactly one signal for one arrival.
+#[allow(unsafe_code)]
+fn notified_child() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let act = SigAction::new(
+        SigHandler::Handler(count_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only increments an atomic, which is async-signal-safe; this process
+    // is a test child that exits after this function.
+    unsafe { sigaction(Signal::SIGUSR1, &act) }.unwrap();
+    let q = MessageQueue::create(&arg_name(), 2, 8).unwrap();
+    q.notify(Notify::Signal(libc::SIGUSR1)).unwrap();
+    let other = MessageQueue::open(&arg_name(), Access::Send).unwrap();
+    assert!(matches!(other.notify(Notify::None), Err(Error::NotifyBusy)));
+    other.send(b"wake", 0).unwrap();
+    // The kernel queues the signal during mq_send; wait for a thread to run the handler.
+    while SIGNALS.load(Ordering::SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    // The registration is used up: a second arrival signals nothing, and the slot is free.
+    other.send(b"again", 0).unwrap();
+    other.notify(Notify::None).unwrap();
+    other.unnotify().unwrap();
+    assert_eq!(q.receive_vec().unwrap().0, b"wake");
+    assert_eq!(q.receive_vec().unwrap().0, b"again");
+    assert_eq!(SIGNALS.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_forked_child_dropping_inherited_owners_removes_nothing() {
+    let _wd = Watchdog::new("forked owner", Duration::from_secs(30));
+    let name = posix_name("fork");
+    let q = MessageQueue::create(&name, 1, 8).unwrap();
+    let sysv = ipc_mq::SysvQueue::create(ipc_mq::Key::PRIVATE).unwrap();
+    let id = sysv.id();
+    let pid = fork_and_drop(q, sysv);
+    let status = nix::sys::wait::waitpid(pid, None).unwrap();
+    assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
+    // Both queues are still there; the test's owners are the child's copies, so adopt them
+    // to remove them.
+    let mut again = MessageQueue::open(&name, Access::Both).unwrap();
+    again.persist();
+    ipc_mq::unlink(&name).unwrap();
+    let s = ipc_mq::SysvQueue::from_id(id).unwrap();
+    assert!(!s.is_owner());
+    ipc_mq::SysvQueue::remove_id(id).unwrap();
+}
+
+/// Forks; the child drops the owners it inherited and exits. Returns the child's pid.
+#[allow(unsafe_code)]
+fn fork_and_drop(q: MessageQueue, sysv: ipc_mq::SysvQueue) -> nix::unistd::Pid {
+    // SAFETY: the child only drops the two handles (getpid, close, and free, which glibc
+    // makes usable in a forked child) and calls `_exit`; it never returns into the harness.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            let ok = !q.is_owner() && !sysv.is_owner();
+            drop(q);
+            drop(sysv);
+            // SAFETY: `_exit` ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            // The parent's copies must not remove anything either: the test removes them.
+            let (mut q, mut sysv) = (q, sysv);
+            q.persist();
+            sysv.persist();
+            child
+        }
+    }
+}
+
+static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn count_interrupt(_: libc::c_int) {
+    INTERRUPTS.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn interrupted_waits_resume_against_the_same_deadline() {
+    let _wd = Watchdog::new("EINTR", Duration::from_secs(30));
+    if role().as_deref() == Some("interrupted") {
+        interrupted_child();
+        return;
+    }
+    let test = test_path!(interrupted_waits_resume_against_the_same_deadline);
+    ipc_testkit::Proc::spawn(&mut child(&test, "interrupted"))
+        .unwrap()
+        .expect_success(Duration::from_secs(20));
+}
+
+/// Installs a SIGUSR2 handler *without* SA_RESTART (so blocked calls fail with EINTR), and
+/// has a helper thread signal this thread every few milliseconds while it waits.
+#[allow(unsafe_code)]
+fn interrupted_child() {
+    use nix::sys::pthread::{pthread_kill, pthread_self};
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let act = SigAction::new(
+        SigHandler::Handler(count_interrupt),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only increments an atomic (async-signal-safe); this is a child
+    // process that exits after the test.
+    unsafe { sigaction(Signal::SIGUSR2, &act) }.unwrap();
+    let name = posix_name("eintr");
+    let q = MessageQueue::create(&name, 1, 8).unwrap();
+    let me = pthread_self();
+    let stop = Arc::new(AtomicBool::new(false));
+    let pester = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let _ = pthread_kill(me, Signal::SIGUSR2);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let mut buf = [0; 8];
+    let t = Instant::now();
+    let r = q.receive_timeout(&mut buf, Duration::from_millis(300));
+    let took = t.elapsed();
+    assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    q.send(b"full", 0).unwrap();
+    let t = Instant::now();
+    let r = q.send_timeout(b"more", 0, Duration::from_millis(200));
+    assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    stop.store(true, Ordering::SeqCst);
+    pester.join().unwrap();
+    assert!(
+        INTERRUPTS.load(Ordering::SeqCst) > 10,
+        "the waits were interrupted"
+    );
+}
