@@ -126,8 +126,8 @@ impl<'a> OwnerDiedGuard<'a> {
     /// normally again. Returns the normal guard.
     ///
     /// # Errors
-    /// What `pthread_mutex_consistent` fails with (the mutex stays locked by this guard, and is
-    /// unlocked unrecoverably when the error is dropped... so the guard is unlocked here).
+    /// What `pthread_mutex_consistent` fails with; the mutex is then unlocked without being
+    /// made consistent (so it becomes unrecoverable).
     #[doc(alias = "pthread_mutex_consistent")]
     pub fn make_consistent(self) -> Result<MutexGuard<'a>> {
         let m = self.m;
@@ -200,15 +200,22 @@ impl RobustMutex {
     #[doc(alias = "pthread_mutex_clocklock")]
     #[doc(alias = "pthread_mutex_timedlock")]
     pub fn lock_timeout(&self, timeout: Duration) -> Result<Locked<'_>> {
-        if timeout.is_zero() {
-            return self.try_lock().map_err(|e| match e {
-                Error::WouldBlock => Error::TimedOut,
-                e => e,
-            });
+        // Try first: cheap when free, and glibc's clocklock reports an unrecoverable
+        // error-checking mutex as EDEADLK, while trylock reports ENOTRECOVERABLE.
+        match self.try_lock() {
+            Err(Error::WouldBlock) if timeout.is_zero() => return Err(Error::TimedOut),
+            Err(Error::WouldBlock) => {}
+            r => return r,
         }
         match Deadline::after(timeout) {
             Deadline::Forever => self.lock(),
-            Deadline::At(at) => self.locked(self.ptr.clock_lock(&at)),
+            Deadline::At(at) => match self.ptr.clock_lock(&at) {
+                libc::EDEADLK => match self.try_lock() {
+                    Err(Error::NotRecoverable) => Err(Error::NotRecoverable),
+                    Ok(_) | Err(_) => Err(Error::Deadlock),
+                },
+                rc => self.locked(rc),
+            },
         }
     }
 }
