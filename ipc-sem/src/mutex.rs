@@ -183,7 +183,12 @@ impl RobustMutex {
         self.locked(self.ptr.lock())
     }
 
-    /// `pthread_mutex_trylock`—Takes the mutex if it is free, without waiting.
+    /// Takes the mutex if it is free, without waiting.
+    ///
+    /// Implemented as `pthread_mutex_clocklock` with a deadline in the past, not
+    /// `pthread_mutex_trylock`: glibc's trylock, on an unrecoverable robust mutex, returns
+    /// `ENOTRECOVERABLE` but leaves the lock word held by the caller, so every later lock
+    /// would fail with `EDEADLK` in this thread and block in all others.
     ///
     /// # Errors
     /// [`Error::WouldBlock`] if another thread holds it; as [`lock`](Self::lock).
@@ -200,22 +205,15 @@ impl RobustMutex {
     #[doc(alias = "pthread_mutex_clocklock")]
     #[doc(alias = "pthread_mutex_timedlock")]
     pub fn lock_timeout(&self, timeout: Duration) -> Result<Locked<'_>> {
-        // Try first: cheap when free, and glibc's clocklock reports an unrecoverable
-        // error-checking mutex as EDEADLK, while trylock reports ENOTRECOVERABLE.
-        match self.try_lock() {
-            Err(Error::WouldBlock) if timeout.is_zero() => return Err(Error::TimedOut),
-            Err(Error::WouldBlock) => {}
-            r => return r,
+        if timeout.is_zero() {
+            return self.try_lock().map_err(|e| match e {
+                Error::WouldBlock => Error::TimedOut,
+                e => e,
+            });
         }
         match Deadline::after(timeout) {
             Deadline::Forever => self.lock(),
-            Deadline::At(at) => match self.ptr.clock_lock(&at) {
-                libc::EDEADLK => match self.try_lock() {
-                    Err(Error::NotRecoverable) => Err(Error::NotRecoverable),
-                    Ok(_) | Err(_) => Err(Error::Deadlock),
-                },
-                rc => self.locked(rc),
-            },
+            Deadline::At(at) => self.locked(self.ptr.clock_lock(&at)),
         }
     }
 }

@@ -337,10 +337,16 @@ impl MutexPtr {
         unsafe { libc::pthread_mutex_lock(self.0.as_ptr()) }
     }
 
-    /// `pthread_mutex_trylock`.
+    /// A non-blocking lock: `pthread_mutex_clocklock` with a deadline in the past (see
+    /// `RobustMutex::try_lock` for why not `pthread_mutex_trylock`); EBUSY when held.
     pub(crate) fn try_lock(&self) -> c_int {
-        // SAFETY: the pointer is an initialised mutex (type invariant).
-        unsafe { libc::pthread_mutex_trylock(self.0.as_ptr()) }
+        match self.clock_lock(&Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        }) {
+            libc::ETIMEDOUT => libc::EBUSY,
+            rc => rc,
+        }
     }
 
     /// `pthread_mutex_clocklock(CLOCK_MONOTONIC, at)`.

@@ -97,6 +97,14 @@ fn robust_mutex_not_made_consistent_is_unrecoverable() {
     drop(died); // unlocked without pthread_mutex_consistent
     assert!(matches!(m.lock(), Err(Error::NotRecoverable)));
     assert!(matches!(m.try_lock(), Err(Error::NotRecoverable)));
+    // Also from another thread (nothing was left locked by the failed attempts).
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert!(matches!(m.try_lock(), Err(Error::NotRecoverable)));
+            assert!(matches!(m.lock(), Err(Error::NotRecoverable)));
+        });
+    });
+    assert!(matches!(m.lock(), Err(Error::NotRecoverable)));
     let r = m.lock_timeout(Duration::from_millis(10));
     assert!(matches!(r, Err(Error::NotRecoverable)), "{r:?}");
     drop(r);
