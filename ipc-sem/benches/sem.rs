@@ -27,6 +27,7 @@ struct Side<'a> {
 /// and posts `b`. Returns one latency sample per round trip (ns).
 fn pingpong(rounds: usize, parent: &Side<'_>, child: &Side<'_>) -> Vec<u64> {
     let pid = fork(|| {
+        pin(1);
         for _ in 0..rounds {
             (child.wait)();
             (child.post)();
@@ -53,7 +54,7 @@ fn compare(
     ours: impl Fn(usize) -> Vec<u64>,
     raw: impl Fn(usize) -> Vec<u64>,
 ) {
-    let chunks = 4;
+    let chunks = if rounds >= 10_000 { 10 } else { 2 };
     let per = (rounds / chunks).max(10);
     let (mut o, mut r) = (Vec::new(), Vec::new());
     // Warm-up (not recorded).
@@ -64,6 +65,21 @@ fn compare(
         r.extend(raw(per));
     }
     emit_latency(GROUP, case, Latency::of(&mut o), Latency::of(&mut r), RAW, Some(1.05));
+}
+
+/// Pins the calling process to one CPU (the parent to 0, the child to 1), so every run sees the
+/// same cross-core wake-up instead of a mix of same-core and cross-core ones.
+fn pin(cpu: usize) {
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if ncpu < 2 {
+        return;
+    }
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu % ncpu` is below CPU_SETSIZE (1024) for any machine this runs on.
+    unsafe { libc::CPU_SET(cpu % ncpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is this process.
+    unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
 }
 
 fn check(rc: i32, what: &str) {
@@ -375,8 +391,11 @@ fn uncontended(mode: Mode) {
 
 fn main() {
     let mode = Mode::from_env();
+    pin(0);
     let rounds = mode.pick(200, 10_000, 100_000);
     let start = Instant::now();
+    // Warm-up: CPU frequency and caches settle before the first measured case.
+    unnamed_raw(mode.pick(100, 5_000, 20_000));
     compare("ping-pong, POSIX named", rounds, named_ours, named_raw);
     compare("ping-pong, POSIX unnamed", rounds, unnamed_ours, unnamed_raw);
     compare("ping-pong, System V", rounds, sysv_ours, sysv_raw);

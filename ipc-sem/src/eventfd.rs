@@ -12,8 +12,7 @@ use crate::time::{Deadline, to_timespec};
 /// The largest value an eventfd counter holds (`0xffff_ffff_ffff_fffe`).
 pub const EVENTFD_MAX: u64 = u64::MAX - 1;
 
-/// A counting semaphore that is a descriptor (`eventfd(EFD_SEMAPHORE | EFD_CLOEXEC |
-/// EFD_NONBLOCK)`): each [`wait`](Self::wait) takes one unit, [`post`](Self::post) adds units.
+/// A counting semaphore that is a descriptor (`eventfd(EFD_SEMAPHORE | EFD_CLOEXEC)`): each [`wait`](Self::wait) takes one unit, [`post`](Self::post) adds units.
 ///
 /// Because it is a descriptor it is pollable ([`AsFd`]: readable means a unit is available),
 /// so it joins a `poll`/`epoll` loop or an async runtime's fd adapter; and it can be handed to a
@@ -21,15 +20,16 @@ pub const EVENTFD_MAX: u64 = u64::MAX - 1;
 /// child's stdin with `Stdio::from(OwnedFd::from(sem))`, and rebuild it there with
 /// [`From<OwnedFd>`]). Unrelated processes cannot open it by name.
 ///
-/// The descriptor is non-blocking (the open file description is shared with every copy);
-/// blocking waits poll for readability. It does not survive a holder's crash.
+/// The descriptor is blocking, so [`wait`](Self::wait) is a single `read`; the non-blocking
+/// forms use `preadv2(RWF_NOWAIT)` (Linux 5.12 and later; older kernels fall back to making the
+/// descriptor non-blocking) and `poll`. It does not survive a holder's crash.
 #[derive(Debug)]
 pub struct EventSemaphore {
     fd: OwnedFd,
 }
 
 impl EventSemaphore {
-    /// `eventfd(initial, EFD_SEMAPHORE | EFD_CLOEXEC | EFD_NONBLOCK)`.
+    /// `eventfd(initial, EFD_SEMAPHORE | EFD_CLOEXEC)`.
     ///
     /// # Errors
     /// `EMFILE`/`ENFILE` when out of descriptors.
@@ -37,7 +37,7 @@ impl EventSemaphore {
     pub fn new(initial: u32) -> Result<EventSemaphore> {
         let fd = eventfd(
             initial,
-            EventfdFlags::SEMAPHORE | EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK,
+            EventfdFlags::SEMAPHORE | EventfdFlags::CLOEXEC,
         )?;
         Ok(EventSemaphore { fd })
     }
@@ -62,9 +62,12 @@ impl EventSemaphore {
 
     /// Adds `n` units.
     ///
+    /// A post that would take the count past [`EVENTFD_MAX`] waits (blocking descriptor) until
+    /// waiters have taken enough units, as `write(2)` on an eventfd does.
+    ///
     /// # Errors
-    /// [`Error::Overflow`] if the count would pass [`EVENTFD_MAX`] (nothing is added);
-    /// [`Error::ValueTooLarge`] for `n > EVENTFD_MAX`.
+    /// [`Error::Overflow`] on a non-blocking descriptor whose count would pass
+    /// [`EVENTFD_MAX`] (nothing is added); [`Error::ValueTooLarge`] for `n > EVENTFD_MAX`.
     pub fn post_n(&self, n: u64) -> Result<()> {
         if n > EVENTFD_MAX {
             return Err(Error::ValueTooLarge {
@@ -87,6 +90,24 @@ impl EventSemaphore {
     /// # Errors
     /// [`Error::WouldBlock`] if the count is zero.
     pub fn try_wait(&self) -> Result<()> {
+        loop {
+            match crate::sys::read_nowait(&self.fd) {
+                Ok(()) => return Ok(()),
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => return Err(Error::WouldBlock),
+                // RWF_NOWAIT is not supported for eventfd before Linux 5.12: make the
+                // descriptor non-blocking instead (every method copes with either mode).
+                Err(Errno::OPNOTSUPP) | Err(Errno::INVAL) => {
+                    rustix::io::ioctl_fionbio(&self.fd, true)?;
+                    return self.read_one();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// One `read`: blocks on a blocking descriptor, `WouldBlock` on a non-blocking one.
+    fn read_one(&self) -> Result<()> {
         let mut buf = [0u8; 8];
         loop {
             match rustix::io::read(&self.fd, &mut buf) {
@@ -103,7 +124,10 @@ impl EventSemaphore {
     /// # Errors
     /// Only unexpected OS errors.
     pub fn wait(&self) -> Result<()> {
-        self.wait_until(Deadline::Forever)
+        match self.read_one() {
+            Err(Error::WouldBlock) => self.wait_until(Deadline::Forever),
+            r => r,
+        }
     }
 
     /// Waits at most `timeout` for a unit (zero only tries; `Duration::MAX` waits forever).
@@ -118,7 +142,10 @@ impl EventSemaphore {
                 e => e,
             });
         }
-        self.wait_until(Deadline::after(timeout))
+        match Deadline::after(timeout) {
+            Deadline::Forever => self.wait(),
+            d => self.wait_until(d),
+        }
     }
 
     fn wait_until(&self, deadline: Deadline) -> Result<()> {
@@ -160,11 +187,9 @@ impl From<EventSemaphore> for OwnedFd {
 }
 
 /// Adopts a descriptor that must be an eventfd created with `EFD_SEMAPHORE` (for example one
-/// passed to this process by its parent), and makes it non-blocking (`FIONBIO`) so that
-/// [`EventSemaphore::try_wait`] and the timed waits never block past their deadline.
+/// passed to this process by its parent). Blocking or non-blocking, both work.
 impl From<OwnedFd> for EventSemaphore {
     fn from(fd: OwnedFd) -> EventSemaphore {
-        let _ = rustix::io::ioctl_fionbio(&fd, true);
         EventSemaphore { fd }
     }
 }

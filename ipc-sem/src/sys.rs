@@ -318,6 +318,31 @@ impl Drop for SharedSem {
 }
 
 // ---------------------------------------------------------------------------------------------
+// eventfd
+
+/// `preadv2(fd, 8 bytes, -1, RWF_NOWAIT)`: takes one unit of an eventfd semaphore without
+/// blocking, whatever the descriptor's mode.
+pub(crate) fn read_nowait(fd: &std::os::fd::OwnedFd) -> std::result::Result<(), rustix::io::Errno> {
+    use std::os::fd::AsRawFd;
+    let mut v = 0u64;
+    let mut iov = libc::iovec {
+        iov_base: (&mut v as *mut u64).cast(),
+        iov_len: 8,
+    };
+    // SAFETY: `fd` is an open descriptor; `iov` describes 8 writable bytes of `v`, both valid
+    // for the call; offset -1 means "current position" (eventfd has none).
+    let n = unsafe { libc::preadv2(fd.as_raw_fd(), &mut iov, 1, -1, libc::RWF_NOWAIT) };
+    if n == 8 {
+        Ok(())
+    } else if n < 0 {
+        Err(rustix::io::Errno::from_io_error(&io::Error::last_os_error())
+            .unwrap_or(rustix::io::Errno::IO))
+    } else {
+        Err(rustix::io::Errno::IO)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Robust mutex
 
 /// A pointer to an initialised robust, process-shared `pthread_mutex_t` that stays valid and in
