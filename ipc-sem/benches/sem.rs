@@ -43,7 +43,10 @@ fn pingpong(rounds: usize, parent: &Side<'_>, child: &Side<'_>) -> Vec<u64> {
         samples.push(now_ns() - t);
     }
     wait_ok(pid);
-    assert!(!(parent.leftover)(), "the parent got more units than it posted for");
+    assert!(
+        !(parent.leftover)(),
+        "the parent got more units than it posted for"
+    );
     samples
 }
 
@@ -64,7 +67,14 @@ fn compare(
         o.extend(ours(per));
         r.extend(raw(per));
     }
-    emit_latency(GROUP, case, Latency::of(&mut o), Latency::of(&mut r), RAW, Some(1.05));
+    emit_latency(
+        GROUP,
+        case,
+        Latency::of(&mut o),
+        Latency::of(&mut r),
+        RAW,
+        Some(1.05),
+    );
 }
 
 /// Pins the calling process to one CPU (the parent to 0, the child to 1), so every run sees the
@@ -112,7 +122,10 @@ impl RawSem {
     fn wait(&self) {
         // SAFETY: as above.
         while unsafe { libc::sem_wait(self.0) } != 0 {
-            assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EINTR));
+            assert_eq!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::EINTR)
+            );
         }
     }
     fn try_wait(&self) -> bool {
@@ -397,7 +410,12 @@ fn main() {
     // Warm-up: CPU frequency and caches settle before the first measured case.
     unnamed_raw(mode.pick(100, 5_000, 20_000));
     compare("ping-pong, POSIX named", rounds, named_ours, named_raw);
-    compare("ping-pong, POSIX unnamed", rounds, unnamed_ours, unnamed_raw);
+    compare(
+        "ping-pong, POSIX unnamed",
+        rounds,
+        unnamed_ours,
+        unnamed_raw,
+    );
     compare("ping-pong, System V", rounds, sysv_ours, sysv_raw);
     compare("ping-pong, eventfd", rounds, eventfd_ours, eventfd_raw);
     uncontended(mode);

@@ -35,10 +35,7 @@ impl EventSemaphore {
     /// `EMFILE`/`ENFILE` when out of descriptors.
     #[doc(alias = "eventfd")]
     pub fn new(initial: u32) -> Result<EventSemaphore> {
-        let fd = eventfd(
-            initial,
-            EventfdFlags::SEMAPHORE | EventfdFlags::CLOEXEC,
-        )?;
+        let fd = eventfd(initial, EventfdFlags::SEMAPHORE | EventfdFlags::CLOEXEC)?;
         Ok(EventSemaphore { fd })
     }
 

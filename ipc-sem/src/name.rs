@@ -51,7 +51,10 @@ mod tests {
         assert!(validate("/a").is_ok());
         assert!(validate(&format!("/{}", "x".repeat(251))).is_ok());
         for bad in ["", "a", "/", "/a/b", "/.", "/..", "/a\0b"] {
-            assert!(matches!(validate(bad), Err(Error::InvalidName { .. })), "{bad:?}");
+            assert!(
+                matches!(validate(bad), Err(Error::InvalidName { .. })),
+                "{bad:?}"
+            );
         }
         assert!(validate(&format!("/{}", "x".repeat(252))).is_err());
     }

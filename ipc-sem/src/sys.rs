@@ -35,7 +35,9 @@ unsafe extern "C" {
 }
 
 fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 fn libc_ts(ts: &Timespec) -> libc::timespec {
@@ -325,18 +327,20 @@ impl Drop for SharedSem {
 pub(crate) fn read_nowait(fd: &std::os::fd::OwnedFd) -> std::result::Result<(), rustix::io::Errno> {
     use std::os::fd::AsRawFd;
     let mut v = 0u64;
-    let mut iov = libc::iovec {
+    let iov = libc::iovec {
         iov_base: (&mut v as *mut u64).cast(),
         iov_len: 8,
     };
     // SAFETY: `fd` is an open descriptor; `iov` describes 8 writable bytes of `v`, both valid
     // for the call; offset -1 means "current position" (eventfd has none).
-    let n = unsafe { libc::preadv2(fd.as_raw_fd(), &mut iov, 1, -1, libc::RWF_NOWAIT) };
+    let n = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
     if n == 8 {
         Ok(())
     } else if n < 0 {
-        Err(rustix::io::Errno::from_io_error(&io::Error::last_os_error())
-            .unwrap_or(rustix::io::Errno::IO))
+        Err(
+            rustix::io::Errno::from_io_error(&io::Error::last_os_error())
+                .unwrap_or(rustix::io::Errno::IO),
+        )
     } else {
         Err(rustix::io::Errno::IO)
     }
@@ -493,7 +497,11 @@ impl RobustMutex {
         // SAFETY: the pointer is an initialised mutex (type invariant) and the caller
         // guarantees nobody uses it any more.
         let rc = unsafe { libc::pthread_mutex_destroy(self.ptr().0.as_ptr()) };
-        if rc == 0 { Ok(()) } else { Err(Error::errno(rc)) }
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(Error::errno(rc))
+        }
     }
 }
 

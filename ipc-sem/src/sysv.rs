@@ -141,7 +141,10 @@ impl fmt::Debug for SemSet {
 /// The fields of `/proc/sys/kernel/sem`: SEMMSL, SEMMNS, SEMOPM, SEMMNI.
 fn sem_limits() -> Option<[u64; 4]> {
     let s = std::fs::read_to_string("/proc/sys/kernel/sem").ok()?;
-    let v: Vec<u64> = s.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<u64> = s
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
     Some([*v.first()?, *v.get(1)?, *v.get(2)?, *v.get(3)?])
 }
 
@@ -608,7 +611,9 @@ pub struct SetGuard<'a> {
 
 impl fmt::Debug for SetGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SetGuard").field("release", &self.undo).finish()
+        f.debug_struct("SetGuard")
+            .field("release", &self.undo)
+            .finish()
     }
 }
 

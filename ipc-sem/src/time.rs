@@ -31,7 +31,11 @@ impl Deadline {
             nsec -= NANOS;
             carry = 1;
         }
-        match now.tv_sec.checked_add(secs).and_then(|s| s.checked_add(carry)) {
+        match now
+            .tv_sec
+            .checked_add(secs)
+            .and_then(|s| s.checked_add(carry))
+        {
             Some(tv_sec) => Deadline::At(Timespec {
                 tv_sec,
                 tv_nsec: nsec,
@@ -48,7 +52,9 @@ impl Deadline {
                 let now = clock_gettime(ClockId::Monotonic);
                 let left = (i128::from(at.tv_sec) - i128::from(now.tv_sec)) * i128::from(NANOS)
                     + i128::from(at.tv_nsec - now.tv_nsec);
-                Some(Duration::from_nanos(u64::try_from(left.max(0)).unwrap_or(u64::MAX)))
+                Some(Duration::from_nanos(
+                    u64::try_from(left.max(0)).unwrap_or(u64::MAX),
+                ))
             }
         }
     }

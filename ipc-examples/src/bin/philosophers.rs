@@ -39,7 +39,11 @@ fn philosopher() -> Result<(), DemoError> {
         std::thread::sleep(Duration::from_millis(2)); // thinking
         // Both forks or neither, atomically; the kernel gives them back if we die.
         let forks = table.acquire_timeout(&forks_of(seat), Duration::from_secs(10))?;
-        say!(&me, "eating meal {meal} with forks {seat} and {}", (seat + 1) % PHILOSOPHERS);
+        say!(
+            &me,
+            "eating meal {meal} with forks {seat} and {}",
+            (seat + 1) % PHILOSOPHERS
+        );
         if seat == VICTIM {
             // Tell the parent we hold both forks, then eat forever: it will kill us here.
             table.apply(&[SemOp::post(EATING)])?;
@@ -84,7 +88,11 @@ fn parent() -> Result<String, DemoError> {
     let mut values = vec![1u16; PHILOSOPHERS];
     values.extend([0, 0]); // EATING, MEALS_DONE
     let table = SemSet::create(Key::Private, &values)?;
-    say!("parent", "laid {PHILOSOPHERS} forks (System V set id {})", table.id());
+    say!(
+        "parent",
+        "laid {PHILOSOPHERS} forks (System V set id {})",
+        table.id()
+    );
     let mut kids = Table(Vec::new());
     for seat in 0..PHILOSOPHERS {
         let child = spawn_role("philosopher")?
@@ -98,28 +106,48 @@ fn parent() -> Result<String, DemoError> {
     // Wait until the victim holds both forks, then kill it mid-meal.
     table.apply_timeout(&[SemOp::wait(EATING)], Duration::from_secs(10))?;
     let victim = &mut kids.0[VICTIM];
-    say!("parent", "killing philosopher {VICTIM} (pid {}) with SIGKILL while it eats", victim.id());
+    say!(
+        "parent",
+        "killing philosopher {VICTIM} (pid {}) with SIGKILL while it eats",
+        victim.id()
+    );
     victim.kill()?;
     let status = wait_bounded(victim, Duration::from_secs(10))?;
     ensure(!status.success(), "the victim was killed")?;
-    say!("parent", "philosopher {VICTIM} died ({status}); SEM_UNDO returns its forks");
+    say!(
+        "parent",
+        "philosopher {VICTIM} died ({status}); SEM_UNDO returns its forks"
+    );
     for (seat, child) in kids.0.iter_mut().enumerate() {
         if seat == VICTIM {
             continue;
         }
         let status = wait_bounded(child, Duration::from_secs(30))?;
-        ensure(status.success(), format!("philosopher {seat} failed: {status}"))?;
+        ensure(
+            status.success(),
+            format!("philosopher {seat} failed: {status}"),
+        )?;
     }
     kids.0.clear();
     let meals = table.value(MEALS_DONE)?;
     let expected = (PHILOSOPHERS as u16 - 1) * MEALS;
-    ensure(meals == expected, format!("{meals} meals eaten, expected {expected}"))?;
+    ensure(
+        meals == expected,
+        format!("{meals} meals eaten, expected {expected}"),
+    )?;
     let forks = table.values()?;
     ensure(
         forks[..PHILOSOPHERS].iter().all(|&f| f == 1),
-        format!("forks on the table at the end: {:?}", &forks[..PHILOSOPHERS]),
+        format!(
+            "forks on the table at the end: {:?}",
+            &forks[..PHILOSOPHERS]
+        ),
     )?;
-    say!("parent", "all {PHILOSOPHERS} forks are back on the table: {:?}", &forks[..PHILOSOPHERS]);
+    say!(
+        "parent",
+        "all {PHILOSOPHERS} forks are back on the table: {:?}",
+        &forks[..PHILOSOPHERS]
+    );
     Ok(format!(
         "{} philosophers ate {meals} meals without deadlock; the killed one's forks came back by SEM_UNDO",
         PHILOSOPHERS - 1

@@ -31,7 +31,10 @@ fn read_state(f: &mut File) -> Result<[u64; 3], DemoError> {
     let mut s = String::new();
     f.seek(SeekFrom::Start(0))?;
     f.read_to_string(&mut s)?;
-    let v: Vec<u64> = s.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
+    let v: Vec<u64> = s
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
     ensure(v.len() == 3, format!("state file holds {s:?}"))?;
     Ok([v[0], v[1], v[2]])
 }
@@ -44,7 +47,10 @@ fn write_state(f: &mut File, st: [u64; 3]) -> Result<(), DemoError> {
 }
 
 fn open_state() -> Result<File, DemoError> {
-    Ok(OpenOptions::new().read(true).write(true).open(std::env::var(FILE_ENV)?)?)
+    Ok(OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(std::env::var(FILE_ENV)?)?)
 }
 
 /// Role "locker": INCREMENTS read-modify-write cycles under the binary semaphore.
@@ -91,7 +97,10 @@ fn user() -> Result<(), DemoError> {
         }
         drop(printer);
     }
-    say!("user", "printed {JOBS} jobs; at most {most} printers busy while I held one");
+    say!(
+        "user",
+        "printed {JOBS} jobs; at most {most} printers busy while I held one"
+    );
     Ok(())
 }
 
@@ -138,10 +147,16 @@ fn wait_all(c: &mut Cleanup) -> Result<(), DemoError> {
             if let Some(s) = child.try_wait()? {
                 break s;
             }
-            ensure(start.elapsed() < Duration::from_secs(60), "children did not finish")?;
+            ensure(
+                start.elapsed() < Duration::from_secs(60),
+                "children did not finish",
+            )?;
             std::thread::sleep(Duration::from_millis(5));
         };
-        ensure(status.success(), format!("child {} failed: {status}", child.id()))?;
+        ensure(
+            status.success(),
+            format!("child {} failed: {status}", child.id()),
+        )?;
     }
     c.kids.clear();
     Ok(())
@@ -157,22 +172,37 @@ fn parent() -> Result<String, DemoError> {
     let lock = NamedSemaphore::create(&lock_name, 1)?;
     let pool = NamedSemaphore::create(&pool_name, PRINTERS)?;
     let file = std::env::temp_dir().join(format!("ipcrs-demo-sem-{}", std::process::id()));
-    let mut c = Cleanup { file, kids: Vec::new() };
+    let mut c = Cleanup {
+        file,
+        kids: Vec::new(),
+    };
     write_state(&mut File::create(&c.file)?, [0, 0, 0])?;
-    say!("parent", "binary semaphore {lock_name} = 1 (a lock), counting semaphore {pool_name} = {PRINTERS} (printers)");
+    say!(
+        "parent",
+        "binary semaphore {lock_name} = 1 (a lock), counting semaphore {pool_name} = {PRINTERS} (printers)"
+    );
 
     spawn_all(&mut c, "locker", LOCKERS, &lock_name, &pool_name)?;
     wait_all(&mut c)?;
     let [count, _, _] = state_of(&c.file)?;
     let expected = LOCKERS as u64 * INCREMENTS;
     say!("parent", "counter = {count} (expected {expected})");
-    ensure(count == expected, format!("lost updates: {count} of {expected}"))?;
+    ensure(
+        count == expected,
+        format!("lost updates: {count} of {expected}"),
+    )?;
 
     spawn_all(&mut c, "user", USERS, &lock_name, &pool_name)?;
     wait_all(&mut c)?;
     let [_, inside, max] = state_of(&c.file)?;
-    say!("parent", "most printers in use at once: {max} of {PRINTERS}; in use now: {inside}");
-    ensure(max <= u64::from(PRINTERS) && max >= 1, format!("{max} holders at once"))?;
+    say!(
+        "parent",
+        "most printers in use at once: {max} of {PRINTERS}; in use now: {inside}"
+    );
+    ensure(
+        max <= u64::from(PRINTERS) && max >= 1,
+        format!("{max} holders at once"),
+    )?;
     ensure(inside == 0, "a printer was not given back")?;
     ensure(pool.value()? == PRINTERS, "the pool is not full again")?;
     ensure(lock.value()? == 1, "the lock is not free")?;

@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use ipc_sem::{
-    Error, Key, NamedSemaphore, SEM_VALUE_MAX, SEMVMX, SemOp, SemSet, SharedSemaphore,
-};
+use ipc_sem::{Error, Key, NamedSemaphore, SEM_VALUE_MAX, SEMVMX, SemOp, SemSet, SharedSemaphore};
 use ipc_testkit::{Proc, Watchdog, test_path};
 
 fn dev_shm(name: &str) -> std::path::PathBuf {
@@ -14,13 +12,31 @@ fn dev_shm(name: &str) -> std::path::PathBuf {
 #[test]
 fn bad_names_are_rejected_before_any_syscall() {
     let long = format!("/{}", "x".repeat(252));
-    for bad in ["", "ipcrs-noslash", "/", "/ipcrs/a", "/.", "/..", "/ipcrs\0x", long.as_str()] {
+    for bad in [
+        "",
+        "ipcrs-noslash",
+        "/",
+        "/ipcrs/a",
+        "/.",
+        "/..",
+        "/ipcrs\0x",
+        long.as_str(),
+    ] {
         assert!(
-            matches!(NamedSemaphore::create(bad, 0), Err(Error::InvalidName { .. })),
+            matches!(
+                NamedSemaphore::create(bad, 0),
+                Err(Error::InvalidName { .. })
+            ),
             "create {bad:?}"
         );
-        assert!(matches!(NamedSemaphore::open(bad), Err(Error::InvalidName { .. })));
-        assert!(matches!(ipc_sem::unlink(bad), Err(Error::InvalidName { .. })));
+        assert!(matches!(
+            NamedSemaphore::open(bad),
+            Err(Error::InvalidName { .. })
+        ));
+        assert!(matches!(
+            ipc_sem::unlink(bad),
+            Err(Error::InvalidName { .. })
+        ));
     }
     assert!(!std::path::Path::new("/dev/shm/sem.ipcrs-noslash").exists());
     // 251 bytes after the slash is the longest name that works.
@@ -40,8 +56,14 @@ fn values_over_the_maximum_are_rejected_and_post_overflow_is_typed() {
         NamedSemaphore::create(&name, SEM_VALUE_MAX + 1),
         Err(Error::ValueTooLarge { .. })
     ));
-    assert!(matches!(NamedSemaphore::open(&name), Err(Error::NotFound)), "nothing created");
-    assert!(matches!(SharedSemaphore::new(u32::MAX), Err(Error::ValueTooLarge { .. })));
+    assert!(
+        matches!(NamedSemaphore::open(&name), Err(Error::NotFound)),
+        "nothing created"
+    );
+    assert!(matches!(
+        SharedSemaphore::new(u32::MAX),
+        Err(Error::ValueTooLarge { .. })
+    ));
 
     let full = NamedSemaphore::create(&name, SEM_VALUE_MAX).unwrap();
     assert!(matches!(full.post(), Err(Error::Overflow)));
@@ -54,27 +76,48 @@ fn values_over_the_maximum_are_rejected_and_post_overflow_is_typed() {
         SemSet::create(Key::Value(key), &[1, SEMVMX + 1]),
         Err(Error::ValueTooLarge { .. })
     ));
-    assert!(matches!(SemSet::open(Key::Value(key)), Err(Error::NotFound)));
+    assert!(matches!(
+        SemSet::open(Key::Value(key)),
+        Err(Error::NotFound)
+    ));
     let set = SemSet::create(Key::Private, &[SEMVMX]).unwrap();
     assert!(matches!(set.apply(&[SemOp::post(0)]), Err(Error::Overflow)));
-    assert!(matches!(set.set_value(0, SEMVMX + 1), Err(Error::ValueTooLarge { .. })));
+    assert!(matches!(
+        set.set_value(0, SEMVMX + 1),
+        Err(Error::ValueTooLarge { .. })
+    ));
     assert_eq!(set.value(0).unwrap(), SEMVMX);
 }
 
 #[test]
 fn empty_sets_and_indexes_out_of_range_are_typed_errors() {
     let key = ipc_testkit::sysv_key();
-    assert!(matches!(SemSet::create(Key::Value(key), &[]), Err(Error::EmptySet)));
-    assert!(matches!(SemSet::open(Key::Value(key)), Err(Error::NotFound)), "nothing created");
+    assert!(matches!(
+        SemSet::create(Key::Value(key), &[]),
+        Err(Error::EmptySet)
+    ));
+    assert!(
+        matches!(SemSet::open(Key::Value(key)), Err(Error::NotFound)),
+        "nothing created"
+    );
     let set = SemSet::create(Key::Private, &[1, 1]).unwrap();
     assert!(matches!(
         set.apply(&[SemOp::wait(0), SemOp::wait(2)]),
         Err(Error::IndexOutOfRange { index: 2, len: 2 })
     ));
     assert_eq!(set.values().unwrap(), [1, 1], "nothing applied");
-    assert!(matches!(set.value(5), Err(Error::IndexOutOfRange { index: 5, len: 2 })));
-    assert!(matches!(set.set_value(2, 0), Err(Error::IndexOutOfRange { .. })));
-    assert!(matches!(set.set_values(&[1]), Err(Error::IndexOutOfRange { .. })));
+    assert!(matches!(
+        set.value(5),
+        Err(Error::IndexOutOfRange { index: 5, len: 2 })
+    ));
+    assert!(matches!(
+        set.set_value(2, 0),
+        Err(Error::IndexOutOfRange { .. })
+    ));
+    assert!(matches!(
+        set.set_values(&[1]),
+        Err(Error::IndexOutOfRange { .. })
+    ));
     assert!(matches!(SemSet::open(Key::Private), Err(Error::NotFound)));
 }
 
@@ -88,7 +131,10 @@ fn keyed_sets_are_exclusive_and_open_finds_them_initialised() {
             Err(e) => panic!("{e}"),
         }
     };
-    assert!(matches!(SemSet::create(Key::Value(key), &[1]), Err(Error::AlreadyExists)));
+    assert!(matches!(
+        SemSet::create(Key::Value(key), &[1]),
+        Err(Error::AlreadyExists)
+    ));
     let opened = SemSet::open(Key::Value(key)).unwrap();
     assert_eq!(opened.len(), 3);
     assert_eq!(opened.values().unwrap(), [3, 0, 7]);
@@ -98,7 +144,10 @@ fn keyed_sets_are_exclusive_and_open_finds_them_initialised() {
     set.set_values(&[1, 2, 3]).unwrap();
     assert_eq!(set.values().unwrap(), [1, 2, 3]);
     drop(set);
-    assert!(matches!(SemSet::open(Key::Value(key)), Err(Error::NotFound)), "owner removed it");
+    assert!(
+        matches!(SemSet::open(Key::Value(key)), Err(Error::NotFound)),
+        "owner removed it"
+    );
 }
 
 #[test]
@@ -113,7 +162,10 @@ fn a_set_removed_under_a_waiter_is_a_typed_error() {
     }
     let _wd = Watchdog::new("removed", Duration::from_secs(30));
     let set = SemSet::create(Key::Private, &[0]).unwrap();
-    let mut cmd = ipc_testkit::child(&test_path!(a_set_removed_under_a_waiter_is_a_typed_error), "waiter");
+    let mut cmd = ipc_testkit::child(
+        &test_path!(a_set_removed_under_a_waiter_is_a_typed_error),
+        "waiter",
+    );
     cmd.env(ID_ENV, set.id().to_string());
     let child = Proc::spawn(&mut cmd).unwrap();
     crate::shared::spin_until(|| set.waiters(0).unwrap() == 1);
@@ -134,7 +186,7 @@ fn named_semaphores_are_0600_whatever_the_umask_and_closed_to_others() {
             rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o277));
             let name = ipc_testkit::posix_name("mode");
             let sem = NamedSemaphore::create(&name, 0).unwrap();
-            let st = rustix::fs::stat(&dev_shm(&name)).unwrap();
+            let st = rustix::fs::stat(dev_shm(&name)).unwrap();
             assert_eq!(st.st_mode & 0o777, 0o600);
             drop(sem);
             return;
@@ -144,7 +196,10 @@ fn named_semaphores_are_0600_whatever_the_umask_and_closed_to_others() {
             // thread of this child process.
             assert_eq!(unsafe { libc::setuid(65534) }, 0);
             let name = std::env::var(NAME_ENV).unwrap();
-            assert!(matches!(NamedSemaphore::open(&name), Err(Error::PermissionDenied)));
+            assert!(matches!(
+                NamedSemaphore::open(&name),
+                Err(Error::PermissionDenied)
+            ));
             let id = std::env::var(ID_ENV).unwrap().parse().unwrap();
             assert!(matches!(SemSet::open_id(id), Err(Error::PermissionDenied)));
             return;
@@ -160,5 +215,7 @@ fn named_semaphores_are_0600_whatever_the_umask_and_closed_to_others() {
     let set = SemSet::create(Key::Private, &[1]).unwrap();
     let mut cmd = ipc_testkit::child(&test, "nobody");
     cmd.env(NAME_ENV, &name).env(ID_ENV, set.id().to_string());
-    Proc::spawn(&mut cmd).unwrap().expect_success(Duration::from_secs(10));
+    Proc::spawn(&mut cmd)
+        .unwrap()
+        .expect_success(Duration::from_secs(10));
 }

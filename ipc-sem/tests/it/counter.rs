@@ -116,7 +116,11 @@ fn run(test: &str, kind: Kind) -> Option<u64> {
         c.expect_success(Duration::from_secs(100));
     }
     let total = r.counter.load(Ordering::SeqCst);
-    eprintln!("{kind:?}: total {total} of {} in {:?}", PROCS * INCREMENTS, start.elapsed());
+    eprintln!(
+        "{kind:?}: total {total} of {} in {:?}",
+        PROCS * INCREMENTS,
+        start.elapsed()
+    );
     if let Some(s) = unnamed {
         // SAFETY: every child exited; nobody uses the semaphore any more.
         unsafe { s.destroy() }.unwrap();
@@ -137,13 +141,19 @@ fn without_a_lock_updates_may_be_lost() {
         // Lost updates are possible, not certain (one core, short time slices): only report.
         assert!(total <= PROCS * INCREMENTS);
         assert!(total >= INCREMENTS);
-        eprintln!("lost updates without a lock: {}", PROCS * INCREMENTS - total);
+        eprintln!(
+            "lost updates without a lock: {}",
+            PROCS * INCREMENTS - total
+        );
     }
 }
 
 #[test]
 fn named_semaphore_keeps_the_total_exact() {
-    if let Some(total) = run(&test_path!(named_semaphore_keeps_the_total_exact), Kind::Named) {
+    if let Some(total) = run(
+        &test_path!(named_semaphore_keeps_the_total_exact),
+        Kind::Named,
+    ) {
         assert_eq!(total, PROCS * INCREMENTS);
     }
 }

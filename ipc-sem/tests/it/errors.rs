@@ -18,7 +18,10 @@ fn error_is_send_sync_static_and_converts_to_io_error() {
     ];
     for (e, kind) in cases {
         let text = e.to_string();
-        assert!(!text.ends_with('.') && text.chars().next().unwrap().is_lowercase(), "{text}");
+        assert!(
+            !text.ends_with('.') && text.chars().next().unwrap().is_lowercase(),
+            "{text}"
+        );
         assert_eq!(io::Error::from(e).kind(), kind);
     }
     let raw = io::Error::from_raw_os_error(libc::EBADF);

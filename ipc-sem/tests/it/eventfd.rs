@@ -10,19 +10,39 @@ use ipc_testkit::{Proc, Watchdog, test_path};
 #[test]
 fn eventfd_semaphore_counts_and_is_pollable() {
     let sem = EventSemaphore::new(2).unwrap();
-    let mut fds = [rustix::event::PollFd::new(&sem, rustix::event::PollFlags::IN)];
-    let ts = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
-    assert_eq!(rustix::event::poll(&mut fds, Some(&ts)).unwrap(), 1, "readable with units");
+    let mut fds = [rustix::event::PollFd::new(
+        &sem,
+        rustix::event::PollFlags::IN,
+    )];
+    let ts = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    assert_eq!(
+        rustix::event::poll(&mut fds, Some(&ts)).unwrap(),
+        1,
+        "readable with units"
+    );
     sem.try_wait().unwrap();
     sem.try_wait().unwrap();
     assert!(matches!(sem.try_wait(), Err(Error::WouldBlock)));
-    let mut fds = [rustix::event::PollFd::new(&sem, rustix::event::PollFlags::IN)];
-    assert_eq!(rustix::event::poll(&mut fds, Some(&ts)).unwrap(), 0, "not readable at zero");
+    let mut fds = [rustix::event::PollFd::new(
+        &sem,
+        rustix::event::PollFlags::IN,
+    )];
+    assert_eq!(
+        rustix::event::poll(&mut fds, Some(&ts)).unwrap(),
+        0,
+        "not readable at zero"
+    );
     sem.post_n(3).unwrap();
     for _ in 0..3 {
         sem.wait().unwrap();
     }
-    assert!(matches!(sem.post_n(u64::MAX), Err(Error::ValueTooLarge { .. })));
+    assert!(matches!(
+        sem.post_n(u64::MAX),
+        Err(Error::ValueTooLarge { .. })
+    ));
 }
 
 #[test]
@@ -38,7 +58,10 @@ fn eventfd_semaphore_passes_to_an_exec_d_child() {
     }
     let _wd = Watchdog::new("eventfd exec", Duration::from_secs(30));
     let sem = EventSemaphore::new(0).unwrap();
-    let mut cmd = ipc_testkit::child(&test_path!(eventfd_semaphore_passes_to_an_exec_d_child), "poster");
+    let mut cmd = ipc_testkit::child(
+        &test_path!(eventfd_semaphore_passes_to_an_exec_d_child),
+        "poster",
+    );
     cmd.stdin(Stdio::from(OwnedFd::from(sem.try_clone().unwrap())));
     let child = Proc::spawn(&mut cmd).unwrap();
     for _ in 0..5 {

@@ -25,14 +25,18 @@ fn system_v_undo_gives_a_killed_holders_unit_back() {
     if ipc_testkit::role().is_some() {
         let shm = Shared::from_env();
         let set = SemSet::open_id(std::env::var(ID_ENV).unwrap().parse().unwrap()).unwrap();
-        set.apply(&[SemOp::wait(0).undo(), SemOp::wait(1).undo()]).unwrap();
+        set.apply(&[SemOp::wait(0).undo(), SemOp::wait(1).undo()])
+            .unwrap();
         shm.region().held.store(1, Ordering::SeqCst);
         hold_forever();
     }
     let _wd = Watchdog::new("sysv undo", Duration::from_secs(30));
     let shm = Shared::create();
     let set = SemSet::create(Key::Private, &[1, 1]).unwrap();
-    let mut cmd = shm.child(&test_path!(system_v_undo_gives_a_killed_holders_unit_back), "holder");
+    let mut cmd = shm.child(
+        &test_path!(system_v_undo_gives_a_killed_holders_unit_back),
+        "holder",
+    );
     cmd.env(ID_ENV, set.id().to_string());
     kill_holder(&shm, cmd);
     // The kernel applied the undo at exit: the next acquire succeeds at once.
@@ -136,6 +140,9 @@ fn posix_named_killed_holder_makes_a_timed_wait_time_out() {
     let start = Instant::now();
     assert!(matches!(sem.wait_timeout(limit), Err(Error::TimedOut)));
     let took = start.elapsed();
-    assert!(took >= limit && took < limit + Duration::from_secs(1), "{took:?}");
+    assert!(
+        took >= limit && took < limit + Duration::from_secs(1),
+        "{took:?}"
+    );
     assert_eq!(sem.value().unwrap(), 0);
 }

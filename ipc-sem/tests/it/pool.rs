@@ -72,7 +72,10 @@ fn named_counting_semaphore_never_admits_more_than_n() {
         hold_rounds(&shm, || sem.acquire().unwrap());
         return;
     }
-    run_pool(&test_path!(named_counting_semaphore_never_admits_more_than_n), true);
+    run_pool(
+        &test_path!(named_counting_semaphore_never_admits_more_than_n),
+        true,
+    );
 }
 
 #[test]
@@ -84,5 +87,8 @@ fn in_place_counting_semaphore_never_admits_more_than_n() {
         hold_rounds(&shm, || sem.acquire().unwrap());
         return;
     }
-    run_pool(&test_path!(in_place_counting_semaphore_never_admits_more_than_n), false);
+    run_pool(
+        &test_path!(in_place_counting_semaphore_never_admits_more_than_n),
+        false,
+    );
 }

@@ -15,12 +15,18 @@ const SLACK: Duration = Duration::from_millis(900);
 /// Checks one kind: `wait(t)` on an empty semaphore, then `post` and waits with MAX and zero.
 fn check(what: &str, wait: impl Fn(Duration) -> Result<(), Error>, post: impl Fn()) {
     let t = Instant::now();
-    assert!(matches!(wait(Duration::ZERO), Err(Error::TimedOut)), "{what}: zero");
+    assert!(
+        matches!(wait(Duration::ZERO), Err(Error::TimedOut)),
+        "{what}: zero"
+    );
     assert!(t.elapsed() < SLACK, "{what}: zero returned at once");
     let t = Instant::now();
     assert!(matches!(wait(SMALL), Err(Error::TimedOut)), "{what}: small");
     let took = t.elapsed();
-    assert!(took >= SMALL && took < SMALL + SLACK, "{what}: small took {took:?}");
+    assert!(
+        took >= SMALL && took < SMALL + SLACK,
+        "{what}: small took {took:?}"
+    );
     post();
     wait(Duration::MAX).unwrap_or_else(|e| panic!("{what}: MAX with a unit: {e}"));
     post();
@@ -37,7 +43,11 @@ fn timed_waits_of_every_kind_return_within_bounds() {
     let named = NamedSemaphore::create(&name, 0).unwrap();
     check("named", |t| named.wait_timeout(t), || named.post().unwrap());
     let shared = SharedSemaphore::new(0).unwrap();
-    check("shared", |t| shared.wait_timeout(t), || shared.post().unwrap());
+    check(
+        "shared",
+        |t| shared.wait_timeout(t),
+        || shared.post().unwrap(),
+    );
     let set = SemSet::create(Key::Private, &[0]).unwrap();
     check(
         "sysv",
@@ -47,7 +57,10 @@ fn timed_waits_of_every_kind_return_within_bounds() {
     let efd = EventSemaphore::new(0).unwrap();
     check("eventfd", |t| efd.wait_timeout(t), || efd.post().unwrap());
     assert!(matches!(named.try_wait(), Err(Error::WouldBlock)));
-    assert!(matches!(set.try_apply(&[SemOp::wait(0)]), Err(Error::WouldBlock)));
+    assert!(matches!(
+        set.try_apply(&[SemOp::wait(0)]),
+        Err(Error::WouldBlock)
+    ));
     assert!(matches!(efd.try_wait(), Err(Error::WouldBlock)));
 }
 
@@ -58,11 +71,17 @@ fn robust_mutex_lock_timeout_returns_within_bounds() {
     // SAFETY: fresh zeroed shared page; initialised once; destroyed below; outlives `m`.
     let m = unsafe { RobustMutex::init(shm.mutex_slot()) }.unwrap();
     let g = m.lock().unwrap();
-    assert!(matches!(m.lock(), Err(Error::Deadlock)), "error-checking mutex");
+    assert!(
+        matches!(m.lock(), Err(Error::Deadlock)),
+        "error-checking mutex"
+    );
     std::thread::scope(|s| {
         s.spawn(|| {
             assert!(matches!(m.try_lock(), Err(Error::WouldBlock)));
-            assert!(matches!(m.lock_timeout(Duration::ZERO), Err(Error::TimedOut)));
+            assert!(matches!(
+                m.lock_timeout(Duration::ZERO),
+                Err(Error::TimedOut)
+            ));
             let t = Instant::now();
             assert!(matches!(m.lock_timeout(SMALL), Err(Error::TimedOut)));
             let took = t.elapsed();
