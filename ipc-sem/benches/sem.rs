@@ -27,7 +27,7 @@ struct Side<'a> {
 /// and posts `b`. Returns one latency sample per round trip (ns).
 fn pingpong(rounds: usize, parent: &Side<'_>, child: &Side<'_>) -> Vec<u64> {
     let pid = fork(|| {
-        pin(1);
+        pin(child_cpu());
         for _ in 0..rounds {
             (child.wait)();
             (child.post)();
@@ -77,19 +77,33 @@ fn compare(
     );
 }
 
-/// Pins the calling process to one CPU (the parent to 0, the child to 1), so every run sees the
-/// same cross-core wake-up instead of a mix of same-core and cross-core ones.
+/// The CPU of the child: 0 like the parent by default (each round trip is then two context
+/// switches on one CPU: the setting where per-call overhead shows most and runs repeat best);
+/// `IPC_SEM_PIN=split` puts it on CPU 1 (a cross-CPU wake-up, dominated by idle-state exit).
+fn child_cpu() -> usize {
+    if std::env::var("IPC_SEM_PIN").as_deref() == Ok("split") {
+        1
+    } else {
+        0
+    }
+}
+
+/// Pins the calling process to `cpu` if the machine has it (`sched_setaffinity`).
 fn pin(cpu: usize) {
-    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if ncpu < 2 {
+    // SAFETY: no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if cpu as libc::c_long >= online {
         return;
     }
     // SAFETY: an all-zero cpu_set_t is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu % ncpu` is below CPU_SETSIZE (1024) for any machine this runs on.
-    unsafe { libc::CPU_SET(cpu % ncpu, &mut set) };
+    // SAFETY: `cpu` is below the number of online CPUs, far below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is this process.
-    unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+    let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        eprintln!("sem bench: cannot pin to CPU {cpu}: {}", std::io::Error::last_os_error());
+    }
 }
 
 fn check(rc: i32, what: &str) {
