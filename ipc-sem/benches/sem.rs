@@ -102,7 +102,10 @@ fn pin(cpu: usize) {
     // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is this process.
     let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
     if rc != 0 {
-        eprintln!("sem bench: cannot pin to CPU {cpu}: {}", std::io::Error::last_os_error());
+        eprintln!(
+            "sem bench: cannot pin to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

@@ -10,4 +10,5 @@ mod eventfd;
 mod killed;
 mod pool;
 mod shared;
+mod sysv;
 mod timeouts;
