@@ -23,6 +23,22 @@ pub const EVENTFD_MAX: u64 = u64::MAX - 1;
 /// The descriptor is blocking, so [`wait`](Self::wait) is a single `read`; the non-blocking
 /// forms use `preadv2(RWF_NOWAIT)` (Linux 5.12 and later; older kernels fall back to making the
 /// descriptor non-blocking) and `poll`. It does not survive a holder's crash.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::os::fd::OwnedFd;
+/// use std::process::{Command, Stdio};
+/// let jobs = ipc_sem::EventSemaphore::new(0)?;
+/// jobs.post_n(2)?;
+/// jobs.wait()?;
+/// // Hand a copy to a child as its stdin: the child rebuilds it with `EventSemaphore::from`.
+/// let status = Command::new("true")
+///     .stdin(Stdio::from(OwnedFd::from(jobs.try_clone()?)))
+///     .status()?;
+/// assert!(status.success());
+/// jobs.try_wait()?; // the second unit
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct EventSemaphore {
     fd: OwnedFd,

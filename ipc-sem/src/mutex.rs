@@ -47,6 +47,28 @@ impl fmt::Debug for RawRobustMutex {
 /// unrecoverable and every later lock fails with [`Error::NotRecoverable`], as POSIX defines.
 ///
 /// Ownership belongs to a thread: the guards are not `Send`.
+///
+/// ```
+/// use std::mem::MaybeUninit;
+/// use std::ptr::NonNull;
+/// use ipc_sem::{Locked, RawRobustMutex, RobustMutex};
+/// # fn main() -> Result<(), ipc_sem::Error> {
+/// // Private memory for brevity; between processes, a shared mapping every process maps.
+/// let mut slot = MaybeUninit::<RawRobustMutex>::uninit();
+/// let slot = NonNull::new(slot.as_mut_ptr()).unwrap();
+/// // SAFETY: aligned, initialised once, not moved while `m` lives, destroyed once below.
+/// let m = unsafe { RobustMutex::init(slot) }?;
+/// match m.lock()? {
+///     Locked::Normal(_guard) => { /* use the protected data */ }
+///     Locked::OwnerDied(guard) => {
+///         // The previous owner died holding it: repair the data, then
+///         let _guard = guard.make_consistent()?;
+///     }
+/// }
+/// // SAFETY: unlocked, and nobody uses it any more.
+/// unsafe { m.destroy() }?;
+/// # Ok(()) }
+/// ```
 pub struct RobustMutex {
     ptr: MutexPtr,
 }

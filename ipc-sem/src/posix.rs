@@ -221,6 +221,20 @@ posix_ops!(InPlaceSemaphore);
 /// It does **not** survive a holder's crash: a process killed between `wait` and `post` takes
 /// its unit with it. Use [`wait_timeout`](Self::wait_timeout) to notice, or a System V set with
 /// undo ([`crate::SemSet`]) or a [`crate::RobustMutex`].
+///
+/// ```
+/// # fn main() -> Result<(), ipc_sem::Error> {
+/// use ipc_sem::NamedSemaphore;
+/// # let name = format!("/ipcrs-doc-named-{}", std::process::id());
+/// let owner = NamedSemaphore::create(&name, 1)?; // mode 0600, unlinked when `owner` drops
+/// let other = NamedSemaphore::open(&name)?; // e.g. in another process
+/// {
+///     let _held = other.acquire()?;
+///     assert!(owner.try_wait().is_err()); // held: WouldBlock
+/// }
+/// assert_eq!(owner.value()?, 1);
+/// # Ok(()) }
+/// ```
 pub struct NamedSemaphore {
     sem: NamedSem,
     name: String,
@@ -365,6 +379,15 @@ pub fn unlink(name: &str) -> Result<()> {
 /// Use it between a parent and its forked children. For semaphores in memory that unrelated
 /// processes map (a shared-memory segment), use [`InPlaceSemaphore`].
 /// Like every POSIX semaphore, it does not survive a holder's crash.
+///
+/// ```
+/// # fn main() -> Result<(), ipc_sem::Error> {
+/// let done = ipc_sem::SharedSemaphore::new(0)?;
+/// // ... fork; the child calls `done.post()` when its work is finished ...
+/// # done.post()?;
+/// done.wait_timeout(std::time::Duration::from_secs(5))?;
+/// # Ok(()) }
+/// ```
 pub struct SharedSemaphore {
     inner: SharedSem,
 }
@@ -425,6 +448,27 @@ impl fmt::Debug for RawSemaphore {
 /// a shared-memory segment every process maps): [`init`](Self::init) once, then
 /// [`attach`](Self::attach) in each other process. Dropping a handle does nothing;
 /// [`destroy`](Self::destroy) ends the semaphore.
+///
+/// ```
+/// use std::mem::MaybeUninit;
+/// use std::ptr::NonNull;
+/// use ipc_sem::{InPlaceSemaphore, RawSemaphore};
+/// # fn main() -> Result<(), ipc_sem::Error> {
+/// // Here private memory for brevity; between processes it is a shared mapping (MAP_SHARED)
+/// // that every process maps, e.g. an ipc-shm segment.
+/// let mut slot = MaybeUninit::<RawSemaphore>::uninit();
+/// let slot = NonNull::new(slot.as_mut_ptr()).unwrap();
+/// // SAFETY: aligned, initialised once, not moved while `sem` lives, destroyed once below.
+/// let sem = unsafe { InPlaceSemaphore::init(slot, 1) }?;
+/// // SAFETY: `slot` was initialised above and outlives `other`.
+/// let other = unsafe { InPlaceSemaphore::attach(slot) };
+/// other.wait()?;
+/// sem.post()?;
+/// drop(other);
+/// // SAFETY: nobody uses it any more.
+/// unsafe { sem.destroy() }?;
+/// # Ok(()) }
+/// ```
 pub struct InPlaceSemaphore {
     pub(crate) sem: SemPtr,
 }

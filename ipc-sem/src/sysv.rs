@@ -122,6 +122,20 @@ enum Wait {
 /// creating process; [`open`](Self::open) and [`open_id`](Self::open_id) return handles that
 /// never remove it. With [`SemOp::undo`], a process killed while holding units gives them back:
 /// this is the kind that survives a holder's crash.
+///
+/// ```
+/// # fn main() -> Result<(), ipc_sem::Error> {
+/// use std::time::Duration;
+/// use ipc_sem::{Key, SemOp, SemSet};
+/// // Semaphore 0: a lock; semaphore 1: items ready.
+/// let set = SemSet::create(Key::Private, &[1, 0])?;
+/// set.apply(&[SemOp::post(1)])?; // a producer: one item
+/// // A consumer: the lock and an item together, or wait; undo if we die meanwhile.
+/// set.apply_timeout(&[SemOp::wait(0).undo(), SemOp::wait(1)], Duration::from_secs(1))?;
+/// set.apply(&[SemOp::post(0).undo()])?; // unlock
+/// assert_eq!(set.values()?, [1, 0]);
+/// # Ok(()) }
+/// ```
 pub struct SemSet {
     id: i32,
     len: usize,
