@@ -290,6 +290,9 @@ impl NamedSemaphore {
 
     /// `sem_open(name, 0)`—Opens an existing semaphore. The handle never unlinks it.
     ///
+    /// glibc opens `/dev/shm/sem.NAME` with `O_NOFOLLOW`, so a symlink planted under the name
+    /// is refused.
+    ///
     /// # Errors
     /// [`Error::InvalidName`] before any syscall; [`Error::NotFound`];
     /// [`Error::PermissionDenied`].

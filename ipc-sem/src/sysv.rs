@@ -455,8 +455,8 @@ impl SemSet {
         loop {
             let r = match wait {
                 Wait::Block | Wait::Try => sys::semop(self.id, bufs),
+                // A zero time left still tries once (semtimedop does not wait then).
                 Wait::Until(d) => match d.remaining() {
-                    Some(left) if left.is_zero() => return Err(Error::TimedOut),
                     Some(left) => sys::semtimedop_rel(self.id, bufs, &to_timespec(left)),
                     None => sys::semop(self.id, bufs),
                 },
