@@ -219,3 +219,17 @@ fn named_semaphores_are_0600_whatever_the_umask_and_closed_to_others() {
         .unwrap()
         .expect_success(Duration::from_secs(10));
 }
+
+#[test]
+fn open_refuses_a_symlink_planted_under_the_name() {
+    let name = ipc_testkit::posix_name("sym");
+    let path = dev_shm(&name);
+    let target = std::env::temp_dir().join(ipc_testkit::unique("symtarget"));
+    std::fs::write(&target, [0u8; 32]).unwrap();
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    let r = NamedSemaphore::open(&name);
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&target);
+    assert!(r.is_err(), "opened through a symlink");
+    eprintln!("open through a symlink: {:?}", r.err());
+}
