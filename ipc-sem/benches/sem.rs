@@ -57,7 +57,7 @@ fn compare(
     ours: impl Fn(usize) -> Vec<u64>,
     raw: impl Fn(usize) -> Vec<u64>,
 ) {
-    let chunks = if rounds >= 10_000 { 10 } else { 2 };
+    let chunks = if rounds >= 10_000 { 20 } else { 2 };
     let per = (rounds / chunks).max(10);
     let (mut o, mut r) = (Vec::new(), Vec::new());
     // Warm-up (not recorded).
