@@ -251,7 +251,13 @@ fn unnamed_raw(rounds: usize) -> Vec<u64> {
 // ---- System V -------------------------------------------------------------------------------
 
 fn sysv_ours(rounds: usize) -> Vec<u64> {
-    let set = SemSet::create(Key::Private, &[0, 0]).unwrap();
+    // A key in the workspace's range, so that `cargo xtask clean` finds it after a crash.
+    let set = loop {
+        match SemSet::create(Key::Value(ipc_testkit::sysv_key()), &[0, 0]) {
+            Err(ipc_sem::Error::AlreadyExists) => continue,
+            r => break r.unwrap(),
+        }
+    };
     let set = &set;
     let side = |mine: usize, peer: usize| Side {
         post: Box::new(move || set.apply(&[SemOp::post(peer)]).unwrap()),
@@ -281,9 +287,16 @@ fn raw_semop(id: i32, num: u16, op: i16, flg: i16) -> bool {
 }
 
 fn sysv_raw(rounds: usize) -> Vec<u64> {
-    // SAFETY: plain integer arguments.
-    let id = unsafe { libc::semget(libc::IPC_PRIVATE, 2, libc::IPC_CREAT | 0o600) };
-    assert!(id >= 0, "semget");
+    let id = loop {
+        let flags = libc::IPC_CREAT | libc::IPC_EXCL | 0o600;
+        // SAFETY: plain integer arguments.
+        let id = unsafe { libc::semget(ipc_testkit::sysv_key(), 2, flags) };
+        if id >= 0 {
+            break id;
+        }
+        let e = std::io::Error::last_os_error();
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST), "semget: {e}");
+    };
     let side = |mine: u16, peer: u16| Side {
         post: Box::new(move || assert!(raw_semop(id, peer, 1, 0))),
         wait: Box::new(move || assert!(raw_semop(id, mine, -1, 0))),

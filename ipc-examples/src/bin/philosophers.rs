@@ -87,7 +87,18 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> Result<ExitStatus, DemoEr
 fn parent() -> Result<String, DemoError> {
     let mut values = vec![1u16; PHILOSOPHERS];
     values.extend([0, 0]); // EATING, MEALS_DONE
-    let table = SemSet::create(Key::Private, &values)?;
+    // A key in the workspace's System V range (0x4950xxxx), so that `cargo xtask clean` can
+    // remove the set if this demo is killed; IPC_EXCL, so try the next key if one is taken.
+    let pid = std::process::id();
+    let table = (0..64)
+        .find_map(|n| {
+            let key = 0x4950_0000 | ((pid + n) & 0xffff) as i32;
+            match SemSet::create(Key::Value(key), &values) {
+                Err(ipc_sem::Error::AlreadyExists) => None,
+                r => Some(r),
+            }
+        })
+        .ok_or("no free System V key")??;
     say!(
         "parent",
         "laid {PHILOSOPHERS} forks (System V set id {})",

@@ -80,7 +80,7 @@ fn values_over_the_maximum_are_rejected_and_post_overflow_is_typed() {
         SemSet::open(Key::Value(key)),
         Err(Error::NotFound)
     ));
-    let set = SemSet::create(Key::Private, &[SEMVMX]).unwrap();
+    let set = crate::shared::new_set(&[SEMVMX]);
     assert!(matches!(set.apply(&[SemOp::post(0)]), Err(Error::Overflow)));
     assert!(matches!(
         set.set_value(0, SEMVMX + 1),
@@ -100,7 +100,7 @@ fn empty_sets_and_indexes_out_of_range_are_typed_errors() {
         matches!(SemSet::open(Key::Value(key)), Err(Error::NotFound)),
         "nothing created"
     );
-    let set = SemSet::create(Key::Private, &[1, 1]).unwrap();
+    let set = crate::shared::new_set(&[1, 1]);
     assert!(matches!(
         set.apply(&[SemOp::wait(0), SemOp::wait(2)]),
         Err(Error::IndexOutOfRange { index: 2, len: 2 })
@@ -161,7 +161,7 @@ fn a_set_removed_under_a_waiter_is_a_typed_error() {
         }
     }
     let _wd = Watchdog::new("removed", Duration::from_secs(30));
-    let set = SemSet::create(Key::Private, &[0]).unwrap();
+    let set = crate::shared::new_set(&[0]);
     let mut cmd = ipc_testkit::child(
         &test_path!(a_set_removed_under_a_waiter_is_a_typed_error),
         "waiter",
@@ -212,7 +212,7 @@ fn named_semaphores_are_0600_whatever_the_umask_and_closed_to_others() {
         .expect_success(Duration::from_secs(10));
     let name = ipc_testkit::posix_name("perm");
     let _sem = NamedSemaphore::create(&name, 1).unwrap();
-    let set = SemSet::create(Key::Private, &[1]).unwrap();
+    let set = crate::shared::new_set(&[1]);
     let mut cmd = ipc_testkit::child(&test, "nobody");
     cmd.env(NAME_ENV, &name).env(ID_ENV, set.id().to_string());
     Proc::spawn(&mut cmd)

@@ -90,7 +90,7 @@ fn run(test: &str, kind: Kind) -> Option<u64> {
     let shm = Shared::create();
     let name = ipc_testkit::posix_name("cnt");
     let _named = (kind == Kind::Named).then(|| NamedSemaphore::create(&name, 1).unwrap());
-    let set = (kind == Kind::SysV).then(|| SemSet::create(ipc_sem::Key::Private, &[1]).unwrap());
+    let set = (kind == Kind::SysV).then(|| crate::shared::new_set(&[1]));
     // SAFETY: the segment is fresh, page-aligned and shared; initialised once here, destroyed
     // below after every child exited; the mapping outlives these handles.
     let unnamed = (kind == Kind::Unnamed)

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ipc_sem::{Error, Key, Locked, NamedSemaphore, RobustMutex, SemOp, SemSet};
+use ipc_sem::{Error, Locked, NamedSemaphore, RobustMutex, SemOp, SemSet};
 use ipc_testkit::{Proc, Watchdog, test_path};
 
 use crate::shared::{Shared, hold_forever, spin_until};
@@ -32,7 +32,7 @@ fn system_v_undo_gives_a_killed_holders_unit_back() {
     }
     let _wd = Watchdog::new("sysv undo", Duration::from_secs(30));
     let shm = Shared::create();
-    let set = SemSet::create(Key::Private, &[1, 1]).unwrap();
+    let set = crate::shared::new_set(&[1, 1]);
     let mut cmd = shm.child(
         &test_path!(system_v_undo_gives_a_killed_holders_unit_back),
         "holder",

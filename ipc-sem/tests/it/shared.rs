@@ -140,3 +140,14 @@ pub(crate) fn hold_forever() -> ! {
         std::thread::park_timeout(Duration::from_secs(3600));
     }
 }
+
+/// A System V set under a key in the workspace's range (not IPC_PRIVATE), so that
+/// `cargo xtask clean` can find it if an aborted test leaves it behind.
+pub(crate) fn new_set(values: &[u16]) -> ipc_sem::SemSet {
+    loop {
+        match ipc_sem::SemSet::create(ipc_sem::Key::Value(ipc_testkit::sysv_key()), values) {
+            Err(ipc_sem::Error::AlreadyExists) => continue,
+            r => return r.expect("semget"),
+        }
+    }
+}

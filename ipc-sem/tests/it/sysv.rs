@@ -30,7 +30,7 @@ fn semop_interrupted_by_sigstop_and_sigcont_is_retried() {
         return;
     }
     let _wd = Watchdog::new("sigstop", Duration::from_secs(60));
-    let set = SemSet::create(Key::Private, &[0]).unwrap();
+    let set = crate::shared::new_set(&[0]);
     let mut cmd = ipc_testkit::child(
         &test_path!(semop_interrupted_by_sigstop_and_sigcont_is_retried),
         "waiter",
@@ -99,9 +99,7 @@ fn persistent_objects_stay_until_removed() {
         "an unlinked semaphore still works for its openers"
     );
 
-    let set = SemSet::create(Key::Private, &[1])
-        .unwrap()
-        .into_persistent();
+    let set = crate::shared::new_set(&[1]).into_persistent();
     let id = set.id();
     drop(set);
     let set = SemSet::open_id(id).unwrap();

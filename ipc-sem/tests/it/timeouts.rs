@@ -2,9 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use ipc_sem::{
-    Error, EventSemaphore, Key, NamedSemaphore, RobustMutex, SemOp, SemSet, SharedSemaphore,
-};
+use ipc_sem::{Error, EventSemaphore, NamedSemaphore, RobustMutex, SemOp, SharedSemaphore};
 use ipc_testkit::{Proc, Watchdog, test_path};
 
 use crate::shared::Shared;
@@ -48,7 +46,7 @@ fn timed_waits_of_every_kind_return_within_bounds() {
         |t| shared.wait_timeout(t),
         || shared.post().unwrap(),
     );
-    let set = SemSet::create(Key::Private, &[0]).unwrap();
+    let set = crate::shared::new_set(&[0]);
     check(
         "sysv",
         |t| set.apply_timeout(&[SemOp::wait(0)], t),
