@@ -1,0 +1,14 @@
+//! Behaviour of ipc-sem across real processes.
+//! Test code may use unsafe (in-place constructors, fork, setuid), each block with a SAFETY note.
+
+#![allow(unsafe_code)]
+
+mod bad_input;
+mod counter;
+mod errors;
+mod eventfd;
+mod killed;
+mod pool;
+mod shared;
+mod sysv;
+mod timeouts;

@@ -1,0 +1,109 @@
+//! System V specifics: EINTR after SIGSTOP/SIGCONT, the create/initialise race.
+
+use std::time::Duration;
+
+use ipc_sem::{Error, Key, SemOp, SemSet};
+use ipc_testkit::{Proc, Watchdog, test_path};
+use rustix::process::{Pid, Signal, kill_process};
+
+use crate::shared::spin_until;
+
+const ID_ENV: &str = "IPC_SEM_TEST_ID";
+
+/// The state letter of process `pid` in /proc/PID/stat (`S`, `T`, ...).
+fn state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .unwrap_or('?')
+}
+
+#[test]
+fn semop_interrupted_by_sigstop_and_sigcont_is_retried() {
+    if ipc_testkit::role().is_some() {
+        let set = SemSet::open_id(std::env::var(ID_ENV).unwrap().parse().unwrap()).unwrap();
+        // Both forms must survive the EINTR that semop returns after SIGSTOP + SIGCONT.
+        set.apply_timeout(&[SemOp::wait(0)], Duration::from_secs(20))
+            .expect("timed wait retried after EINTR");
+        set.apply(&[SemOp::wait(0)])
+            .expect("blocking wait retried after EINTR");
+        return;
+    }
+    let _wd = Watchdog::new("sigstop", Duration::from_secs(60));
+    let set = crate::shared::new_set(&[0]);
+    let mut cmd = ipc_testkit::child(
+        &test_path!(semop_interrupted_by_sigstop_and_sigcont_is_retried),
+        "waiter",
+    );
+    cmd.env(ID_ENV, set.id().to_string());
+    let child = Proc::spawn(&mut cmd).unwrap();
+    let pid = Pid::from_raw(child.id() as i32).unwrap();
+    // Waits for the child to be in semop; fails at once if it exited instead.
+    let waiting = || {
+        let st = state(child.id());
+        assert!(st != 'Z' && st != '?', "the waiter exited early");
+        set.waiters(0).unwrap() == 1
+    };
+    for _ in 0..2 {
+        spin_until(waiting);
+        kill_process(pid, Signal::STOP).unwrap();
+        // Stopped, and out of semop (it returned EINTR on the way to the stop).
+        spin_until(|| state(child.id()) == 'T' && set.waiters(0).unwrap() == 0);
+        kill_process(pid, Signal::CONT).unwrap();
+        // Back in semop: the library retried.
+        spin_until(waiting);
+        set.apply(&[SemOp::post(0)]).unwrap();
+    }
+    child.expect_success(Duration::from_secs(20));
+    assert_eq!(set.value(0).unwrap(), 0);
+}
+
+#[test]
+fn open_waits_for_the_creator_to_initialise_the_set() {
+    let _wd = Watchdog::new("otime", Duration::from_secs(30));
+    // A set made by a raw semget and never operated on: sem_otime is 0, "being initialised".
+    let (key, id) = loop {
+        let key = ipc_testkit::sysv_key();
+        // SAFETY: plain integer arguments.
+        let id = unsafe { libc::semget(key, 1, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+        if id >= 0 {
+            break (key, id);
+        }
+    };
+    let r = SemSet::open_timeout(Key::Value(key), Duration::from_millis(50));
+    assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
+    // Once an operation has run (sem_otime set), open succeeds.
+    let by_id = SemSet::open_id(id).unwrap();
+    by_id.apply(&[SemOp::post(0)]).unwrap();
+    let opened = SemSet::open(Key::Value(key)).unwrap();
+    assert_eq!(opened.values().unwrap(), [1]);
+    ipc_sem::remove(id).unwrap();
+    assert!(matches!(opened.value(0), Err(Error::Removed)));
+}
+
+#[test]
+fn persistent_objects_stay_until_removed() {
+    let name = ipc_testkit::posix_name("keep");
+    let sem = ipc_sem::NamedSemaphore::create(&name, 3)
+        .unwrap()
+        .into_persistent();
+    assert!(!sem.is_owner());
+    drop(sem);
+    let again = ipc_sem::NamedSemaphore::open(&name).unwrap();
+    assert_eq!(again.value().unwrap(), 3);
+    ipc_sem::unlink(&name).unwrap();
+    assert!(matches!(ipc_sem::unlink(&name), Err(Error::NotFound)));
+    assert_eq!(
+        again.value().unwrap(),
+        3,
+        "an unlinked semaphore still works for its openers"
+    );
+
+    let set = crate::shared::new_set(&[1]).into_persistent();
+    let id = set.id();
+    drop(set);
+    let set = SemSet::open_id(id).unwrap();
+    assert_eq!(set.values().unwrap(), [1]);
+    set.remove().unwrap();
+    assert!(matches!(SemSet::open_id(id), Err(Error::Removed)));
+}

@@ -1,0 +1,116 @@
+//! wait_timeout with zero, small and Duration::MAX, for every kind; timed waits end in bounds.
+
+use std::time::{Duration, Instant};
+
+use ipc_sem::{Error, EventSemaphore, NamedSemaphore, RobustMutex, SemOp, SharedSemaphore};
+use ipc_testkit::{Proc, Watchdog, test_path};
+
+use crate::shared::Shared;
+
+const SMALL: Duration = Duration::from_millis(50);
+const SLACK: Duration = Duration::from_millis(900);
+
+/// Checks one kind: `wait(t)` on an empty semaphore, then `post` and waits with MAX and zero.
+fn check(what: &str, wait: impl Fn(Duration) -> Result<(), Error>, post: impl Fn()) {
+    let t = Instant::now();
+    assert!(
+        matches!(wait(Duration::ZERO), Err(Error::TimedOut)),
+        "{what}: zero"
+    );
+    assert!(t.elapsed() < SLACK, "{what}: zero returned at once");
+    let t = Instant::now();
+    assert!(matches!(wait(SMALL), Err(Error::TimedOut)), "{what}: small");
+    let took = t.elapsed();
+    assert!(
+        took >= SMALL && took < SMALL + SLACK,
+        "{what}: small took {took:?}"
+    );
+    post();
+    wait(Duration::MAX).unwrap_or_else(|e| panic!("{what}: MAX with a unit: {e}"));
+    post();
+    wait(Duration::ZERO).unwrap_or_else(|e| panic!("{what}: zero with a unit: {e}"));
+    // Saturating: a timeout whose deadline overflows waits like MAX (a unit is there).
+    post();
+    wait(Duration::new(u64::MAX, 0)).unwrap_or_else(|e| panic!("{what}: huge: {e}"));
+}
+
+#[test]
+fn timed_waits_of_every_kind_return_within_bounds() {
+    let _wd = Watchdog::new("timeouts", Duration::from_secs(30));
+    let name = ipc_testkit::posix_name("tmo");
+    let named = NamedSemaphore::create(&name, 0).unwrap();
+    check("named", |t| named.wait_timeout(t), || named.post().unwrap());
+    let shared = SharedSemaphore::new(0).unwrap();
+    check(
+        "shared",
+        |t| shared.wait_timeout(t),
+        || shared.post().unwrap(),
+    );
+    let set = crate::shared::new_set(&[0]);
+    check(
+        "sysv",
+        |t| set.apply_timeout(&[SemOp::wait(0)], t),
+        || set.apply(&[SemOp::post(0)]).unwrap(),
+    );
+    let efd = EventSemaphore::new(0).unwrap();
+    check("eventfd", |t| efd.wait_timeout(t), || efd.post().unwrap());
+    assert!(matches!(named.try_wait(), Err(Error::WouldBlock)));
+    assert!(matches!(
+        set.try_apply(&[SemOp::wait(0)]),
+        Err(Error::WouldBlock)
+    ));
+    assert!(matches!(efd.try_wait(), Err(Error::WouldBlock)));
+}
+
+#[test]
+fn robust_mutex_lock_timeout_returns_within_bounds() {
+    let _wd = Watchdog::new("mutex timeouts", Duration::from_secs(30));
+    let shm = Shared::create();
+    // SAFETY: fresh zeroed shared page; initialised once; destroyed below; outlives `m`.
+    let m = unsafe { RobustMutex::init(shm.mutex_slot()) }.unwrap();
+    let g = m.lock().unwrap();
+    assert!(
+        matches!(m.lock(), Err(Error::Deadlock)),
+        "error-checking mutex"
+    );
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert!(matches!(m.try_lock(), Err(Error::WouldBlock)));
+            assert!(matches!(
+                m.lock_timeout(Duration::ZERO),
+                Err(Error::TimedOut)
+            ));
+            let t = Instant::now();
+            assert!(matches!(m.lock_timeout(SMALL), Err(Error::TimedOut)));
+            let took = t.elapsed();
+            assert!(took >= SMALL && took < SMALL + SLACK, "{took:?}");
+        });
+    });
+    drop(g);
+    let g = m.lock_timeout(Duration::MAX).unwrap();
+    drop(g);
+    // SAFETY: unlocked; nobody else uses it.
+    unsafe { m.destroy() }.unwrap();
+}
+
+#[test]
+fn wait_with_duration_max_returns_when_another_process_posts() {
+    const NAME_ENV: &str = "IPC_SEM_TEST_NAME";
+    if ipc_testkit::role().is_some() {
+        let sem = NamedSemaphore::open(&std::env::var(NAME_ENV).unwrap()).unwrap();
+        sem.post().unwrap();
+        return;
+    }
+    let _wd = Watchdog::new("max", Duration::from_secs(30));
+    let name = ipc_testkit::posix_name("max");
+    let sem = NamedSemaphore::create(&name, 0).unwrap();
+    let mut cmd = ipc_testkit::child(
+        &test_path!(wait_with_duration_max_returns_when_another_process_posts),
+        "poster",
+    );
+    cmd.env(NAME_ENV, &name);
+    let child = Proc::spawn(&mut cmd).unwrap();
+    sem.wait_timeout(Duration::MAX).unwrap();
+    child.expect_success(Duration::from_secs(10));
+    assert_eq!(sem.value().unwrap(), 0);
+}
