@@ -101,7 +101,6 @@ fn pipes_at_chosen_descriptor_numbers_even_when_numbers_collide() {
         let reply = rx.read_frame().unwrap().expect("a reply");
         assert_eq!(reply, fnv1a64(&req).to_le_bytes());
     }
-    drop(tx);
     drop(to_child);
     assert_eq!(
         rx.read_frame().unwrap(),
