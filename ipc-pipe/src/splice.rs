@@ -5,8 +5,9 @@
 //! and another descriptor, `tee` duplicates them into a second pipe, and `vmsplice` makes them
 //! point at the caller's own memory: data crosses without being copied through user space.
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use rustix::event::PollFlags;
@@ -280,17 +281,21 @@ fn write_all_fd(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<()> {
 /// place ([`ZeroCopyWriter::send_with`]) and the reader copies it out of those very pages, one
 /// copy instead of two. This is the safe way to use [`vmsplice`](crate::vmsplice).
 ///
-/// How it keeps `vmsplice`'s contract: a pipe of capacity `P` can hold references to at most the
-/// last `P` bytes inserted into it (one page per slot). The writer cycles pieces of at most `P`
-/// bytes through a ring of `4 P` bytes, so a piece is written again only after more than `P`
-/// newer bytes went fully into the pipe, when the pipe no longer refers to it. It re-reads the
-/// capacity when it wraps, and grows its ring if someone grew the pipe. When dropped, it frees
-/// its ring only if the pipe is empty; otherwise it leaks it (at most a few MiB) rather than let
-/// the allocator reuse pages the reader has not seen yet.
+/// How it keeps `vmsplice`'s contract: a pipe of capacity `P` holds at most `P` bytes, so it can
+/// refer only to the last `P` bytes inserted into it. The writer cycles pieces of at most `P`
+/// bytes through a page-aligned ring of `2 P` bytes and remembers, for each recent piece, how
+/// many bytes the stream had when it was sent. It hands out a region of the ring again only if
+/// at least `P` bytes were inserted since anything in that region was sent. When pieces of
+/// varying sizes make that not yet true, the piece goes through a private buffer and a plain
+/// `write` instead (correct, just not zero-copy). The capacity is re-read at each wrap, and the
+/// ring grows if someone grew the pipe. When dropped, the writer frees its ring only if the pipe
+/// is empty; otherwise it leaks it (2 `P`, at most a few MiB) rather than let the allocator
+/// reuse pages the reader has not seen yet.
 ///
 /// The reader must *copy* the data out (`read`, or `splice` into a regular file): a reader that
 /// `splice`s or `tee`s the pages on to another pipe or a socket takes the references with it,
-/// and may then see later contents of the ring.
+/// and may then see later contents of the ring. Growing the pipe from the other end while this
+/// writer runs voids the bound until the next wrap.
 ///
 /// ```
 /// use std::io::Read;
@@ -306,9 +311,17 @@ pub struct ZeroCopyWriter<'a> {
     pipe: &'a PipeWriter,
     ring: Ring,
     retired: Vec<Ring>,
-    /// The pipe capacity the ring was sized for (`ring.len() == 4 * cap`).
+    /// The pipe capacity the ring was sized for (`ring.len == 2 * cap`).
     cap: usize,
+    /// Where the next piece goes in the ring.
     pos: usize,
+    /// Bytes inserted into the pipe so far (by vmsplice or by the copying fallback).
+    inserted: u64,
+    /// Recent pieces: ring start, ring end, value of `inserted` just after the piece. Pieces
+    /// older than `cap` bytes of stream are forgotten (the pipe cannot refer to them).
+    recent: VecDeque<(usize, usize, u64)>,
+    /// The copying fallback's buffer.
+    scratch: Vec<u8>,
 }
 
 /// A page-aligned byte buffer.
@@ -342,12 +355,14 @@ impl fmt::Debug for ZeroCopyWriter<'_> {
             .field("capacity", &self.cap)
             .field("ring", &self.ring.len)
             .field("pos", &self.pos)
+            .field("inserted", &self.inserted)
             .finish()
     }
 }
 
 impl<'a> ZeroCopyWriter<'a> {
-    /// A writer for `pipe`, with a ring sized for the pipe's current capacity (4 × capacity).
+    /// A writer for `pipe`, with a ring sized for the pipe's current capacity (2 × capacity).
+    /// Grow the pipe first ([`PipeWriter::set_capacity`]) to send larger pieces.
     ///
     /// # Errors
     /// If the pipe's capacity cannot be read.
@@ -355,10 +370,13 @@ impl<'a> ZeroCopyWriter<'a> {
         let cap = pipe.capacity()?;
         Ok(ZeroCopyWriter {
             pipe,
-            ring: Ring::new(4 * cap),
+            ring: Ring::new(2 * cap),
             retired: Vec::new(),
             cap,
             pos: 0,
+            inserted: 0,
+            recent: VecDeque::new(),
+            scratch: Vec::new(),
         })
     }
 
@@ -380,25 +398,60 @@ impl<'a> ZeroCopyWriter<'a> {
                 max: self.cap as u64,
             });
         }
+        if len == 0 {
+            return Ok(());
+        }
         if self.pos + len > self.ring.len {
             self.wrap()?;
         }
-        let at = self.pos;
-        fill(self.ring.piece(at, len));
-        self.pos += len;
+        let (start, end) = (self.pos, self.pos + len);
+        let cap = self.cap as u64;
+        while self
+            .recent
+            .front()
+            .is_some_and(|&(_, _, e)| e + cap <= self.inserted)
+        {
+            self.recent.pop_front();
+        }
+        let busy = self.recent.iter().any(|&(s, e, _)| s < end && start < e);
+        if busy {
+            // The pipe may still refer to part of this region: copy this piece instead.
+            self.scratch.resize(len, 0);
+            fill(&mut self.scratch);
+            let mut w = self.pipe;
+            w.write_all(&self.scratch)?;
+            self.inserted += len as u64;
+            return Ok(());
+        }
+        fill(self.ring.piece(start, len));
         let mut sent = 0;
         while sent < len {
-            let piece = &self.ring.piece(at + sent, len - sent)[..];
+            let piece = &self.ring.piece(start + sent, len - sent)[..];
             match sys::vmsplice_ring(self.pipe, piece) {
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    wait(self.pipe.as_fd(), PollFlags::OUT, None)?;
+                    if let Err(e) = wait(self.pipe.as_fd(), PollFlags::OUT, None) {
+                        self.sent(start, end, sent);
+                        return Err(e);
+                    }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    // Part of the piece may be in the pipe: remember the region as in use.
+                    self.sent(start, end, sent);
+                    return Err(e.into());
+                }
             }
         }
+        self.sent(start, end, len);
         Ok(())
+    }
+
+    /// Records that `bytes` of the ring region `start..end` went into the pipe.
+    fn sent(&mut self, start: usize, end: usize, bytes: usize) {
+        self.pos = end;
+        self.inserted += bytes as u64;
+        self.recent.push_back((start, end, self.inserted));
     }
 
     /// Copies `data` into the next piece and sends it: no faster than `write`, but keeps one
@@ -414,8 +467,9 @@ impl<'a> ZeroCopyWriter<'a> {
         self.pos = 0;
         let cap = self.pipe.capacity()?;
         if cap > self.cap {
-            let old = std::mem::replace(&mut self.ring, Ring::new(4 * cap));
+            let old = std::mem::replace(&mut self.ring, Ring::new(2 * cap));
             self.retired.push(old);
+            self.recent.clear();
             self.cap = cap;
         }
         Ok(())

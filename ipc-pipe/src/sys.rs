@@ -58,8 +58,9 @@ pub(crate) fn vmsplice_ring(writer: &PipeWriter, piece: &[u8]) -> io::Result<usi
     let iov = [IoSliceRaw::from_slice(piece)];
     // SAFETY: `writer` is a pipe's write end, so the kernel only reads `piece`. The piece belongs
     // to a ZeroCopyWriter ring, which does not write to it again until at least one pipe capacity
-    // of newer bytes has been fully inserted after it (so the pipe no longer holds it), and which
-    // leaks rather than frees its ring if the pipe may still refer to it when dropped.
+    // of newer bytes has been inserted after it (a pipe holds at most its capacity, so it no
+    // longer refers to it), and which leaks rather than frees its ring if the pipe may still
+    // refer to it when dropped.
     let n = unsafe { rustix::pipe::vmsplice(writer, &iov, SpliceFlags::empty()) };
     Ok(n?)
 }
