@@ -82,7 +82,9 @@ impl<W: Write> FramedWriter<W> {
 
     /// Writes one frame: the length, then `payload`. A frame that fits in [`PIPE_BUF`] goes out
     /// in one `write` call (and so, on a pipe, in one atomic piece); a larger one is written with
-    /// `writev` and continued after short writes. `EINTR` is retried.
+    /// `writev` and continued after short writes. `EINTR` is retried. The inner writer is
+    /// flushed after every frame, so a buffered writer (`Stdout`, `BufWriter`) sends each frame
+    /// at once (on a pipe, flushing costs nothing).
     ///
     /// # Errors
     /// [`Error::MessageTooLarge`] if `payload` exceeds the maximum (nothing is written);
@@ -101,9 +103,11 @@ impl<W: Write> FramedWriter<W> {
             one[..HEADER_LEN].copy_from_slice(&header);
             one[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
             self.inner.write_all(&one[..HEADER_LEN + payload.len()])?;
-            return Ok(());
+        } else {
+            write_all_vectored(&mut self.inner, &header, payload)?;
         }
-        write_all_vectored(&mut self.inner, &header, payload)?;
+        // A frame is a message: it must not wait in a buffer (stdout is line-buffered).
+        self.inner.flush()?;
         Ok(())
     }
 
