@@ -210,7 +210,13 @@ fn main() {
         // the one least disturbed by other load, and interleaving exposes all to the same drift.
         // Zero-copy: pipe capacity max(chunk, 64 KiB), as the C baseline's vmsplice case.
         let cap = chunk.clamp(65536, 1 << 20);
-        let [mut plain_raw, mut plain_ours, mut big_raw, mut big_ours, mut zc] = [0.0f64; 5];
+        let [
+            mut plain_raw,
+            mut plain_ours,
+            mut big_raw,
+            mut big_ours,
+            mut zc,
+        ] = [0.0f64; 5];
         for _ in 0..reps {
             plain_raw = plain_raw.max(throughput(Impl::Raw, chunk, total, None));
             plain_ours = plain_ours.max(throughput(Impl::Ours, chunk, total, None));

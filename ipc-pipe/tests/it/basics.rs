@@ -209,3 +209,49 @@ fn copy_falls_back_when_the_kernel_refuses_to_splice() {
     assert_eq!(n, 50_000);
     assert_eq!(got, data);
 }
+
+#[test]
+fn the_per_user_page_limit_is_a_typed_error_naming_it() {
+    use ipc_pipe::PIPE_USER_PAGES_SOFT_FILE;
+    if ipc_testkit::role().is_some() {
+        // Child: become `nobody` (this thread's credentials; the pipes are made by this thread)
+        // so that the limit applies, then grow pipes until the user's budget is spent.
+        let soft: u64 = std::fs::read_to_string(PIPE_USER_PAGES_SOFT_FILE)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        if soft == 0 {
+            eprintln!("no per-user soft limit on this system: nothing to test");
+            return;
+        }
+        rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(65534)).unwrap();
+        let per_pipe = 1 << 20;
+        let most = soft as usize * 4096 / per_pipe + 16;
+        let mut pipes = Vec::new();
+        for _ in 0..most {
+            let (r, w) = pipe().unwrap();
+            match w.set_capacity(per_pipe) {
+                Ok(_) => pipes.push((r, w)),
+                Err(Error::LimitExceeded {
+                    what,
+                    requested,
+                    limit,
+                }) => {
+                    assert_eq!(what, PIPE_USER_PAGES_SOFT_FILE);
+                    assert_eq!(requested, per_pipe as u64);
+                    assert_eq!(limit, soft * 4096);
+                    return;
+                }
+                Err(e) => panic!("expected LimitExceeded, got {e:?}"),
+            }
+        }
+        panic!("{} pipes of 1 MiB and still no limit", pipes.len());
+    }
+    let _wd = ipc_testkit::Watchdog::new("per-user limit", crate::LIMIT);
+    let cmd = ipc_testkit::child(
+        &ipc_testkit::test_path!(the_per_user_page_limit_is_a_typed_error_naming_it),
+        "nobody",
+    );
+    crate::spawn(cmd).expect_success(crate::LIMIT);
+}
