@@ -113,6 +113,18 @@ pub struct Duplex {
 
 /// Creates a connected pair of [`Duplex`] ends: what one writes, the other reads.
 ///
+/// ```
+/// use std::io::{Read, Write};
+/// let (mut a, mut b) = ipc_pipe::duplex()?;
+/// a.write_all(b"ping")?;
+/// let mut buf = [0; 4];
+/// b.read_exact(&mut buf)?;
+/// b.write_all(b"pong")?;
+/// a.read_exact(&mut buf)?;
+/// assert_eq!(&buf, b"pong");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
 /// # Errors
 /// `EMFILE`/`ENFILE` when out of descriptors.
 pub fn duplex() -> io::Result<(Duplex, Duplex)> {
@@ -159,6 +171,23 @@ impl Duplex {
 
     /// Places this duplex at descriptors `read_fd` and `write_fd` in the child, which claims
     /// them with [`Duplex::from_inherited`].
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::process::Command;
+    /// let (mut ours, theirs) = ipc_pipe::duplex()?;
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", "read line <&3; echo \"got $line\" >&4"]);
+    /// theirs.attach_at(&mut cmd, 3, 4);
+    /// let mut child = cmd.spawn()?;
+    /// drop(cmd);
+    /// ours.write_all(b"hi\n")?;
+    /// let mut reply = String::new();
+    /// ours.read_to_string(&mut reply)?;
+    /// assert_eq!(reply, "got hi\n");
+    /// assert!(child.wait()?.success());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn attach_at(self, cmd: &mut Command, read_fd: RawFd, write_fd: RawFd) -> &mut Command {
         ChildFds::new()
             .fd_at(read_fd, self.reader)

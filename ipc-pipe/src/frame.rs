@@ -173,6 +173,20 @@ impl<R: Read> FramedReader<R> {
     /// Reads the next frame into `buf` (cleared first, its allocation reused) and returns its
     /// length; `Ok(None)` at a clean end of stream.
     ///
+    /// ```
+    /// use ipc_pipe::{Error, FramedReader};
+    /// // A hostile peer announces 4 GiB: refused before anything is allocated.
+    /// let hostile = u32::MAX.to_le_bytes();
+    /// let mut buf = Vec::new();
+    /// let err = FramedReader::new(&hostile[..]).read_frame_into(&mut buf).unwrap_err();
+    /// assert!(matches!(err, Error::MessageTooLarge { .. }));
+    /// assert_eq!(buf.capacity(), 0);
+    /// // A frame cut short is UnexpectedEof, not a short message.
+    /// let cut = [10, 0, 0, 0, b'a', b'b'];
+    /// let err = FramedReader::new(&cut[..]).read_frame_into(&mut buf).unwrap_err();
+    /// assert_eq!(std::io::Error::from(err).kind(), std::io::ErrorKind::UnexpectedEof);
+    /// ```
+    ///
     /// # Errors
     /// As [`Self::read_frame`].
     pub fn read_frame_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>> {

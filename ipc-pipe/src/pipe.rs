@@ -93,6 +93,14 @@ macro_rules! common_methods {
         /// Duplicates this end (`F_DUPFD_CLOEXEC`): both handles refer to the same end, and the
         /// pipe sees end-of-file (or a broken pipe) only when all of them are closed.
         ///
+        /// ```
+        /// let (r, w) = ipc_pipe::pipe()?;
+        /// let w2 = w.try_clone()?;
+        /// drop(w);
+        /// w2.write_atomic(b"still writable")?;
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        ///
         /// # Errors
         /// `EMFILE` when the process is out of descriptors.
         #[doc(alias = "dup")]
@@ -103,6 +111,15 @@ macro_rules! common_methods {
 
         /// Sets or clears `O_NONBLOCK`. It belongs to the open pipe end, so it is shared with
         /// every duplicate of it, including those held by child processes.
+        ///
+        /// ```
+        /// let (r, _w) = ipc_pipe::pipe()?;
+        /// r.set_nonblocking(true)?;
+        /// assert!(r.is_nonblocking()?);
+        /// let err = std::io::Read::read(&mut &r, &mut [0; 8]).unwrap_err();
+        /// assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+        /// # Ok::<(), std::io::Error>(())
+        /// ```
         ///
         /// # Errors
         /// Only if the descriptor is invalid.
@@ -129,6 +146,13 @@ macro_rules! common_methods {
 
         /// `ioctl(FIONREAD)`—How many bytes are in the pipe right now, waiting to be read.
         ///
+        /// ```
+        /// let (r, w) = ipc_pipe::pipe()?;
+        /// w.write_atomic(b"12345")?;
+        /// assert_eq!(r.available()?, 5);
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        ///
         /// # Errors
         /// Only if the descriptor is invalid.
         #[doc(alias = "FIONREAD")]
@@ -138,6 +162,16 @@ macro_rules! common_methods {
         }
 
         /// `fcntl(F_GETPIPE_SZ)`—The pipe's capacity in bytes (65536 by default on Linux).
+        ///
+        /// ```
+        /// let (_r, w) = ipc_pipe::pipe()?;
+        /// assert_eq!(w.capacity()?, 65536); // Linux's default
+        /// assert_eq!(w.set_capacity(100_000)?, 131072); // rounded up to 2^n pages
+        /// let max = w.set_capacity_max()?; // /proc/sys/fs/pipe-max-size
+        /// assert_eq!(max as u64, ipc_pipe::pipe_max_size()?);
+        /// assert!(matches!(w.set_capacity(max + 1), Err(ipc_pipe::Error::LimitExceeded { .. })));
+        /// # Ok::<(), ipc_pipe::Error>(())
+        /// ```
         ///
         /// # Errors
         /// Only if the descriptor is invalid.
@@ -183,7 +217,8 @@ impl PipeReader {
 
     /// Claims a read end that the parent placed at descriptor `fd` (see [`crate::ChildFds`]),
     /// after checking that `fd` is open, is a pipe or FIFO, was opened for reading, is not one of
-    /// the standard streams 0..=2 and was not claimed before in this process. The descriptor is
+    /// the standard streams 0..=2 and was not claimed before in this process (a number is
+    /// claimed at most once per process, even after the handle is dropped). The descriptor is
     /// made close-on-exec, so it is not passed on further by accident.
     ///
     /// ```no_run
@@ -206,6 +241,17 @@ impl PipeReader {
     /// The wait is `poll` followed by one `read`: if another process shares this read end and
     /// takes the data first, a blocking descriptor then waits in `read`. Set
     /// [`Self::set_nonblocking`] when the end is shared and the bound must be strict.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (r, w) = ipc_pipe::pipe()?;
+    /// let mut buf = [0; 16];
+    /// assert!(matches!(r.read_timeout(&mut buf, Duration::from_millis(10)), Err(ipc_pipe::Error::TimedOut)));
+    /// w.write_atomic(b"data")?;
+    /// assert_eq!(r.read_timeout(&mut buf, Duration::MAX)?, 4);
+    /// assert!(matches!(r.try_read(&mut buf), Err(ipc_pipe::Error::WouldBlock)));
+    /// # Ok::<(), ipc_pipe::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::TimedOut`] if nothing arrived in time; [`Error::Io`] for the rest.
@@ -246,6 +292,14 @@ impl PipeWriter {
 
     /// Chooses what a write to a pipe without reader does to this process; see
     /// [`crate::sigpipe`]. The default, [`SigpipePolicy::Inherit`], is plain `write`.
+    ///
+    /// ```
+    /// use ipc_pipe::SigpipePolicy;
+    /// let (_r, mut w) = ipc_pipe::pipe()?;
+    /// assert_eq!(w.sigpipe_policy(), SigpipePolicy::Inherit);
+    /// w.set_sigpipe_policy(SigpipePolicy::Suppress);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn set_sigpipe_policy(&mut self, policy: SigpipePolicy) {
         self.sigpipe = policy;
     }
@@ -303,6 +357,20 @@ impl PipeWriter {
     /// Returns how many bytes were written. On a blocking pipe at most [`PIPE_BUF`] bytes are
     /// written per call, the amount `poll` promises room for, so the call cannot block after
     /// the wait (unless other writers fill the room first).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (r, w) = ipc_pipe::pipe()?;
+    /// w.write_all_timeout(&[7; 100_000][..65536], Duration::from_secs(1))?; // fills the pipe
+    /// assert!(matches!(w.try_write(b"more"), Err(ipc_pipe::Error::WouldBlock)));
+    /// assert!(matches!(
+    ///     w.write_timeout(b"more", Duration::from_millis(10)),
+    ///     Err(ipc_pipe::Error::TimedOut)
+    /// ));
+    /// drop(r);
+    /// assert!(matches!(w.try_write(b"more"), Err(ipc_pipe::Error::NoReader)));
+    /// # Ok::<(), ipc_pipe::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::TimedOut`], [`Error::NoReader`], [`Error::Io`].
@@ -379,6 +447,11 @@ fn read_proc_u64(path: &'static str) -> Result<u64> {
 }
 
 /// The value of [`PIPE_MAX_SIZE_FILE`]: the largest capacity an unprivileged process may set.
+///
+/// ```
+/// assert!(ipc_pipe::pipe_max_size()? >= 65536);
+/// # Ok::<(), ipc_pipe::Error>(())
+/// ```
 ///
 /// # Errors
 /// If the file cannot be read (no procfs).

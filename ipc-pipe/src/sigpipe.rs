@@ -78,6 +78,12 @@ pub fn disposition() -> io::Result<Disposition> {
 /// it changes a process-wide setting that the host may rely on, and children inherit it across
 /// `exec` (std's `Command` resets it to the default in children it spawns).
 ///
+/// ```no_run
+/// // In a library's initialisation, when loaded by a C host that left SIGPIPE at its default:
+/// let before = ipc_pipe::sigpipe::ignore()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
 /// # Errors
 /// Only if `sigaction` fails, which it does not for SIGPIPE.
 pub fn ignore() -> io::Result<Disposition> {
@@ -87,6 +93,12 @@ pub fn ignore() -> io::Result<Disposition> {
 /// `signal(SIGPIPE, SIG_DFL)`—Restores the default action (terminate), for a program that wants
 /// to behave like a classic Unix filter and end quietly when its reader goes away; returns the
 /// previous disposition.
+///
+/// ```no_run
+/// // A filter that should end quietly when its reader (`head`, say) goes away.
+/// ipc_pipe::sigpipe::restore_default()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 ///
 /// # Errors
 /// Only if `sigaction` fails, which it does not for SIGPIPE.

@@ -36,6 +36,18 @@ use crate::sigpipe::Disposition;
 /// The simplest safe way to meet the contract is [`crate::ZeroCopyWriter`], which owns its buffer
 /// and reuses a piece only after the pipe can no longer refer to it.
 ///
+/// ```
+/// use std::io::Read;
+/// let (mut r, w) = ipc_pipe::pipe()?;
+/// let data: &'static [u8] = b"static bytes never change"; // meets the contract trivially
+/// // SAFETY: `data` is immutable and lives for the whole program.
+/// let n = unsafe { ipc_pipe::vmsplice(&w, data)? };
+/// let mut got = vec![0; n];
+/// r.read_exact(&mut got)?;
+/// assert_eq!(got, data);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
 /// # Errors
 /// `BrokenPipe` when there is no reader, `WouldBlock` on a full non-blocking pipe.
 ///
