@@ -32,7 +32,7 @@ fn main() -> ExitCode {
                 "parent",
                 "step 1: pipe() creates a one-way channel: a read end and a write end"
             );
-            let (reader, mut writer) = ipc_pipe::pipe()?;
+            let (reader, writer) = ipc_pipe::pipe()?;
             say!(
                 "parent",
                 "        read end is fd {}, write end is fd {} (both close-on-exec)",
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
                         String::from_utf8_lossy(GREETING),
                         GREETING.len()
                     );
-                    writer.write_all(GREETING)?;
+                    writer.write_atomic(GREETING)?;
                     say!(
                         "parent",
                         "step 5: close the write end: the child's read will see end-of-file"
