@@ -353,6 +353,50 @@ impl PipeWriter {
         }
     }
 
+    /// [`Self::write_atomic`], waiting at most `timeout` for room (`Duration::MAX`: forever):
+    /// the record is written whole or not at all.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_r, w) = ipc_pipe::pipe()?;
+    /// w.set_capacity(4096)?;
+    /// w.write_atomic_timeout(&[1; 4096], Duration::from_secs(1))?;
+    /// assert!(matches!(w.try_write_atomic(b"x"), Err(ipc_pipe::Error::WouldBlock)));
+    /// # Ok::<(), ipc_pipe::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Self::write_atomic`], and [`Error::TimedOut`] (nothing was written).
+    pub fn write_atomic_timeout(&self, record: &[u8], timeout: Duration) -> Result<()> {
+        if record.len() > PIPE_BUF {
+            return Err(Error::MessageTooLarge {
+                len: record.len() as u64,
+                max: PIPE_BUF as u64,
+            });
+        }
+        let deadline = deadline(timeout);
+        loop {
+            // POLLOUT on a pipe means a free slot, room for PIPE_BUF bytes: the write below
+            // does not block unless another writer takes the room first.
+            wait(self.fd.as_fd(), PollFlags::OUT, deadline)?;
+            match self.write_atomic(record) {
+                Err(Error::WouldBlock) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// [`Self::write_atomic`] without waiting.
+    ///
+    /// # Errors
+    /// As [`Self::write_atomic`], and [`Error::WouldBlock`] if there is no room now.
+    pub fn try_write_atomic(&self, record: &[u8]) -> Result<()> {
+        match self.write_atomic_timeout(record, Duration::ZERO) {
+            Err(Error::TimedOut) => Err(Error::WouldBlock),
+            other => other,
+        }
+    }
+
     /// Writes part of `buf`, waiting at most `timeout` for room (`Duration::MAX`: forever).
     /// Returns how many bytes were written. On a blocking pipe at most [`PIPE_BUF`] bytes are
     /// written per call, the amount `poll` promises room for, so the call cannot block after
