@@ -90,25 +90,6 @@ impl fmt::Debug for PipeWriter {
 /// Methods that both ends have: they act on the pipe, not on one direction.
 macro_rules! common_methods {
     () => {
-        /// Duplicates this end (`F_DUPFD_CLOEXEC`): both handles refer to the same end, and the
-        /// pipe sees end-of-file (or a broken pipe) only when all of them are closed.
-        ///
-        /// ```
-        /// let (r, w) = ipc_pipe::pipe()?;
-        /// let w2 = w.try_clone()?;
-        /// drop(w);
-        /// w2.write_atomic(b"still writable")?;
-        /// # Ok::<(), Box<dyn std::error::Error>>(())
-        /// ```
-        ///
-        /// # Errors
-        /// `EMFILE` when the process is out of descriptors.
-        #[doc(alias = "dup")]
-        pub fn try_clone(&self) -> io::Result<Self> {
-            let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)?;
-            Ok(Self::from(fd))
-        }
-
         /// Sets or clears `O_NONBLOCK`. It belongs to the open pipe end, so it is shared with
         /// every duplicate of it, including those held by child processes.
         ///
@@ -215,6 +196,26 @@ macro_rules! common_methods {
 impl PipeReader {
     common_methods!();
 
+    /// Duplicates this end (`F_DUPFD_CLOEXEC`): both handles refer to the same end, and the
+    /// pipe sees end-of-file (or a broken pipe) only when all of them are closed.
+    ///
+    /// ```
+    /// let (r, w) = ipc_pipe::pipe()?;
+    /// let r2 = r.try_clone()?;
+    /// drop(r);
+    /// w.write_atomic(b"still read")?; // a reader is left: no broken pipe
+    /// assert_eq!(r2.available()?, 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `EMFILE` when the process is out of descriptors.
+    #[doc(alias = "dup")]
+    pub fn try_clone(&self) -> io::Result<PipeReader> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)?;
+        Ok(PipeReader { fd })
+    }
+
     /// Claims a read end that the parent placed at descriptor `fd` (see [`crate::ChildFds`]),
     /// after checking that `fd` is open, is a pipe or FIFO, was opened for reading, is not one of
     /// the standard streams 0..=2 and was not claimed before in this process (a number is
@@ -280,6 +281,29 @@ impl PipeReader {
 
 impl PipeWriter {
     common_methods!();
+
+    /// Duplicates this end (`F_DUPFD_CLOEXEC`): both handles refer to the same end, and the
+    /// pipe sees end-of-file (or a broken pipe) only when all of them are closed. The copy keeps
+    /// this writer's [`SigpipePolicy`].
+    ///
+    /// ```
+    /// let (r, w) = ipc_pipe::pipe()?;
+    /// let w2 = w.try_clone()?;
+    /// drop(w);
+    /// w2.write_atomic(b"still writable")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `EMFILE` when the process is out of descriptors.
+    #[doc(alias = "dup")]
+    pub fn try_clone(&self) -> io::Result<PipeWriter> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)?;
+        Ok(PipeWriter {
+            fd,
+            sigpipe: self.sigpipe,
+        })
+    }
 
     /// Claims a write end that the parent placed at descriptor `fd`; the checks are those of
     /// [`PipeReader::from_inherited`], for writing.
