@@ -94,11 +94,12 @@ pub fn tee(from: &PipeReader, to: &PipeWriter, len: usize) -> Result<usize> {
 /// non-blocking descriptors are waited for with `poll`.
 ///
 /// ```
-/// use std::io::{Read, Write};
-/// let (mut r, mut w) = ipc_pipe::pipe()?;
-/// let mut file = std::fs::File::open("/proc/self/exe")?;
+/// use std::io::Read;
+/// let (mut r, w) = ipc_pipe::pipe()?;
+/// let file = std::fs::File::open("/proc/self/exe")?;
 /// let n = std::thread::scope(|s| {
-///     let copier = s.spawn(move || ipc_pipe::copy(&mut file, &w, Some(10_000)));
+///     // The writer moves into the thread: when the copy is done, it closes (end-of-file).
+///     let copier = s.spawn(move || ipc_pipe::copy(&file, &w, Some(10_000)));
 ///     let mut got = Vec::new();
 ///     r.read_to_end(&mut got).unwrap();
 ///     assert_eq!(&got[..4], b"\x7fELF");

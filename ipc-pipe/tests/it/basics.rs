@@ -152,8 +152,11 @@ fn conversions_keep_the_descriptor() {
     let r = PipeReader::from(OwnedFd::from(r));
     let w = PipeWriter::from(OwnedFd::from(w));
     assert_eq!((r.as_raw_fd(), w.as_raw_fd()), (rfd, wfd));
+    let mut w = w;
+    w.set_sigpipe_policy(ipc_pipe::SigpipePolicy::Suppress);
     let w2 = w.try_clone().unwrap();
     assert_ne!(w2.as_raw_fd(), wfd);
+    assert_eq!(w2.sigpipe_policy(), ipc_pipe::SigpipePolicy::Suppress);
     drop(w);
     (&w2).write_all(b"still open").unwrap();
     drop(w2);
