@@ -1,2 +1,25 @@
 #![doc = include_str!("../README.md")]
-#![forbid(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
+mod child;
+mod error;
+mod frame;
+mod pipe;
+pub mod sigpipe;
+mod splice;
+mod sys;
+
+pub use child::{ChildFds, Duplex, duplex};
+pub use error::{Error, Result};
+pub use frame::{DEFAULT_MAX_FRAME, FramedReader, FramedWriter, HEADER_LEN};
+pub use pipe::{
+    PIPE_BUF, PIPE_MAX_SIZE_FILE, PIPE_USER_PAGES_HARD_FILE, PIPE_USER_PAGES_SOFT_FILE, PipeReader,
+    PipeWriter, pipe, pipe_max_size,
+};
+pub use sigpipe::SigpipePolicy;
+pub use splice::{ZeroCopyWriter, copy, splice, tee};
+pub use sys::vmsplice;

@@ -1,0 +1,265 @@
+//! ipc-pipe against the same protocol on raw system calls (rustix, no wrapper types), in
+//! one run, between two processes (`ipc_testkit::bench::fork`).
+//!
+//! - 64 B round trip over two pipes: p50 and p99 (target: p50 ≤ 1.05 × raw).
+//! - One-way throughput in 4 KiB, 64 KiB and 1 MiB chunks, default and 1 MiB capacity
+//!   (target: ≥ 0.95 × raw), and the zero-copy path (`ZeroCopyWriter`: vmsplice into a 1 MiB
+//!   pipe, read out) against ipc-pipe's plain write/read (target: ≥ 3× at 64 KiB and 1 MiB).
+//!
+//! The receiver checks every chunk's head and tail stamps (the chunk's sequence number), as the
+//! C baseline `thr.c` does. `IPC_BENCH=smoke|quick|full` sets the volume (8 MiB, 256 MiB,
+//! 1 GiB per variant and chunk size), moved in 8 (full: 16) interleaved slices (see `main`):
+//! throughput on a shared 2-core machine swings by 2-4x from run to run, raw C included, so a
+//! single long run per variant would compare luck, not code.
+
+use std::io::{Read, Write};
+use std::time::Instant;
+
+use ipc_pipe::{PipeReader, PipeWriter, ZeroCopyWriter, pipe};
+use ipc_testkit::bench::{self, Latency, Mode, Row, emit_latency, emit_throughput};
+
+const GROUP: &str = "pipe";
+/// The baseline: the same protocol on bare `read`/`write` system calls (rustix, which issues
+/// them directly, as libc would).
+const RAW: &str = "raw syscalls";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Impl {
+    /// ipc-pipe's `Read`/`Write`.
+    Ours,
+    /// rustix `read`/`write` on the bare descriptors.
+    Raw,
+    /// ipc-pipe's `ZeroCopyWriter` (vmsplice) on the sending side, `Read` on the other.
+    ZeroCopy,
+}
+
+fn raw_write_all(w: &PipeWriter, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        match rustix::io::write(w, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+}
+
+fn raw_read_exact(r: &PipeReader, mut buf: &mut [u8]) {
+    while !buf.is_empty() {
+        match rustix::io::read(r, &mut *buf) {
+            Ok(0) => panic!("unexpected end of file"),
+            Ok(n) => buf = &mut buf[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// `n` round trips of 64 bytes; returns the samples in ns. The child echoes.
+fn round_trips(which: Impl, n: usize) -> Vec<u64> {
+    let (req_r, req_w) = pipe().unwrap();
+    let (rep_r, rep_w) = pipe().unwrap();
+    let pid = bench::fork(|| {
+        let mut buf = [0u8; 64];
+        for _ in 0..n {
+            match which {
+                Impl::Raw => {
+                    raw_read_exact(&req_r, &mut buf);
+                    raw_write_all(&rep_w, &buf);
+                }
+                _ => {
+                    (&req_r).read_exact(&mut buf).unwrap();
+                    (&rep_w).write_all(&buf).unwrap();
+                }
+            }
+        }
+        0
+    });
+    drop((req_r, rep_w));
+    let mut samples = Vec::with_capacity(n);
+    let mut msg = [0u8; 64];
+    let mut back = [0u8; 64];
+    for i in 0..n {
+        msg[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let t0 = bench::now_ns();
+        match which {
+            Impl::Raw => {
+                raw_write_all(&req_w, &msg);
+                raw_read_exact(&rep_r, &mut back);
+            }
+            _ => {
+                (&req_w).write_all(&msg).unwrap();
+                (&rep_r).read_exact(&mut back).unwrap();
+            }
+        }
+        samples.push(bench::now_ns() - t0);
+        assert_eq!(back, msg, "echo differs at round trip {i}");
+    }
+    bench::wait_ok(pid);
+    samples
+}
+
+/// Sends `total` bytes in `chunk`-sized writes from a child to this process; returns GB/s.
+/// Every chunk carries its sequence number in its first and last 8 bytes; the reader checks.
+fn throughput(which: Impl, chunk: usize, total: usize, capacity: Option<usize>) -> f64 {
+    let (r, w) = pipe().unwrap();
+    match (which, capacity) {
+        (Impl::Raw, Some(c)) => {
+            rustix::pipe::fcntl_setpipe_size(&w, c).unwrap();
+        }
+        (_, Some(c)) => {
+            w.set_capacity(c).unwrap();
+        }
+        (_, None) => {}
+    }
+    let (go_r, go_w) = pipe().unwrap();
+    let chunks = total / chunk;
+    let pid = bench::fork(|| {
+        let stamp = |buf: &mut [u8], k: u64| {
+            let n = buf.len();
+            buf[..8].copy_from_slice(&k.to_le_bytes());
+            buf[n - 8..].copy_from_slice(&k.to_le_bytes());
+        };
+        let mut src = vec![0xa5u8; chunk];
+        let mut zc = (which == Impl::ZeroCopy).then(|| ZeroCopyWriter::new(&w).unwrap());
+        let mut go = [0u8; 1];
+        (&go_r).read_exact(&mut go).unwrap();
+        for k in 1..=chunks as u64 {
+            match which {
+                Impl::Raw => {
+                    stamp(&mut src, k);
+                    raw_write_all(&w, &src);
+                }
+                Impl::Ours => {
+                    stamp(&mut src, k);
+                    (&w).write_all(&src).unwrap();
+                }
+                Impl::ZeroCopy => {
+                    let z = zc.as_mut().unwrap();
+                    z.send_with(chunk, |piece| stamp(piece, k)).unwrap();
+                }
+            }
+        }
+        drop(zc);
+        0
+    });
+    drop((w, go_r));
+    let mut dst = vec![0u8; chunk];
+    let t0 = Instant::now();
+    (&go_w).write_all(b"g").unwrap();
+    let mut got = 0usize;
+    while got < chunks * chunk {
+        let n = match which {
+            Impl::Raw => match rustix::io::read(&r, &mut dst[..]) {
+                Ok(n) => n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => panic!("read: {e}"),
+            },
+            _ => (&r).read(&mut dst).unwrap(),
+        };
+        assert!(n > 0, "unexpected end of file after {got} bytes");
+        check_stamps(&dst[..n], got, chunk);
+        got += n;
+    }
+    let gbps = bench::gbps(got as u64, t0);
+    bench::wait_ok(pid);
+    gbps
+}
+
+/// `data` holds stream bytes `[at, at + data.len())`; checks every stamp inside it.
+fn check_stamps(data: &[u8], at: usize, chunk: usize) {
+    let end = at + data.len();
+    let mut start = at.div_ceil(chunk) * chunk;
+    while start < end {
+        let k = (start / chunk + 1) as u64;
+        if start + 8 <= end {
+            let v = u64::from_le_bytes(data[start - at..start - at + 8].try_into().unwrap());
+            assert_eq!(v, k, "corrupt head stamp at {start}");
+        }
+        if start + chunk <= end {
+            let o = start + chunk - 8 - at;
+            let v = u64::from_le_bytes(data[o..o + 8].try_into().unwrap());
+            assert_eq!(v, k, "corrupt tail stamp at {start}");
+        }
+        start += chunk;
+    }
+}
+
+fn main() {
+    let mode = Mode::from_env();
+    let trips = mode.pick(300, 20_000, 100_000);
+    let total = mode.pick(8 << 20, 256 << 20, 1 << 30);
+    let slices = mode.pick(1, 8, 16);
+    let blocks = mode.pick(2, 20, 20);
+    let label = mode.pick("8 MiB", "256 MiB", "1 GiB");
+
+    // Latency: alternate short blocks so that load from other processes on a shared machine
+    // hits both sides alike.
+    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    for _ in 0..blocks {
+        raw.extend(round_trips(Impl::Raw, trips / blocks));
+        ours.extend(round_trips(Impl::Ours, trips / blocks));
+    }
+    emit_latency(
+        GROUP,
+        "64 B round trip",
+        Latency::of(&mut ours),
+        Latency::of(&mut raw),
+        RAW,
+        Some(1.05),
+    );
+
+    for (chunk, name) in [(4096, "4 KiB"), (65536, "64 KiB"), (1 << 20, "1 MiB")] {
+        // The volume is moved in `slices` slices per variant. Each slice runs every variant
+        // once, in an order that rotates from slice to slice, and each variant reports its best
+        // slice: on a shared machine the best slice is the one least disturbed by other load,
+        // and interleaving exposes all variants to the same drift.
+        // Zero-copy is the fast path as a user would run it: vmsplice into a pipe grown to 1 MiB
+        // (the C baseline's vmsplice case uses max(chunk, 64 KiB)); the case name says so.
+        let cap = 1 << 20;
+        let slice = (total / slices).max(chunk);
+        let variants: [(Impl, Option<usize>); 5] = [
+            (Impl::Raw, None),
+            (Impl::Ours, None),
+            (Impl::Raw, Some(1 << 20)),
+            (Impl::Ours, Some(1 << 20)),
+            (Impl::ZeroCopy, Some(cap)),
+        ];
+        let mut best = [0.0f64; 5];
+        for s in 0..slices {
+            for k in 0..variants.len() {
+                let i = (k + s) % variants.len();
+                let (which, capacity) = variants[i];
+                best[i] = best[i].max(throughput(which, chunk, slice, capacity));
+            }
+        }
+        let [plain_raw, plain_ours, big_raw, big_ours, zc] = best;
+        emit_throughput(
+            GROUP,
+            &format!("{label} in {name} chunks"),
+            plain_ours,
+            plain_raw,
+            RAW,
+            Some(0.95),
+        );
+        emit_throughput(
+            GROUP,
+            &format!("{label} in {name} chunks, 1 MiB capacity"),
+            big_ours,
+            big_raw,
+            RAW,
+            Some(0.95),
+        );
+        Row {
+            group: GROUP,
+            case: &format!("{label} in {name} chunks, zero-copy (vmsplice, 1 MiB pipe)"),
+            metric: "GB/s",
+            unit: "GB/s",
+            better: bench::Better::Higher,
+            ours: zc,
+            baseline: plain_ours,
+            baseline_name: "plain pipe",
+            target: (chunk >= 65536).then_some(3.0),
+        }
+        .emit();
+    }
+}

@@ -1,0 +1,142 @@
+//! 64 MiB through vmsplice, splice and the fast copy, across processes, checksum equal.
+
+use std::io::{Read, Write};
+
+use ipc_pipe::{ChildFds, PipeReader, PipeWriter, ZeroCopyWriter, pipe};
+use ipc_testkit::{Watchdog, child, fnv1a64, role, test_path};
+
+use crate::{LIMIT, payload, spawn};
+
+const TOTAL: usize = 64 << 20;
+const SEED: u64 = 0x5eed;
+
+/// The checksum of the 64 MiB stream every test sends.
+fn expected() -> (Vec<u8>, u64) {
+    let data = payload(SEED, TOTAL);
+    let sum = fnv1a64(&data);
+    (data, sum)
+}
+
+/// Starts this test's child `role` with the write end of a new pipe at fd 3; returns the
+/// reader and the child.
+fn child_writer(test: &str, role: &str) -> (PipeReader, ipc_testkit::Proc) {
+    let (r, w) = pipe().unwrap();
+    let mut cmd = child(test, role);
+    ChildFds::new().fd_at(3, w).apply(&mut cmd);
+    (r, spawn(cmd))
+}
+
+#[test]
+fn sixty_four_mib_through_vmsplice_arrive_intact() {
+    if role().is_some() {
+        let w = PipeWriter::from_inherited(3).unwrap();
+        w.set_capacity(1 << 20).unwrap();
+        let data = payload(SEED, TOTAL);
+        let mut z = ZeroCopyWriter::new(&w).unwrap();
+        // Pieces of varying size, filled in place: the ring is reused many times over.
+        let mut at = 0;
+        let mut i = 0usize;
+        while at < TOTAL {
+            let len = [4096, 65536, 1 << 20, 1000, 333_333][i % 5].min(TOTAL - at);
+            z.send_with(len, |piece| piece.copy_from_slice(&data[at..at + len]))
+                .unwrap();
+            at += len;
+            i += 1;
+        }
+        return;
+    }
+    let _wd = Watchdog::new("vmsplice 64 MiB", LIMIT);
+    let (_, sum) = expected();
+    let (mut r, p) = child_writer(
+        &test_path!(sixty_four_mib_through_vmsplice_arrive_intact),
+        "v",
+    );
+    let mut got = Vec::with_capacity(TOTAL);
+    r.read_to_end(&mut got).unwrap();
+    p.expect_success(LIMIT);
+    assert_eq!(got.len(), TOTAL);
+    assert_eq!(fnv1a64(&got), sum);
+}
+
+#[test]
+fn sixty_four_mib_through_splice_and_tee_arrive_intact() {
+    if role().is_some() {
+        let mut w = PipeWriter::from_inherited(3).unwrap();
+        w.write_all(&payload(SEED, TOTAL)).unwrap();
+        return;
+    }
+    let _wd = Watchdog::new("splice 64 MiB", LIMIT);
+    let (_, sum) = expected();
+    let (r, p) = child_writer(
+        &test_path!(sixty_four_mib_through_splice_and_tee_arrive_intact),
+        "s",
+    );
+    // child -> r --splice--> (w2 -> r2) --read--> a; and a tee copy into (w3 -> r3) --read--> b
+    let (r2, w2) = pipe().unwrap();
+    let (r3, w3) = pipe().unwrap();
+    let reader = |mut rx: PipeReader| {
+        std::thread::spawn(move || {
+            let mut v = Vec::with_capacity(TOTAL);
+            rx.read_to_end(&mut v).unwrap();
+            v
+        })
+    };
+    let (a, b) = (reader(r2), reader(r3));
+    let mut moved = 0;
+    loop {
+        // Duplicate what is at the head of r into w3, then move exactly that much to w2.
+        let n = ipc_pipe::tee(&r, &w3, 1 << 20).unwrap();
+        if n == 0 {
+            break;
+        }
+        let mut left = n;
+        while left > 0 {
+            let m = ipc_pipe::splice(&r, &w2, left).unwrap();
+            assert!(m > 0);
+            left -= m;
+        }
+        moved += n;
+    }
+    drop((w2, w3));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    p.expect_success(LIMIT);
+    assert_eq!(moved, TOTAL);
+    assert_eq!(fnv1a64(&a), sum);
+    assert_eq!(fnv1a64(&b), sum);
+}
+
+#[test]
+fn sixty_four_mib_through_the_fast_copy_arrive_intact() {
+    if role().is_some() {
+        // Child: copies a file into the pipe at fd 3 (file -> pipe: splice).
+        let w = PipeWriter::from_inherited(3).unwrap();
+        let path = std::env::var("SRC").unwrap();
+        let f = std::fs::File::open(path).unwrap();
+        assert_eq!(ipc_pipe::copy(&f, &w, None).unwrap(), TOTAL as u64);
+        return;
+    }
+    let _wd = Watchdog::new("copy 64 MiB", LIMIT);
+    let (data, sum) = expected();
+    let dir = std::env::temp_dir();
+    let src = dir.join(ipc_testkit::unique("zc-src"));
+    let dst = dir.join(ipc_testkit::unique("zc-dst"));
+    std::fs::write(&src, &data).unwrap();
+    drop(data);
+    let (r, w) = pipe().unwrap();
+    let mut cmd = child(
+        &test_path!(sixty_four_mib_through_the_fast_copy_arrive_intact),
+        "c",
+    );
+    cmd.env("SRC", &src);
+    ChildFds::new().fd_at(3, w).apply(&mut cmd);
+    let p = spawn(cmd);
+    // Parent: pipe -> file, also by splice.
+    let out = std::fs::File::create(&dst).unwrap();
+    let n = ipc_pipe::copy(&r, &out, None);
+    let got = std::fs::read(&dst);
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(&dst);
+    p.expect_success(LIMIT);
+    assert_eq!(n.unwrap(), TOTAL as u64);
+    assert_eq!(fnv1a64(&got.unwrap()), sum);
+}
