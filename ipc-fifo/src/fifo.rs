@@ -122,7 +122,8 @@ impl FifoOptions {
 /// Created exclusively (`mkfifo` fails if anything is at the path) with mode 0600 unless asked
 /// otherwise, applied with `fchmod` so that the umask cannot change it. The owner records the
 /// creating process: a forked child that drops an inherited owner removes nothing. It also
-/// records the FIFO's inode, so it never removes a file that replaced its FIFO.
+/// records the FIFO's device and inode, so it never removes a file (or another user's FIFO)
+/// that replaced its FIFO.
 ///
 /// The owner is only a name: open the ends with [`FifoReader`](crate::FifoReader) and
 /// [`FifoWriter`](crate::FifoWriter), in this process or any other that knows the path.
@@ -211,7 +212,8 @@ impl Fifo {
 
 fn remove_if_same(path: &Path, dev: u64, ino: u64) -> Result<()> {
     let st = lstat(path)?;
-    if st.st_dev == dev && st.st_ino == ino {
+    // Inode numbers are reused (tmpfs does at once): the type and owner must match as well.
+    if st.st_dev == dev && st.st_ino == ino && check_stat(&st, Owner::Me).is_ok() {
         rustix::fs::unlink(path)?;
     }
     Ok(())
