@@ -30,7 +30,12 @@ fn raw_open(p: &Path, flags: i32) -> i32 {
     let c = cpath(p);
     // SAFETY: `c` is a NUL-terminated path that outlives the call.
     let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
-    assert!(fd >= 0, "open {}: {}", p.display(), std::io::Error::last_os_error());
+    assert!(
+        fd >= 0,
+        "open {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
     fd
 }
 
@@ -242,6 +247,13 @@ fn main() {
             raw.push(throughput(&path, false, chunk, total));
             ours.push(throughput(&path, true, chunk, total));
         }
-        bench::emit_throughput(GROUP, case, median(ours), median(raw), "raw libc", Some(0.95));
+        bench::emit_throughput(
+            GROUP,
+            case,
+            median(ours),
+            median(raw),
+            "raw libc",
+            Some(0.95),
+        );
     }
 }

@@ -146,7 +146,10 @@ impl fmt::Display for Error {
             Error::TimedOut => f.write_str("timed out"),
             Error::WouldBlock => f.write_str("the operation would block"),
             Error::MessageTooLarge { len, max } => {
-                write!(f, "message of {len} bytes is larger than the maximum of {max}")
+                write!(
+                    f,
+                    "message of {len} bytes is larger than the maximum of {max}"
+                )
             }
             Error::Truncated => f.write_str("the stream ended inside a message"),
             Error::Io(e) => write!(f, "{e}"),

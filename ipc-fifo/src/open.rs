@@ -209,7 +209,12 @@ impl FifoReader {
                     if fcntl_getfl(&self.fd)?.contains(OFlags::NONBLOCK) {
                         return Err(io::ErrorKind::WouldBlock.into());
                     }
-                    poll_until(&self.fd, PollFlags::IN, Deadline::after(Duration::MAX), None)?;
+                    poll_until(
+                        &self.fd,
+                        PollFlags::IN,
+                        Deadline::after(Duration::MAX),
+                        None,
+                    )?;
                 }
                 Ok(n) => return Ok(n),
                 Err(Errno::INTR) => continue,

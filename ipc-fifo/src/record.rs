@@ -48,7 +48,9 @@ impl FifoWriter {
         let n = self.write_raw(&buf[..total])?;
         if n != total {
             // Cannot happen for writes of at most PIPE_BUF bytes.
-            return Err(Error::Io(io::Error::other("short write of an atomic record")));
+            return Err(Error::Io(io::Error::other(
+                "short write of an atomic record",
+            )));
         }
         Ok(())
     }

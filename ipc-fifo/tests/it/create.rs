@@ -7,7 +7,11 @@ use ipc_testkit::{Proc, Watchdog, child, role, test_path};
 use crate::{CHILD_LIMIT, PATH_ENV, child_path, place};
 
 fn mode_of(path: &std::path::Path) -> u32 {
-    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 /// In a child (umask is process-wide): create under the umask given by the role, check modes.
@@ -15,15 +19,27 @@ fn create_under_umask(mask: u32) {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask));
     let dir = child_path();
     let a = Fifo::create(dir.join("default")).unwrap();
-    assert_eq!(mode_of(a.path()), 0o600, "default mode under umask {mask:03o}");
+    assert_eq!(
+        mode_of(a.path()),
+        0o600,
+        "default mode under umask {mask:03o}"
+    );
     let b = Fifo::options()
         .mode(0o640)
         .create(dir.join("explicit"))
         .unwrap();
     assert_eq!(mode_of(b.path()), 0o640, "mode 0640 under umask {mask:03o}");
-    let c = Fifo::options().mode(0o000).create(dir.join("none")).unwrap();
+    let c = Fifo::options()
+        .mode(0o000)
+        .create(dir.join("none"))
+        .unwrap();
     assert_eq!(mode_of(c.path()), 0o000, "mode 0 under umask {mask:03o}");
-    assert!(std::fs::symlink_metadata(a.path()).unwrap().file_type().is_fifo());
+    assert!(
+        std::fs::symlink_metadata(a.path())
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
 }
 
 #[test]
@@ -34,12 +50,17 @@ fn created_mode_is_exact_under_any_umask() {
         Some("umask777") => return create_under_umask(0o777),
         _ => {}
     }
-    let _wd = Watchdog::new("created_mode_is_exact_under_any_umask", Duration::from_secs(60));
+    let _wd = Watchdog::new(
+        "created_mode_is_exact_under_any_umask",
+        Duration::from_secs(60),
+    );
     let dir = place();
     for r in ["umask0", "umask077", "umask777"] {
-        Proc::spawn(child(&test_path!(created_mode_is_exact_under_any_umask), r).env(PATH_ENV, dir.path()))
-            .unwrap()
-            .expect_success(CHILD_LIMIT);
+        Proc::spawn(
+            child(&test_path!(created_mode_is_exact_under_any_umask), r).env(PATH_ENV, dir.path()),
+        )
+        .unwrap()
+        .expect_success(CHILD_LIMIT);
     }
     // The children's owners removed their FIFOs.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -65,7 +86,10 @@ fn creating_twice_is_already_exists() {
             Err(Error::AlreadyExists)
         ));
     }
-    assert!(matches!(Fifo::create(dir.path()), Err(Error::AlreadyExists)));
+    assert!(matches!(
+        Fifo::create(dir.path()),
+        Err(Error::AlreadyExists)
+    ));
 }
 
 #[test]
@@ -137,8 +161,15 @@ fn fork_role() {
     let (_, status) = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
         .unwrap()
         .unwrap();
-    assert_eq!(status.exit_status(), Some(0), "the forked child's drop removed the FIFO");
-    assert!(path.exists(), "a forked child's drop removed the parent's FIFO");
+    assert_eq!(
+        status.exit_status(),
+        Some(0),
+        "the forked child's drop removed the FIFO"
+    );
+    assert!(
+        path.exists(),
+        "a forked child's drop removed the parent's FIFO"
+    );
     drop(owner);
     assert!(!path.exists(), "the creating process removes it");
 }
@@ -148,11 +179,20 @@ fn forked_child_does_not_remove_the_owners_fifo() {
     if role().as_deref() == Some("fork") {
         return fork_role();
     }
-    let _wd = Watchdog::new("forked_child_does_not_remove_the_owners_fifo", Duration::from_secs(60));
+    let _wd = Watchdog::new(
+        "forked_child_does_not_remove_the_owners_fifo",
+        Duration::from_secs(60),
+    );
     let dir = place();
     let path = dir.join("forked").unwrap();
-    Proc::spawn(child(&test_path!(forked_child_does_not_remove_the_owners_fifo), "fork").env(PATH_ENV, &path))
-        .unwrap()
-        .expect_success(CHILD_LIMIT);
+    Proc::spawn(
+        child(
+            &test_path!(forked_child_does_not_remove_the_owners_fifo),
+            "fork",
+        )
+        .env(PATH_ENV, &path),
+    )
+    .unwrap()
+    .expect_success(CHILD_LIMIT);
     assert!(!path.exists());
 }

@@ -12,13 +12,25 @@ fn private_dir_is_0700_ours_and_removed_on_drop() {
     let path = dir.path().to_owned();
     assert_eq!(dir.status(), DirStatus::Created);
     assert!(path.starts_with(PrivateDir::base()));
-    assert!(path.file_name().unwrap().to_str().unwrap().starts_with("ipcrs-fifo-dir-"));
+    assert!(
+        path.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("ipcrs-fifo-dir-")
+    );
     assert_eq!(mode(&path), 0o700);
-    assert_eq!(std::fs::metadata(&path).unwrap().uid(), rustix::process::geteuid().as_raw());
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().uid(),
+        rustix::process::geteuid().as_raw()
+    );
     let fifo = Fifo::create(dir.join("f").unwrap()).unwrap().persist();
     assert!(fifo.exists());
     drop(dir);
-    assert!(!path.exists(), "a created private dir is removed with its contents");
+    assert!(
+        !path.exists(),
+        "a created private dir is removed with its contents"
+    );
 }
 
 #[test]
@@ -53,13 +65,17 @@ fn open_or_create_makes_or_checks_a_well_known_place() {
     std::os::unix::fs::symlink(parent.path(), &link).unwrap();
     assert!(matches!(
         PrivateDir::open_or_create(&link),
-        Err(Error::NotADirectory { found: FileKind::Symlink })
+        Err(Error::NotADirectory {
+            found: FileKind::Symlink
+        })
     ));
     let file = parent.join("file").unwrap();
     std::fs::write(&file, b"x").unwrap();
     assert!(matches!(
         PrivateDir::open_or_create(&file),
-        Err(Error::NotADirectory { found: FileKind::Regular })
+        Err(Error::NotADirectory {
+            found: FileKind::Regular
+        })
     ));
     assert!(matches!(PrivateDir::new("a/b"), Err(Error::InvalidName)));
 }

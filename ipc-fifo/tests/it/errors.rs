@@ -41,7 +41,10 @@ fn error_is_send_sync_static_and_converts_to_io_kinds() {
 
 #[test]
 fn invalid_paths_are_refused_before_any_syscall() {
-    assert!(matches!(ipc_fifo::Fifo::create(""), Err(Error::InvalidName)));
+    assert!(matches!(
+        ipc_fifo::Fifo::create(""),
+        Err(Error::InvalidName)
+    ));
     assert!(matches!(
         ipc_fifo::FifoReader::try_open("/tmp/a\0b"),
         Err(Error::InvalidName)

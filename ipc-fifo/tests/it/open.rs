@@ -17,19 +17,28 @@ fn open_with_timeout_and_no_peer_returns_the_typed_error_in_time() {
     let dir = place();
     let fifo = Fifo::create(dir.join("alone").unwrap()).unwrap();
 
-    assert!(matches!(FifoWriter::try_open(fifo.path()), Err(Error::NoReader)));
+    assert!(matches!(
+        FifoWriter::try_open(fifo.path()),
+        Err(Error::NoReader)
+    ));
 
     let t = Instant::now();
     let r = FifoWriter::open_timeout(fifo.path(), SHORT);
     let took = t.elapsed();
     assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
-    assert!(took >= SHORT && took < SHORT + Duration::from_secs(2), "{took:?}");
+    assert!(
+        took >= SHORT && took < SHORT + Duration::from_secs(2),
+        "{took:?}"
+    );
 
     let t = Instant::now();
     let r = FifoReader::open_timeout(fifo.path(), SHORT);
     let took = t.elapsed();
     assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
-    assert!(took >= SHORT && took < SHORT + Duration::from_secs(2), "{took:?}");
+    assert!(
+        took >= SHORT && took < SHORT + Duration::from_secs(2),
+        "{took:?}"
+    );
 
     // A zero timeout answers at once.
     assert!(matches!(
@@ -66,7 +75,12 @@ fn peer_role(which: &str) {
 
 /// Starts `open` on this thread; a helper thread spawns the peer process only after the open
 /// call has started, and the test checks that the open returned after the peer was spawned.
-fn open_waits_for_late_peer<T>(path: &Path, peer: &str, test: &str, open: impl FnOnce() -> T) -> (T, Proc) {
+fn open_waits_for_late_peer<T>(
+    path: &Path,
+    peer: &str,
+    test: &str,
+    open: impl FnOnce() -> T,
+) -> (T, Proc) {
     let (started_tx, started_rx) = mpsc::channel::<Instant>();
     let (spawned_tx, spawned_rx) = mpsc::channel::<(Instant, Proc)>();
     let path = path.to_owned();
@@ -85,8 +99,14 @@ fn open_waits_for_late_peer<T>(path: &Path, peer: &str, test: &str, open: impl F
     let returned = Instant::now();
     let (spawned_at, proc) = spawned_rx.recv().unwrap();
     helper.join().unwrap();
-    assert!(started <= spawned_at, "the peer was spawned before the open started");
-    assert!(returned > spawned_at, "the open returned before its peer existed");
+    assert!(
+        started <= spawned_at,
+        "the peer was spawned before the open started"
+    );
+    assert!(
+        returned > spawned_at,
+        "the open returned before its peer existed"
+    );
     (end, proc)
 }
 
@@ -102,7 +122,10 @@ fn blocking_open_completes_when_the_peer_arrives_later() {
     let payload = b"the peer arrived later";
 
     // Writer first (blocking open(2)), reader process later.
-    assert!(matches!(FifoWriter::try_open(fifo.path()), Err(Error::NoReader)));
+    assert!(matches!(
+        FifoWriter::try_open(fifo.path()),
+        Err(Error::NoReader)
+    ));
     let (w, p) = open_waits_for_late_peer(fifo.path(), "late-reader", &me, || {
         FifoWriter::open(fifo.path()).unwrap()
     });
@@ -207,7 +230,10 @@ fn nonblocking_toggle_works_on_both_ends() {
     let w = FifoWriter::try_open(fifo.path()).unwrap();
     r.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 8];
-    assert_eq!((&r).read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    assert_eq!(
+        (&r).read(&mut buf).unwrap_err().kind(),
+        io::ErrorKind::WouldBlock
+    );
     // Fill the writer in non-blocking mode until it would block.
     w.set_nonblocking(true).unwrap();
     let chunk = [7u8; 4096];
@@ -220,7 +246,10 @@ fn nonblocking_toggle_works_on_both_ends() {
         }
     }
     assert!(total >= 4096);
-    assert!(matches!(w.try_write_record(b"full"), Err(Error::WouldBlock)));
+    assert!(matches!(
+        w.try_write_record(b"full"),
+        Err(Error::WouldBlock)
+    ));
     w.set_nonblocking(false).unwrap();
     assert!(matches!(
         w.write_record_timeout(b"full", Duration::from_millis(20)),
@@ -233,13 +262,22 @@ fn nonblocking_toggle_works_on_both_ends() {
 fn assert_refused(path: &Path, expect: FileKind) {
     let check = |r: Result<(), Error>, what: &str| match r {
         Err(Error::NotAFifo { found }) => assert_eq!(found, expect, "{what}"),
-        other => panic!("{what} on {}: expected NotAFifo, got {other:?}", path.display()),
+        other => panic!(
+            "{what} on {}: expected NotAFifo, got {other:?}",
+            path.display()
+        ),
     };
     check(FifoWriter::try_open(path).map(drop), "try_open writer");
-    check(FifoWriter::open_timeout(path, SHORT).map(drop), "open_timeout writer");
+    check(
+        FifoWriter::open_timeout(path, SHORT).map(drop),
+        "open_timeout writer",
+    );
     check(FifoWriter::open(path).map(drop), "open writer");
     check(FifoReader::try_open(path).map(drop), "try_open reader");
-    check(FifoReader::open_timeout(path, SHORT).map(drop), "open_timeout reader");
+    check(
+        FifoReader::open_timeout(path, SHORT).map(drop),
+        "open_timeout reader",
+    );
     check(
         FifoReader::options()
             .keep_alive(KeepAlive::On)
@@ -277,9 +315,19 @@ fn a_file_symlink_or_directory_at_the_path_is_refused_and_unchanged() {
     assert_eq!(std::fs::read(&file).unwrap(), b"precious");
     assert_eq!(
         (after.len(), after.mtime(), after.mtime_nsec(), after.ino()),
-        (before.len(), before.mtime(), before.mtime_nsec(), before.ino())
+        (
+            before.len(),
+            before.mtime(),
+            before.mtime_nsec(),
+            before.ino()
+        )
     );
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert!(matches!(
         FifoWriter::try_open(dir.join("missing").unwrap()),
         Err(Error::NotFound)
@@ -312,7 +360,13 @@ fn another_users_fifo_is_refused_by_default() {
     rustix::fs::chown(&path, Some(rustix::process::Uid::from_raw(65534)), None).unwrap();
     let r = FifoReader::try_open(&path);
     assert!(
-        matches!(r, Err(Error::WrongOwner { expected: 0, found: 65534 })),
+        matches!(
+            r,
+            Err(Error::WrongOwner {
+                expected: 0,
+                found: 65534
+            })
+        ),
         "{r:?}"
     );
     assert!(matches!(
@@ -324,18 +378,37 @@ fn another_users_fifo_is_refused_by_default() {
         Err(Error::WrongOwner { .. })
     ));
     // Opting out accepts it.
-    let r = FifoReader::options().owner(Owner::Any).try_open(&path).unwrap();
-    let w = FifoWriter::options().owner(Owner::Any).try_open(&path).unwrap();
+    let r = FifoReader::options()
+        .owner(Owner::Any)
+        .try_open(&path)
+        .unwrap();
+    let w = FifoWriter::options()
+        .owner(Owner::Any)
+        .try_open(&path)
+        .unwrap();
     w.write_record(b"ok").unwrap();
     drop(w);
     assert_eq!(RecordReader::new(r).recv().unwrap(), Some(&b"ok"[..]));
     // And the other way round: a non-root process refuses root's FIFO.
     let _wd = Watchdog::new("nobody", Duration::from_secs(30));
-    let mine = Fifo::options().mode(0o666).create(dir.join("roots").unwrap()).unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
-    Proc::spawn(child(&test_path!(another_users_fifo_is_refused_by_default), "nobody").env(PATH_ENV, mine.path()))
-        .unwrap()
-        .expect_success(CHILD_LIMIT);
+    let mine = Fifo::options()
+        .mode(0o666)
+        .create(dir.join("roots").unwrap())
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    Proc::spawn(
+        child(
+            &test_path!(another_users_fifo_is_refused_by_default),
+            "nobody",
+        )
+        .env(PATH_ENV, mine.path()),
+    )
+    .unwrap()
+    .expect_success(CHILD_LIMIT);
     drop(fifo);
 }
 
@@ -350,12 +423,17 @@ fn ends_convert_into_owned_fd_and_stdio() {
     let wfd = OwnedFd::from(w);
     let w = FifoWriter::try_from(wfd).unwrap();
     let rfd = OwnedFd::from(r);
-    assert!(matches!(FifoWriter::try_from(rfd.try_clone().unwrap()), Err(Error::PermissionDenied)));
+    assert!(matches!(
+        FifoWriter::try_from(rfd.try_clone().unwrap()),
+        Err(Error::PermissionDenied)
+    ));
     let r = FifoReader::try_from(rfd).unwrap();
     let file = std::fs::File::open("/dev/null").unwrap();
     assert!(matches!(
         FifoReader::try_from(OwnedFd::from(file)),
-        Err(Error::NotAFifo { found: FileKind::CharDevice })
+        Err(Error::NotAFifo {
+            found: FileKind::CharDevice
+        })
     ));
     // Hand the write end to a child as its stdout.
     let mut out = std::process::Command::new("echo")

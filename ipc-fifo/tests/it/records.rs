@@ -58,7 +58,9 @@ fn records_from_eight_writers_arrive_whole_and_in_order() {
         })
         .collect();
     let mut next = vec![0u32; WRITERS as usize];
-    let mut rngs: Vec<SplitMix64> = (0..WRITERS).map(|i| SplitMix64::new(u64::from(i))).collect();
+    let mut rngs: Vec<SplitMix64> = (0..WRITERS)
+        .map(|i| SplitMix64::new(u64::from(i)))
+        .collect();
     for _ in 0..WRITERS * RECORDS {
         let got = records
             .recv_timeout(CHILD_LIMIT)
@@ -66,7 +68,11 @@ fn records_from_eight_writers_arrive_whole_and_in_order() {
             .expect("keep-alive reader never sees end-of-file");
         assert!(got.len() >= 16 && got.len() <= RECORD_MAX);
         let (body, sum) = got.split_at(got.len() - 8);
-        assert_eq!(fnv1a64(body), u64::from_le_bytes(sum.try_into().unwrap()), "torn record");
+        assert_eq!(
+            fnv1a64(body),
+            u64::from_le_bytes(sum.try_into().unwrap()),
+            "torn record"
+        );
         let writer = u32::from_le_bytes(body[..4].try_into().unwrap());
         let seq = u32::from_le_bytes(body[4..8].try_into().unwrap());
         assert!(writer < WRITERS);
@@ -94,7 +100,10 @@ fn a_record_larger_than_pipe_buf_is_refused_and_nothing_is_written() {
         w.write_record(&big),
         Err(Error::MessageTooLarge { len, max }) if len == RECORD_MAX + 1 && max == RECORD_MAX
     ));
-    assert!(matches!(w.try_write_record(&big), Err(Error::MessageTooLarge { .. })));
+    assert!(matches!(
+        w.try_write_record(&big),
+        Err(Error::MessageTooLarge { .. })
+    ));
     w.write_record(&big[..RECORD_MAX]).unwrap();
     w.write_record(b"").unwrap();
     drop(w);
@@ -147,8 +156,11 @@ fn frames_larger_than_pipe_buf_arrive_whole_from_one_writer() {
     let reader = FifoReader::try_open(fifo.path()).unwrap();
     let mut frames = RecordReader::framed(reader, 4 << 20);
     let p = Proc::spawn(
-        child(&test_path!(frames_larger_than_pipe_buf_arrive_whole_from_one_writer), "frames")
-            .env(PATH_ENV, fifo.path()),
+        child(
+            &test_path!(frames_larger_than_pipe_buf_arrive_whole_from_one_writer),
+            "frames",
+        )
+        .env(PATH_ENV, fifo.path()),
     )
     .unwrap();
     let mut rng = SplitMix64::new(7);
