@@ -174,7 +174,7 @@ fn check_private(path: &Path) -> Result<()> {
         Err(Errno::NOENT) => return Err(Error::NotFound),
         Err(e) => return Err(e.into()),
     };
-    let found = FileKind::from_mode(st.st_mode as u32);
+    let found = FileKind::of(&st);
     if found != FileKind::Directory {
         return Err(Error::NotADirectory { found });
     }
@@ -184,6 +184,7 @@ fn check_private(path: &Path) -> Result<()> {
             found: st.st_uid,
         });
     }
+    #[allow(clippy::unnecessary_cast)] // `st_mode`'s type differs between platforms
     let mode = st.st_mode as u32 & 0o7777;
     if mode & 0o077 != 0 {
         return Err(Error::NotPrivate {

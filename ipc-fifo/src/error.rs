@@ -27,9 +27,11 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    pub(crate) fn from_mode(mode: u32) -> FileKind {
+    /// What `st` describes. (`st_mode`'s type differs between platforms, hence the cast.)
+    #[allow(clippy::unnecessary_cast)]
+    pub(crate) fn of(st: &rustix::fs::Stat) -> FileKind {
         use rustix::fs::FileType;
-        match FileType::from_raw_mode(mode as rustix::fs::RawMode) {
+        match FileType::from_raw_mode(st.st_mode as rustix::fs::RawMode) {
             FileType::RegularFile => FileKind::Regular,
             FileType::Directory => FileKind::Directory,
             FileType::Symlink => FileKind::Symlink,

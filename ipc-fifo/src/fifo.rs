@@ -35,7 +35,7 @@ pub(crate) fn euid() -> u32 {
 
 /// Checks that `st` is a FIFO (owned by us unless `owner` is `Any`).
 pub(crate) fn check_stat(st: &Stat, owner: Owner) -> Result<()> {
-    let found = FileKind::from_mode(st.st_mode as u32);
+    let found = FileKind::of(st);
     if found != FileKind::Fifo {
         return Err(Error::NotAFifo { found });
     }

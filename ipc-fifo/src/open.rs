@@ -494,7 +494,7 @@ macro_rules! fd_interop {
             type Error = Error;
             fn try_from(fd: OwnedFd) -> Result<$t> {
                 let st = rustix::fs::fstat(&fd)?;
-                let found = FileKind::from_mode(st.st_mode as u32);
+                let found = FileKind::of(&st);
                 if found != FileKind::Fifo {
                     return Err(Error::NotAFifo { found });
                 }
