@@ -150,6 +150,11 @@ impl Fifo {
     /// # Ok(()) }
     /// ```
     ///
+    /// To set the mode with `fchmod`, `create` opens the new FIFO for an instant (for reading,
+    /// non-blocking, checked with `fstat` to be the FIFO it made). Should the umask have removed
+    /// our own read bit, it falls back to `chmod` on the path, right after `lstat` confirmed it
+    /// is still our FIFO (in a [`PrivateDir`](crate::PrivateDir) nobody else can swap it).
+    ///
     /// # Errors
     /// [`Error::InvalidName`] for an empty path or one with a NUL byte, [`Error::AlreadyExists`]
     /// if anything (even a dangling symlink) is at the path, [`Error::NotFound`] if the directory

@@ -196,3 +196,47 @@ fn forked_child_does_not_remove_the_owners_fifo() {
     .expect_success(CHILD_LIMIT);
     assert!(!path.exists());
 }
+
+/// Child role: as uid 65534 (no root bypass) under umask 0777, which strips even our own bits
+/// from `mkfifo`'s mode, so `create` must take its `chmod` fallback.
+fn unprivileged_umask_role() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o777));
+    rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(65534)).unwrap();
+    let dir = child_path();
+    let a = Fifo::create(dir.join("default")).unwrap();
+    assert_eq!(mode_of(a.path()), 0o600);
+    let b = Fifo::options()
+        .mode(0o640)
+        .create(dir.join("explicit"))
+        .unwrap();
+    assert_eq!(mode_of(b.path()), 0o640);
+    // And an unprivileged opener of its own FIFO is fine.
+    drop(ipc_fifo::FifoReader::try_open(a.path()).unwrap());
+}
+
+#[test]
+fn created_mode_is_exact_for_an_unprivileged_user_under_umask_777() {
+    if role().as_deref() == Some("nobody") {
+        return unprivileged_umask_role();
+    }
+    let _wd = Watchdog::new("unprivileged_umask", Duration::from_secs(60));
+    let dir = place();
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o711)).unwrap();
+    let theirs = dir.join("nobody").unwrap();
+    std::fs::create_dir(&theirs).unwrap();
+    rustix::fs::chown(&theirs, Some(rustix::process::Uid::from_raw(65534)), None).unwrap();
+    Proc::spawn(
+        child(
+            &test_path!(created_mode_is_exact_for_an_unprivileged_user_under_umask_777),
+            "nobody",
+        )
+        .env(PATH_ENV, &theirs),
+    )
+    .unwrap()
+    .expect_success(CHILD_LIMIT);
+    assert_eq!(
+        std::fs::read_dir(&theirs).unwrap().count(),
+        0,
+        "the owners removed their FIFOs"
+    );
+}
