@@ -218,7 +218,7 @@ fn main() {
     let mode = Mode::from_env();
     let dir = PrivateDir::new("ipcrs-bench-fifo").expect("private dir");
 
-    let rounds = mode.pick(1, 3, 5);
+    let rounds = mode.pick(3, 3, 5);
     let (warm, iters) = mode.pick((200, 2_000), (2_000, 20_000), (10_000, 100_000));
     let (mut raw, mut ours) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
@@ -236,7 +236,7 @@ fn main() {
 
     let fifo = Fifo::create(dir.join("thr").unwrap()).unwrap();
     let path: PathBuf = fifo.path().to_owned();
-    let total = mode.pick(8usize << 20, 256 << 20, 1 << 30);
+    let total = mode.pick(32usize << 20, 256 << 20, 1 << 30);
     for (chunk, case) in [
         (4usize << 10, "4 KiB writes"),
         (64 << 10, "64 KiB writes"),
