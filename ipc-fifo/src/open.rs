@@ -199,8 +199,8 @@ impl FifoReader {
             match rustix::io::read(&self.fd, &mut *buf) {
                 Ok(0) if !buf.is_empty() => {
                     // End-of-file, or no writer has opened the FIFO since we did?
-                    let never = Deadline::after(Duration::ZERO);
-                    let ev = poll_until(&self.fd, PollFlags::IN, never, Some(Duration::ZERO))?;
+                    let now = Deadline::after(Duration::ZERO);
+                    let ev = poll_until(&self.fd, PollFlags::IN, now, Some(Duration::ZERO))?;
                     match ev {
                         Some(ev) if ev.contains(PollFlags::IN) => continue,
                         Some(ev) if ev.contains(PollFlags::HUP) => return Ok(0),
@@ -372,11 +372,11 @@ impl FifoWriter {
                     poll_until(w, PollFlags::IN, deadline, Some(RETRY_CAP))?;
                     drain(w);
                 }
-                None => std::thread::sleep(
-                    deadline
-                        .remaining()
-                        .map_or(RETRY_CAP, |l| l.min(RETRY_CAP / 5)),
-                ),
+                // No inotify instance left: retry on a short timer instead.
+                None => {
+                    let left = deadline.remaining().unwrap_or(RETRY_CAP);
+                    std::thread::sleep(left.min(RETRY_CAP / 5));
+                }
             }
         }
     }

@@ -109,8 +109,13 @@ impl FifoWriter {
     /// it takes. Frames from two writers can interleave: use frames with one writer per FIFO,
     /// and [`RecordReader::framed`] to read them.
     ///
+    /// Frames have no `try_`/`_timeout` forms: a frame that was begun must be finished, or the
+    /// stream would be corrupt. In non-blocking mode, a frame of which nothing could be written
+    /// is [`Error::WouldBlock`]; one that was begun is completed, waiting for room as needed.
+    ///
     /// # Errors
-    /// [`Error::MessageTooLarge`] beyond `u32::MAX` bytes, [`Error::NoReader`], [`Error::Io`].
+    /// [`Error::MessageTooLarge`] beyond `u32::MAX` bytes, [`Error::NoReader`],
+    /// [`Error::WouldBlock`] (see above), [`Error::Io`].
     pub fn write_frame(&self, frame: &[u8]) -> Result<()> {
         let len = u32::try_from(frame.len()).map_err(|_| Error::MessageTooLarge {
             len: frame.len(),
@@ -120,10 +125,28 @@ impl FifoWriter {
         let total = HEADER_LEN + frame.len();
         let mut done = 0;
         while done < total {
-            let n = if done < HEADER_LEN {
-                self.write_vectored_raw(&[IoSlice::new(&header[done..]), IoSlice::new(frame)])?
+            let r = if done < HEADER_LEN {
+                self.write_vectored_raw(&[IoSlice::new(&header[done..]), IoSlice::new(frame)])
             } else {
-                self.write_raw(&frame[done - HEADER_LEN..])?
+                self.write_raw(&frame[done - HEADER_LEN..])
+            };
+            let n = match r {
+                Ok(n) => n,
+                // Non-blocking mode: nothing sent yet, so say so; a frame once begun is
+                // finished (a half frame would corrupt the stream for good).
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if done == 0 {
+                        return Err(Error::WouldBlock);
+                    }
+                    poll_until(
+                        self.fd(),
+                        PollFlags::OUT,
+                        Deadline::after(Duration::MAX),
+                        None,
+                    )?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
             };
             if n == 0 {
                 return Err(Error::Io(io::ErrorKind::WriteZero.into()));

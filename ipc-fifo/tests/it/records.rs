@@ -174,3 +174,39 @@ fn frames_larger_than_pipe_buf_arrive_whole_from_one_writer() {
     assert_eq!(frames.recv_timeout(CHILD_LIMIT).unwrap(), None);
     p.expect_success(CHILD_LIMIT);
 }
+
+#[test]
+fn a_frame_begun_in_nonblocking_mode_is_finished_and_a_full_fifo_sends_nothing() {
+    let _wd = Watchdog::new("nonblocking_frames", Duration::from_secs(30));
+    let dir = place();
+    let fifo = Fifo::create(dir.join("nbframes").unwrap()).unwrap();
+    let mut frames = RecordReader::framed(FifoReader::try_open(fifo.path()).unwrap(), 2 << 20);
+    let w = FifoWriter::try_open(fifo.path()).unwrap();
+    w.set_nonblocking(true).unwrap();
+    let mut big = vec![0u8; 1 << 20];
+    SplitMix64::new(3).fill(&mut big);
+    let sum = fnv1a64(&big);
+    let writer = std::thread::spawn(move || {
+        // Larger than the FIFO: it hits a full FIFO mid-frame and must finish anyway.
+        w.write_frame(&big).unwrap();
+        w
+    });
+    let got = frames
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 1 << 20);
+    assert_eq!(fnv1a64(got), sum);
+    let w = writer.join().unwrap();
+    // Fill the FIFO; then a frame that cannot start is WouldBlock and sends nothing.
+    while w.try_write_record(&[9u8; 1000]).is_ok() {}
+    while w.try_write_record(b"").is_ok() {}
+    assert!(matches!(w.write_frame(b"nothing"), Err(Error::WouldBlock)));
+    drop(w);
+    let mut n = 0;
+    while let Some(r) = frames.recv_timeout(Duration::from_secs(10)).unwrap() {
+        assert!(r == &[9u8; 1000][..] || r.is_empty());
+        n += 1;
+    }
+    assert!(n > 0);
+}
