@@ -1,0 +1,259 @@
+//! ipc-fifo against raw libc FIFOs, same protocol, same run, two processes (fork).
+//!
+//! - latency: a 64-byte message to a forked child over one FIFO and back over another
+//!   (`../shared/baseline/lat fifo`); p50 target ≤ 1.05× raw.
+//! - throughput: one-way stream in 4 KiB / 64 KiB / 1 MiB writes, the reader checking a stamp
+//!   at the start of every chunk (`../shared/baseline/thr fifo <chunk>`); target ≥ 0.95× raw.
+//!
+//! Raw and crate runs alternate in rounds so that drift on a shared machine hits both alike.
+//! `IPC_BENCH=smoke|quick|full` sets the length.
+// The raw baseline is libc calls on raw descriptors: that is what it measures.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ipc_fifo::{Fifo, FifoReader, FifoWriter, PrivateDir};
+use ipc_testkit::bench::{self, Latency, Mode};
+
+const GROUP: &str = "fifo";
+const MSG: usize = 64;
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("no NUL in path")
+}
+
+fn raw_open(p: &Path, flags: i32) -> i32 {
+    let c = cpath(p);
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
+    assert!(
+        fd >= 0,
+        "open {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+    fd
+}
+
+fn raw_write_all(fd: i32, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for `buf.len()` bytes.
+        let r = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "write: {e}");
+            continue;
+        }
+        buf = &buf[r as usize..];
+    }
+}
+
+fn raw_read(fd: i32, buf: &mut [u8]) -> usize {
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if r >= 0 {
+            return r as usize;
+        }
+        let e = std::io::Error::last_os_error();
+        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "read: {e}");
+    }
+}
+
+fn raw_read_exact(fd: i32, mut buf: &mut [u8]) {
+    while !buf.is_empty() {
+        let n = raw_read(fd, buf);
+        assert!(n > 0, "unexpected end-of-file");
+        buf = &mut buf[n..];
+    }
+}
+
+fn raw_close(fd: i32) {
+    // SAFETY: `fd` is a descriptor this function's caller owns and no longer uses.
+    unsafe { libc::close(fd) };
+}
+
+/// One latency run; returns `iters` round-trip samples in ns.
+fn latency(dir: &PrivateDir, ours: bool, warm: usize, iters: usize) -> Vec<u64> {
+    let a2b = Fifo::create(dir.join("a2b").unwrap()).unwrap();
+    let b2a = Fifo::create(dir.join("b2a").unwrap()).unwrap();
+    let (pa, pb) = (a2b.path().to_owned(), b2a.path().to_owned());
+    let total = warm + iters;
+    let child = bench::fork(|| {
+        let mut buf = [0u8; MSG];
+        if ours {
+            // A reader that does not wait for its writer (its reads do), then the writer.
+            let r = FifoReader::try_open(&pa).unwrap();
+            let w = FifoWriter::open(&pb).unwrap();
+            for _ in 0..total {
+                (&r).read_exact(&mut buf).unwrap();
+                (&w).write_all(&buf).unwrap();
+            }
+        } else {
+            let r = raw_open(&pa, libc::O_RDONLY);
+            let w = raw_open(&pb, libc::O_WRONLY);
+            for _ in 0..total {
+                raw_read_exact(r, &mut buf);
+                raw_write_all(w, &buf);
+            }
+            raw_close(r);
+            raw_close(w);
+        }
+        0
+    });
+    let mut samples = Vec::with_capacity(iters);
+    let mut out = [b'x'; MSG];
+    let mut back = [0u8; MSG];
+    let check = |i: usize, back: &[u8; MSG]| {
+        let got = u64::from_le_bytes(back[..8].try_into().unwrap());
+        assert_eq!(got, i as u64, "echo mismatch");
+    };
+    if ours {
+        let w = FifoWriter::open(&pa).unwrap();
+        let r = FifoReader::try_open(&pb).unwrap();
+        for i in 0..total {
+            out[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let t0 = bench::now_ns();
+            (&w).write_all(&out).unwrap();
+            (&r).read_exact(&mut back).unwrap();
+            let t1 = bench::now_ns();
+            check(i, &back);
+            if i >= warm {
+                samples.push(t1 - t0);
+            }
+        }
+    } else {
+        let w = raw_open(&pa, libc::O_WRONLY);
+        let r = raw_open(&pb, libc::O_RDONLY);
+        for i in 0..total {
+            out[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let t0 = bench::now_ns();
+            raw_write_all(w, &out);
+            raw_read_exact(r, &mut back);
+            let t1 = bench::now_ns();
+            check(i, &back);
+            if i >= warm {
+                samples.push(t1 - t0);
+            }
+        }
+        raw_close(w);
+        raw_close(r);
+    }
+    bench::wait_ok(child);
+    samples
+}
+
+/// Checks the stamps (chunk number + 1 in the first 8 bytes of every chunk) in `data`, which
+/// holds stream bytes `[got, got + data.len())`.
+fn check_stamps(data: &[u8], got: usize, chunk: usize) {
+    let end = got + data.len();
+    let mut cs = got.div_ceil(chunk) * chunk;
+    while cs + 8 <= end {
+        let k = u64::from_le_bytes(data[cs - got..cs - got + 8].try_into().unwrap());
+        assert_eq!(k, (cs / chunk) as u64 + 1, "corrupt stamp at {cs}");
+        cs += chunk;
+    }
+}
+
+/// One throughput run: the child writes `total` bytes in `chunk` writes; returns GB/s.
+fn throughput(path: &Path, ours: bool, chunk: usize, total: usize) -> f64 {
+    let child = bench::fork(|| {
+        let mut src = vec![0x5au8; chunk];
+        let w_ours = ours.then(|| FifoWriter::open(path).unwrap());
+        let w_raw = (!ours).then(|| raw_open(path, libc::O_WRONLY));
+        for k in 0..total / chunk {
+            src[..8].copy_from_slice(&(k as u64 + 1).to_le_bytes());
+            match (&w_ours, w_raw) {
+                (Some(w), _) => {
+                    let mut w = w;
+                    w.write_all(&src).unwrap();
+                }
+                (None, Some(fd)) => raw_write_all(fd, &src),
+                _ => unreachable!(),
+            }
+        }
+        if let Some(fd) = w_raw {
+            raw_close(fd);
+        }
+        0
+    });
+    let mut dst = vec![0u8; chunk.max(8192)];
+    let mut got = 0usize;
+    let t0;
+    if ours {
+        let r = FifoReader::try_open(path).unwrap();
+        t0 = Instant::now();
+        while got < total {
+            let n = (&r).read(&mut dst[..chunk]).unwrap();
+            assert!(n > 0, "unexpected end-of-file at {got}");
+            check_stamps(&dst[..n], got, chunk);
+            got += n;
+        }
+    } else {
+        let r = raw_open(path, libc::O_RDONLY);
+        t0 = Instant::now();
+        while got < total {
+            let n = raw_read(r, &mut dst[..chunk]);
+            assert!(n > 0, "unexpected end-of-file at {got}");
+            check_stamps(&dst[..n], got, chunk);
+            got += n;
+        }
+        raw_close(r);
+    }
+    let gbps = bench::gbps(total as u64, t0);
+    bench::wait_ok(child);
+    gbps
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mode = Mode::from_env();
+    let dir = PrivateDir::new("ipcrs-bench-fifo").expect("private dir");
+
+    let rounds = mode.pick(3, 3, 5);
+    let (warm, iters) = mode.pick((200, 2_000), (2_000, 20_000), (10_000, 100_000));
+    let (mut raw, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        raw.extend(latency(&dir, false, warm, iters / rounds));
+        ours.extend(latency(&dir, true, warm, iters / rounds));
+    }
+    bench::emit_latency(
+        GROUP,
+        "64 B round trip",
+        Latency::of(&mut ours),
+        Latency::of(&mut raw),
+        "raw libc",
+        Some(1.05),
+    );
+
+    let fifo = Fifo::create(dir.join("thr").unwrap()).unwrap();
+    let path: PathBuf = fifo.path().to_owned();
+    let total = mode.pick(32usize << 20, 256 << 20, 1 << 30);
+    for (chunk, case) in [
+        (4usize << 10, "4 KiB writes"),
+        (64 << 10, "64 KiB writes"),
+        (1 << 20, "1 MiB writes"),
+    ] {
+        let (mut raw, mut ours) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            raw.push(throughput(&path, false, chunk, total));
+            ours.push(throughput(&path, true, chunk, total));
+        }
+        bench::emit_throughput(
+            GROUP,
+            case,
+            median(ours),
+            median(raw),
+            "raw libc",
+            Some(0.95),
+        );
+    }
+}

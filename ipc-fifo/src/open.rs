@@ -1,0 +1,540 @@
+//! The two ends of a FIFO, opened with explicit semantics.
+
+use std::fmt;
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use rustix::event::PollFlags;
+use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+use rustix::io::Errno;
+
+use crate::error::{Error, FileKind, Result};
+use crate::fifo::{Owner, open_checked};
+use crate::time::{Deadline, poll_until};
+
+/// Whether a reader also holds a write end of its own FIFO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeepAlive {
+    /// A plain reader (the default): it sees end-of-file once every writer has closed.
+    #[default]
+    Off,
+    /// The reader also opens the FIFO for writing and keeps that descriptor, so the FIFO always
+    /// has a writer: when the last client leaves, reads wait for the next one instead of
+    /// returning end-of-file.
+    ///
+    /// The trade-off: such a reader **never sees end-of-file**. It must decide by itself when to
+    /// stop (a "quit" record, a count of expected clients, a read timeout). And since the FIFO
+    /// always has a reader while it runs, writers never get `NoReader` from it.
+    On,
+}
+
+/// How to open a [`FifoReader`]: whose FIFO to accept, and keep-alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ReaderOptions {
+    owner: Owner,
+    keep_alive: KeepAlive,
+}
+
+impl ReaderOptions {
+    /// Owner [`Owner::Me`], [`KeepAlive::Off`].
+    pub const fn new() -> ReaderOptions {
+        ReaderOptions {
+            owner: Owner::Me,
+            keep_alive: KeepAlive::Off,
+        }
+    }
+
+    /// Whose FIFO to accept (default: ours only).
+    pub const fn owner(mut self, owner: Owner) -> ReaderOptions {
+        self.owner = owner;
+        self
+    }
+
+    /// Keep-alive for servers (default: off). A keep-alive reader's open never waits.
+    pub const fn keep_alive(mut self, keep_alive: KeepAlive) -> ReaderOptions {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// Opens and waits for the first writer; see [`FifoReader::open`].
+    ///
+    /// # Errors
+    /// As [`FifoReader::open`].
+    pub fn open(self, path: impl AsRef<Path>) -> Result<FifoReader> {
+        FifoReader::open_with(path.as_ref(), self, Some(Deadline::after(Duration::MAX)))
+    }
+
+    /// Opens and waits at most `timeout` for the first writer; see [`FifoReader::open_timeout`].
+    ///
+    /// # Errors
+    /// As [`FifoReader::open_timeout`].
+    pub fn open_timeout(self, path: impl AsRef<Path>, timeout: Duration) -> Result<FifoReader> {
+        FifoReader::open_with(path.as_ref(), self, Some(Deadline::after(timeout)))
+    }
+
+    /// Opens without waiting; see [`FifoReader::try_open`].
+    ///
+    /// # Errors
+    /// As [`FifoReader::try_open`].
+    pub fn try_open(self, path: impl AsRef<Path>) -> Result<FifoReader> {
+        FifoReader::open_with(path.as_ref(), self, None)
+    }
+}
+
+/// The read end of a FIFO.
+///
+/// Reads wait for a writer instead of returning a false end-of-file: a FIFO opened for reading
+/// before any writer has opened it reads as empty-and-closed (`read` returns 0) on Linux. This
+/// reader tells the two apart (`poll` reports a hang-up only once a writer has come and gone)
+/// and waits (blocking mode) or says [`io::ErrorKind::WouldBlock`] (non-blocking mode) until a
+/// writer arrives. End-of-file then means what it says: every writer that came has closed.
+///
+/// Descriptor interop: [`AsFd`] (poll it with `rustix::event::poll`, or hand it to an async
+/// runtime's fd adapter), `From<FifoReader> for OwnedFd` and for [`Stdio`].
+pub struct FifoReader {
+    fd: OwnedFd,
+    keep_alive: Option<OwnedFd>,
+}
+
+impl fmt::Debug for FifoReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FifoReader")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("keep_alive", &self.keep_alive.is_some())
+            .finish()
+    }
+}
+
+impl FifoReader {
+    /// Options: owner check and keep-alive.
+    pub const fn options() -> ReaderOptions {
+        ReaderOptions::new()
+    }
+
+    /// Opens `path` for reading and blocks until the first writer has arrived (its first data,
+    /// or its close, is visible), however long that takes.
+    ///
+    /// The open itself is non-blocking (`O_RDONLY|O_NONBLOCK|O_NOFOLLOW|O_CLOEXEC`, then
+    /// `fstat`: a FIFO owned by us), so a writer waiting in its own open is released at once;
+    /// then `poll` waits. The returned reader is in blocking mode.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::NotFound`], [`Error::NotAFifo`] (a regular file,
+    /// directory or symlink at the path: nothing is read from it), [`Error::WrongOwner`],
+    /// [`Error::PermissionDenied`], [`Error::Io`].
+    pub fn open(path: impl AsRef<Path>) -> Result<FifoReader> {
+        ReaderOptions::new().open(path)
+    }
+
+    /// As [`FifoReader::open`], waiting at most `timeout` (`Duration::MAX`: forever).
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`] if no writer arrived in time, or as [`FifoReader::open`].
+    pub fn open_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<FifoReader> {
+        ReaderOptions::new().open_timeout(path, timeout)
+    }
+
+    /// Opens `path` for reading without waiting for a writer (the non-blocking open). Blocking
+    /// reads then wait for the first writer, never returning a false end-of-file.
+    ///
+    /// # Errors
+    /// As [`FifoReader::open`], except time-outs.
+    pub fn try_open(path: impl AsRef<Path>) -> Result<FifoReader> {
+        ReaderOptions::new().try_open(path)
+    }
+
+    fn open_with(path: &Path, opts: ReaderOptions, wait: Option<Deadline>) -> Result<FifoReader> {
+        let fd = open_checked(path, OFlags::RDONLY | OFlags::NONBLOCK, opts.owner)?;
+        let keep_alive = match opts.keep_alive {
+            KeepAlive::Off => None,
+            KeepAlive::On => {
+                // We are a reader now, so a non-blocking write open succeeds at once.
+                let w = open_checked(path, OFlags::WRONLY | OFlags::NONBLOCK, Owner::Any)?;
+                let (a, b) = (rustix::fs::fstat(&fd)?, rustix::fs::fstat(&w)?);
+                if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+                    // The path was replaced between the two opens.
+                    return Err(Error::NotFound);
+                }
+                Some(w)
+            }
+        };
+        if let (Some(deadline), None) = (wait, &keep_alive) {
+            if poll_until(&fd, PollFlags::IN, deadline, None)?.is_none() {
+                return Err(Error::TimedOut);
+            }
+        }
+        set_nonblocking(&fd, false)?;
+        Ok(FifoReader { fd, keep_alive })
+    }
+
+    /// Whether this reader holds a keep-alive write end.
+    pub fn is_keep_alive(&self) -> bool {
+        self.keep_alive.is_some()
+    }
+
+    /// Switches non-blocking mode (`O_NONBLOCK`) on or off. In non-blocking mode a read with
+    /// nothing to read is [`io::ErrorKind::WouldBlock`].
+    ///
+    /// # Errors
+    /// What `fcntl` fails with.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
+        set_nonblocking(&self.fd, nonblocking)
+    }
+
+    /// Waits at most `timeout` until there is something to read (data, or end-of-file).
+    /// Returns `false` on time-out.
+    ///
+    /// # Errors
+    /// What `poll` fails with.
+    pub fn wait_readable(&self, timeout: Duration) -> Result<bool> {
+        Ok(poll_until(&self.fd, PollFlags::IN, Deadline::after(timeout), None)?.is_some())
+    }
+
+    /// One `read(2)`, with the false end-of-file told apart from the real one.
+    pub(crate) fn read_raw(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match rustix::io::read(&self.fd, &mut *buf) {
+                Ok(0) if !buf.is_empty() => {
+                    // End-of-file, or no writer has opened the FIFO since we did?
+                    let now = Deadline::after(Duration::ZERO);
+                    let ev = poll_until(&self.fd, PollFlags::IN, now, Some(Duration::ZERO))?;
+                    match ev {
+                        Some(ev) if ev.contains(PollFlags::IN) => continue,
+                        Some(ev) if ev.contains(PollFlags::HUP) => return Ok(0),
+                        _ => {}
+                    }
+                    if fcntl_getfl(&self.fd)?.contains(OFlags::NONBLOCK) {
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    poll_until(
+                        &self.fd,
+                        PollFlags::IN,
+                        Deadline::after(Duration::MAX),
+                        None,
+                    )?;
+                }
+                Ok(n) => return Ok(n),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Read for FifoReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_raw(buf)
+    }
+}
+
+impl Read for &FifoReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_raw(buf)
+    }
+}
+
+/// How to open a [`FifoWriter`]: whose FIFO to accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct WriterOptions {
+    owner: Owner,
+}
+
+impl WriterOptions {
+    /// Owner [`Owner::Me`].
+    pub const fn new() -> WriterOptions {
+        WriterOptions { owner: Owner::Me }
+    }
+
+    /// Whose FIFO to accept (default: ours only).
+    pub const fn owner(mut self, owner: Owner) -> WriterOptions {
+        self.owner = owner;
+        self
+    }
+
+    /// Opens and waits for a reader; see [`FifoWriter::open`].
+    ///
+    /// # Errors
+    /// As [`FifoWriter::open`].
+    pub fn open(self, path: impl AsRef<Path>) -> Result<FifoWriter> {
+        FifoWriter::open_with(path.as_ref(), self.owner, Deadline::after(Duration::MAX))
+    }
+
+    /// Opens and waits at most `timeout` for a reader; see [`FifoWriter::open_timeout`].
+    ///
+    /// # Errors
+    /// As [`FifoWriter::open_timeout`].
+    pub fn open_timeout(self, path: impl AsRef<Path>, timeout: Duration) -> Result<FifoWriter> {
+        FifoWriter::open_with(path.as_ref(), self.owner, Deadline::after(timeout))
+    }
+
+    /// Opens if a reader is there now; see [`FifoWriter::try_open`].
+    ///
+    /// # Errors
+    /// As [`FifoWriter::try_open`].
+    pub fn try_open(self, path: impl AsRef<Path>) -> Result<FifoWriter> {
+        let fd = open_checked(path.as_ref(), OFlags::WRONLY | OFlags::NONBLOCK, self.owner)?;
+        set_nonblocking(&fd, false)?;
+        Ok(FifoWriter { fd })
+    }
+}
+
+/// The write end of a FIFO.
+///
+/// Writing after every reader has gone is [`io::ErrorKind::BrokenPipe`] (Rust programs ignore
+/// `SIGPIPE`; a C host that does not would be killed instead—ignore `SIGPIPE` there).
+///
+/// Besides [`Write`], it sends whole records ([`FifoWriter::write_record`], any number of
+/// writers) and frames ([`FifoWriter::write_frame`], one writer) for a
+/// [`RecordReader`](crate::RecordReader).
+pub struct FifoWriter {
+    fd: OwnedFd,
+}
+
+impl fmt::Debug for FifoWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FifoWriter")
+            .field("fd", &self.fd.as_raw_fd())
+            .finish()
+    }
+}
+
+/// How long a writer waiting for a reader sleeps at most between two open attempts when no
+/// inotify event woke it (a reader blocked inside its own `open(2)` is not announced).
+const RETRY_CAP: Duration = Duration::from_millis(50);
+
+impl FifoWriter {
+    /// Options: the owner check.
+    pub const fn options() -> WriterOptions {
+        WriterOptions::new()
+    }
+
+    /// Opens `path` for writing and blocks until a reader has it open (`open(O_WRONLY)`,
+    /// `EINTR` retried), then checks with `fstat` that it is a FIFO owned by us.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::NotFound`], [`Error::NotAFifo`] (nothing is written to
+    /// a regular file at the path), [`Error::WrongOwner`], [`Error::PermissionDenied`],
+    /// [`Error::Io`].
+    pub fn open(path: impl AsRef<Path>) -> Result<FifoWriter> {
+        WriterOptions::new().open(path)
+    }
+
+    /// As [`FifoWriter::open`], waiting at most `timeout` for a reader (`Duration::MAX`:
+    /// forever). Waits without spinning: a non-blocking open, then an inotify watch on the
+    /// FIFO wakes the writer when someone opens it (with a retry every 50 ms at most for a
+    /// reader that is blocked inside its own open, which inotify does not announce).
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`] if no reader came in time, or as [`FifoWriter::open`].
+    pub fn open_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<FifoWriter> {
+        WriterOptions::new().open_timeout(path, timeout)
+    }
+
+    /// Opens `path` for writing only if a reader has it open now (`O_NONBLOCK`).
+    ///
+    /// # Errors
+    /// [`Error::NoReader`] if there is no reader (the kernel's `ENXIO`), or as
+    /// [`FifoWriter::open`].
+    pub fn try_open(path: impl AsRef<Path>) -> Result<FifoWriter> {
+        WriterOptions::new().try_open(path)
+    }
+
+    fn open_with(path: &Path, owner: Owner, deadline: Deadline) -> Result<FifoWriter> {
+        if deadline.is_never() {
+            let fd = open_checked(path, OFlags::WRONLY, owner)?;
+            return Ok(FifoWriter { fd });
+        }
+        let mut watch: Option<OwnedFd> = None;
+        let mut tried_watch = false;
+        loop {
+            match open_checked(path, OFlags::WRONLY | OFlags::NONBLOCK, owner) {
+                Ok(fd) => {
+                    set_nonblocking(&fd, false)?;
+                    return Ok(FifoWriter { fd });
+                }
+                Err(Error::NoReader) => {}
+                Err(e) => return Err(e),
+            }
+            if deadline.remaining().is_some_and(|l| l.is_zero()) {
+                return Err(Error::TimedOut);
+            }
+            if !tried_watch {
+                // Set the watch up, then try again at once: a reader may have come meanwhile.
+                tried_watch = true;
+                watch = open_watch(path);
+                continue;
+            }
+            match &watch {
+                Some(w) => {
+                    poll_until(w, PollFlags::IN, deadline, Some(RETRY_CAP))?;
+                    drain(w);
+                }
+                // No inotify instance left: retry on a short timer instead.
+                None => {
+                    let left = deadline.remaining().unwrap_or(RETRY_CAP);
+                    std::thread::sleep(left.min(RETRY_CAP / 5));
+                }
+            }
+        }
+    }
+
+    /// Switches non-blocking mode (`O_NONBLOCK`) on or off. In non-blocking mode a write to a
+    /// full FIFO is [`io::ErrorKind::WouldBlock`] (a record: [`Error::WouldBlock`]).
+    ///
+    /// # Errors
+    /// What `fcntl` fails with.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
+        set_nonblocking(&self.fd, nonblocking)
+    }
+
+    pub(crate) fn write_raw(&self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match rustix::io::write(&self.fd, buf) {
+                Err(Errno::INTR) => continue,
+                r => return r.map_err(Into::into),
+            }
+        }
+    }
+
+    pub(crate) fn write_vectored_raw(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        loop {
+            match rustix::io::writev(&self.fd, bufs) {
+                Err(Errno::INTR) => continue,
+                r => return r.map_err(Into::into),
+            }
+        }
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// An inotify descriptor watching `path` for opens and removal, or `None` when inotify is not
+/// available (no instances left): the caller then retries on a timer.
+fn open_watch(path: &Path) -> Option<OwnedFd> {
+    use rustix::fs::inotify;
+    let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
+    let flags = inotify::WatchFlags::OPEN
+        | inotify::WatchFlags::DELETE_SELF
+        | inotify::WatchFlags::ATTRIB
+        | inotify::WatchFlags::DONT_FOLLOW;
+    inotify::add_watch(&fd, path, flags).ok()?;
+    Some(fd)
+}
+
+fn drain(fd: &OwnedFd) {
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = rustix::io::read(fd, &mut buf) {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd, on: bool) -> Result<()> {
+    let flags = fcntl_getfl(fd)?;
+    let new = if on {
+        flags | OFlags::NONBLOCK
+    } else {
+        flags - OFlags::NONBLOCK
+    };
+    if new != flags {
+        fcntl_setfl(fd, new)?;
+    }
+    Ok(())
+}
+
+impl Write for FifoWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_raw(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.write_vectored_raw(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for &FifoWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_raw(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.write_vectored_raw(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+macro_rules! fd_interop {
+    ($t:ty, $access:expr) => {
+        impl AsFd for $t {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.fd.as_fd()
+            }
+        }
+        impl AsRawFd for $t {
+            fn as_raw_fd(&self) -> RawFd {
+                self.fd.as_raw_fd()
+            }
+        }
+        impl From<$t> for Stdio {
+            fn from(x: $t) -> Stdio {
+                Stdio::from(OwnedFd::from(x))
+            }
+        }
+        /// Checks that the descriptor is a FIFO (any owner) opened for this end's access mode.
+        impl TryFrom<OwnedFd> for $t {
+            type Error = Error;
+            fn try_from(fd: OwnedFd) -> Result<$t> {
+                let st = rustix::fs::fstat(&fd)?;
+                let found = FileKind::of(&st);
+                if found != FileKind::Fifo {
+                    return Err(Error::NotAFifo { found });
+                }
+                let mode = fcntl_getfl(&fd)? & OFlags::RWMODE;
+                if mode != $access && mode != OFlags::RDWR {
+                    return Err(Error::PermissionDenied);
+                }
+                Ok(Self::from_checked(fd))
+            }
+        }
+    };
+}
+
+impl FifoReader {
+    fn from_checked(fd: OwnedFd) -> FifoReader {
+        FifoReader {
+            fd,
+            keep_alive: None,
+        }
+    }
+}
+
+impl FifoWriter {
+    fn from_checked(fd: OwnedFd) -> FifoWriter {
+        FifoWriter { fd }
+    }
+}
+
+fd_interop!(FifoReader, OFlags::RDONLY);
+fd_interop!(FifoWriter, OFlags::WRONLY);
+
+/// The read descriptor; a keep-alive write end is closed.
+impl From<FifoReader> for OwnedFd {
+    fn from(r: FifoReader) -> OwnedFd {
+        r.fd
+    }
+}
+
+impl From<FifoWriter> for OwnedFd {
+    fn from(w: FifoWriter) -> OwnedFd {
+        w.fd
+    }
+}

@@ -1,0 +1,242 @@
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::time::Duration;
+
+use ipc_fifo::{Error, Fifo, FifoReader, Owner};
+use ipc_testkit::{Proc, Watchdog, child, role, test_path};
+
+use crate::{CHILD_LIMIT, PATH_ENV, child_path, place};
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// In a child (umask is process-wide): create under the umask given by the role, check modes.
+fn create_under_umask(mask: u32) {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask));
+    let dir = child_path();
+    let a = Fifo::create(dir.join("default")).unwrap();
+    assert_eq!(
+        mode_of(a.path()),
+        0o600,
+        "default mode under umask {mask:03o}"
+    );
+    let b = Fifo::options()
+        .mode(0o640)
+        .create(dir.join("explicit"))
+        .unwrap();
+    assert_eq!(mode_of(b.path()), 0o640, "mode 0640 under umask {mask:03o}");
+    let c = Fifo::options()
+        .mode(0o000)
+        .create(dir.join("none"))
+        .unwrap();
+    assert_eq!(mode_of(c.path()), 0o000, "mode 0 under umask {mask:03o}");
+    assert!(
+        std::fs::symlink_metadata(a.path())
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+}
+
+#[test]
+fn created_mode_is_exact_under_any_umask() {
+    match role().as_deref() {
+        Some("umask0") => return create_under_umask(0),
+        Some("umask077") => return create_under_umask(0o077),
+        Some("umask777") => return create_under_umask(0o777),
+        _ => {}
+    }
+    let _wd = Watchdog::new(
+        "created_mode_is_exact_under_any_umask",
+        Duration::from_secs(60),
+    );
+    let dir = place();
+    for r in ["umask0", "umask077", "umask777"] {
+        Proc::spawn(
+            child(&test_path!(created_mode_is_exact_under_any_umask), r).env(PATH_ENV, dir.path()),
+        )
+        .unwrap()
+        .expect_success(CHILD_LIMIT);
+    }
+    // The children's owners removed their FIFOs.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn creating_twice_is_already_exists() {
+    let dir = place();
+    let path = dir.join("twice").unwrap();
+    let first = Fifo::create(&path).unwrap();
+    let ino = std::fs::metadata(&path).unwrap().ino();
+    assert!(matches!(Fifo::create(&path), Err(Error::AlreadyExists)));
+    // The failed create did not touch the first FIFO, and it is still there.
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
+    drop(first);
+    assert!(!path.exists());
+    // Over a regular file, a directory, a symlink: AlreadyExists too.
+    std::fs::write(dir.join("file").unwrap(), b"x").unwrap();
+    std::os::unix::fs::symlink("/nonexistent", dir.join("dangling").unwrap()).unwrap();
+    for name in ["file", "dangling"] {
+        assert!(matches!(
+            Fifo::create(dir.join(name).unwrap()),
+            Err(Error::AlreadyExists)
+        ));
+    }
+    assert!(matches!(
+        Fifo::create(dir.path()),
+        Err(Error::AlreadyExists)
+    ));
+}
+
+#[test]
+fn owner_removes_on_drop_and_opener_does_not() {
+    let dir = place();
+    let path = dir.join("owned").unwrap();
+    let owner = Fifo::create(&path).unwrap();
+    let reader = FifoReader::try_open(&path).unwrap();
+    drop(reader);
+    assert!(path.exists(), "an opener must not remove the FIFO");
+    drop(owner);
+    assert!(!path.exists(), "the owner removes the FIFO on drop");
+
+    // persist() keeps it; unlink() removes it.
+    let kept = Fifo::create(&path).unwrap().persist();
+    assert!(kept.exists());
+    ipc_fifo::unlink(&kept, Owner::Me).unwrap();
+    assert!(!kept.exists());
+
+    // remove() reports; a second owner-less unlink is NotFound.
+    let owner = Fifo::create(&path).unwrap();
+    owner.remove().unwrap();
+    assert!(matches!(
+        ipc_fifo::unlink(&path, Owner::Me),
+        Err(Error::NotFound)
+    ));
+
+    // unlink() refuses what is not a FIFO.
+    let file = dir.join("file").unwrap();
+    std::fs::write(&file, b"keep me").unwrap();
+    assert!(matches!(
+        ipc_fifo::unlink(&file, Owner::Me),
+        Err(Error::NotAFifo { .. })
+    ));
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
+
+#[test]
+fn owner_does_not_remove_a_file_that_replaced_its_fifo() {
+    let dir = place();
+    let path = dir.join("replaced").unwrap();
+    let owner = Fifo::create(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, b"someone else's").unwrap();
+    drop(owner);
+    assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
+}
+
+/// The child role: creates an owner and forks; the forked child drops its inherited copy.
+///
+/// This role process has a few threads (the test harness's), so the forked child keeps to
+/// what is safe there: the owner's drop makes `getpid` and (were it the creator) `lstat` /
+/// `unlink` system calls, and frees one `PathBuf` (glibc's `fork` re-initialises `malloc`
+/// in the child); then `_exit`.
+#[allow(unsafe_code)]
+fn fork_role() {
+    let path = child_path();
+    let owner = Fifo::create(&path).unwrap();
+    // SAFETY: see above; the child never returns into the caller's frames.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        drop(owner);
+        let code = i32::from(!path.exists());
+        // SAFETY: `_exit` ends the child without running the parent's destructors or handlers.
+        unsafe { libc::_exit(code) };
+    }
+    assert!(pid > 0, "fork failed");
+    let pid = rustix::process::Pid::from_raw(pid).unwrap();
+    let (_, status) = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        status.exit_status(),
+        Some(0),
+        "the forked child's drop removed the FIFO"
+    );
+    assert!(
+        path.exists(),
+        "a forked child's drop removed the parent's FIFO"
+    );
+    drop(owner);
+    assert!(!path.exists(), "the creating process removes it");
+}
+
+#[test]
+fn forked_child_does_not_remove_the_owners_fifo() {
+    if role().as_deref() == Some("fork") {
+        return fork_role();
+    }
+    let _wd = Watchdog::new(
+        "forked_child_does_not_remove_the_owners_fifo",
+        Duration::from_secs(60),
+    );
+    let dir = place();
+    let path = dir.join("forked").unwrap();
+    Proc::spawn(
+        child(
+            &test_path!(forked_child_does_not_remove_the_owners_fifo),
+            "fork",
+        )
+        .env(PATH_ENV, &path),
+    )
+    .unwrap()
+    .expect_success(CHILD_LIMIT);
+    assert!(!path.exists());
+}
+
+/// Child role: as uid 65534 (no root bypass) under umask 0777, which strips even our own bits
+/// from `mkfifo`'s mode, so `create` must take its `chmod` fallback.
+fn unprivileged_umask_role() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o777));
+    rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(65534)).unwrap();
+    let dir = child_path();
+    let a = Fifo::create(dir.join("default")).unwrap();
+    assert_eq!(mode_of(a.path()), 0o600);
+    let b = Fifo::options()
+        .mode(0o640)
+        .create(dir.join("explicit"))
+        .unwrap();
+    assert_eq!(mode_of(b.path()), 0o640);
+    // And an unprivileged opener of its own FIFO is fine.
+    drop(ipc_fifo::FifoReader::try_open(a.path()).unwrap());
+}
+
+#[test]
+fn created_mode_is_exact_for_an_unprivileged_user_under_umask_777() {
+    if role().as_deref() == Some("nobody") {
+        return unprivileged_umask_role();
+    }
+    let _wd = Watchdog::new("unprivileged_umask", Duration::from_secs(60));
+    let dir = place();
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o711)).unwrap();
+    let theirs = dir.join("nobody").unwrap();
+    std::fs::create_dir(&theirs).unwrap();
+    rustix::fs::chown(&theirs, Some(rustix::process::Uid::from_raw(65534)), None).unwrap();
+    Proc::spawn(
+        child(
+            &test_path!(created_mode_is_exact_for_an_unprivileged_user_under_umask_777),
+            "nobody",
+        )
+        .env(PATH_ENV, &theirs),
+    )
+    .unwrap()
+    .expect_success(CHILD_LIMIT);
+    assert_eq!(
+        std::fs::read_dir(&theirs).unwrap().count(),
+        0,
+        "the owners removed their FIFOs"
+    );
+}

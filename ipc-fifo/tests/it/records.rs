@@ -1,0 +1,212 @@
+use std::time::Duration;
+
+use ipc_fifo::{Error, Fifo, FifoReader, FifoWriter, KeepAlive, RECORD_MAX, RecordReader};
+use ipc_testkit::{Proc, SplitMix64, Watchdog, child, fnv1a64, role, test_path};
+
+use crate::{CHILD_LIMIT, PATH_ENV, child_path, place};
+
+const WRITERS: u32 = 8;
+const RECORDS: u32 = 2_000;
+const WRITER_ENV: &str = "IPC_FIFO_TEST_WRITER";
+
+/// `[writer u32][seq u32][payload][fnv1a64 of the preceding bytes]`, random length up to the max.
+fn record(writer: u32, seq: u32, rng: &mut SplitMix64) -> Vec<u8> {
+    let len = rng.range(0, (RECORD_MAX - 16) as u64) as usize;
+    let mut r = Vec::with_capacity(len + 16);
+    r.extend_from_slice(&writer.to_le_bytes());
+    r.extend_from_slice(&seq.to_le_bytes());
+    let start = r.len();
+    r.resize(start + len, 0);
+    rng.fill(&mut r[start..]);
+    let sum = fnv1a64(&r);
+    r.extend_from_slice(&sum.to_le_bytes());
+    r
+}
+
+fn writer_role() {
+    let id: u32 = ipc_testkit::env_parse(WRITER_ENV).unwrap();
+    let w = FifoWriter::open_timeout(child_path(), CHILD_LIMIT).unwrap();
+    let mut rng = SplitMix64::new(u64::from(id));
+    for seq in 0..RECORDS {
+        w.write_record(&record(id, seq, &mut rng)).unwrap();
+    }
+}
+
+#[test]
+fn records_from_eight_writers_arrive_whole_and_in_order() {
+    if role().as_deref() == Some("writer") {
+        return writer_role();
+    }
+    let _wd = Watchdog::new("eight_writers", Duration::from_secs(120));
+    let dir = place();
+    let fifo = Fifo::create(dir.join("many").unwrap()).unwrap();
+    // Keep-alive: a writer that finishes before another has opened must not end the stream.
+    let reader = FifoReader::options()
+        .keep_alive(KeepAlive::On)
+        .open(fifo.path())
+        .unwrap();
+    let mut records = RecordReader::new(reader);
+    let me = test_path!(records_from_eight_writers_arrive_whole_and_in_order);
+    let procs: Vec<Proc> = (0..WRITERS)
+        .map(|i| {
+            Proc::spawn(
+                child(&me, "writer")
+                    .env(PATH_ENV, fifo.path())
+                    .env(WRITER_ENV, i.to_string()),
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut next = vec![0u32; WRITERS as usize];
+    let mut rngs: Vec<SplitMix64> = (0..WRITERS)
+        .map(|i| SplitMix64::new(u64::from(i)))
+        .collect();
+    for _ in 0..WRITERS * RECORDS {
+        let got = records
+            .recv_timeout(CHILD_LIMIT)
+            .unwrap()
+            .expect("keep-alive reader never sees end-of-file");
+        assert!(got.len() >= 16 && got.len() <= RECORD_MAX);
+        let (body, sum) = got.split_at(got.len() - 8);
+        assert_eq!(
+            fnv1a64(body),
+            u64::from_le_bytes(sum.try_into().unwrap()),
+            "torn record"
+        );
+        let writer = u32::from_le_bytes(body[..4].try_into().unwrap());
+        let seq = u32::from_le_bytes(body[4..8].try_into().unwrap());
+        assert!(writer < WRITERS);
+        assert_eq!(seq, next[writer as usize], "writer {writer} out of order");
+        // And exactly the record that writer sent.
+        let expect = record(writer, seq, &mut rngs[writer as usize]);
+        assert_eq!(got, &expect[..]);
+        next[writer as usize] += 1;
+    }
+    assert!(next.iter().all(|&n| n == RECORDS));
+    for p in procs {
+        p.expect_success(CHILD_LIMIT);
+    }
+    assert!(matches!(records.try_recv(), Err(Error::WouldBlock)));
+}
+
+#[test]
+fn a_record_larger_than_pipe_buf_is_refused_and_nothing_is_written() {
+    let dir = place();
+    let fifo = Fifo::create(dir.join("big").unwrap()).unwrap();
+    let mut records = RecordReader::new(FifoReader::try_open(fifo.path()).unwrap());
+    let w = FifoWriter::try_open(fifo.path()).unwrap();
+    let big = vec![1u8; RECORD_MAX + 1];
+    assert!(matches!(
+        w.write_record(&big),
+        Err(Error::MessageTooLarge { len, max }) if len == RECORD_MAX + 1 && max == RECORD_MAX
+    ));
+    assert!(matches!(
+        w.try_write_record(&big),
+        Err(Error::MessageTooLarge { .. })
+    ));
+    w.write_record(&big[..RECORD_MAX]).unwrap();
+    w.write_record(b"").unwrap();
+    drop(w);
+    assert_eq!(records.recv().unwrap().unwrap().len(), RECORD_MAX);
+    assert_eq!(records.recv().unwrap(), Some(&b""[..]));
+    assert_eq!(records.recv().unwrap(), None);
+}
+
+#[test]
+fn a_hostile_length_prefix_is_refused_before_allocation() {
+    use std::io::Write;
+    let dir = place();
+    let fifo = Fifo::create(dir.join("hostile").unwrap()).unwrap();
+    let mut records = RecordReader::framed(FifoReader::try_open(fifo.path()).unwrap(), 1 << 20);
+    let mut w = FifoWriter::try_open(fifo.path()).unwrap();
+    w.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    assert!(matches!(
+        records.recv(),
+        Err(Error::MessageTooLarge { len, max }) if len == u32::MAX as usize && max == 1 << 20
+    ));
+    drop((w, records));
+    // A frame cut short by its writer is Truncated, not a hang or a short message.
+    let cut = Fifo::create(dir.join("cut").unwrap()).unwrap();
+    let mut records = RecordReader::new(FifoReader::try_open(cut.path()).unwrap());
+    let mut w = FifoWriter::try_open(cut.path()).unwrap();
+    w.write_all(&10u32.to_le_bytes()).unwrap();
+    w.write_all(b"abc").unwrap();
+    drop(w);
+    assert!(matches!(records.recv(), Err(Error::Truncated)));
+}
+
+fn frame_writer_role() {
+    let w = FifoWriter::open_timeout(child_path(), CHILD_LIMIT).unwrap();
+    let mut rng = SplitMix64::new(7);
+    for len in [0usize, 1, 4096, 65_536, 1 << 20, 3 * (1 << 20) + 17] {
+        let mut f = vec![0u8; len];
+        rng.fill(&mut f);
+        w.write_frame(&f).unwrap();
+    }
+}
+
+#[test]
+fn frames_larger_than_pipe_buf_arrive_whole_from_one_writer() {
+    if role().as_deref() == Some("frames") {
+        return frame_writer_role();
+    }
+    let _wd = Watchdog::new("frames", Duration::from_secs(60));
+    let dir = place();
+    let fifo = Fifo::create(dir.join("frames").unwrap()).unwrap();
+    let reader = FifoReader::try_open(fifo.path()).unwrap();
+    let mut frames = RecordReader::framed(reader, 4 << 20);
+    let p = Proc::spawn(
+        child(
+            &test_path!(frames_larger_than_pipe_buf_arrive_whole_from_one_writer),
+            "frames",
+        )
+        .env(PATH_ENV, fifo.path()),
+    )
+    .unwrap();
+    let mut rng = SplitMix64::new(7);
+    for len in [0usize, 1, 4096, 65_536, 1 << 20, 3 * (1 << 20) + 17] {
+        let mut f = vec![0u8; len];
+        rng.fill(&mut f);
+        let got = frames.recv_timeout(CHILD_LIMIT).unwrap().unwrap();
+        assert_eq!(got.len(), len);
+        assert_eq!(fnv1a64(got), fnv1a64(&f));
+    }
+    assert_eq!(frames.recv_timeout(CHILD_LIMIT).unwrap(), None);
+    p.expect_success(CHILD_LIMIT);
+}
+
+#[test]
+fn a_frame_begun_in_nonblocking_mode_is_finished_and_a_full_fifo_sends_nothing() {
+    let _wd = Watchdog::new("nonblocking_frames", Duration::from_secs(30));
+    let dir = place();
+    let fifo = Fifo::create(dir.join("nbframes").unwrap()).unwrap();
+    let mut frames = RecordReader::framed(FifoReader::try_open(fifo.path()).unwrap(), 2 << 20);
+    let w = FifoWriter::try_open(fifo.path()).unwrap();
+    w.set_nonblocking(true).unwrap();
+    let mut big = vec![0u8; 1 << 20];
+    SplitMix64::new(3).fill(&mut big);
+    let sum = fnv1a64(&big);
+    let writer = std::thread::spawn(move || {
+        // Larger than the FIFO: it hits a full FIFO mid-frame and must finish anyway.
+        w.write_frame(&big).unwrap();
+        w
+    });
+    let got = frames
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 1 << 20);
+    assert_eq!(fnv1a64(got), sum);
+    let w = writer.join().unwrap();
+    // Fill the FIFO; then a frame that cannot start is WouldBlock and sends nothing.
+    while w.try_write_record(&[9u8; 1000]).is_ok() {}
+    while w.try_write_record(b"").is_ok() {}
+    assert!(matches!(w.write_frame(b"nothing"), Err(Error::WouldBlock)));
+    drop(w);
+    let mut n = 0;
+    while let Some(r) = frames.recv_timeout(Duration::from_secs(10)).unwrap() {
+        assert!(r == &[9u8; 1000][..] || r.is_empty());
+        n += 1;
+    }
+    assert!(n > 0);
+}
