@@ -95,3 +95,27 @@ pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
     }
     out
 }
+
+/// Every live descendant of `pid` (through `/proc/PID/task/TID/children`), not `pid` itself.
+pub(crate) fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let path = t.path().join("children");
+            for c in std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .split_whitespace()
+            {
+                if let Ok(c) = c.parse::<u32>() {
+                    out.push(c);
+                    todo.push(c);
+                }
+            }
+        }
+    }
+    out
+}
