@@ -1,0 +1,726 @@
+//! A single-producer single-consumer ring of byte messages in a shared segment.
+
+use std::fmt;
+use std::hint;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::futex;
+use crate::header::Header;
+use crate::region::Segment;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"IPCRSRNG");
+const VERSION: u32 = 1;
+/// Offsets of the control lines; each its own 128-byte line (two cache lines, so the adjacent-
+/// line prefetcher does not couple them).
+const META_OFF: usize = Header::SIZE;
+const WRITER_OFF: usize = 128;
+const READER_OFF: usize = 256;
+const DATA_OFF: usize = 384;
+const REC_HDR: usize = 8;
+/// The smallest capacity a ring accepts.
+const MIN_CAPACITY: usize = 64;
+/// How long a blocked side spins before it parks, when it spins.
+const SPIN: Duration = Duration::from_micros(50);
+/// The longest single futex sleep: how often a parked side re-checks that its peer lives.
+const SLICE: Duration = Duration::from_millis(50);
+
+/// Fields written rarely: capacity and who the endpoints are.
+#[repr(C)]
+#[derive(Debug)]
+struct Meta {
+    capacity: AtomicU64,
+    writer_pid: AtomicU32,
+    reader_pid: AtomicU32,
+    writer_closed: AtomicU32,
+    reader_closed: AtomicU32,
+}
+crate::shm_atomic!(Meta {
+    capacity: AtomicU64,
+    writer_pid: AtomicU32,
+    reader_pid: AtomicU32,
+    writer_closed: AtomicU32,
+    reader_closed: AtomicU32,
+});
+
+/// One side's hot line: its position, and the flag the *other* side sets when it sleeps on it.
+#[repr(C)]
+#[derive(Debug)]
+struct Line {
+    pos: AtomicU64,
+    sleeping: AtomicU32,
+    spare: AtomicU32,
+}
+crate::shm_atomic!(Line {
+    pos: AtomicU64,
+    sleeping: AtomicU32,
+    spare: AtomicU32,
+});
+
+/// How a blocked side waits for its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Wait {
+    /// Spin briefly then park when this process may run on more than one CPU; on one CPU
+    /// (e.g. `taskset -c 0`) yield once and park, so it does not burn the time slice its peer
+    /// needs. The default.
+    #[default]
+    Adaptive,
+    /// Always spin briefly (about 50 µs), then park on a futex.
+    SpinThenPark,
+    /// Park on a futex at once (lowest CPU use, highest latency).
+    Park,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    spin: Duration,
+    yields: u32,
+}
+
+impl Policy {
+    fn of(wait: Wait) -> Policy {
+        match wait {
+            Wait::Park => Policy {
+                spin: Duration::ZERO,
+                yields: 0,
+            },
+            Wait::SpinThenPark => Policy {
+                spin: SPIN,
+                yields: 0,
+            },
+            Wait::Adaptive => {
+                let cpus = rustix::thread::sched_getaffinity(None).map_or(2, |s| s.count());
+                if cpus <= 1 {
+                    Policy {
+                        spin: Duration::ZERO,
+                        yields: 1,
+                    }
+                } else {
+                    Policy {
+                        spin: SPIN,
+                        yields: 0,
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Deadline {
+    Now,
+    At(Instant),
+    Never,
+}
+
+impl Deadline {
+    fn after(limit: Duration) -> Deadline {
+        match Instant::now().checked_add(limit) {
+            Some(t) => Deadline::At(t),
+            None => Deadline::Never,
+        }
+    }
+
+    fn instant(self) -> Option<Instant> {
+        match self {
+            Deadline::Now => Some(Instant::now()),
+            Deadline::At(t) => Some(t),
+            Deadline::Never => None,
+        }
+    }
+
+    fn passed(self) -> bool {
+        match self {
+            Deadline::Now => true,
+            Deadline::At(t) => Instant::now() >= t,
+            Deadline::Never => false,
+        }
+    }
+}
+
+/// The bytes a record of `len` payload bytes occupies: header + payload rounded up to 8.
+fn record_len(len: u64) -> Option<u64> {
+    len.checked_add(REC_HDR as u64 + 7).map(|n| n & !7)
+}
+
+fn alive(pid: u32) -> bool {
+    match rustix::process::Pid::from_raw(pid as i32) {
+        None => true, // not attached yet
+        Some(p) => rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH),
+    }
+}
+
+fn my_pid() -> u32 {
+    std::process::id()
+}
+
+/// A ring laid out in a segment, before it is split into its [`RingWriter`] and [`RingReader`].
+///
+/// Layout: a [`Header`], a metadata line, the writer's line (tail), the reader's line (head),
+/// each on its own 128-byte line, then `capacity` bytes of data (a power of two). Messages are
+/// copied in by the writer and out by the reader; the reader checks every index and length the
+/// writer published, so a corrupt or hostile writer gives [`Error::Corrupt`], never a panic or
+/// an access outside the segment.
+///
+/// Each endpoint claims its role by recording its pid; a role held by a live process is
+/// [`Error::RoleTaken`]. An endpoint that is dropped marks its side closed and wakes the peer; a
+/// peer that exits without dropping is noticed through its pid within 50 ms of parking. Either
+/// way the other side gets [`Error::PeerGone`] (the reader only after draining what was sent).
+/// A forked child must not use an endpoint its parent keeps using (single producer, single
+/// consumer).
+///
+/// ```
+/// use ipc_shm::{Anon, Ring};
+/// let seg = Anon::new(Ring::<Anon>::segment_size(1 << 16) as u64)?;
+/// let mut w = Ring::create(&seg)?.into_writer()?;  // usually: in one process
+/// let mut r = Ring::open(&seg)?.into_reader()?;    // and this in another
+/// w.send(b"hello")?;
+/// let mut buf = [0u8; 64];
+/// let n = r.recv(&mut buf)?;
+/// assert_eq!(&buf[..n], b"hello");
+/// assert!(matches!(r.try_recv(&mut buf), Err(ipc_shm::Error::WouldBlock)));
+/// # Ok::<(), ipc_shm::Error>(())
+/// ```
+pub struct Ring<S: Segment> {
+    seg: S,
+    cap: usize,
+}
+
+impl<S: Segment> fmt::Debug for Ring<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring").field("capacity", &self.cap).finish()
+    }
+}
+
+impl<S: Segment> Ring<S> {
+    /// The segment size a ring of `capacity` data bytes needs (`capacity` a power of two).
+    pub const fn segment_size(capacity: usize) -> usize {
+        DATA_OFF + capacity
+    }
+
+    /// Lays a new ring out in `seg`, with the largest power-of-two capacity that fits, and
+    /// publishes its header last. Use it on a segment nobody else uses yet.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSize`] if the segment holds less than 64 data bytes,
+    /// [`Error::ReadOnly`].
+    pub fn create(seg: S) -> Result<Ring<S>> {
+        let region = seg.region();
+        let room = region.len().saturating_sub(DATA_OFF);
+        if room < MIN_CAPACITY {
+            return Err(Error::InvalidSize {
+                size: region.len() as u64,
+            });
+        }
+        let cap = 1usize << (usize::BITS - 1 - room.leading_zeros());
+        region.fill(0, DATA_OFF, 0)?;
+        let meta = region.atomic::<Meta>(META_OFF)?;
+        meta.capacity.store(cap as u64, Ordering::Relaxed);
+        Header::at(region, 0)?.publish(MAGIC, VERSION, (DATA_OFF + cap) as u64);
+        Ok(Ring { seg, cap })
+    }
+
+    /// Opens a ring another process created in `seg`, checking its header and capacity.
+    ///
+    /// # Errors
+    /// [`Error::NotReady`] (not published yet: see [`open_timeout`](Self::open_timeout)),
+    /// [`Error::Incompatible`].
+    pub fn open(seg: S) -> Result<Ring<S>> {
+        let region = seg.region();
+        let header = Header::at(region, 0)?;
+        let layout = header.layout_size();
+        if layout == 0 {
+            return Err(Error::NotReady);
+        }
+        let cap = region
+            .atomic::<Meta>(META_OFF)?
+            .capacity
+            .load(Ordering::Relaxed);
+        let ok = cap.is_power_of_two()
+            && cap >= MIN_CAPACITY as u64
+            && (DATA_OFF as u64).checked_add(cap) == Some(layout)
+            && layout <= region.len() as u64;
+        if !ok {
+            return Err(Error::Incompatible {
+                what: "ring capacity",
+            });
+        }
+        header.validate(MAGIC, VERSION, layout)?;
+        Ok(Ring {
+            seg,
+            cap: cap as usize,
+        })
+    }
+
+    /// As [`open`](Self::open), waiting up to `limit` for the creator to publish the ring.
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`], and as `open`.
+    pub fn open_timeout(seg: S, limit: Duration) -> Result<Ring<S>> {
+        Header::at(seg.region(), 0)?.wait_ready(limit)?;
+        Self::open(seg)
+    }
+
+    /// The data capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// The largest message: capacity minus an 8-byte record header.
+    pub fn max_message(&self) -> usize {
+        self.cap - REC_HDR
+    }
+
+    /// The segment the ring lives in.
+    pub fn segment(&self) -> &S {
+        &self.seg
+    }
+
+    fn claim(
+        &self,
+        pid_of: fn(&Meta) -> &AtomicU32,
+        closed_of: fn(&Meta) -> &AtomicU32,
+    ) -> Result<()> {
+        let meta = self.seg.region().atomic::<Meta>(META_OFF)?;
+        let me = my_pid();
+        let slot = pid_of(meta);
+        let cur = slot.load(Ordering::Acquire);
+        let free = cur == 0 || closed_of(meta).load(Ordering::Acquire) != 0 || !alive(cur);
+        if !free || cur == me && closed_of(meta).load(Ordering::Acquire) == 0 {
+            return Err(Error::RoleTaken);
+        }
+        slot.compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire)
+            .map_err(|_| Error::RoleTaken)?;
+        closed_of(meta).store(0, Ordering::Release);
+        Ok(())
+    }
+
+    /// Claims the writer role and returns the writer endpoint.
+    ///
+    /// # Errors
+    /// [`Error::RoleTaken`] if a live process holds it.
+    pub fn into_writer(self) -> Result<RingWriter<S>> {
+        self.claim(|m| &m.writer_pid, |m| &m.writer_closed)?;
+        let tail = self
+            .seg
+            .region()
+            .atomic::<Line>(WRITER_OFF)?
+            .pos
+            .load(Ordering::Acquire);
+        Ok(RingWriter {
+            mask: self.cap as u64 - 1,
+            cap: self.cap,
+            seg: self.seg,
+            tail,
+            head: tail,
+            policy: Policy::of(Wait::Adaptive),
+            pid: my_pid(),
+        })
+    }
+
+    /// Claims the reader role and returns the reader endpoint.
+    ///
+    /// # Errors
+    /// [`Error::RoleTaken`] if a live process holds it.
+    pub fn into_reader(self) -> Result<RingReader<S>> {
+        self.claim(|m| &m.reader_pid, |m| &m.reader_closed)?;
+        let head = self
+            .seg
+            .region()
+            .atomic::<Line>(READER_OFF)?
+            .pos
+            .load(Ordering::Acquire);
+        Ok(RingReader {
+            mask: self.cap as u64 - 1,
+            cap: self.cap,
+            seg: self.seg,
+            head,
+            pending: None,
+            policy: Policy::of(Wait::Adaptive),
+            pid: my_pid(),
+        })
+    }
+}
+
+/// Spins, yields, then parks on `word` until `ready()` or the deadline; `gone()` is checked
+/// before each sleep.
+fn block(
+    word: &AtomicU32,
+    policy: Policy,
+    dl: Deadline,
+    mut ready: impl FnMut() -> Result<bool>,
+    mut gone: impl FnMut() -> bool,
+) -> Result<()> {
+    if ready()? {
+        return Ok(());
+    }
+    if matches!(dl, Deadline::Now) {
+        return Err(if gone() && !ready()? {
+            Error::PeerGone
+        } else {
+            Error::WouldBlock
+        });
+    }
+    if !policy.spin.is_zero() {
+        let start = Instant::now();
+        loop {
+            for _ in 0..64 {
+                hint::spin_loop();
+                if ready()? {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() >= policy.spin || dl.passed() {
+                break;
+            }
+        }
+    }
+    for _ in 0..policy.yields {
+        rustix::thread::sched_yield();
+        if ready()? {
+            return Ok(());
+        }
+    }
+    loop {
+        word.store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if ready()? {
+            word.store(0, Ordering::Relaxed);
+            return Ok(());
+        }
+        if gone() {
+            word.store(0, Ordering::Relaxed);
+            return if ready()? {
+                Ok(())
+            } else {
+                Err(Error::PeerGone)
+            };
+        }
+        if !futex::wait_slice(word, 1, dl.instant(), SLICE) {
+            word.store(0, Ordering::Relaxed);
+            return if ready()? {
+                Ok(())
+            } else {
+                Err(Error::TimedOut)
+            };
+        }
+    }
+}
+
+/// Publishes `pos` on `line` and wakes the peer if it announced that it sleeps.
+fn publish(line: &Line, pos: u64) {
+    line.pos.store(pos, Ordering::Release);
+    fence(Ordering::SeqCst);
+    if line.sleeping.load(Ordering::Relaxed) != 0 {
+        line.sleeping.store(0, Ordering::Relaxed);
+        futex::wake_one(&line.sleeping);
+    }
+}
+
+/// The writing end of a [`Ring`]: copies messages in.
+pub struct RingWriter<S: Segment> {
+    seg: S,
+    cap: usize,
+    mask: u64,
+    tail: u64,
+    /// The last head seen (the reader's position).
+    head: u64,
+    policy: Policy,
+    pid: u32,
+}
+
+impl<S: Segment> fmt::Debug for RingWriter<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingWriter")
+            .field("capacity", &self.cap)
+            .field("tail", &self.tail)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl<S: Segment> RingWriter<S> {
+    /// Chooses how this side waits when the ring is full ([`Wait::Adaptive`] by default).
+    pub fn set_wait(&mut self, wait: Wait) {
+        self.policy = Policy::of(wait);
+    }
+
+    /// The largest message the ring accepts.
+    pub fn max_message(&self) -> usize {
+        self.cap - REC_HDR
+    }
+
+    /// Whether the reader is attached and neither closed nor gone.
+    pub fn is_peer_alive(&self) -> bool {
+        self.seg.region().atomic::<Meta>(META_OFF).is_ok_and(|m| {
+            m.reader_closed.load(Ordering::Acquire) == 0
+                && alive(m.reader_pid.load(Ordering::Relaxed))
+        })
+    }
+
+    /// Sends `msg`, waiting while the ring is full.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`], [`Error::PeerGone`] (reader closed or exited),
+    /// [`Error::Corrupt`] (the reader published an impossible position).
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_until(msg, Deadline::Never)
+    }
+
+    /// Sends `msg` if there is room now.
+    ///
+    /// # Errors
+    /// [`Error::WouldBlock`] when full, and as [`send`](Self::send).
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_until(msg, Deadline::Now)
+    }
+
+    /// Sends `msg`, waiting at most `limit` for room (`Duration::MAX`: forever).
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`], and as [`send`](Self::send).
+    pub fn send_timeout(&mut self, msg: &[u8], limit: Duration) -> Result<()> {
+        self.send_until(msg, Deadline::after(limit))
+    }
+
+    fn send_until(&mut self, msg: &[u8], dl: Deadline) -> Result<()> {
+        let too_large = Error::MessageTooLarge {
+            len: msg.len(),
+            max: self.max_message(),
+        };
+        let rec = match record_len(msg.len() as u64) {
+            Some(r) if r <= self.cap as u64 => r,
+            _ => return Err(too_large),
+        };
+        let region = self.seg.region();
+        let meta = region.atomic::<Meta>(META_OFF)?;
+        if meta.reader_closed.load(Ordering::Relaxed) != 0 {
+            return Err(Error::PeerGone);
+        }
+        let cap = self.cap as u64;
+        let tail = self.tail;
+        if cap - tail.wrapping_sub(self.head) < rec {
+            let reader = region.atomic::<Line>(READER_OFF)?;
+            let head = &mut self.head;
+            block(
+                &reader.sleeping,
+                self.policy,
+                dl,
+                || {
+                    let h = reader.pos.load(Ordering::Acquire);
+                    let used = tail.wrapping_sub(h);
+                    if used > cap {
+                        return Err(Error::Corrupt {
+                            what: "reader position",
+                        });
+                    }
+                    *head = h;
+                    Ok(cap - used >= rec)
+                },
+                || {
+                    meta.reader_closed.load(Ordering::Acquire) != 0
+                        || !alive(meta.reader_pid.load(Ordering::Relaxed))
+                },
+            )?;
+        }
+        region.write::<u64>(DATA_OFF + (tail & self.mask) as usize, &(msg.len() as u64))?;
+        let off = ((tail + REC_HDR as u64) & self.mask) as usize;
+        let first = msg.len().min(self.cap - off);
+        region.write_bytes(DATA_OFF + off, &msg[..first])?;
+        if first < msg.len() {
+            region.write_bytes(DATA_OFF, &msg[first..])?;
+        }
+        self.tail = tail.wrapping_add(rec);
+        publish(region.atomic::<Line>(WRITER_OFF)?, self.tail);
+        Ok(())
+    }
+}
+
+impl<S: Segment> Drop for RingWriter<S> {
+    fn drop(&mut self) {
+        if self.pid != my_pid() {
+            return;
+        }
+        let region = self.seg.region();
+        if let (Ok(meta), Ok(line)) = (
+            region.atomic::<Meta>(META_OFF),
+            region.atomic::<Line>(WRITER_OFF),
+        ) {
+            meta.writer_closed.store(1, Ordering::Release);
+            line.sleeping.store(0, Ordering::SeqCst);
+            futex::wake_all(&line.sleeping);
+        }
+    }
+}
+
+/// The reading end of a [`Ring`]: validates and copies messages out.
+pub struct RingReader<S: Segment> {
+    seg: S,
+    cap: usize,
+    mask: u64,
+    head: u64,
+    /// The validated length of the next message, if already looked at.
+    pending: Option<usize>,
+    policy: Policy,
+    pid: u32,
+}
+
+impl<S: Segment> fmt::Debug for RingReader<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingReader")
+            .field("capacity", &self.cap)
+            .field("head", &self.head)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl<S: Segment> RingReader<S> {
+    /// Chooses how this side waits when the ring is empty ([`Wait::Adaptive`] by default).
+    pub fn set_wait(&mut self, wait: Wait) {
+        self.policy = Policy::of(wait);
+    }
+
+    /// The largest message the ring can carry.
+    pub fn max_message(&self) -> usize {
+        self.cap - REC_HDR
+    }
+
+    /// Whether the writer is attached and neither closed nor gone.
+    pub fn is_peer_alive(&self) -> bool {
+        self.seg.region().atomic::<Meta>(META_OFF).is_ok_and(|m| {
+            m.writer_closed.load(Ordering::Acquire) == 0
+                && alive(m.writer_pid.load(Ordering::Relaxed))
+        })
+    }
+
+    /// Receives the next message into `buf`, waiting while the ring is empty; returns its length.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooSmall`] (the message stays queued), [`Error::PeerGone`] once the writer
+    /// closed or exited and the ring is drained, [`Error::Corrupt`] when the writer published an
+    /// impossible index or length.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.recv_until(buf, Deadline::Never)
+    }
+
+    /// Receives a message if one is there now.
+    ///
+    /// # Errors
+    /// [`Error::WouldBlock`] when empty, and as [`recv`](Self::recv).
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.recv_until(buf, Deadline::Now)
+    }
+
+    /// Receives a message, waiting at most `limit` (`Duration::MAX`: forever).
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`], and as [`recv`](Self::recv).
+    pub fn recv_timeout(&mut self, buf: &mut [u8], limit: Duration) -> Result<usize> {
+        self.recv_until(buf, Deadline::after(limit))
+    }
+
+    /// Receives the next message into a new vector (at most [`max_message`](Self::max_message)
+    /// bytes are allocated, whatever the writer claims).
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    pub fn recv_vec(&mut self) -> Result<Vec<u8>> {
+        let len = self.next_len(Deadline::Never)?;
+        let mut v = vec![0; len];
+        self.take(&mut v)?;
+        Ok(v)
+    }
+
+    fn recv_until(&mut self, buf: &mut [u8], dl: Deadline) -> Result<usize> {
+        let len = self.next_len(dl)?;
+        let Some(dst) = buf.get_mut(..len) else {
+            return Err(Error::BufferTooSmall { needed: len });
+        };
+        self.take(dst)?;
+        Ok(len)
+    }
+
+    /// Waits for the next record and validates its length against what the writer published.
+    fn next_len(&mut self, dl: Deadline) -> Result<usize> {
+        if let Some(len) = self.pending {
+            return Ok(len);
+        }
+        let region = self.seg.region();
+        let meta = region.atomic::<Meta>(META_OFF)?;
+        let writer = region.atomic::<Line>(WRITER_OFF)?;
+        let (head, cap, mask) = (self.head, self.cap as u64, self.mask);
+        let mut len = 0u64;
+        block(
+            &writer.sleeping,
+            self.policy,
+            dl,
+            || {
+                let tail = writer.pos.load(Ordering::Acquire);
+                let avail = tail.wrapping_sub(head);
+                if avail == 0 {
+                    return Ok(false);
+                }
+                if avail > cap {
+                    return Err(Error::Corrupt {
+                        what: "writer position",
+                    });
+                }
+                if avail < REC_HDR as u64 {
+                    return Err(Error::Corrupt {
+                        what: "partial record",
+                    });
+                }
+                len = region.read::<u64>(DATA_OFF + (head & mask) as usize)?;
+                match record_len(len) {
+                    Some(rec) if len <= avail - REC_HDR as u64 && rec <= avail => Ok(true),
+                    _ => Err(Error::Corrupt {
+                        what: "message length",
+                    }),
+                }
+            },
+            || {
+                meta.writer_closed.load(Ordering::Acquire) != 0
+                    || !alive(meta.writer_pid.load(Ordering::Relaxed))
+            },
+        )?;
+        // `len <= avail - 8 <= cap`, and cap fits in usize.
+        let len = len as usize;
+        self.pending = Some(len);
+        Ok(len)
+    }
+
+    /// Copies the pending message (of `dst.len()` bytes) out and frees its space.
+    fn take(&mut self, dst: &mut [u8]) -> Result<()> {
+        let region = self.seg.region();
+        let off = ((self.head + REC_HDR as u64) & self.mask) as usize;
+        let first = dst.len().min(self.cap - off);
+        region.read_bytes(DATA_OFF + off, &mut dst[..first])?;
+        if first < dst.len() {
+            region.read_bytes(DATA_OFF, &mut dst[first..])?;
+        }
+        let rec = record_len(dst.len() as u64).unwrap_or(u64::MAX);
+        self.head = self.head.wrapping_add(rec);
+        self.pending = None;
+        publish(region.atomic::<Line>(READER_OFF)?, self.head);
+        Ok(())
+    }
+}
+
+impl<S: Segment> Drop for RingReader<S> {
+    fn drop(&mut self) {
+        if self.pid != my_pid() {
+            return;
+        }
+        let region = self.seg.region();
+        if let (Ok(meta), Ok(line)) = (
+            region.atomic::<Meta>(META_OFF),
+            region.atomic::<Line>(READER_OFF),
+        ) {
+            meta.reader_closed.store(1, Ordering::Release);
+            line.sleeping.store(0, Ordering::SeqCst);
+            futex::wake_all(&line.sleeping);
+        }
+    }
+}
