@@ -144,9 +144,17 @@ fn record_len(len: u64) -> Option<u64> {
     len.checked_add(REC_HDR as u64 + 7).map(|n| n & !7)
 }
 
+/// Whether the process `pid` (read from shared memory: untrusted) may still run. 0 means "not
+/// attached yet" (alive); a value that is no pid at all counts as gone.
 fn alive(pid: u32) -> bool {
-    match rustix::process::Pid::from_raw(pid as i32) {
-        None => true, // not attached yet
+    if pid == 0 {
+        return true;
+    }
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    match rustix::process::Pid::from_raw(raw) {
+        None => true,
         Some(p) => rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH),
     }
 }
