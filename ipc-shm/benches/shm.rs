@@ -366,9 +366,11 @@ mod raw {
                 let off = (h % self.size as u64) as usize;
                 let first = k.min(self.size - off);
                 // SAFETY: `off + first <= size` and `k - first <= size`: inside the data area.
-                unsafe { ptr::copy_nonoverlapping(src.as_ptr(), self.buf.add(off), first) };
+                unsafe {
+                    ptr::copy_nonoverlapping(src.as_ptr(), self.buf.wrapping_add(off), first)
+                };
                 // SAFETY: as above.
-                unsafe { ptr::copy_nonoverlapping(src.as_ptr().add(first), self.buf, k - first) };
+                unsafe { ptr::copy_nonoverlapping(src[first..].as_ptr(), self.buf, k - first) };
                 c.head.0.store(h + k as u64, Ordering::SeqCst);
                 post(&c.data.0);
                 src = &src[k..];
@@ -387,11 +389,11 @@ mod raw {
                 let off = (t % self.size as u64) as usize;
                 let first = k.min(self.size - off);
                 // SAFETY: inside the data area, as in `write`.
-                unsafe { ptr::copy_nonoverlapping(self.buf.add(off), dst.as_mut_ptr(), first) };
-                // SAFETY: as above.
                 unsafe {
-                    ptr::copy_nonoverlapping(self.buf, dst.as_mut_ptr().add(first), k - first)
+                    ptr::copy_nonoverlapping(self.buf.wrapping_add(off), dst.as_mut_ptr(), first)
                 };
+                // SAFETY: as above.
+                unsafe { ptr::copy_nonoverlapping(self.buf, dst[first..].as_mut_ptr(), k - first) };
                 c.tail.0.store(t + k as u64, Ordering::SeqCst);
                 post(&c.space.0);
                 dst = &mut dst[k..];
