@@ -136,7 +136,7 @@ impl Region {
     ///
     /// # Errors
     /// [`Error::OutOfBounds`], [`Error::ReadOnly`].
-    pub fn write<T: ShmSafe>(&self, offset: usize, value: &T) -> Result<()> {
+    pub fn write<T: ShmSafe + Copy>(&self, offset: usize, value: &T) -> Result<()> {
         let p = self.at_mut(offset, size_of::<T>())?;
         sys::write_value(p, *value);
         Ok(())
@@ -167,7 +167,7 @@ impl Region {
     ///
     /// # Errors
     /// [`Error::OutOfBounds`], [`Error::ReadOnly`].
-    pub fn write_slice<T: ShmSafe>(&self, offset: usize, values: &[T]) -> Result<()> {
+    pub fn write_slice<T: ShmSafe + Copy>(&self, offset: usize, values: &[T]) -> Result<()> {
         let bytes = size_of_val(values);
         self.at_mut(offset, bytes)?;
         for (i, v) in values.iter().enumerate() {

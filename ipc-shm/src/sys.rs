@@ -30,7 +30,8 @@ unsafe impl Sync for Region {}
 // The marker traits live here because declaring and implementing an `unsafe trait` is unsafe
 // code; `crate::safe` re-exports them and holds the macros for users' structs.
 
-/// Plain data that may be copied into and out of shared memory.
+/// Data that may be copied into and out of shared memory: integers, floats, atomics (a copy is a
+/// snapshot), arrays of them, and your structs of them through [`shm_safe!`](crate::shm_safe).
 ///
 /// # Safety
 /// Implement only for types where *every* bit pattern of `size_of::<Self>()` bytes is a valid
@@ -42,28 +43,28 @@ unsafe impl Sync for Region {}
 /// `bool`, `char`, enums, references and `NonZero*` have invalid bit patterns and so do not
 /// implement it:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// fn needs<T: ipc_shm::ShmSafe>() {}
 /// needs::<bool>();
 /// ```
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// fn needs<T: ipc_shm::ShmSafe>() {}
 /// needs::<char>();
 /// ```
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// fn needs<T: ipc_shm::ShmSafe>() {}
 /// needs::<&'static u32>();
 /// ```
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// fn needs<T: ipc_shm::ShmSafe>() {}
 /// needs::<std::num::NonZeroU32>();
 /// ```
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// fn needs<T: ipc_shm::ShmSafe>() {}
 /// #[repr(u8)] enum E { A, B }
 /// needs::<E>();
 /// ```
-pub unsafe trait ShmSafe: Copy + 'static {}
+pub unsafe trait ShmSafe: Sized + 'static {}
 
 /// Types whose every byte is inside an atomic, so a `&Self` into shared memory is sound even
 /// while a peer writes it: [`Region::atomic`](crate::Region::atomic) hands them out.
@@ -73,7 +74,7 @@ pub unsafe trait ShmSafe: Copy + 'static {}
 /// pattern valid, layout stable (`#[repr(C)]`). Use [`shm_atomic!`](crate::shm_atomic) for your
 /// structs.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// fn needs<T: ipc_shm::ShmAtomic>() {}
 /// needs::<u64>(); // plain data is copied, never borrowed
 /// ```
@@ -90,6 +91,9 @@ impl_marker!(ShmSafe: u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, i
 // SAFETY: arrays of `ShmSafe` have no padding between elements (size is a multiple of align) and
 // every bit pattern is valid element-wise.
 unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
+
+impl_marker!(ShmSafe: AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, AtomicI8, AtomicI16,
+    AtomicI32, AtomicI64, AtomicIsize);
 
 impl_marker!(ShmAtomic: AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, AtomicI8,
     AtomicI16, AtomicI32, AtomicI64, AtomicIsize);
@@ -176,7 +180,7 @@ pub(crate) fn read_value<T: ShmSafe>(src: *const u8) -> T {
 }
 
 /// Writes a `T` into shared memory at `dst` (any alignment).
-pub(crate) fn write_value<T: ShmSafe>(dst: *mut u8, value: T) {
+pub(crate) fn write_value<T: ShmSafe + Copy>(dst: *mut u8, value: T) {
     // SAFETY: the caller checked that `dst..dst+size_of::<T>()` is inside a live writable
     // mapping; no non-atomic reference into it exists; `write_unaligned` needs no alignment.
     unsafe { dst.cast::<T>().write_unaligned(value) };
