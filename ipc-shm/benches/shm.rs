@@ -218,7 +218,7 @@ fn main() {
     }
 
     let spin = rtt_ours(Wait::SpinThenPark, iters);
-    let floor = rtt_raw(u64::MAX, iters);
+    let floor = rtt_raw(u64::MAX, iters); // spins forever, never wakes: the hardware floor
     emit_latency(
         "shm",
         "64 B round trip, spin then park, 2 cores",
@@ -372,7 +372,9 @@ mod raw {
                 // SAFETY: as above.
                 unsafe { ptr::copy_nonoverlapping(src[first..].as_ptr(), self.buf, k - first) };
                 c.head.0.store(h + k as u64, Ordering::SeqCst);
-                post(&c.data.0);
+                if self.spin != u64::MAX {
+                    post(&c.data.0); // a pure busy-poll ring has no sleepers to wake
+                }
                 src = &src[k..];
             }
         }
@@ -395,7 +397,9 @@ mod raw {
                 // SAFETY: as above.
                 unsafe { ptr::copy_nonoverlapping(self.buf, dst[first..].as_mut_ptr(), k - first) };
                 c.tail.0.store(t + k as u64, Ordering::SeqCst);
-                post(&c.space.0);
+                if self.spin != u64::MAX {
+                    post(&c.space.0);
+                }
                 dst = &mut dst[k..];
             }
         }
