@@ -49,10 +49,10 @@ impl Header {
     /// The header's size in bytes (32).
     pub const SIZE: usize = size_of::<Header>();
 
-    /// The header at `offset` of `region` (8-byte aligned).
+    /// The header at `offset` of `region` (8-byte aligned, in a writable mapping).
     ///
     /// # Errors
-    /// [`Error::OutOfBounds`], [`Error::Misaligned`].
+    /// [`Error::ReadOnly`], [`Error::OutOfBounds`], [`Error::Misaligned`].
     pub fn at(region: &Region, offset: usize) -> Result<&Header> {
         region.atomic::<Header>(offset)
     }

@@ -195,12 +195,14 @@ impl Region {
     /// A shared reference to the atomics-only `T` at `offset`, which must be aligned for `T`.
     ///
     /// This is the only kind of reference the region lends: every byte of `T` is atomic, so a
-    /// peer's writes are atomic operations, not data races.
+    /// peer's writes are atomic operations, not data races. The region must be writable: a
+    /// store through an atomic into a read-only mapping would kill the process with SIGSEGV
+    /// (read such fields as snapshots with [`read`](Self::read) instead).
     ///
     /// # Errors
-    /// [`Error::OutOfBounds`], [`Error::Misaligned`].
+    /// [`Error::ReadOnly`], [`Error::OutOfBounds`], [`Error::Misaligned`].
     pub fn atomic<T: ShmAtomic>(&self, offset: usize) -> Result<&T> {
-        let p = self.at(offset, size_of::<T>())?;
+        let p = self.at_mut(offset, size_of::<T>())?;
         if !(p as usize).is_multiple_of(align_of::<T>()) {
             return Err(Error::Misaligned {
                 offset,

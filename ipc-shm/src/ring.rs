@@ -233,7 +233,7 @@ impl<S: Segment> Ring<S> {
     ///
     /// # Errors
     /// [`Error::NotReady`] (not published yet: see [`open_timeout`](Self::open_timeout)),
-    /// [`Error::Incompatible`].
+    /// [`Error::Incompatible`], [`Error::ReadOnly`] (both ends write their position).
     pub fn open(seg: S) -> Result<Ring<S>> {
         let region = seg.region();
         let header = Header::at(region, 0)?;
@@ -459,7 +459,7 @@ impl<S: Segment> RingWriter<S> {
         self.cap - REC_HDR
     }
 
-    /// Whether the reader is attached and neither closed nor gone.
+    /// Whether the reader has neither closed its end nor exited (true before it attaches).
     pub fn is_peer_alive(&self) -> bool {
         self.seg.region().atomic::<Meta>(META_OFF).is_ok_and(|m| {
             m.reader_closed.load(Ordering::Acquire) == 0
@@ -595,7 +595,7 @@ impl<S: Segment> RingReader<S> {
         self.cap - REC_HDR
     }
 
-    /// Whether the writer is attached and neither closed nor gone.
+    /// Whether the writer has neither closed its end nor exited (true before it attaches).
     pub fn is_peer_alive(&self) -> bool {
         self.seg.region().atomic::<Meta>(META_OFF).is_ok_and(|m| {
             m.writer_closed.load(Ordering::Acquire) == 0

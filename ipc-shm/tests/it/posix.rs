@@ -102,6 +102,11 @@ fn read_only_open_refuses_writes() {
         .unwrap();
     assert!(!ro.is_writable());
     assert!(matches!(ro.write_bytes(0, b"x"), Err(Error::ReadOnly)));
+    assert!(matches!(
+        ro.atomic::<std::sync::atomic::AtomicU64>(0),
+        Err(Error::ReadOnly)
+    ));
+    assert!(matches!(ipc_shm::Ring::open(&ro), Err(Error::ReadOnly)));
     let mut buf = [0; 3];
     ro.read_bytes(0, &mut buf).unwrap();
     assert_eq!(&buf, b"abc");

@@ -310,3 +310,43 @@ fn try_and_timeout_forms_and_size_errors() {
         Err(Error::TimedOut)
     ));
 }
+
+#[test]
+fn a_ring_in_a_sealed_memfd_passed_to_a_child() {
+    use std::os::fd::{AsFd, OwnedFd};
+
+    use ipc_shm::{Memfd, Seals};
+    const N: u32 = 10_000;
+    if role().as_deref() == Some("memfd-reader") {
+        let fd: OwnedFd = std::io::stdin().as_fd().try_clone_to_owned().unwrap();
+        let seg = Memfd::from_fd(fd, Seals::SIZE).unwrap(); // a peer cannot shrink it: no SIGBUS
+        let mut r = Ring::open(seg).unwrap().into_reader().unwrap();
+        let mut buf = [0u8; 64];
+        for i in 0..N {
+            let n = r.recv_timeout(&mut buf, Duration::from_secs(10)).unwrap();
+            assert_eq!(&buf[..n], &i.to_le_bytes().repeat(1 + i as usize % 8)[..]);
+        }
+        assert!(matches!(r.recv(&mut buf), Err(Error::PeerGone)));
+        return;
+    }
+    let _wd = Watchdog::new("memfd ring", Duration::from_secs(30));
+    let mut seg = Memfd::create("ring", Ring::<Memfd>::segment_size(1 << 12) as u64).unwrap();
+    seg.seal(Seals::SIZE).unwrap();
+    let fd = seg.as_fd().try_clone_to_owned().unwrap();
+    let mut w = Ring::create(seg).unwrap().into_writer().unwrap();
+    let mut c = child(
+        &test_path!(a_ring_in_a_sealed_memfd_passed_to_a_child),
+        "memfd-reader",
+    );
+    c.stdin(std::process::Stdio::from(fd));
+    let p = Proc::spawn(&mut c).unwrap();
+    for i in 0..N {
+        w.send_timeout(
+            &i.to_le_bytes().repeat(1 + i as usize % 8),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    }
+    drop(w);
+    p.expect_success(Duration::from_secs(20));
+}
