@@ -61,9 +61,10 @@ crate::shm_atomic!(Line {
 /// How a blocked side waits for its peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Wait {
-    /// Spin briefly then park when this process may run on more than one CPU; on one CPU
-    /// (e.g. `taskset -c 0`) yield once and park, so it does not burn the time slice its peer
-    /// needs. The default.
+    /// Spin then park when this process may run on more than one CPU, the spin shrinking
+    /// (down to 2 µs) while spins end in a park and growing back (up to 50 µs) while they succeed;
+    /// on one CPU (e.g. `taskset -c 0`) yield once and park at once, so it does not burn the time
+    /// slice its peer needs. The default.
     #[default]
     Adaptive,
     /// Always spin briefly (about 50 µs), then park on a futex.
@@ -72,37 +73,53 @@ pub enum Wait {
     Park,
 }
 
+/// The shortest spin an adaptive side shrinks to.
+const MIN_SPIN: Duration = Duration::from_micros(2);
+
 #[derive(Debug, Clone, Copy)]
 struct Policy {
+    /// How long to spin now.
     spin: Duration,
+    /// Whether `spin` adapts: halved when a spin ends in a park (the peer was slow or not
+    /// running), doubled up to [`SPIN`] when a spin succeeds.
+    adapt: bool,
     yields: u32,
 }
 
 impl Policy {
     fn of(wait: Wait) -> Policy {
+        let fixed = |spin, yields| Policy {
+            spin,
+            adapt: false,
+            yields,
+        };
         match wait {
-            Wait::Park => Policy {
-                spin: Duration::ZERO,
-                yields: 0,
-            },
-            Wait::SpinThenPark => Policy {
-                spin: SPIN,
-                yields: 0,
-            },
+            Wait::Park => fixed(Duration::ZERO, 0),
+            Wait::SpinThenPark => fixed(SPIN, 0),
             Wait::Adaptive => {
                 let cpus = rustix::thread::sched_getaffinity(None).map_or(2, |s| s.count());
                 if cpus <= 1 {
-                    Policy {
-                        spin: Duration::ZERO,
-                        yields: 1,
-                    }
+                    fixed(Duration::ZERO, 1)
                 } else {
                     Policy {
                         spin: SPIN,
+                        adapt: true,
                         yields: 0,
                     }
                 }
             }
+        }
+    }
+
+    fn spun_in_vain(&mut self) {
+        if self.adapt {
+            self.spin = (self.spin / 2).max(MIN_SPIN);
+        }
+    }
+
+    fn spun_enough(&mut self) {
+        if self.adapt && self.spin < SPIN {
+            self.spin = (self.spin * 2).min(SPIN);
         }
     }
 }
@@ -355,16 +372,16 @@ impl<S: Segment> Ring<S> {
 /// before each sleep.
 fn block(
     word: &AtomicU32,
-    policy: Policy,
+    policy: &mut Policy,
     dl: Deadline,
     mut ready: impl FnMut() -> Result<bool>,
-    mut gone: impl FnMut() -> bool,
+    mut gone: impl FnMut(bool) -> bool,
 ) -> Result<()> {
     if ready()? {
         return Ok(());
     }
     if matches!(dl, Deadline::Now) {
-        return Err(if gone() && !ready()? {
+        return Err(if gone(true) && !ready()? {
             Error::PeerGone
         } else {
             Error::WouldBlock
@@ -376,6 +393,7 @@ fn block(
             for _ in 0..64 {
                 hint::spin_loop();
                 if ready()? {
+                    policy.spun_enough();
                     return Ok(());
                 }
             }
@@ -383,6 +401,7 @@ fn block(
                 break;
             }
         }
+        policy.spun_in_vain();
     }
     for _ in 0..policy.yields {
         rustix::thread::sched_yield();
@@ -390,6 +409,9 @@ fn block(
             return Ok(());
         }
     }
+    // The closed flag is checked before every sleep; the peer's pid (a syscall) only once a
+    // sleep has ended without news, so a healthy wake-up costs no extra syscall.
+    let mut slept = false;
     loop {
         word.store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
@@ -397,7 +419,7 @@ fn block(
             word.store(0, Ordering::Relaxed);
             return Ok(());
         }
-        if gone() {
+        if gone(slept) {
             word.store(0, Ordering::Relaxed);
             return if ready()? {
                 Ok(())
@@ -413,6 +435,7 @@ fn block(
                 Err(Error::TimedOut)
             };
         }
+        slept = true;
     }
 }
 
@@ -513,7 +536,7 @@ impl<S: Segment> RingWriter<S> {
             let head = &mut self.head;
             block(
                 &reader.sleeping,
-                self.policy,
+                &mut self.policy,
                 dl,
                 || {
                     let h = reader.pos.load(Ordering::Acquire);
@@ -526,9 +549,9 @@ impl<S: Segment> RingWriter<S> {
                     *head = h;
                     Ok(cap - used >= rec)
                 },
-                || {
+                |check_pid| {
                     meta.reader_closed.load(Ordering::Acquire) != 0
-                        || !alive(meta.reader_pid.load(Ordering::Relaxed))
+                        || check_pid && !alive(meta.reader_pid.load(Ordering::Relaxed))
                 },
             )?;
         }
@@ -662,7 +685,7 @@ impl<S: Segment> RingReader<S> {
         let mut len = 0u64;
         block(
             &writer.sleeping,
-            self.policy,
+            &mut self.policy,
             dl,
             || {
                 let tail = writer.pos.load(Ordering::Acquire);
@@ -688,9 +711,9 @@ impl<S: Segment> RingReader<S> {
                     }),
                 }
             },
-            || {
+            |check_pid| {
                 meta.writer_closed.load(Ordering::Acquire) != 0
-                    || !alive(meta.writer_pid.load(Ordering::Relaxed))
+                    || check_pid && !alive(meta.writer_pid.load(Ordering::Relaxed))
             },
         )?;
         // `len <= avail - 8 <= cap`, and cap fits in usize.
