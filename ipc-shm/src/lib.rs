@@ -18,7 +18,7 @@ pub use anon::Anon;
 pub use error::{Error, Result};
 pub use header::Header;
 pub use memfd::{Memfd, Seals};
-pub use posix::{Access, Opened, Shm, ShmOptions};
+pub use posix::{Access, Opened, Owner, Pages, Shm, ShmOptions};
 pub use region::{Region, Segment};
 pub use ring::{Ring, RingReader, RingWriter, Wait};
 #[doc(hidden)]

@@ -28,6 +28,27 @@ pub enum Access {
     ReadOnly,
 }
 
+/// Whose objects [`ShmOptions::open`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Owner {
+    /// Only objects owned by our effective uid (the default): another user's object is
+    /// [`Error::WrongOwner`].
+    #[default]
+    Me,
+    /// Objects of any owner (permissions still apply).
+    Anyone,
+}
+
+/// Normal or huge pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Pages {
+    /// The system's base page size (the default).
+    #[default]
+    Normal,
+    /// Huge pages, where the mechanism and the system allow (see each constructor).
+    Huge,
+}
+
 /// Whether [`ShmOptions::open_or_create`] created the segment or opened an existing one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Opened {
@@ -43,8 +64,8 @@ pub struct ShmOptions {
     size: Option<u64>,
     mode: u32,
     access: Access,
-    any_owner: bool,
-    huge_pages: bool,
+    owner: Owner,
+    pages: Pages,
     ready_wait: Duration,
 }
 
@@ -55,14 +76,14 @@ impl Default for ShmOptions {
 }
 
 impl ShmOptions {
-    /// Defaults: no size, mode 0600, read-write, own objects only, no huge pages, no wait.
+    /// Defaults: no size, mode 0600, read-write, our own objects only, normal pages, no wait.
     pub const fn new() -> ShmOptions {
         ShmOptions {
             size: None,
             mode: 0o600,
             access: Access::ReadWrite,
-            any_owner: false,
-            huge_pages: false,
+            owner: Owner::Me,
+            pages: Pages::Normal,
             ready_wait: Duration::ZERO,
         }
     }
@@ -86,17 +107,17 @@ impl ShmOptions {
         self
     }
 
-    /// Open objects owned by any user, not only by our effective uid.
-    pub const fn any_owner(mut self, yes: bool) -> Self {
-        self.any_owner = yes;
+    /// Whose objects `open` accepts: ours only (default) or anyone's.
+    pub const fn owner(mut self, owner: Owner) -> Self {
+        self.owner = owner;
         self
     }
 
-    /// Ask for (transparent) huge pages: tmpfs backs `/dev/shm`, so this is the `MADV_HUGEPAGE`
+    /// [`Pages::Huge`] asks for (transparent) huge pages: tmpfs backs `/dev/shm`, so this is the `MADV_HUGEPAGE`
     /// hint, honoured where `/sys/kernel/mm/transparent_hugepage/shmem_enabled` allows. For
     /// guaranteed huge pages use [`Memfd`](crate::Memfd) or [`Anon`](crate::Anon).
-    pub const fn huge_pages(mut self, yes: bool) -> Self {
-        self.huge_pages = yes;
+    pub const fn pages(mut self, pages: Pages) -> Self {
+        self.pages = pages;
         self
     }
 
@@ -139,7 +160,7 @@ impl ShmOptions {
             })
         })?;
         let ptr = sys::map_fd(&fd, size, true, false).map_err(|e| undo(e.into()))?;
-        if self.huge_pages {
+        if self.pages == Pages::Huge {
             let _ = sys::advise_huge(ptr, size);
         }
         Ok(Shm {
@@ -151,7 +172,7 @@ impl ShmOptions {
     }
 
     /// `shm_open(O_NOFOLLOW)` + `fstat`—Opens an existing segment: refuses symlinks, anything
-    /// but a regular file, objects of another user (unless [`any_owner`](Self::any_owner)), and a
+    /// but a regular file, objects of another user (unless [`Owner::Anyone`]), and a
     /// size other than [`size`](Self::size) if one was given. Returns a non-owner.
     ///
     /// # Errors
@@ -201,7 +222,7 @@ impl ShmOptions {
             if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
                 return Err(Error::NotRegular);
             }
-            if !self.any_owner && st.st_uid != rustix::process::geteuid().as_raw() {
+            if self.owner == Owner::Me && st.st_uid != rustix::process::geteuid().as_raw() {
                 return Err(Error::WrongOwner { uid: st.st_uid });
             }
             let actual = st.st_size.max(0) as u64;

@@ -3,7 +3,7 @@
 use std::ops::Deref;
 
 use crate::error::{Error, Result};
-use crate::posix::Access;
+use crate::posix::{Access, Pages};
 use crate::region::{Region, Release, Segment, check_size};
 use crate::sys;
 
@@ -42,14 +42,16 @@ impl SysvShm {
     /// `shmmni`/`shmall`).
     #[doc(alias = "shmget")]
     pub fn create(key: i32, size: u64) -> Result<SysvShm> {
-        Self::create_with(key, size, 0o600, false)
+        Self::create_with(key, size, 0o600, Pages::Normal)
     }
 
-    /// As [`create`](Self::create) with permission bits `mode` and, if `huge`, `SHM_HUGETLB`.
+    /// As [`create`](Self::create) with permission bits `mode` and, for [`Pages::Huge`],
+    /// `SHM_HUGETLB`.
     ///
     /// # Errors
-    /// As `create`; [`Error::HugePagesUnavailable`] for `huge` without reserved huge pages.
-    pub fn create_with(key: i32, size: u64, mode: u32, huge: bool) -> Result<SysvShm> {
+    /// As `create`; [`Error::HugePagesUnavailable`] for huge pages without reserved ones.
+    pub fn create_with(key: i32, size: u64, mode: u32, pages: Pages) -> Result<SysvShm> {
+        let huge = pages == Pages::Huge;
         let len = check_size(size)?;
         let mut flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as i32;
         if huge {

@@ -82,4 +82,17 @@ fn huge_pages_work_or_say_unavailable() {
         Ok(a) => assert_eq!(a.read::<u64>(0).unwrap(), 0),
         Err(e) => assert!(matches!(e, Error::HugePagesUnavailable), "{e:?}"),
     }
+    let huge = ipc_shm::Pages::Huge;
+    match ipc_shm::SysvShm::create_with(ipc_shm::sysv::PRIVATE, 2 << 20, 0o600, huge) {
+        Ok(s) => assert_eq!(s.read::<u64>(0).unwrap(), 0),
+        Err(e) => assert!(matches!(e, Error::HugePagesUnavailable), "{e:?}"),
+    }
+    // Named segments live on tmpfs: huge pages are a transparent-huge-page hint there.
+    let name = ipc_testkit::posix_name("huge");
+    let seg = ipc_shm::Shm::options()
+        .size(2 << 20)
+        .pages(huge)
+        .create(&name)
+        .unwrap();
+    assert_eq!(seg.read::<u64>(1 << 20).unwrap(), 0);
 }

@@ -25,7 +25,7 @@ fn a_planted_symlink_is_refused_by_create_and_open_and_its_target_is_unchanged()
     ));
     assert!(matches!(Shm::open(&name, 8), Err(Error::Symlink)));
     assert!(matches!(
-        Shm::options().any_owner(true).open(&name),
+        Shm::options().owner(ipc_shm::Owner::Anyone).open(&name),
         Err(Error::Symlink)
     ));
     assert_eq!(std::fs::read(&target).unwrap(), b"precious");
@@ -56,7 +56,7 @@ fn an_object_of_another_user_is_refused_by_default() {
     // Explicitly accepting any owner works (root may open it).
     let seg = Shm::options()
         .size(4096)
-        .any_owner(true)
+        .owner(ipc_shm::Owner::Anyone)
         .open(&name)
         .unwrap();
     assert!(!seg.is_owner());
@@ -116,7 +116,7 @@ fn another_uid_cannot_open_a_0600_segment() {
     if role().as_deref() == Some("nobody") {
         let name = std::env::var("SHM_NAME").unwrap();
         assert_eq!(rustix_free_geteuid(), 65534);
-        let r = Shm::options().any_owner(true).open(&name);
+        let r = Shm::options().owner(ipc_shm::Owner::Anyone).open(&name);
         assert!(matches!(r, Err(Error::PermissionDenied)), "{r:?}");
         return;
     }
