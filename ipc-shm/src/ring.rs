@@ -324,21 +324,31 @@ impl<S: Segment> Ring<S> {
     /// Claims the writer role and returns the writer endpoint.
     ///
     /// # Errors
-    /// [`Error::RoleTaken`] if a live process holds it.
+    /// [`Error::RoleTaken`] if a live process holds it, [`Error::Corrupt`] if the published
+    /// positions are impossible.
     pub fn into_writer(self) -> Result<RingWriter<S>> {
-        self.claim(|m| &m.writer_pid, |m| &m.writer_closed)?;
-        let tail = self
-            .seg
-            .region()
+        let region = self.seg.region();
+        let tail = region
             .atomic::<Line>(WRITER_OFF)?
             .pos
             .load(Ordering::Acquire);
+        // Messages a previous writer left unread stay: start from the reader's position.
+        let head = region
+            .atomic::<Line>(READER_OFF)?
+            .pos
+            .load(Ordering::Acquire);
+        if tail.wrapping_sub(head) > self.cap as u64 {
+            return Err(Error::Corrupt {
+                what: "reader position",
+            });
+        }
+        self.claim(|m| &m.writer_pid, |m| &m.writer_closed)?;
         Ok(RingWriter {
             mask: self.cap as u64 - 1,
             cap: self.cap,
             seg: self.seg,
             tail,
-            head: tail,
+            head,
             policy: Policy::of(Wait::Adaptive),
             pid: my_pid(),
         })

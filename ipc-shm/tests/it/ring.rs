@@ -256,8 +256,21 @@ fn threads_wrap_around_a_small_ring_and_closing_is_seen_both_ways() {
             "writer dropped"
         );
     });
-    // The writer role is free again once closed.
+    // The writer role is free again once closed; a new writer keeps what is still unread.
     let mut w2 = Ring::open(&seg).unwrap().into_writer().unwrap();
+    w2.send(&[9; 3000]).unwrap();
+    drop(w2);
+    let mut w2 = Ring::open(&seg).unwrap().into_writer().unwrap();
+    assert!(
+        matches!(w2.try_send(&[8; 3000]), Err(Error::WouldBlock)),
+        "no overwrite"
+    );
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(
+        r.recv_timeout(&mut buf, Duration::from_secs(5)).unwrap(),
+        3000
+    );
+    assert!(buf[..3000].iter().all(|&b| b == 9));
     drop(r);
     assert!(
         matches!(w2.send(b"x"), Err(Error::PeerGone)),
