@@ -166,8 +166,10 @@ impl ShmOptions {
         Ok(Shm {
             region: Region::new(ptr, size, true, Release::Munmap),
             fd,
-            name: name.to_owned(),
-            owner_pid: Some(std::process::id()),
+            name: Name {
+                name: name.to_owned(),
+                owner_pid: Some(std::process::id()),
+            },
         })
     }
 
@@ -191,8 +193,10 @@ impl ShmOptions {
         Ok(Shm {
             region: Region::new(ptr, size, writable, Release::Munmap),
             fd,
-            name: name.to_owned(),
-            owner_pid: None,
+            name: Name {
+                name: name.to_owned(),
+                owner_pid: None,
+            },
         })
     }
 
@@ -260,14 +264,33 @@ impl ShmOptions {
 pub struct Shm {
     region: Region,
     fd: OwnedFd,
+    name: Name,
+}
+
+/// The name, and who unlinks it on drop.
+struct Name {
     name: String,
     owner_pid: Option<u32>,
+}
+
+impl Name {
+    fn is_owner(&self) -> bool {
+        self.owner_pid == Some(std::process::id())
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        if self.is_owner() {
+            let _ = rustix::shm::unlink(self.name.as_str());
+        }
+    }
 }
 
 impl fmt::Debug for Shm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shm")
-            .field("name", &self.name)
+            .field("name", &self.name.name)
             .field("len", &self.region.len())
             .field("owner", &self.is_owner())
             .field("fd", &self.fd)
@@ -299,17 +322,17 @@ impl Shm {
 
     /// The segment's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.name.name
     }
 
     /// Whether this handle created the segment and will unlink it on drop.
     pub fn is_owner(&self) -> bool {
-        self.owner_pid == Some(std::process::id())
+        self.name.is_owner()
     }
 
     /// Keeps the name after drop: the segment stays until [`unlink`] (or a reboot).
     pub fn persist(mut self) -> Shm {
-        self.owner_pid = None;
+        self.name.owner_pid = None;
         self
     }
 
@@ -340,14 +363,6 @@ pub fn unlink(name: &str) -> Result<()> {
     Ok(())
 }
 
-impl Drop for Shm {
-    fn drop(&mut self) {
-        if self.is_owner() {
-            let _ = rustix::shm::unlink(self.name.as_str());
-        }
-    }
-}
-
 impl Deref for Shm {
     type Target = Region;
     fn deref(&self) -> &Region {
@@ -364,6 +379,14 @@ impl Segment for Shm {
 impl AsFd for Shm {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+impl From<Shm> for OwnedFd {
+    /// The descriptor, e.g. to pass to another process. The mapping is released, and an owner
+    /// still unlinks the name (the object lives on while a descriptor or mapping refers to it).
+    fn from(shm: Shm) -> OwnedFd {
+        shm.fd
     }
 }
 

@@ -217,3 +217,17 @@ fn full_dev_shm_is_a_clean_no_space_error() {
     assert_eq!(status.signal(), None, "no SIGBUS");
     assert!(text.contains("FULL-OK"), "{text}");
 }
+
+#[test]
+fn into_owned_fd_keeps_the_object_alive_after_the_owner_unlinks() {
+    let name = posix_name("fd");
+    let seg = Shm::create(&name, 4096).unwrap();
+    seg.write_bytes(0, b"still here").unwrap();
+    let fd = std::os::fd::OwnedFd::from(seg);
+    assert!(!dev_shm(&name).exists(), "the owner unlinked the name");
+    let mut file = std::fs::File::from(fd);
+    assert_eq!(file.metadata().unwrap().len(), 4096);
+    let mut buf = [0u8; 10];
+    std::io::Read::read_exact(&mut file, &mut buf).unwrap();
+    assert_eq!(&buf, b"still here");
+}
