@@ -363,3 +363,19 @@ fn a_ring_in_a_sealed_memfd_passed_to_a_child() {
     drop(w);
     p.expect_success(Duration::from_secs(20));
 }
+
+#[test]
+fn a_corrupt_reader_position_is_a_typed_error_for_the_writer() {
+    let seg = Anon::new(Ring::<Anon>::segment_size(256) as u64).unwrap();
+    let mut w = Ring::create(&seg).unwrap().into_writer().unwrap();
+    w.send(&[1; 200]).unwrap();
+    // The reader's published position (offset 256 of the layout) jumps past the writer's.
+    seg.write::<u64>(256, &10_000).unwrap();
+    assert!(matches!(w.try_send(&[2; 100]), Err(Error::Corrupt { .. })));
+    assert!(matches!(
+        Ring::open(&seg).unwrap().into_writer(),
+        Err(Error::Corrupt { .. } | Error::RoleTaken)
+    ));
+    seg.write::<u64>(256, &0).unwrap();
+    assert!(matches!(w.try_send(&[2; 100]), Err(Error::WouldBlock)));
+}
