@@ -11,16 +11,38 @@
 //! floor (raw rings that only spin), ours park-only against raw futex-only rings, and, with both
 //! processes pinned to one CPU, ours adaptive against raw futex-only rings.
 //!
+//! The two processes are pinned to two different CPUs (one CPU for the one-core case).
+//!
 //! The raw baseline needs raw pointers, so this file allows unsafe code in `mod raw` only.
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use ipc_shm::{Anon, Ring, Wait};
 use ipc_testkit::bench::{self, Latency, Mode, emit_latency, emit_throughput, now_ns};
+use rustix::thread::CpuSet;
 
 const RING: usize = 4 << 20;
+
+/// The CPU forked children pin themselves to (`usize::MAX`: no pinning).
+static CHILD_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+fn pin(cpu: usize) {
+    if cpu != usize::MAX {
+        let mut set = CpuSet::new();
+        set.set(cpu);
+        rustix::thread::sched_setaffinity(None, &set).unwrap();
+    }
+}
+
+/// `bench::fork`, the child pinned to `CHILD_CPU` first.
+fn fork_pinned(f: impl FnOnce() -> i32) -> i32 {
+    bench::fork(|| {
+        pin(CHILD_CPU.load(Ordering::Relaxed));
+        f()
+    })
+}
 
 fn stamp(buf: &mut [u8], k: u64) {
     let n = buf.len();
@@ -61,7 +83,7 @@ fn thr_ours(chunk: usize, total: u64) -> f64 {
     let ring = Ring::create(&seg).unwrap();
     let go = Go::new();
     let n = total / chunk as u64;
-    let pid = bench::fork(|| {
+    let pid = fork_pinned(|| {
         let mut w = Ring::open(&seg).unwrap().into_writer().unwrap();
         let mut buf = vec![0u8; chunk];
         go.wait();
@@ -89,7 +111,7 @@ fn thr_raw(chunk: usize, total: u64) -> f64 {
     let ring = raw::Ring::new(RING, raw::SPIN);
     let go = Go::new();
     let n = total / chunk as u64;
-    let pid = bench::fork(|| {
+    let pid = fork_pinned(|| {
         let mut buf = vec![0u8; chunk];
         go.wait();
         for k in 0..n {
@@ -114,7 +136,7 @@ fn thr_pipe(chunk: usize, total: u64) -> f64 {
     let (rd, wr) = raw::pipe();
     let go = Go::new();
     let n = total / chunk as u64;
-    let pid = bench::fork(|| {
+    let pid = fork_pinned(|| {
         raw::close(rd);
         let mut buf = vec![0u8; chunk];
         go.wait();
@@ -142,7 +164,7 @@ fn rtt_ours(wait: Wait, iters: usize) -> Latency {
     let size = Ring::<Anon>::segment_size(1 << 16) as u64;
     let (a, b) = (Anon::new(size).unwrap(), Anon::new(size).unwrap());
     let (ping, pong) = (Ring::create(&a).unwrap(), Ring::create(&b).unwrap());
-    let pid = bench::fork(|| {
+    let pid = fork_pinned(|| {
         let mut rx = Ring::open(&a).unwrap().into_reader().unwrap();
         let mut tx = Ring::open(&b).unwrap().into_writer().unwrap();
         rx.set_wait(wait);
@@ -176,7 +198,7 @@ fn rtt_ours(wait: Wait, iters: usize) -> Latency {
 
 fn rtt_raw(spin: u64, iters: usize) -> Latency {
     let (ping, pong) = (raw::Ring::new(1 << 16, spin), raw::Ring::new(1 << 16, spin));
-    let pid = bench::fork(|| {
+    let pid = fork_pinned(|| {
         let mut buf = [0u8; 64];
         for _ in 0..iters {
             ping.read_exact(&mut buf);
@@ -204,6 +226,15 @@ fn main() {
     let total: u64 = mode.pick(64 << 20, 512 << 20, 2 << 30);
     let iters: usize = mode.pick(2_000, 20_000, 100_000);
     let reps = mode.pick(1, 3, 5);
+    // Two cores: the reader (this process) on one CPU, the writer (the child) on another, as
+    // the raw baselines in ../shared/baseline do (PIN=split); the scheduler then cannot put both
+    // on one CPU for part of a run. Restored at the end.
+    let before = rustix::thread::sched_getaffinity(None).unwrap();
+    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&c| before.is_set(c)).collect();
+    if cpus.len() >= 2 {
+        pin(cpus[0]);
+        CHILD_CPU.store(cpus[1], Ordering::Relaxed);
+    }
     println!(
         "shm bench: {mode:?}, ring {} MiB, {} MiB per throughput run, {iters} round trips",
         RING >> 20,
@@ -265,18 +296,14 @@ fn main() {
         None,
     );
 
-    // One core: both processes pinned to the CPU this process runs on.
-    let before = rustix::thread::sched_getaffinity(None).unwrap();
-    let cpu = (0..rustix::thread::CpuSet::MAX_CPU)
-        .find(|&c| before.is_set(c))
-        .unwrap();
-    let mut one = rustix::thread::CpuSet::new();
-    one.set(cpu);
-    rustix::thread::sched_setaffinity(None, &one).unwrap();
+    // One core: both processes pinned to the same CPU.
+    pin(cpus[0]);
+    CHILD_CPU.store(cpus[0], Ordering::Relaxed);
     let iters1 = iters / 4;
     let adaptive = best(&|| rtt_ours(Wait::Adaptive, iters1));
     let futex1 = best(&|| rtt_raw(0, iters1));
     rustix::thread::sched_setaffinity(None, &before).unwrap();
+    CHILD_CPU.store(usize::MAX, Ordering::Relaxed);
     emit_latency(
         "shm",
         "64 B round trip, 1 core (pinned), adaptive",

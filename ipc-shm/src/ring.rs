@@ -35,6 +35,9 @@ struct Meta {
     reader_pid: AtomicU32,
     writer_closed: AtomicU32,
     reader_closed: AtomicU32,
+    /// The one CPU each side is pinned to, or `ANY_CPU`.
+    writer_cpu: AtomicU32,
+    reader_cpu: AtomicU32,
 }
 crate::shm_atomic!(Meta {
     capacity: AtomicU64,
@@ -42,6 +45,8 @@ crate::shm_atomic!(Meta {
     reader_pid: AtomicU32,
     writer_closed: AtomicU32,
     reader_closed: AtomicU32,
+    writer_cpu: AtomicU32,
+    reader_cpu: AtomicU32,
 });
 
 /// One side's hot line: its position, and the flag the *other* side sets when it sleeps on it.
@@ -61,10 +66,11 @@ crate::shm_atomic!(Line {
 /// How a blocked side waits for its peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Wait {
-    /// Spin then park when this process may run on more than one CPU, the spin shrinking
-    /// (down to 2 µs) while spins end in a park and growing back (up to 50 µs) while they succeed;
-    /// on one CPU (e.g. `taskset -c 0`) yield once and park at once, so it does not burn the time
-    /// slice its peer needs. The default.
+    /// Spin then park, the spin shrinking (down to 2 µs) while spins end in a park and growing
+    /// back (up to 50 µs) while they succeed. When both sides are pinned to the same single CPU
+    /// (e.g. both started under `taskset -c 0`; each side publishes its affinity in the ring),
+    /// yield once and park at once instead, so it does not burn the time slice its peer needs.
+    /// The default.
     #[default]
     Adaptive,
     /// Always spin briefly (about 50 µs), then park on a futex.
@@ -76,39 +82,52 @@ pub enum Wait {
 /// The shortest spin an adaptive side shrinks to.
 const MIN_SPIN: Duration = Duration::from_micros(2);
 
+/// "Not pinned to a single CPU", in the `*_cpu` fields.
+const ANY_CPU: u32 = u32::MAX;
+
+/// The CPU this thread is pinned to, if its affinity allows exactly one, else [`ANY_CPU`].
+fn pinned_cpu() -> u32 {
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) if set.count() == 1 => (0..rustix::thread::CpuSet::MAX_CPU)
+            .find(|&c| set.is_set(c))
+            .map_or(ANY_CPU, |c| c as u32),
+        _ => ANY_CPU,
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Policy {
     /// How long to spin now.
     spin: Duration,
     /// Whether `spin` adapts: halved when a spin ends in a park (the peer was slow or not
-    /// running), doubled up to [`SPIN`] when a spin succeeds.
+    /// running), doubled up to [`SPIN`] when a spin succeeds; and whether spinning is skipped
+    /// when both sides are pinned to the same CPU.
     adapt: bool,
-    yields: u32,
+    /// The CPU this side is pinned to ([`ANY_CPU`]: not pinned to one).
+    cpu: u32,
 }
 
 impl Policy {
     fn of(wait: Wait) -> Policy {
-        let fixed = |spin, yields| Policy {
+        let fixed = |spin| Policy {
             spin,
             adapt: false,
-            yields,
+            cpu: ANY_CPU,
         };
         match wait {
-            Wait::Park => fixed(Duration::ZERO, 0),
-            Wait::SpinThenPark => fixed(SPIN, 0),
-            Wait::Adaptive => {
-                let cpus = rustix::thread::sched_getaffinity(None).map_or(2, |s| s.count());
-                if cpus <= 1 {
-                    fixed(Duration::ZERO, 1)
-                } else {
-                    Policy {
-                        spin: SPIN,
-                        adapt: true,
-                        yields: 0,
-                    }
-                }
-            }
+            Wait::Park => fixed(Duration::ZERO),
+            Wait::SpinThenPark => fixed(SPIN),
+            Wait::Adaptive => Policy {
+                spin: SPIN,
+                adapt: true,
+                cpu: pinned_cpu(),
+            },
         }
+    }
+
+    /// Whether both sides can only run on the same CPU: spinning would burn the peer's slice.
+    fn one_core(&self, peer_cpu: &AtomicU32) -> bool {
+        self.adapt && self.cpu != ANY_CPU && peer_cpu.load(Ordering::Relaxed) == self.cpu
     }
 
     fn spun_in_vain(&mut self) {
@@ -343,13 +362,18 @@ impl<S: Segment> Ring<S> {
             });
         }
         self.claim(|m| &m.writer_pid, |m| &m.writer_closed)?;
+        let policy = Policy::of(Wait::Adaptive);
+        region
+            .atomic::<Meta>(META_OFF)?
+            .writer_cpu
+            .store(policy.cpu, Ordering::Relaxed);
         Ok(RingWriter {
             mask: self.cap as u64 - 1,
             cap: self.cap,
             seg: self.seg,
             tail,
             head,
-            policy: Policy::of(Wait::Adaptive),
+            policy,
             pid: my_pid(),
         })
     }
@@ -360,6 +384,9 @@ impl<S: Segment> Ring<S> {
     /// [`Error::RoleTaken`] if a live process holds it.
     pub fn into_reader(self) -> Result<RingReader<S>> {
         self.claim(|m| &m.reader_pid, |m| &m.reader_closed)?;
+        let policy = Policy::of(Wait::Adaptive);
+        let meta = self.seg.region().atomic::<Meta>(META_OFF)?;
+        meta.reader_cpu.store(policy.cpu, Ordering::Relaxed);
         let head = self
             .seg
             .region()
@@ -372,7 +399,7 @@ impl<S: Segment> Ring<S> {
             seg: self.seg,
             head,
             pending: None,
-            policy: Policy::of(Wait::Adaptive),
+            policy,
             pid: my_pid(),
         })
     }
@@ -383,6 +410,7 @@ impl<S: Segment> Ring<S> {
 fn block(
     word: &AtomicU32,
     policy: &mut Policy,
+    peer_cpu: &AtomicU32,
     dl: Deadline,
     mut ready: impl FnMut() -> Result<bool>,
     mut gone: impl FnMut(bool) -> bool,
@@ -397,7 +425,14 @@ fn block(
             Error::WouldBlock
         });
     }
-    if !policy.spin.is_zero() {
+    let one_core = policy.one_core(peer_cpu);
+    if one_core {
+        // The peer cannot run while we spin: let it have the CPU once, then sleep.
+        rustix::thread::sched_yield();
+        if ready()? {
+            return Ok(());
+        }
+    } else if !policy.spin.is_zero() {
         let start = Instant::now();
         loop {
             for _ in 0..64 {
@@ -412,12 +447,6 @@ fn block(
             }
         }
         policy.spun_in_vain();
-    }
-    for _ in 0..policy.yields {
-        rustix::thread::sched_yield();
-        if ready()? {
-            return Ok(());
-        }
     }
     // The closed flag is checked before every sleep; the peer's pid (a syscall) only once a
     // sleep has ended without news, so a healthy wake-up costs no extra syscall.
@@ -483,8 +512,12 @@ impl<S: Segment> fmt::Debug for RingWriter<S> {
 
 impl<S: Segment> RingWriter<S> {
     /// Chooses how this side waits when the ring is full ([`Wait::Adaptive`] by default).
+    /// Call it again after changing this thread's CPU affinity.
     pub fn set_wait(&mut self, wait: Wait) {
         self.policy = Policy::of(wait);
+        if let Ok(meta) = self.seg.region().atomic::<Meta>(META_OFF) {
+            meta.writer_cpu.store(self.policy.cpu, Ordering::Relaxed);
+        }
     }
 
     /// The largest message the ring accepts.
@@ -547,6 +580,7 @@ impl<S: Segment> RingWriter<S> {
             block(
                 &reader.sleeping,
                 &mut self.policy,
+                &meta.reader_cpu,
                 dl,
                 || {
                     let h = reader.pos.load(Ordering::Acquire);
@@ -619,8 +653,12 @@ impl<S: Segment> fmt::Debug for RingReader<S> {
 
 impl<S: Segment> RingReader<S> {
     /// Chooses how this side waits when the ring is empty ([`Wait::Adaptive`] by default).
+    /// Call it again after changing this thread's CPU affinity.
     pub fn set_wait(&mut self, wait: Wait) {
         self.policy = Policy::of(wait);
+        if let Ok(meta) = self.seg.region().atomic::<Meta>(META_OFF) {
+            meta.reader_cpu.store(self.policy.cpu, Ordering::Relaxed);
+        }
     }
 
     /// The largest message the ring can carry.
@@ -696,6 +734,7 @@ impl<S: Segment> RingReader<S> {
         block(
             &writer.sleeping,
             &mut self.policy,
+            &meta.writer_cpu,
             dl,
             || {
                 let tail = writer.pos.load(Ordering::Acquire);
