@@ -379,3 +379,42 @@ fn a_corrupt_reader_position_is_a_typed_error_for_the_writer() {
     seg.write::<u64>(256, &0).unwrap();
     assert!(matches!(w.try_send(&[2; 100]), Err(Error::WouldBlock)));
 }
+
+#[test]
+fn adaptive_round_trips_with_both_sides_pinned_to_one_cpu() {
+    let _wd = Watchdog::new("one cpu", Duration::from_secs(60));
+    let mine = rustix::thread::sched_getaffinity(None).unwrap();
+    let cpu = (0..rustix::thread::CpuSet::MAX_CPU)
+        .find(|&c| mine.is_set(c))
+        .unwrap();
+    let mut one = rustix::thread::CpuSet::new();
+    one.set(cpu);
+    let size = Ring::<Anon>::segment_size(1 << 12) as u64;
+    let (a, b) = (Anon::new(size).unwrap(), Anon::new(size).unwrap());
+    let (ping, pong) = (Ring::create(&a).unwrap(), Ring::create(&b).unwrap());
+    const N: u32 = 5_000;
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            rustix::thread::sched_setaffinity(None, &one).unwrap(); // this thread only
+            let mut rx = Ring::open(&a).unwrap().into_reader().unwrap();
+            let mut tx = Ring::open(&b).unwrap().into_writer().unwrap();
+            let mut buf = [0u8; 64];
+            for _ in 0..N {
+                let n = rx.recv(&mut buf).unwrap();
+                tx.send(&buf[..n]).unwrap();
+            }
+        });
+        rustix::thread::sched_setaffinity(None, &one).unwrap();
+        let mut tx = ping.into_writer().unwrap();
+        let mut rx = pong.into_reader().unwrap();
+        let mut buf = [0u8; 64];
+        for i in 0..N {
+            tx.send(&i.to_le_bytes()).unwrap();
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &i.to_le_bytes());
+        }
+        rustix::thread::sched_setaffinity(None, &mine).unwrap();
+    });
+    eprintln!("{N} round trips on one CPU in {:?}", t.elapsed());
+}
