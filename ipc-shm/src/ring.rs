@@ -399,6 +399,7 @@ impl<S: Segment> Ring<S> {
             seg: self.seg,
             head,
             pending: None,
+            consumed: 0,
             policy,
             pid: my_pid(),
         })
@@ -637,6 +638,8 @@ pub struct RingReader<S: Segment> {
     head: u64,
     /// The validated length of the next message, if already looked at.
     pending: Option<usize>,
+    /// How much of the pending message [`Read`](std::io::Read) has already copied out.
+    consumed: usize,
     policy: Policy,
     pid: u32,
 }
@@ -706,19 +709,20 @@ impl<S: Segment> RingReader<S> {
     /// # Errors
     /// As [`recv`](Self::recv).
     pub fn recv_vec(&mut self) -> Result<Vec<u8>> {
-        let len = self.next_len(Deadline::Never)?;
-        let mut v = vec![0; len];
+        let rest = self.next_len(Deadline::Never)? - self.consumed;
+        let mut v = vec![0; rest];
         self.take(&mut v)?;
         Ok(v)
     }
 
+    /// Receives the next message (or what [`Read`](std::io::Read) left of it).
     fn recv_until(&mut self, buf: &mut [u8], dl: Deadline) -> Result<usize> {
-        let len = self.next_len(dl)?;
-        let Some(dst) = buf.get_mut(..len) else {
-            return Err(Error::BufferTooSmall { needed: len });
+        let rest = self.next_len(dl)? - self.consumed;
+        let Some(dst) = buf.get_mut(..rest) else {
+            return Err(Error::BufferTooSmall { needed: rest });
         };
         self.take(dst)?;
-        Ok(len)
+        Ok(rest)
     }
 
     /// Waits for the next record and validates its length against what the writer published.
@@ -771,19 +775,81 @@ impl<S: Segment> RingReader<S> {
         Ok(len)
     }
 
-    /// Copies the pending message (of `dst.len()` bytes) out and frees its space.
+    /// Copies the next `dst.len()` bytes of the pending message out; once all of it is out,
+    /// frees its space. The caller keeps `consumed + dst.len() <= pending length`.
     fn take(&mut self, dst: &mut [u8]) -> Result<()> {
+        let len = self.pending.unwrap_or(0);
         let region = self.seg.region();
-        let off = ((self.head + REC_HDR as u64) & self.mask) as usize;
+        let start = self.head + (REC_HDR + self.consumed) as u64;
+        let off = (start & self.mask) as usize;
         let first = dst.len().min(self.cap - off);
         region.read_bytes(DATA_OFF + off, &mut dst[..first])?;
         if first < dst.len() {
             region.read_bytes(DATA_OFF, &mut dst[first..])?;
         }
-        let rec = record_len(dst.len() as u64).unwrap_or(u64::MAX);
-        self.head = self.head.wrapping_add(rec);
-        self.pending = None;
-        publish(region.atomic::<Line>(READER_OFF)?, self.head);
+        self.consumed += dst.len();
+        if self.consumed >= len {
+            let rec = record_len(len as u64).unwrap_or(u64::MAX);
+            self.head = self.head.wrapping_add(rec);
+            self.pending = None;
+            self.consumed = 0;
+            publish(region.atomic::<Line>(READER_OFF)?, self.head);
+        }
+        Ok(())
+    }
+}
+
+/// The ring as a byte stream: each `read` copies out as much of the current message as fits
+/// (the rest stays for the next call), waiting while the ring is empty; end of stream (`Ok(0)`)
+/// once the writer closed or exited and the ring is drained. Message boundaries are not kept.
+impl<S: Segment> std::io::Read for RingReader<S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let len = match self.next_len(Deadline::Never) {
+                Ok(len) => len,
+                Err(Error::PeerGone) => return Ok(0),
+                Err(e) => return Err(e.into()),
+            };
+            let n = (len - self.consumed).min(buf.len());
+            self.take(&mut buf[..n])?;
+            if n > 0 {
+                return Ok(n);
+            } // an empty message: not an end of stream, read on
+        }
+    }
+}
+
+/// The ring as a byte stream: each `write` sends up to a quarter of the ring's capacity as one
+/// message (so both sides keep working on different parts of the ring), waiting while it is
+/// full. A reader that closed or exited is `ErrorKind::BrokenPipe`.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// let seg = ipc_shm::Anon::new(ipc_shm::Ring::<ipc_shm::Anon>::segment_size(4096) as u64)?;
+/// let mut w = ipc_shm::Ring::create(&seg)?.into_writer()?;
+/// let mut r = ipc_shm::Ring::open(&seg)?.into_reader()?;
+/// w.write_all(b"a byte stream, ")?;
+/// w.write_all(b"not messages")?;
+/// drop(w); // end of stream
+/// let mut text = String::new();
+/// r.read_to_string(&mut text)?;
+/// assert_eq!(text, "a byte stream, not messages");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<S: Segment> std::io::Write for RingWriter<S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.cap / 4);
+        self.send(&buf[..n])?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }

@@ -418,3 +418,37 @@ fn adaptive_round_trips_with_both_sides_pinned_to_one_cpu() {
     });
     eprintln!("{N} round trips on one CPU in {:?}", t.elapsed());
 }
+
+#[test]
+fn read_and_write_make_the_ring_a_byte_stream() {
+    use std::io::Read;
+    let _wd = Watchdog::new("stream", Duration::from_secs(60));
+    let seg = Anon::new(Ring::<Anon>::segment_size(1 << 16) as u64).unwrap();
+    let mut w = Ring::create(&seg).unwrap().into_writer().unwrap();
+    let mut r = Ring::open(&seg).unwrap().into_reader().unwrap();
+    // Partial reads keep the rest of a message; recv then returns that rest.
+    w.send(b"0123456789").unwrap();
+    let mut four = [0u8; 4];
+    r.read_exact(&mut four).unwrap();
+    assert_eq!(&four, b"0123");
+    let mut buf = [0u8; 16];
+    let n = r.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"456789");
+    w.send(b"").unwrap(); // an empty message is not an end of stream
+    w.send(b"x").unwrap();
+    assert_eq!(r.read(&mut buf).unwrap(), 1);
+
+    let mut data = vec![0u8; 24 << 20];
+    SplitMix64::new(11).fill(&mut data);
+    let want = fnv1a64(&data);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            std::io::copy(&mut &data[..], &mut w).unwrap();
+            // dropping `w` ends the stream
+        });
+        let mut got = Vec::new();
+        let n = std::io::copy(&mut r, &mut got).unwrap();
+        assert_eq!(n, 24 << 20);
+        assert_eq!(fnv1a64(&got), want);
+    });
+}
