@@ -1,0 +1,496 @@
+//! ipc-shm bench: the ring against a raw ring written on libc/atomics and a plain pipe, in the
+//! same run, between two processes (fork). Every receiver checks the data it got.
+//!
+//! Throughput: a stream of `TOTAL` bytes in 4 KiB, 64 KiB and 1 MiB messages through a 4 MiB
+//! ring (ours: `ipc_shm::Ring` over an anonymous shared region; raw: the byte ring of
+//! `../shared/baseline/thr.c`, spin 2000 pauses then futex; pipe: `write`/`read` on a pipe of
+//! default capacity). Each chunk carries its sequence number in its first and last 8 bytes.
+//! Each figure is the best of several runs (1 smoke, 3 quick, 5 full): the machine is shared.
+//!
+//! Latency: 64-byte round trips through two rings: ours spin-then-park against the busy-poll
+//! floor (raw rings that only spin), ours park-only against raw futex-only rings, and, with both
+//! processes pinned to one CPU, ours adaptive against raw futex-only rings.
+//!
+//! The two processes are pinned to two different CPUs (one CPU for the one-core case).
+//!
+//! The raw baseline needs raw pointers, so this file allows unsafe code in `mod raw` only.
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use ipc_shm::{Anon, Ring, Wait};
+use ipc_testkit::bench::{self, Latency, Mode, emit_latency, emit_throughput, now_ns};
+use rustix::thread::CpuSet;
+
+const RING: usize = 4 << 20;
+
+/// The CPU forked children pin themselves to (`usize::MAX`: no pinning).
+static CHILD_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+fn pin(cpu: usize) {
+    if cpu != usize::MAX {
+        let mut set = CpuSet::new();
+        set.set(cpu);
+        rustix::thread::sched_setaffinity(None, &set).unwrap();
+    }
+}
+
+/// `bench::fork`, the child pinned to `CHILD_CPU` first.
+fn fork_pinned(f: impl FnOnce() -> i32) -> i32 {
+    bench::fork(|| {
+        pin(CHILD_CPU.load(Ordering::Relaxed));
+        f()
+    })
+}
+
+fn stamp(buf: &mut [u8], k: u64) {
+    let n = buf.len();
+    buf[..8].copy_from_slice(&k.to_le_bytes());
+    buf[n - 8..].copy_from_slice(&k.to_le_bytes());
+}
+
+fn check(buf: &[u8], k: u64) {
+    let n = buf.len();
+    let head = u64::from_le_bytes(buf[..8].try_into().unwrap());
+    let tail = u64::from_le_bytes(buf[n - 8..].try_into().unwrap());
+    assert!(head == k && tail == k, "chunk {k}: stamps {head}/{tail}");
+}
+
+/// A go flag in shared memory, so the timer starts when both sides are ready.
+struct Go(Anon);
+
+impl Go {
+    fn new() -> Go {
+        Go(Anon::new(4096).unwrap())
+    }
+    fn flag(&self) -> &AtomicU32 {
+        self.0.atomic::<AtomicU32>(0).unwrap()
+    }
+    fn wait(&self) {
+        while self.flag().load(Ordering::Acquire) == 0 {
+            std::hint::spin_loop();
+        }
+    }
+    fn start(&self) {
+        self.flag().store(1, Ordering::Release);
+    }
+}
+
+fn thr_ours(chunk: usize, total: u64) -> f64 {
+    let seg = Anon::new(Ring::<Anon>::segment_size(RING) as u64).unwrap();
+    seg.fill(0, seg.len(), 0).unwrap(); // pre-fault, as the raw ring does
+    let ring = Ring::create(&seg).unwrap();
+    let go = Go::new();
+    let n = total / chunk as u64;
+    let pid = fork_pinned(|| {
+        let mut w = Ring::open(&seg).unwrap().into_writer().unwrap();
+        let mut buf = vec![0u8; chunk];
+        go.wait();
+        for k in 0..n {
+            stamp(&mut buf, k);
+            w.send(&buf).unwrap();
+        }
+        0
+    });
+    let mut r = ring.into_reader().unwrap();
+    let mut buf = vec![0u8; chunk];
+    let t0 = Instant::now();
+    go.start();
+    for k in 0..n {
+        let got = r.recv(&mut buf).unwrap();
+        assert_eq!(got, chunk);
+        check(&buf, k);
+    }
+    let g = bench::gbps(n * chunk as u64, t0);
+    bench::wait_ok(pid);
+    g
+}
+
+fn thr_raw(chunk: usize, total: u64) -> f64 {
+    let ring = raw::Ring::new(RING, raw::SPIN);
+    let go = Go::new();
+    let n = total / chunk as u64;
+    let pid = fork_pinned(|| {
+        let mut buf = vec![0u8; chunk];
+        go.wait();
+        for k in 0..n {
+            stamp(&mut buf, k);
+            ring.write(&buf);
+        }
+        0
+    });
+    let mut buf = vec![0u8; chunk];
+    let t0 = Instant::now();
+    go.start();
+    for k in 0..n {
+        ring.read_exact(&mut buf);
+        check(&buf, k);
+    }
+    let g = bench::gbps(n * chunk as u64, t0);
+    bench::wait_ok(pid);
+    g
+}
+
+fn thr_pipe(chunk: usize, total: u64) -> f64 {
+    let (rd, wr) = raw::pipe();
+    let go = Go::new();
+    let n = total / chunk as u64;
+    let pid = fork_pinned(|| {
+        raw::close(rd);
+        let mut buf = vec![0u8; chunk];
+        go.wait();
+        for k in 0..n {
+            stamp(&mut buf, k);
+            raw::write_all(wr, &buf);
+        }
+        0
+    });
+    raw::close(wr);
+    let mut buf = vec![0u8; chunk];
+    let t0 = Instant::now();
+    go.start();
+    for k in 0..n {
+        raw::read_exact(rd, &mut buf);
+        check(&buf, k);
+    }
+    let g = bench::gbps(n * chunk as u64, t0);
+    bench::wait_ok(pid);
+    raw::close(rd);
+    g
+}
+
+fn rtt_ours(wait: Wait, iters: usize) -> Latency {
+    let size = Ring::<Anon>::segment_size(1 << 16) as u64;
+    let (a, b) = (Anon::new(size).unwrap(), Anon::new(size).unwrap());
+    let (ping, pong) = (Ring::create(&a).unwrap(), Ring::create(&b).unwrap());
+    let pid = fork_pinned(|| {
+        let mut rx = Ring::open(&a).unwrap().into_reader().unwrap();
+        let mut tx = Ring::open(&b).unwrap().into_writer().unwrap();
+        rx.set_wait(wait);
+        tx.set_wait(wait);
+        let mut buf = [0u8; 64];
+        for _ in 0..iters {
+            let n = rx.recv(&mut buf).unwrap();
+            tx.send(&buf[..n]).unwrap();
+        }
+        0
+    });
+    let mut tx = ping.into_writer().unwrap();
+    let mut rx = pong.into_reader().unwrap();
+    tx.set_wait(wait);
+    rx.set_wait(wait);
+    let mut msg = [0u8; 64];
+    let mut back = [0u8; 64];
+    let mut samples = Vec::with_capacity(iters);
+    for k in 0..iters as u64 {
+        stamp(&mut msg, k);
+        let t = now_ns();
+        tx.send(&msg).unwrap();
+        let n = rx.recv(&mut back).unwrap();
+        samples.push(now_ns() - t);
+        assert_eq!(n, 64);
+        check(&back, k);
+    }
+    bench::wait_ok(pid);
+    Latency::of(&mut samples)
+}
+
+fn rtt_raw(spin: u64, iters: usize) -> Latency {
+    let (ping, pong) = (raw::Ring::new(1 << 16, spin), raw::Ring::new(1 << 16, spin));
+    let pid = fork_pinned(|| {
+        let mut buf = [0u8; 64];
+        for _ in 0..iters {
+            ping.read_exact(&mut buf);
+            pong.write(&buf);
+        }
+        0
+    });
+    let mut msg = [0u8; 64];
+    let mut back = [0u8; 64];
+    let mut samples = Vec::with_capacity(iters);
+    for k in 0..iters as u64 {
+        stamp(&mut msg, k);
+        let t = now_ns();
+        ping.write(&msg);
+        pong.read_exact(&mut back);
+        samples.push(now_ns() - t);
+        check(&back, k);
+    }
+    bench::wait_ok(pid);
+    Latency::of(&mut samples)
+}
+
+fn main() {
+    let mode = Mode::from_env();
+    let total: u64 = mode.pick(64 << 20, 512 << 20, 2 << 30);
+    let iters: usize = mode.pick(2_000, 20_000, 100_000);
+    let reps = mode.pick(1, 3, 5);
+    // Two cores: the reader (this process) on one CPU, the writer (the child) on another, as
+    // the raw baselines in ../shared/baseline do (PIN=split); the scheduler then cannot put both
+    // on one CPU for part of a run. Restored at the end.
+    let before = rustix::thread::sched_getaffinity(None).unwrap();
+    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&c| before.is_set(c)).collect();
+    if cpus.len() >= 2 {
+        pin(cpus[0]);
+        CHILD_CPU.store(cpus[1], Ordering::Relaxed);
+    }
+    println!(
+        "shm bench: {mode:?}, ring {} MiB, {} MiB per throughput run, {iters} round trips",
+        RING >> 20,
+        total >> 20
+    );
+
+    for (chunk, name) in [(4 << 10, "4 KiB"), (64 << 10, "64 KiB"), (1 << 20, "1 MiB")] {
+        // Best of `reps` interleaved runs: the machine is shared, so single runs are noisy.
+        let (mut ours, mut rawr, mut pipe) = (0f64, 0f64, 0f64);
+        for _ in 0..reps {
+            ours = ours.max(thr_ours(chunk, total));
+            rawr = rawr.max(thr_raw(chunk, total));
+            pipe = pipe.max(thr_pipe(chunk, total));
+        }
+        let is64 = chunk == 64 << 10;
+        let case = format!("{name} messages, 4 MiB ring");
+        emit_throughput("shm", &case, ours, rawr, "raw ring", is64.then_some(0.9));
+        emit_throughput("shm", &case, ours, pipe, "plain pipe", is64.then_some(5.0));
+    }
+
+    // Each latency pair: the run with the lowest p50 of `reps` interleaved runs.
+    let best = |f: &dyn Fn() -> Latency| {
+        (0..reps)
+            .map(|_| f())
+            .min_by(|a, b| a.p50_us.total_cmp(&b.p50_us))
+            .unwrap()
+    };
+    let (spin, floor) = (
+        best(&|| rtt_ours(Wait::SpinThenPark, iters)),
+        best(&|| rtt_raw(u64::MAX, iters)), // spins forever, never wakes: the hardware floor
+    );
+    emit_latency(
+        "shm",
+        "64 B round trip, spin then park, 2 cores",
+        spin,
+        floor,
+        "busy-poll floor",
+        Some(2.0),
+    );
+    let adaptive2 = best(&|| rtt_ours(Wait::Adaptive, iters));
+    emit_latency(
+        "shm",
+        "64 B round trip, adaptive (default), 2 cores",
+        adaptive2,
+        floor,
+        "busy-poll floor",
+        None,
+    );
+    let (park, futex) = (
+        best(&|| rtt_ours(Wait::Park, iters)),
+        best(&|| rtt_raw(0, iters)),
+    );
+    emit_latency(
+        "shm",
+        "64 B round trip, park only",
+        park,
+        futex,
+        "raw futex ring",
+        None,
+    );
+
+    // One core: both processes pinned to the same CPU.
+    pin(cpus[0]);
+    CHILD_CPU.store(cpus[0], Ordering::Relaxed);
+    let iters1 = iters / 4;
+    let adaptive = best(&|| rtt_ours(Wait::Adaptive, iters1));
+    let futex1 = best(&|| rtt_raw(0, iters1));
+    rustix::thread::sched_setaffinity(None, &before).unwrap();
+    CHILD_CPU.store(usize::MAX, Ordering::Relaxed);
+    emit_latency(
+        "shm",
+        "64 B round trip, 1 core (pinned), adaptive",
+        adaptive,
+        futex1,
+        "raw futex ring, 1 core",
+        Some(1.5),
+    );
+}
+
+/// The baseline: the byte ring of `../shared/baseline/thr.c` (head/tail on separate lines,
+/// spin then futex with announced waiters), and a plain pipe, on libc and atomics.
+mod raw {
+    use std::ptr;
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+    /// Pauses a blocked side spins before it sleeps (thr.c's default).
+    pub(crate) const SPIN: u64 = 2000;
+
+    #[repr(C, align(128))]
+    struct Line<T>(T);
+
+    #[repr(C)]
+    struct Ctl {
+        head: Line<AtomicU64>,
+        tail: Line<AtomicU64>,
+        data: Line<(AtomicU32, AtomicU32)>,
+        space: Line<(AtomicU32, AtomicU32)>,
+    }
+
+    pub(crate) struct Ring {
+        ctl: *const Ctl,
+        buf: *mut u8,
+        size: usize,
+        spin: u64,
+    }
+
+    fn futex(word: &AtomicU32, op: i32, val: u32) {
+        // SAFETY: `word` is a live `AtomicU32` in shared memory; no timeout or second address.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                op,
+                val,
+                ptr::null::<libc::timespec>(),
+                ptr::null::<u32>(),
+                0,
+            )
+        };
+    }
+
+    fn post((seq, waiters): &(AtomicU32, AtomicU32)) {
+        seq.fetch_add(1, Ordering::SeqCst);
+        if waiters.load(Ordering::SeqCst) != 0 {
+            futex(seq, libc::FUTEX_WAKE, 1);
+        }
+    }
+
+    fn wait_until(spin: u64, (seq, waiters): &(AtomicU32, AtomicU32), cond: impl Fn() -> bool) {
+        let mut i = 0;
+        while i < spin && !cond() {
+            std::hint::spin_loop();
+            i += 1;
+        }
+        while !cond() {
+            let s = seq.load(Ordering::SeqCst);
+            waiters.fetch_add(1, Ordering::SeqCst);
+            if !cond() && seq.load(Ordering::SeqCst) == s {
+                futex(seq, libc::FUTEX_WAIT, s);
+            }
+            waiters.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Ring {
+        pub(crate) fn new(size: usize, spin: u64) -> Ring {
+            let len = size_of::<Ctl>() + size;
+            // SAFETY: a fresh anonymous shared mapping; never unmapped (the bench exits).
+            let p = unsafe {
+                libc::mmap(
+                    ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            let p = p.cast::<u8>();
+            // SAFETY: pre-faults the fresh mapping of `len` bytes (zeros are valid atomics).
+            unsafe { ptr::write_bytes(p, 0, len) };
+            Ring {
+                ctl: p.cast(),
+                buf: p.wrapping_add(size_of::<Ctl>()),
+                size,
+                spin,
+            }
+        }
+
+        fn ctl(&self) -> &Ctl {
+            // SAFETY: the mapping is live, zero-initialised (valid atomics) and aligned.
+            unsafe { &*self.ctl }
+        }
+
+        pub(crate) fn write(&self, mut src: &[u8]) {
+            let c = self.ctl();
+            while !src.is_empty() {
+                let h = c.head.0.load(Ordering::Relaxed);
+                wait_until(self.spin, &c.space.0, || {
+                    (self.size as u64) > h - c.tail.0.load(Ordering::Acquire)
+                });
+                let free = self.size - (h - c.tail.0.load(Ordering::Acquire)) as usize;
+                let k = src.len().min(free);
+                let off = (h % self.size as u64) as usize;
+                let first = k.min(self.size - off);
+                // SAFETY: `off + first <= size` and `k - first <= size`: inside the data area.
+                unsafe {
+                    ptr::copy_nonoverlapping(src.as_ptr(), self.buf.wrapping_add(off), first)
+                };
+                // SAFETY: as above.
+                unsafe { ptr::copy_nonoverlapping(src[first..].as_ptr(), self.buf, k - first) };
+                c.head.0.store(h + k as u64, Ordering::SeqCst);
+                if self.spin != u64::MAX {
+                    post(&c.data.0); // a pure busy-poll ring has no sleepers to wake
+                }
+                src = &src[k..];
+            }
+        }
+
+        pub(crate) fn read_exact(&self, mut dst: &mut [u8]) {
+            let c = self.ctl();
+            while !dst.is_empty() {
+                let t = c.tail.0.load(Ordering::Relaxed);
+                wait_until(self.spin, &c.data.0, || {
+                    c.head.0.load(Ordering::Acquire) > t
+                });
+                let avail = (c.head.0.load(Ordering::Acquire) - t) as usize;
+                let k = dst.len().min(avail);
+                let off = (t % self.size as u64) as usize;
+                let first = k.min(self.size - off);
+                // SAFETY: inside the data area, as in `write`.
+                unsafe {
+                    ptr::copy_nonoverlapping(self.buf.wrapping_add(off), dst.as_mut_ptr(), first)
+                };
+                // SAFETY: as above.
+                unsafe { ptr::copy_nonoverlapping(self.buf, dst[first..].as_mut_ptr(), k - first) };
+                c.tail.0.store(t + k as u64, Ordering::SeqCst);
+                if self.spin != u64::MAX {
+                    post(&c.space.0);
+                }
+                dst = &mut dst[k..];
+            }
+        }
+    }
+
+    // SAFETY: the ring is used by one thread in each of two processes.
+    unsafe impl Sync for Ring {}
+
+    pub(crate) fn pipe() -> (i32, i32) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid array of two ints.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        (fds[0], fds[1])
+    }
+
+    pub(crate) fn close(fd: i32) {
+        // SAFETY: closes a descriptor this bench owns, once.
+        unsafe { libc::close(fd) };
+    }
+
+    pub(crate) fn write_all(fd: i32, mut src: &[u8]) {
+        while !src.is_empty() {
+            // SAFETY: `src` is valid for `src.len()` bytes.
+            let n = unsafe { libc::write(fd, src.as_ptr().cast(), src.len()) };
+            assert!(n > 0, "write: {}", std::io::Error::last_os_error());
+            src = &src[n as usize..];
+        }
+    }
+
+    pub(crate) fn read_exact(fd: i32, mut dst: &mut [u8]) {
+        while !dst.is_empty() {
+            // SAFETY: `dst` is valid for writes of `dst.len()` bytes.
+            let n = unsafe { libc::read(fd, dst.as_mut_ptr().cast(), dst.len()) };
+            assert!(n > 0, "read: {}", std::io::Error::last_os_error());
+            dst = &mut dst[n as usize..];
+        }
+    }
+}
