@@ -214,6 +214,8 @@ fn my_pid() -> u32 {
 /// [`Error::RoleTaken`]. An endpoint that is dropped marks its side closed and wakes the peer; a
 /// peer that exits without dropping is noticed through its pid within 50 ms of parking. Either
 /// way the other side gets [`Error::PeerGone`] (the reader only after draining what was sent).
+/// The pid check (`kill(pid, 0)`) sees an exited child only once its parent has reaped it (a
+/// zombie still counts as alive) and could be fooled by pid reuse; timeouts bound both cases.
 /// A forked child must not use an endpoint its parent keeps using (single producer, single
 /// consumer).
 ///
