@@ -52,7 +52,7 @@ fn ring_carries_256_mib_between_processes_intact() {
     let name = posix_name("ring");
     let seg = Shm::create(&name, seg_size).unwrap();
     let mut r = Ring::create(seg).unwrap().into_reader().unwrap();
-    assert_eq!(r.max_message(), RING_CAP - 8);
+    assert_eq!(r.max_message(), RING_CAP - 64);
     let mut c = child(
         &test_path!(ring_carries_256_mib_between_processes_intact),
         "writer",
@@ -109,7 +109,7 @@ fn a_hostile_writer_cannot_crash_the_reader_or_push_it_out_of_bounds() {
                     .unwrap(),
                 2 => {
                     // A length at the reader's head: huge, or just past what is published.
-                    let at = 384 + (head as usize % CAP) / 8 * 8;
+                    let at = 384 + (head as usize % CAP) / 64 * 64;
                     let len = if rng.range(0, 1) == 0 {
                         rng.next_u64()
                     } else {
@@ -134,9 +134,9 @@ fn a_hostile_writer_cannot_crash_the_reader_or_push_it_out_of_bounds() {
                     // A well-formed message of random length.
                     let len = rng.range(0, 512);
                     let at = head as usize % CAP;
-                    if at + 8 + 512 < CAP {
+                    if at + 64 + 512 < CAP {
                         seg.write::<u64>(384 + at, &len).unwrap();
-                        seg.write::<u64>(128, &head.wrapping_add((8 + len + 7) & !7))
+                        seg.write::<u64>(128, &head.wrapping_add((64 + len + 63) & !63))
                             .unwrap();
                     }
                 }
@@ -296,10 +296,10 @@ fn try_and_timeout_forms_and_size_errors() {
         assert!(t.elapsed() >= Duration::from_millis(30));
     }
     assert!(matches!(
-        w.send(&[0; 249]),
-        Err(Error::MessageTooLarge { len: 249, max: 248 })
+        w.send(&[0; 193]),
+        Err(Error::MessageTooLarge { len: 193, max: 192 })
     ));
-    w.send(&[1; 248]).unwrap();
+    w.send(&[1; 192]).unwrap();
     assert!(matches!(w.try_send(b"x"), Err(Error::WouldBlock)));
     assert!(matches!(
         w.send_timeout(b"x", Duration::from_millis(20)),
@@ -307,9 +307,9 @@ fn try_and_timeout_forms_and_size_errors() {
     ));
     assert!(matches!(
         r.try_recv(&mut buf[..10]),
-        Err(Error::BufferTooSmall { needed: 248 })
+        Err(Error::BufferTooSmall { needed: 192 })
     ));
-    assert_eq!(r.recv_timeout(&mut buf, Duration::MAX).unwrap(), 248);
+    assert_eq!(r.recv_timeout(&mut buf, Duration::MAX).unwrap(), 192);
     w.send_timeout(b"", Duration::MAX).unwrap();
     assert_eq!(r.recv_vec().unwrap(), b"");
     assert!(matches!(
@@ -368,7 +368,7 @@ fn a_ring_in_a_sealed_memfd_passed_to_a_child() {
 fn a_corrupt_reader_position_is_a_typed_error_for_the_writer() {
     let seg = Anon::new(Ring::<Anon>::segment_size(256) as u64).unwrap();
     let mut w = Ring::create(&seg).unwrap().into_writer().unwrap();
-    w.send(&[1; 200]).unwrap();
+    w.send(&[1; 150]).unwrap();
     // The reader's published position (offset 256 of the layout) jumps past the writer's.
     seg.write::<u64>(256, &10_000).unwrap();
     assert!(matches!(w.try_send(&[2; 100]), Err(Error::Corrupt { .. })));
