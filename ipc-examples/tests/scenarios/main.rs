@@ -7,6 +7,7 @@
 mod clean;
 mod crash;
 mod leaks;
+mod stress;
 mod tour;
 
 use std::sync::{Mutex, MutexGuard};

@@ -1,0 +1,185 @@
+//! The lost-update race and its fix, with every kind of lock the workspace has.
+//!
+//! PROCS processes each add 1 to a counter in shared memory INCREMENTS times, by reading it and
+//! writing back the value plus one — the read-modify-write every textbook warns about. Without a
+//! lock, two processes that read the same value both write the same sum, and an update is lost.
+//! With a lock around the read and the write, the total is exact. The same count is run without
+//! a lock, then under a POSIX named semaphore, a POSIX unnamed semaphore, a System V semaphore
+//! (with SEM_UNDO) and a robust process-shared mutex.
+//!
+//! This demo `fork`s, as the textbook does: the counter, the unnamed semaphore and the mutex live
+//! in an anonymous shared mapping that only a forked child inherits. Forking is sound here
+//! because the demo is single-threaded when it forks; the child runs its loop and exits
+//! without returning into `main`. The robust mutex is initialised in place in that mapping, which
+//! needs `unsafe` (its contract is in ipc-sem's docs); those are the only unsafe blocks here.
+#![allow(unsafe_code)]
+
+use std::process::ExitCode;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ipc_examples::{DemoError, demo_name, ensure, run, say};
+use ipc_sem::{
+    Key, Locked, NamedSemaphore, RawRobustMutex, RobustMutex, SemOp, SemSet, SharedSemaphore,
+};
+use ipc_shm::Anon;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, fork};
+
+const PROCS: u64 = 4;
+const INCREMENTS: u64 = 50_000;
+/// Where the robust mutex lives in the shared page (after the counter's cache line).
+const MUTEX_OFFSET: usize = 64;
+
+/// One way to guard the read-modify-write.
+enum Lock<'a> {
+    None,
+    Named(&'a NamedSemaphore),
+    Unnamed(&'a SharedSemaphore),
+    SysV(&'a SemSet),
+    Robust(&'a RobustMutex),
+}
+
+impl Lock<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Lock::None => "no lock",
+            Lock::Named(_) => "POSIX named semaphore",
+            Lock::Unnamed(_) => "POSIX unnamed semaphore",
+            Lock::SysV(_) => "System V semaphore + SEM_UNDO",
+            Lock::Robust(_) => "robust mutex",
+        }
+    }
+
+    /// Adds 1 to the counter INCREMENTS times, each under the lock.
+    fn count(&self, counter: &AtomicU64) -> Result<(), DemoError> {
+        for _ in 0..INCREMENTS {
+            let bump = || {
+                // Deliberately not fetch_add: a separate read and write, as in the textbook.
+                let v = counter.load(Ordering::Relaxed);
+                counter.store(v + 1, Ordering::Relaxed);
+            };
+            match self {
+                Lock::None => bump(),
+                Lock::Named(s) => {
+                    let _held = s.acquire()?;
+                    bump();
+                }
+                Lock::Unnamed(s) => {
+                    let _held = s.acquire()?;
+                    bump();
+                }
+                Lock::SysV(set) => {
+                    let _held = set.acquire(&[SemOp::wait(0).undo()])?;
+                    bump();
+                }
+                Lock::Robust(m) => match m.lock()? {
+                    Locked::Normal(_held) => bump(),
+                    Locked::OwnerDied(_) => return Err("a counter process died".into()),
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Forks PROCS children that count under `lock`, waits for them, returns the total.
+fn race(lock: &Lock<'_>, counter: &AtomicU64) -> Result<u64, DemoError> {
+    counter.store(0, Ordering::SeqCst);
+    let mut children = Vec::new();
+    for _ in 0..PROCS {
+        // SAFETY: the demo is single-threaded here, so the child inherits no lock held by
+        // another thread; it only runs `count` and exits, never returning into main.
+        match unsafe { fork() }? {
+            ForkResult::Child => {
+                let code = match lock.count(counter) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        say!("counter", "failed: {e}");
+                        1
+                    }
+                };
+                std::process::exit(code);
+            }
+            ForkResult::Parent { child } => children.push(child),
+        }
+    }
+    for child in children {
+        match waitpid(child, None)? {
+            WaitStatus::Exited(_, 0) => {}
+            other => return Err(format!("counter process {child} ended with {other:?}").into()),
+        }
+    }
+    Ok(counter.load(Ordering::SeqCst))
+}
+
+fn body() -> Result<String, DemoError> {
+    let expected = PROCS * INCREMENTS;
+    say!(
+        "parent",
+        "{PROCS} processes x {INCREMENTS} increments of one counter: {expected} if none is lost"
+    );
+    let page = Anon::new(4096)?;
+    let counter = page.atomic::<AtomicU64>(0)?;
+
+    let named = NamedSemaphore::create(&demo_name("counter"), 1)?;
+    let unnamed = SharedSemaphore::new(1)?;
+    let sysv = SemSet::create(Key::Private, &[1])?;
+    let slot = NonNull::new(page.as_ptr().wrapping_add(MUTEX_OFFSET).cast_mut())
+        .ok_or("mapping at null")?
+        .cast::<RawRobustMutex>();
+    ensure(
+        (slot.as_ptr() as usize).is_multiple_of(align_of::<RawRobustMutex>())
+            && MUTEX_OFFSET + size_of::<RawRobustMutex>() <= page.len(),
+        "the mutex slot is misaligned or out of the page",
+    )?;
+    // SAFETY: `slot` is aligned (checked above) inside a MAP_SHARED page that lives until the
+    // end of this function and is never moved; it is initialised once here, before any child
+    // exists, only used through this handle (children inherit it by fork at the same address),
+    // and destroyed once below after every child has exited.
+    let mutex = unsafe { RobustMutex::init(slot) }?;
+
+    let mut lines = Vec::new();
+    let no_lock = race(&Lock::None, counter)?;
+    if no_lock < expected {
+        say!(
+            "parent",
+            "no lock: {no_lock} of {expected} — {} updates lost to the race",
+            expected - no_lock
+        );
+    } else {
+        say!(
+            "parent",
+            "no lock: {no_lock} of {expected} — no update lost this time, but the race is there"
+        );
+    }
+    lines.push(format!("no lock {no_lock}"));
+    for lock in [
+        Lock::Named(&named),
+        Lock::Unnamed(&unnamed),
+        Lock::SysV(&sysv),
+        Lock::Robust(&mutex),
+    ] {
+        let total = race(&lock, counter)?;
+        say!("parent", "{}: {total} of {expected}", lock.name());
+        ensure(
+            total == expected,
+            format!("{} lost {} updates", lock.name(), expected - total),
+        )?;
+        lines.push(format!("{} exact", lock.name()));
+    }
+    // SAFETY: every child has exited and the mutex is unlocked; nobody uses it after this.
+    unsafe { mutex.destroy() }?;
+    Ok(format!(
+        "every lock gave exactly {expected}; {}",
+        lines.join(", ")
+    ))
+}
+
+fn main() -> ExitCode {
+    run(
+        "sem_counter",
+        "a shared counter loses updates without a lock and is exact with each kind of lock",
+        body,
+    )
+}
