@@ -394,7 +394,9 @@ fn run_stress() {
         }
         if ready.get(3) == Some(&true) {
             let mut chunk = vec![0u8; 65536];
-            let n = (&*pipe_r.as_ref().expect("open"))
+            let n = pipe_r
+                .as_ref()
+                .expect("open")
                 .read(&mut chunk)
                 .expect("pipe read");
             if n == 0 {
