@@ -83,3 +83,44 @@ pub fn spawn_role(role: &str) -> Result<Command, DemoError> {
     cmd.env(ROLE_ENV, role);
     Ok(cmd)
 }
+
+/// Child processes of a demo that are killed and reaped if the demo ends (say, on an error)
+/// before they do, so no orphan outlives it.
+#[derive(Debug, Default)]
+pub struct Family {
+    children: Vec<(String, std::process::Child)>,
+}
+
+impl Family {
+    /// No children yet.
+    pub fn new() -> Family {
+        Family::default()
+    }
+
+    /// Adopts a child, named for messages.
+    pub fn add(&mut self, what: impl Into<String>, child: std::process::Child) {
+        self.children.push((what.into(), child));
+    }
+
+    /// Waits for every child, in order; each must exit with status 0.
+    ///
+    /// # Errors
+    /// The first child that failed, or what `wait` fails with.
+    pub fn wait_all(&mut self) -> Result<(), DemoError> {
+        while !self.children.is_empty() {
+            let (what, mut child) = self.children.remove(0);
+            let status = child.wait()?;
+            ensure(status.success(), format!("{what} failed: {status}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Family {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -9,10 +9,10 @@
 
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
-use std::process::{Child, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use ipc_examples::{DemoError, demo_name, ensure, role, run, say, spawn_role};
+use ipc_examples::{DemoError, Family, demo_name, ensure, role, run, say, spawn_role};
 use ipc_fifo::{Fifo, FifoReader, FifoWriter, KeepAlive, PrivateDir, RecordReader};
 use ipc_mq::{Access, MessageQueue};
 use ipc_pipe::{ChildFds, PipeWriter};
@@ -86,23 +86,26 @@ fn body() -> Result<String, DemoError> {
         queue_name
     );
 
-    let mut children: Vec<(&str, Child)> = Vec::new();
+    let mut children = Family::new();
     let mut cmd = spawn_role("pipe")?;
     ChildFds::new().fd_at(PIPE_FD, pipe_w).apply(&mut cmd);
-    children.push(("pipe", cmd.spawn()?));
+    children.add("the pipe child", cmd.spawn()?);
     // The command owns our copy of the write end: drop it, or the pipe never reaches EOF.
     drop(cmd);
-    children.push((
-        "fifo",
+    children.add(
+        "the fifo child",
         spawn_role("fifo")?.env(FIFO_ENV, fifo.path()).spawn()?,
-    ));
-    children.push(("mq", spawn_role("mq")?.env(QUEUE_ENV, &queue_name).spawn()?));
-    children.push((
-        "eventfd",
+    );
+    children.add(
+        "the mq child",
+        spawn_role("mq")?.env(QUEUE_ENV, &queue_name).spawn()?,
+    );
+    children.add(
+        "the eventfd child",
         spawn_role("eventfd")?
             .stdin(Stdio::from(OwnedFd::from(ev.try_clone()?)))
             .spawn()?,
-    ));
+    );
     say!(
         "parent",
         "started 4 children; now one poll() waits on all four descriptors"
@@ -176,13 +179,7 @@ fn body() -> Result<String, DemoError> {
             }
         }
     }
-    for (name, mut c) in children {
-        let status = c.wait()?;
-        ensure(
-            status.success(),
-            format!("the {name} child failed: {status}"),
-        )?;
-    }
+    children.wait_all()?;
 
     let want =
         |kind: &str| -> Vec<String> { (1..=ROUNDS).map(|k| format!("{kind} {k}")).collect() };
