@@ -4,7 +4,7 @@
 //! (`ipc_testkit::PREFIX`): POSIX shared memory and named semaphores in `/dev/shm`
 //! (`ipcrs-*`, `sem.ipcrs-*`), POSIX message queues (`/ipcrs-*`), FIFO directories in the temp
 //! dir (`ipcrs-*`). System V objects have no names; the workspace's keys are `0x4950xxxx`, and
-//! `IPC_PRIVATE` objects are recognised only by being new (see [`Snapshot::leaks_since`]).
+//! `IPC_PRIVATE` objects are recognised only by being new (see `Snapshot::leaks_since`).
 //!
 //! This file is compiled twice: into xtask (clean, the leak check around `cargo xtask test`) and,
 //! through `#[path]`, into `ipc-testkit` (the leak checks of the cross-crate scenarios). It uses
@@ -49,7 +49,8 @@ pub struct Snapshot {
     pub mq: Option<BTreeSet<String>>,
     /// Every System V object.
     pub sysv: BTreeSet<SysV>,
-    /// Directories and files in the temp dir with the prefix (FIFO places).
+    /// Directories and files with the prefix (FIFO places) in the temp dir and in
+    /// `$XDG_RUNTIME_DIR`, as full paths.
     pub tmp: BTreeSet<String>,
 }
 
@@ -60,7 +61,11 @@ impl Snapshot {
             shm: prefixed_entries(&PathBuf::from("/dev/shm")),
             mq: list_mqueues().ok(),
             sysv: sysv_objects(),
-            tmp: prefixed_entries(&std::env::temp_dir()),
+            tmp: place_dirs()
+                .iter()
+                .flat_map(|d| prefixed_entries(d).into_iter().map(|e| d.join(e)))
+                .map(|p| p.display().to_string())
+                .collect(),
         }
     }
 
@@ -82,10 +87,21 @@ impl Snapshot {
             }
         }
         for t in self.tmp.difference(&before.tmp) {
-            out.push(format!("{}", std::env::temp_dir().join(t).display()));
+            out.push(t.clone());
         }
         out
     }
+}
+
+/// Where the workspace's FIFO directories may be: the temp dir and `$XDG_RUNTIME_DIR`.
+fn place_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![std::env::temp_dir()];
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        if x.is_absolute() && !dirs.contains(&x) {
+            dirs.push(x);
+        }
+    }
+    dirs
 }
 
 fn prefixed_entries(dir: &PathBuf) -> BTreeSet<String> {
@@ -238,8 +254,8 @@ pub fn remove_all() -> Result<Cleaned> {
         }
     }
     for t in &snap.tmp {
-        let p = std::env::temp_dir().join(t);
-        if in_use(t) {
+        let p = PathBuf::from(t);
+        if p.file_name().is_some_and(|n| in_use(&n.to_string_lossy())) {
             out.kept.push(p.display().to_string());
             continue;
         }
