@@ -194,8 +194,22 @@ fn alive(pid: u32) -> bool {
     };
     match rustix::process::Pid::from_raw(raw) {
         None => true,
-        Some(p) => rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH),
+        Some(p) => {
+            rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH) && !zombie(raw)
+        }
     }
+}
+
+/// Whether `pid` has exited and waits to be reaped (state `Z` or `X` in `/proc/PID/stat`).
+/// `kill(pid, 0)` succeeds on such a process, but it will never touch the ring again: a parent
+/// blocked on a ring whose peer is its own dead, unreaped child must not wait forever. Without
+/// `/proc`, the answer is "no".
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X")
+    })
 }
 
 fn my_pid() -> u32 {
@@ -214,8 +228,8 @@ fn my_pid() -> u32 {
 /// [`Error::RoleTaken`]. An endpoint that is dropped marks its side closed and wakes the peer; a
 /// peer that exits without dropping is noticed through its pid within 50 ms of parking. Either
 /// way the other side gets [`Error::PeerGone`] (the reader only after draining what was sent).
-/// The pid check (`kill(pid, 0)`) sees an exited child only once its parent has reaped it (a
-/// zombie still counts as alive) and could be fooled by pid reuse; timeouts bound both cases.
+/// The pid check (`kill(pid, 0)`, and `/proc/PID/stat` to tell an exited but unreaped child
+/// from a live one) could be fooled by pid reuse; timeouts bound that case.
 /// A forked child must not use an endpoint its parent keeps using (single producer, single
 /// consumer).
 ///

@@ -221,7 +221,7 @@ impl Pool {
         let child = cmd.spawn()?;
         // The command holds the child's ends: drop them so a dead worker means end of file.
         drop(cmd);
-        writeln!(ours.writer(), "start")?;
+        tell(&ours, "start")?;
         say!("supervisor", "started worker {}", child.id());
         Ok(Worker {
             child,
@@ -229,6 +229,15 @@ impl Pool {
             lines: Lines::default(),
             holding: None,
         })
+    }
+}
+
+/// Sends a control line to a worker. A worker that died meanwhile is not an error here: its
+/// control pipe reports end of file at the next poll, and the supervisor handles the death there.
+fn tell(ctl: &Duplex, line: &str) -> Result<(), DemoError> {
+    match writeln!(ctl.writer(), "{line}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }
 
@@ -346,7 +355,7 @@ fn body() -> Result<String, DemoError> {
                     w.child.kill()?;
                     // Its end of file arrives at the next poll.
                 } else {
-                    writeln!(w.ctl.writer(), "go")?;
+                    tell(&w.ctl, "go")?;
                 }
             }
         }
@@ -355,8 +364,17 @@ fn body() -> Result<String, DemoError> {
     // Status, then stop, over the control pipes.
     let mut reported = 0;
     for w in &mut workers {
-        writeln!(w.ctl.writer(), "status")?;
-        let line = w.lines.next_line(w.ctl.reader())?.unwrap_or_default();
+        tell(&w.ctl, "status")?;
+        let Some(line) = w.lines.next_line(w.ctl.reader())? else {
+            // It died after the last task was committed: nothing is left to re-do.
+            let status = w.child.wait()?;
+            say!(
+                "supervisor",
+                "worker {} died after the work was done ({status})",
+                w.child.id()
+            );
+            continue;
+        };
         let n: u64 = line
             .strip_prefix("status ")
             .and_then(|n| n.parse().ok())
@@ -367,13 +385,13 @@ fn body() -> Result<String, DemoError> {
             w.child.id()
         );
         reported += n;
-        writeln!(w.ctl.writer(), "stop")?;
-        ensure(
-            w.lines.next_line(w.ctl.reader())?.as_deref() == Some("bye"),
-            "worker did not say bye",
-        )?;
+        tell(&w.ctl, "stop")?;
+        let bye = w.lines.next_line(w.ctl.reader())?;
         let status = w.child.wait()?;
-        ensure(status.success(), format!("worker exited with {status}"))?;
+        ensure(
+            bye.as_deref() == Some("bye") && status.success(),
+            format!("worker did not stop cleanly ({status})"),
+        )?;
     }
 
     for k in 0..TASKS as u32 {
