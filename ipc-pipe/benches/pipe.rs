@@ -10,7 +10,9 @@
 //! C baseline `thr.c` does. `IPC_BENCH=smoke|quick|full` sets the volume (8 MiB, 256 MiB,
 //! 1 GiB per variant and chunk size), moved in 8 (full: 16) interleaved slices (see `main`):
 //! throughput on a shared 2-core machine swings by 2-4x from run to run, raw C included, so a
-//! single long run per variant would compare luck, not code.
+//! single long run per variant would compare luck, not code. The writer and the reader run on
+//! two CPUs (`PIN=none` leaves them to the scheduler). The round trips alternate the two codes
+//! in one process pair (see `round_trips`).
 
 use std::io::{Read, Write};
 use std::time::Instant;
@@ -54,48 +56,47 @@ fn raw_read_exact(r: &PipeReader, mut buf: &mut [u8]) {
     }
 }
 
-/// `n` round trips of 64 bytes; returns the samples in ns. The child echoes.
-fn round_trips(which: Impl, n: usize) -> Vec<u64> {
+/// `2n` round trips of 64 bytes over one pair of pipes and one child, alternating the raw
+/// protocol and ipc-pipe's from one round trip to the next (the child echoes the same way).
+/// Returns `(ours, raw)` samples in ns. Alternating within one process pair exposes both to the
+/// same CPU placement and load: on a shared 2-core machine, where the two processes land moves
+/// the round trip by several times, far more than any difference between the two codes.
+fn round_trips(n: usize) -> (Vec<u64>, Vec<u64>) {
     let (req_r, req_w) = pipe().unwrap();
     let (rep_r, rep_w) = pipe().unwrap();
     let pid = bench::fork(|| {
         let mut buf = [0u8; 64];
-        for _ in 0..n {
-            match which {
-                Impl::Raw => {
-                    raw_read_exact(&req_r, &mut buf);
-                    raw_write_all(&rep_w, &buf);
-                }
-                _ => {
-                    (&req_r).read_exact(&mut buf).unwrap();
-                    (&rep_w).write_all(&buf).unwrap();
-                }
+        for i in 0..2 * n {
+            if i % 2 == 0 {
+                raw_read_exact(&req_r, &mut buf);
+                raw_write_all(&rep_w, &buf);
+            } else {
+                (&req_r).read_exact(&mut buf).unwrap();
+                (&rep_w).write_all(&buf).unwrap();
             }
         }
         0
     });
     drop((req_r, rep_w));
-    let mut samples = Vec::with_capacity(n);
+    let (mut ours, mut raw) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut msg = [0u8; 64];
     let mut back = [0u8; 64];
-    for i in 0..n {
+    for i in 0..2 * n {
         msg[..8].copy_from_slice(&(i as u64).to_le_bytes());
         let t0 = bench::now_ns();
-        match which {
-            Impl::Raw => {
-                raw_write_all(&req_w, &msg);
-                raw_read_exact(&rep_r, &mut back);
-            }
-            _ => {
-                (&req_w).write_all(&msg).unwrap();
-                (&rep_r).read_exact(&mut back).unwrap();
-            }
+        if i % 2 == 0 {
+            raw_write_all(&req_w, &msg);
+            raw_read_exact(&rep_r, &mut back);
+            raw.push(bench::now_ns() - t0);
+        } else {
+            (&req_w).write_all(&msg).unwrap();
+            (&rep_r).read_exact(&mut back).unwrap();
+            ours.push(bench::now_ns() - t0);
         }
-        samples.push(bench::now_ns() - t0);
         assert_eq!(back, msg, "echo differs at round trip {i}");
     }
     bench::wait_ok(pid);
-    samples
+    (ours, raw)
 }
 
 /// Sends `total` bytes in `chunk`-sized writes from a child to this process; returns GB/s.
@@ -114,6 +115,9 @@ fn throughput(which: Impl, chunk: usize, total: usize, capacity: Option<usize>) 
     let (go_r, go_w) = pipe().unwrap();
     let chunks = total / chunk;
     let pid = bench::fork(|| {
+        if split() {
+            bench::pin(1);
+        }
         let stamp = |buf: &mut [u8], k: u64| {
             let n = buf.len();
             buf[..8].copy_from_slice(&k.to_le_bytes());
@@ -165,6 +169,14 @@ fn throughput(which: Impl, chunk: usize, total: usize, capacity: Option<usize>) 
     gbps
 }
 
+/// Whether the throughput runs put the writer and the reader on two CPUs (`PIN=split`, the
+/// default, as `../shared/baseline`'s 2-core figures do) or leave placement to the scheduler
+/// (`PIN=none`). Left to the scheduler, the pair shares a core in some runs and not in others,
+/// and a 64 KiB stream's rate moves by 2x with it, whichever code moves the bytes.
+fn split() -> bool {
+    std::env::var("PIN").as_deref() != Ok("none")
+}
+
 /// `data` holds stream bytes `[at, at + data.len())`; checks every stamp inside it.
 fn check_stamps(data: &[u8], at: usize, chunk: usize) {
     let end = at + data.len();
@@ -192,12 +204,13 @@ fn main() {
     let blocks = mode.pick(2, 20, 20);
     let label = mode.pick("8 MiB", "256 MiB", "1 GiB");
 
-    // Latency: alternate short blocks so that load from other processes on a shared machine
-    // hits both sides alike.
+    // Latency: several process pairs (placement differs from pair to pair), each alternating
+    // the two codes round trip by round trip.
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
     for _ in 0..blocks {
-        raw.extend(round_trips(Impl::Raw, trips / blocks));
-        ours.extend(round_trips(Impl::Ours, trips / blocks));
+        let (o, r) = round_trips(trips / blocks);
+        ours.extend(o);
+        raw.extend(r);
     }
     emit_latency(
         GROUP,
@@ -208,6 +221,9 @@ fn main() {
         Some(1.05),
     );
 
+    if split() {
+        bench::pin(0);
+    }
     for (chunk, name) in [(4096, "4 KiB"), (65536, "64 KiB"), (1 << 20, "1 MiB")] {
         // The volume is moved in `slices` slices per variant. Each slice runs every variant
         // once, in an order that rotates from slice to slice, and each variant reports its best

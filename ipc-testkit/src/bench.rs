@@ -190,6 +190,29 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Pins the calling process (and the children it forks afterwards) to the `cpu`-th CPU (modulo
+/// their number) of those this process could run on when first asked; returns the CPU chosen, or `None` if pinning failed.
+///
+/// Benchmarks pin their two processes to two CPUs (`PIN=split` in `../shared/baseline`) where
+/// the scheduler's placement would otherwise decide the figure: a one-way stream between two
+/// processes moves by 2-4x depending on whether they share a core.
+pub fn pin(cpu: usize) -> Option<usize> {
+    // The CPUs allowed when first asked, before any pin narrowed them.
+    static CPUS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+    let cpus = CPUS.get_or_init(|| {
+        let set = rustix::thread::sched_getaffinity(None).ok();
+        (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| set.as_ref().is_some_and(|s| s.is_set(c)))
+            .collect()
+    });
+    let &target = cpus.get(cpu % cpus.len().max(1))?;
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(target);
+    rustix::thread::sched_setaffinity(None, &set)
+        .ok()
+        .map(|()| target)
+}
+
 /// Forks a child that runs `f` and exits with its result; returns the child's pid.
 ///
 /// Only for bench binaries (`harness = false`), which are single-threaded: fork from a
