@@ -1,7 +1,8 @@
 //! POSIX queues across real processes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ipc_mq::{Access, Error, Key, MessageQueue, Notify, OwnerCheck, SysvQueue};
@@ -684,33 +685,65 @@ fn notify_signals_an_arrival_in_the_empty_queue_once_per_registration() {
 }
 
 static SIGNALS: AtomicU32 = AtomicU32::new(0);
+static SI_CODE: AtomicI32 = AtomicI32::new(0);
+static SIVAL_INT: AtomicI32 = AtomicI32::new(-1);
 
-extern "C" fn count_signal(_: libc::c_int) {
+/// `si_code` of a signal sent by `mq_notify` (linux/asm-generic/siginfo.h).
+const SI_MESGQ: i32 = -3;
+
+#[allow(unsafe_code)]
+extern "C" fn note_signal(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
+    let info = unsafe { &*info };
+    // SAFETY: for SI_MESGQ the kernel fills si_value (read as a union of int and pointer).
+    let value = unsafe { info.si_value() };
+    // `sival_int` is the union's first four bytes, whatever the byte order.
+    let bytes: [u8; size_of::<libc::sigval>()] =
+        // SAFETY: `sigval` is plain data of that size.
+        unsafe { std::mem::transmute(value) };
+    let int = i32::from_ne_bytes(bytes[..4].try_into().unwrap());
+    SI_CODE.store(info.si_code, Ordering::SeqCst);
+    SIVAL_INT.store(int, Ordering::SeqCst);
     SIGNALS.fetch_add(1, Ordering::SeqCst);
 }
 
 /// The child of the notify test: installs a SIGUSR1 handler (process-wide, so only here),
-/// registers, and sees exactly one signal for one arrival.
+/// registers, and sees exactly one signal, from the queue, for one arrival.
 #[allow(unsafe_code)]
 fn notified_child() {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     let act = SigAction::new(
-        SigHandler::Handler(count_signal),
-        SaFlags::SA_RESTART,
+        SigHandler::SigAction(note_signal),
+        SaFlags::SA_RESTART | SaFlags::SA_SIGINFO,
         SigSet::empty(),
     );
-    // SAFETY: the handler only increments an atomic, which is async-signal-safe; this process
-    // is a test child that exits after this function.
+    // SAFETY: the handler only reads its siginfo and stores atomics (async-signal-safe); this
+    // process is a test child that exits after this function.
     unsafe { sigaction(Signal::SIGUSR1, &act) }.unwrap();
     let q = MessageQueue::create(&arg_name(), 2, 8).unwrap();
+    // Not signals, or ones glibc keeps for itself: refused before the call.
+    for bad in [0, -1, 32, 33, libc::SIGRTMAX() + 1] {
+        let r = q.notify(Notify::Signal(bad));
+        assert!(
+            matches!(r, Err(Error::InvalidSignal { signal }) if signal == bad),
+            "{r:?}"
+        );
+    }
     q.notify(Notify::Signal(libc::SIGUSR1)).unwrap();
     let other = MessageQueue::open(&arg_name(), Access::Send).unwrap();
     assert!(matches!(other.notify(Notify::None), Err(Error::NotifyBusy)));
+    assert!(matches!(q.notify(Notify::None), Err(Error::NotifyBusy)));
     other.send(b"wake", 0).unwrap();
     // The kernel queues the signal during mq_send; wait for a thread to run the handler.
     while SIGNALS.load(Ordering::SeqCst) == 0 {
         std::thread::yield_now();
     }
+    assert_eq!(SI_CODE.load(Ordering::SeqCst), SI_MESGQ);
+    assert_eq!(
+        SIVAL_INT.load(Ordering::SeqCst),
+        q.as_raw_fd(),
+        "si_value names the queue"
+    );
     // The registration is used up: a second arrival signals nothing, and the slot is free.
     other.send(b"again", 0).unwrap();
     other.notify(Notify::None).unwrap();
