@@ -225,6 +225,22 @@ fn ftok_keys_come_from_a_path() {
         Key::from_path(std::path::Path::new("/nonexistent/ipcrs"), 1),
         Err(Error::NotFound)
     ));
+    // A queue under an ftok key: created exclusively, found again through the same path, and
+    // removed by its owner. (Another file may map to the same key: then create says so.)
+    let key = Key::from_path(&exe, b'q').unwrap();
+    match SysvQueue::create(key) {
+        Ok(q) => {
+            assert!(matches!(SysvQueue::create(key), Err(Error::AlreadyExists)));
+            let again = SysvQueue::open(Key::from_path(&exe, b'q').unwrap()).unwrap();
+            assert_eq!(again.id(), q.id());
+            assert_eq!(q.stats().unwrap().mode, 0o600);
+            drop(again);
+            drop(q);
+            assert!(matches!(SysvQueue::open(key), Err(Error::NotFound)));
+        }
+        Err(Error::AlreadyExists) => eprintln!("ftok key {key:?} is taken; skipped"),
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// Removes a System V queue by id when dropped (for a queue no handle of this test owns).
