@@ -416,8 +416,9 @@ const FILTERED: i32 = libc::ENOTRECOVERABLE;
 fn bad_names_are_invalid_before_any_system_call() {
     let _wd = Watchdog::new("bad names", Duration::from_secs(30));
     if role().as_deref() == Some("filtered") {
-        // From here on mq_open, mq_unlink and msgget fail with FILTERED in this thread: a bad
-        // name that reached the kernel would come back as Io(FILTERED), not InvalidName.
+        // From here on mq_open, mq_unlink, msgget and openat fail with FILTERED in this
+        // thread: a bad name that got as far as reading the limits or reaching the kernel
+        // would come back as Io(FILTERED), not InvalidName.
         forbid_queue_syscalls();
         let is_filtered =
             |e: &Error| matches!(e, Error::Io(io) if io.raw_os_error() == Some(FILTERED));
@@ -474,8 +475,9 @@ fn bad_names_are_invalid_before_any_system_call() {
     ));
 }
 
-/// Installs a seccomp filter on the calling thread that fails `mq_open`, `mq_unlink` and
-/// `msgget` with [`FILTERED`] and allows everything else. Irreversible: only in a child.
+/// Installs a seccomp filter on the calling thread that fails `mq_open`, `mq_unlink`,
+/// `msgget` and `openat` (how `create` reads the limits in /proc) with [`FILTERED`] and allows
+/// everything else. Irreversible: only in a child.
 #[allow(unsafe_code)]
 fn forbid_queue_syscalls() {
     #[cfg(target_arch = "x86_64")]
@@ -503,11 +505,12 @@ fn forbid_queue_syscalls() {
     let ret = libc::BPF_RET | libc::BPF_K;
     let mut filter = [
         stmt(load, ARCH),
-        jeq(libc::c_long::from(AUDIT_ARCH), 0, 5), // another ABI: allow
+        jeq(libc::c_long::from(AUDIT_ARCH), 0, 6), // another ABI: allow
         stmt(load, NR),
-        jeq(libc::SYS_mq_open, 3, 0),
-        jeq(libc::SYS_mq_unlink, 2, 0),
-        jeq(libc::SYS_msgget, 1, 0),
+        jeq(libc::SYS_mq_open, 4, 0),
+        jeq(libc::SYS_mq_unlink, 3, 0),
+        jeq(libc::SYS_msgget, 2, 0),
+        jeq(libc::SYS_openat, 1, 0),
         stmt(ret, libc::SECCOMP_RET_ALLOW),
         stmt(ret, libc::SECCOMP_RET_ERRNO | FILTERED as u32),
     ];
