@@ -121,8 +121,15 @@ pub enum Error {
     InvalidAttributes,
     /// The System V queue was removed (also: while this call waited).
     Removed,
-    /// Another process is already registered for notification on this queue.
+    /// A process (another one, or this one through any descriptor) is already registered for
+    /// notification on this queue.
     NotifyBusy,
+    /// Not a signal [`MessageQueue::notify`](crate::MessageQueue::notify) can deliver: outside
+    /// `1..=SIGRTMAX`, or one of the real-time signals glibc reserves (32, 33).
+    InvalidSignal {
+        /// The signal number asked for.
+        signal: i32,
+    },
     /// Any other I/O error.
     Io(io::Error),
 }
@@ -176,8 +183,13 @@ impl fmt::Display for Error {
             }
             Error::Removed => f.write_str("the queue was removed"),
             Error::NotifyBusy => {
-                f.write_str("another process is already registered for notification")
+                f.write_str("a process is already registered for notification on this queue")
             }
+            Error::InvalidSignal { signal } => write!(
+                f,
+                "signal {signal} cannot be used for queue notification (not a signal, or \
+                 reserved by the C library)"
+            ),
             Error::Io(e) => write!(f, "{e}"),
         }
     }
@@ -218,6 +230,7 @@ impl From<Error> for io::Error {
             | Error::InvalidPriority { .. }
             | Error::InvalidMessageType { .. }
             | Error::InvalidAttributes
+            | Error::InvalidSignal { .. }
             | Error::MessageTooLarge { .. }
             | Error::BufferTooSmall { .. } => K::InvalidInput,
             Error::AlreadyExists => K::AlreadyExists,

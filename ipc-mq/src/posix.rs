@@ -62,8 +62,10 @@ pub enum OwnerCheck {
 /// How [`MessageQueue::notify`] tells this process that a message arrived in an empty queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Notify {
-    /// Send this signal (`SIGEV_SIGNAL`); `si_value` carries the queue's descriptor number.
-    /// Block the signal and wait for it (`sigwaitinfo`), or handle it, as with any signal.
+    /// Send this signal (`SIGEV_SIGNAL`, `si_code == SI_MESGQ`); `si_value.sival_int` carries
+    /// the queue's descriptor number. Block the signal and wait for it (`sigwaitinfo`,
+    /// `signalfd`), or install a handler, *before* registering: a signal whose disposition is
+    /// still the default (most terminate the process) is acted on as usual.
     Signal(i32),
     /// Register without a notification (`SIGEV_NONE`): the process holds the queue's one
     /// notification slot; learn of arrivals by polling the descriptor.
@@ -358,16 +360,23 @@ const NOW: libc::timespec = libc::timespec {
 ///
 /// ```
 /// use ipc_mq::MessageQueue;
-/// use rustix::event::{poll, PollFd, PollFlags};
+/// use rustix::event::{poll, PollFd, PollFlags, Timespec};
 /// # let name = format!("/ipcrs-doc-poll-{}", std::process::id());
 /// let q = MessageQueue::options().max_messages(2).message_size(64).create(&name)?;
-/// let (r, w) = rustix::pipe::pipe().map_err(std::io::Error::from)?;
+/// let (r, w) = rustix::pipe::pipe().map_err(std::io::Error::from)?; // or a FIFO
 /// q.send(b"job", 3)?;
 /// let mut fds = [PollFd::new(&q, PollFlags::IN), PollFd::new(&r, PollFlags::IN)];
-/// poll(&mut fds, None).map_err(std::io::Error::from)?;
+/// let limit = Timespec { tv_sec: 5, tv_nsec: 0 };
+/// poll(&mut fds, Some(&limit)).map_err(std::io::Error::from)?;
 /// assert!(fds[0].revents().contains(PollFlags::IN)); // the queue has a message
 /// assert!(fds[1].revents().is_empty());              // the pipe has none
-/// # drop(w);
+/// let (job, priority) = q.try_receive_vec()?;
+/// assert_eq!((job.as_slice(), priority), (&b"job"[..], 3));
+///
+/// rustix::io::write(&w, b"x").map_err(std::io::Error::from)?;
+/// poll(&mut fds, Some(&limit)).map_err(std::io::Error::from)?;
+/// assert!(fds[0].revents().is_empty());              // now the queue is empty
+/// assert!(fds[1].revents().contains(PollFlags::IN)); // and the pipe has a byte
 /// # Ok::<(), ipc_mq::Error>(())
 /// ```
 ///
@@ -653,17 +662,45 @@ impl MessageQueue {
     }
 
     /// `mq_notify`—Registers this process to be told when a message arrives in the empty queue
-    /// while nobody waits in `receive`. One process per queue; the registration is used up by
-    /// one notification (register again after it). Thread callbacks (`SIGEV_THREAD`) are not
-    /// offered: a signal or polling the descriptor do the same job soundly.
+    /// while nobody waits in `receive`. One registration per queue, whichever process or
+    /// descriptor made it; it is used up by one notification (register again after it) and
+    /// ends when the registering process closes this descriptor.
+    ///
+    /// What is offered is what can be offered soundly: a signal ([`Notify::Signal`]; no code of
+    /// ours runs in a signal handler) or holding the slot and polling the descriptor
+    /// ([`Notify::None`]). Thread callbacks (`SIGEV_THREAD`) are not: glibc would run the
+    /// callback on a thread it creates, outside anything Rust can check.
+    ///
+    /// ```
+    /// use ipc_mq::{Access, MessageQueue, Notify};
+    /// use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    /// # let name = format!("/ipcrs-doc-notify-{}", std::process::id());
+    /// let q = MessageQueue::options().max_messages(2).message_size(64).create(&name)?;
+    /// q.notify(Notify::None)?; // this process holds the queue's one notification slot
+    /// MessageQueue::open(&name, Access::Send)?.send(b"ping", 0)?; // e.g. another process
+    /// let mut fds = [PollFd::new(&q, PollFlags::IN)];
+    /// let limit = Timespec { tv_sec: 5, tv_nsec: 0 };
+    /// poll(&mut fds, Some(&limit)).map_err(std::io::Error::from)?;
+    /// assert!(fds[0].revents().contains(PollFlags::IN));
+    /// assert_eq!(q.try_receive_vec()?, (b"ping".to_vec(), 0));
+    /// # Ok::<(), ipc_mq::Error>(())
+    /// ```
     ///
     /// # Errors
-    /// [`Error::NotifyBusy`] if another process is registered, [`Error::Io`] (`EINVAL` for a
-    /// bad signal number).
+    /// [`Error::InvalidSignal`] for a signal number that is not one (or one glibc keeps for
+    /// itself), checked first; [`Error::NotifyBusy`] if a registration exists already.
     #[doc(alias = "mq_notify")]
     pub fn notify(&self, how: Notify) -> Result<()> {
         let raw = match how {
-            Notify::Signal(sig) => sys::RawNotify::Signal(sig, self.fd.as_raw_fd()),
+            Notify::Signal(sig) => {
+                // 1..SIGRTMAX, minus the real-time signals below SIGRTMIN that glibc reserves
+                // for its own use (thread cancellation, setxid); they would never reach us.
+                let reserved = 32..libc::SIGRTMIN();
+                if sig < 1 || sig > libc::SIGRTMAX() || reserved.contains(&sig) {
+                    return Err(Error::InvalidSignal { signal: sig });
+                }
+                sys::RawNotify::Signal(sig, self.fd.as_raw_fd())
+            }
             Notify::None => sys::RawNotify::None,
         };
         sys::mq_notify(self.fd.as_fd(), Some(raw)).map_err(|e| match e.raw_os_error() {
@@ -672,7 +709,8 @@ impl MessageQueue {
         })
     }
 
-    /// `mq_notify(NULL)`—Removes this process's notification registration.
+    /// `mq_notify(NULL)`—Removes this process's notification registration (a registration
+    /// held by another process is left alone, and that is not an error).
     ///
     /// # Errors
     /// [`Error::Io`] if the call fails.

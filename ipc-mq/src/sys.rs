@@ -184,8 +184,15 @@ pub(crate) fn mq_notify(fd: BorrowedFd<'_>, how: Option<RawNotify>) -> io::Resul
         Some(RawNotify::Signal(signo, value)) => {
             sev.sigev_notify = libc::SIGEV_SIGNAL;
             sev.sigev_signo = signo;
+            // `sigval` is a union of `int sival_int` and `void *sival_ptr`; libc declares only
+            // the pointer. Put `value` where `sival_int` lies: the low bytes of the pointer
+            // on little-endian and 32-bit targets, the high half on 64-bit big-endian ones.
+            #[cfg(all(target_endian = "big", target_pointer_width = "64"))]
+            let bits = (value as u32 as usize) << 32;
+            #[cfg(not(all(target_endian = "big", target_pointer_width = "64")))]
+            let bits = value as isize as usize;
             sev.sigev_value = libc::sigval {
-                sival_ptr: value as isize as *mut libc::c_void,
+                sival_ptr: std::ptr::without_provenance_mut(bits),
             };
             &sev
         }

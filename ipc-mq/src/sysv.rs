@@ -50,7 +50,7 @@ impl Key {
     /// `IPC_PRIVATE`: a new queue that only its id reaches (pass the id to children).
     pub const PRIVATE: Key = Key(libc::IPC_PRIVATE);
 
-    /// A key from a number.
+    /// A key from a number (on Linux, 0 is [`Key::PRIVATE`]).
     pub const fn new(key: i32) -> Key {
         Key(key)
     }
@@ -69,6 +69,19 @@ impl Key {
     /// The raw key.
     pub const fn as_raw(self) -> i32 {
         self.0
+    }
+}
+
+/// A key from a number, as [`Key::new`]: `Key::from(0x4950_0001)`.
+///
+/// ```
+/// use ipc_mq::Key;
+/// assert_eq!(Key::from(42), Key::new(42));
+/// assert_eq!(Key::from(0), Key::PRIVATE); // IPC_PRIVATE is 0
+/// ```
+impl From<i32> for Key {
+    fn from(key: i32) -> Key {
+        Key::new(key)
     }
 }
 
@@ -248,10 +261,17 @@ impl SysvQueue {
 
     /// `msgget(key, 0)`—Opens an existing queue; dropping it removes nothing.
     ///
+    /// An `IPC_PRIVATE` queue has no key to be found by: pass its [`id`](Self::id) and use
+    /// [`from_id`](Self::from_id). (`msgget(IPC_PRIVATE, 0)` would quietly *create* a new queue
+    /// that nobody owns, so [`Key::PRIVATE`] is refused here without a system call.)
+    ///
     /// # Errors
-    /// [`Error::NotFound`], [`Error::PermissionDenied`].
+    /// [`Error::NotFound`] (also for [`Key::PRIVATE`]), [`Error::PermissionDenied`].
     #[doc(alias = "msgget")]
     pub fn open(key: Key) -> Result<SysvQueue> {
+        if key == Key::PRIVATE {
+            return Err(Error::NotFound);
+        }
         let id = sys::msgget(key.0, 0)?;
         Ok(SysvQueue {
             id,

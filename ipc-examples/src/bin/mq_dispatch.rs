@@ -6,8 +6,11 @@
 //! first), then tells every worker "go" on the System V queue, each under its own message type.
 //! The workers drain the task queue: the kernel hands out the most urgent task first, so each
 //! worker sees priorities that never rise within a round. Results and a per-worker "done" go
-//! back on the results queue. The dispatcher checks every task was done exactly once, with the
-//! right answer, and that urgent work was taken first.
+//! back on the results queue. The dispatcher checks each result and replies to every worker on
+//! the one System V queue, addressed by the worker's type, with how many of *its* results it
+//! checked; each worker receives only its own reply and confirms the count. At the end the
+//! dispatcher checks every task was done exactly once, with the right answer, and that urgent
+//! work was taken first.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -138,7 +141,6 @@ fn dispatcher() -> Result<String, DemoError> {
 
     // task id -> (priority, who did it, answer)
     let mut done: BTreeMap<u64, (Priority, u64, u64)> = BTreeMap::new();
-    let mut urgent_first = 0;
     for round in 1..=ROUNDS {
         for (i, &prio) in ROUND.iter().enumerate() {
             let id = u64::from(round) * 100 + i as u64;
@@ -153,8 +155,11 @@ fn dispatcher() -> Result<String, DemoError> {
         for w in 1..=WORKERS {
             control.send(w as i64, format!("go {round} for {w}").as_bytes())?;
         }
-        // Every worker reports its results and then "done"; a round ends with all dones.
+        // Every worker reports its results and then "done" (sent last, at the lowest
+        // priority, so it arrives after that worker's results); a round ends with all dones.
         let mut dones = 0;
+        let mut checked: BTreeMap<u64, u64> = (1..=WORKERS).map(|w| (w, 0)).collect();
+        let mut urgent_first = false;
         let mut buf = vec![0; results.message_size()];
         while dones < WORKERS {
             let (n, _) = results.receive_timeout(&mut buf, Duration::from_secs(5))?;
@@ -163,13 +168,16 @@ fn dispatcher() -> Result<String, DemoError> {
             match f.as_slice() {
                 ["done", w, taken, firsts] => {
                     dones += 1;
+                    let (w, taken): (u64, u64) = (w.parse()?, taken.parse()?);
                     say!(
                         me,
                         "round {round}: worker {w} took {taken} tasks, in order {firsts}"
                     );
-                    if firsts.starts_with("urgent") {
-                        urgent_first += 1;
-                    }
+                    ensure(
+                        checked.get(&w) == Some(&taken),
+                        format!("round {round}: worker {w} took {taken} but sent {checked:?}"),
+                    )?;
+                    urgent_first |= firsts.starts_with("urgent");
                 }
                 ["result", w, id, prio, ans] => {
                     let (w, id, prio, ans): (u64, u64, Priority, u64) =
@@ -179,11 +187,29 @@ fn dispatcher() -> Result<String, DemoError> {
                         done.insert(id, (prio, w, ans)).is_none(),
                         format!("task {id} was done twice"),
                     )?;
+                    *checked
+                        .get_mut(&w)
+                        .ok_or_else(|| format!("result from unknown worker {w}"))? += 1;
                 }
                 _ => return Err(format!("unexpected result message {text:?}").into()),
             }
         }
         ensure(tasks.is_empty()?, format!("round {round}: tasks left over"))?;
+        // The whole round was queued before any worker started, so the very first task taken
+        // was an urgent one, and whoever took it began with it.
+        ensure(
+            urgent_first,
+            format!("round {round}: no worker began with an urgent task"),
+        )?;
+        // Replies: one System V queue, one message per worker, addressed by its type.
+        for (&w, &n) in &checked {
+            control.send(w as i64, format!("checked {round} {n} for {w}").as_bytes())?;
+        }
+        say!(
+            me,
+            "round {round}: replied to each worker on the System V queue under its own type: \
+             {checked:?} results checked"
+        );
     }
     for w in 1..=WORKERS {
         control.send(w as i64, format!("stop for {w}").as_bytes())?;
@@ -211,16 +237,12 @@ fn dispatcher() -> Result<String, DemoError> {
     }
     say!(me, "tasks per worker: {per_worker:?}");
     ensure(
-        urgent_first > 0,
-        "no worker started a round with an urgent task",
-    )?;
-    ensure(
         control.stats()?.messages == 0,
         "System V messages left undelivered",
     )?;
     Ok(format!(
         "{expected} tasks of 3 priorities done exactly once by {WORKERS} workers, every worker \
-         took urgent before normal before low, and each worker read only the System V messages \
+         took urgent before normal before low, and each worker read only the System V replies \
          of its own type"
     ))
 }
@@ -232,15 +254,19 @@ fn worker() -> Result<(), DemoError> {
     let results = MessageQueue::open(&env(RESULTS_ENV)?, Access::Send)?;
     let control = SysvQueue::from_id(env(SYSV_ENV)?.parse()?)?;
     let mut buf = vec![0; tasks.message_size()];
-    let mut mail = [0; 64];
-    loop {
-        // Only messages of our type reach us; the others stay for their workers.
+    // Only messages of our type reach us; the others stay for their workers.
+    let mail = || -> Result<(String, i64), DemoError> {
+        let mut mail = [0; 64];
         let (n, mtype) = control.receive(&mut mail, Select::Type(w as i64))?;
-        let text = std::str::from_utf8(&mail[..n])?;
+        let text = std::str::from_utf8(&mail[..n])?.to_owned();
         ensure(
             mtype == w as i64 && text.ends_with(&format!("for {w}")),
             format!("worker {w} got {text:?} of type {mtype}"),
         )?;
+        Ok((text, mtype))
+    };
+    loop {
+        let (text, mtype) = mail()?;
         if text.starts_with("stop") {
             say!(&me, "got {text:?} (System V type {mtype}): stopping");
             return Ok(());
@@ -273,5 +299,18 @@ fn worker() -> Result<(), DemoError> {
         };
         // "done" has the lowest priority: the dispatcher reads it after this worker's results.
         results.send(format!("done {w} {} {order}", taken.len()).as_bytes(), 0)?;
+        // The dispatcher's reply, addressed to us: how many of our results it checked.
+        let (reply, mtype) = mail()?;
+        let round = text.split(' ').nth(1).unwrap_or("?");
+        let expected = format!("checked {round} {} for {w}", taken.len());
+        ensure(
+            reply == expected,
+            format!("{me}: reply {reply:?}, expected {expected:?}"),
+        )?;
+        say!(
+            &me,
+            "reply {reply:?} (System V type {mtype}): all {} of my results were checked",
+            taken.len()
+        );
     }
 }

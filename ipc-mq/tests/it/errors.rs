@@ -23,6 +23,20 @@ fn errors_convert_to_io_errors_of_the_right_kind() {
             Error::MessageTooLarge { len: 65, max: 64 },
             io::ErrorKind::InvalidInput,
         ),
+        (
+            Error::InvalidSignal { signal: 32 },
+            io::ErrorKind::InvalidInput,
+        ),
+        (Error::NotifyBusy, io::ErrorKind::ResourceBusy),
+        (Error::Removed, io::ErrorKind::NotFound),
+        (
+            Error::LimitExceeded {
+                what: Limit::QueuesMax,
+                requested: 257,
+                limit: 256,
+            },
+            io::ErrorKind::QuotaExceeded,
+        ),
     ];
     for (e, kind) in cases {
         assert_eq!(io::Error::from(e).kind(), kind);

@@ -1,10 +1,12 @@
 //! POSIX queues across real processes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use ipc_mq::{Access, Error, MessageQueue, Notify, OwnerCheck};
+use ipc_mq::{Access, Error, Key, MessageQueue, Notify, OwnerCheck, SysvQueue};
+use ipc_testkit::bench::now_ns;
 use ipc_testkit::{SplitMix64, Watchdog, child, fnv1a64, posix_name, role, test_path};
 
 use crate::{INDEX_ENV, NAME_ENV, NameGuard, arg_index, arg_name, ready, spawn_ready};
@@ -13,22 +15,46 @@ const SENDERS: u64 = 8;
 const PER_SENDER: u32 = 5_000;
 const MSG_SIZE: usize = 64;
 
-/// `sender u32 | seq u32 | priority u32 | random bytes | fnv1a64 of all before`, 24..=64 bytes.
-fn make_message(rng: &mut SplitMix64, sender: u32, seq: u32, priority: u32) -> Vec<u8> {
-    let len = rng.range(20, MSG_SIZE as u64) as usize;
+/// The header: `sender u32 | seq u32 | priority u32 | prev_sent u64`, then random bytes and
+/// the fnv1a64 of all before: 28..=64 bytes. `prev_sent` is when the sender's previous message
+/// was in the queue for sure (monotonic ns after its `mq_send` returned; 0 for the first).
+const HEADER: usize = 20;
+
+/// What a message says about itself.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    sender: u32,
+    seq: u32,
+    priority: u32,
+    prev_sent: u64,
+}
+
+fn make_message(
+    rng: &mut SplitMix64,
+    sender: u32,
+    seq: u32,
+    priority: u32,
+    prev_sent: u64,
+) -> Vec<u8> {
+    let len = rng.range(HEADER as u64 + 8, MSG_SIZE as u64) as usize;
     let mut m = vec![0; len];
     m[0..4].copy_from_slice(&sender.to_le_bytes());
     m[4..8].copy_from_slice(&seq.to_le_bytes());
     m[8..12].copy_from_slice(&priority.to_le_bytes());
-    rng.fill(&mut m[12..len - 8]);
+    m[12..20].copy_from_slice(&prev_sent.to_le_bytes());
+    rng.fill(&mut m[HEADER..len - 8]);
     let sum = fnv1a64(&m[..len - 8]);
     m[len - 8..].copy_from_slice(&sum.to_le_bytes());
     m
 }
 
-/// Checks a message's checksum and returns (sender, seq, priority).
-fn parse_message(m: &[u8]) -> (u32, u32, u32) {
-    assert!(m.len() >= 20 && m.len() <= MSG_SIZE, "length {}", m.len());
+/// Checks a message's length and checksum and returns its header.
+fn parse_message(m: &[u8]) -> Meta {
+    assert!(
+        m.len() >= HEADER + 8 && m.len() <= MSG_SIZE,
+        "length {}",
+        m.len()
+    );
     let (body, sum) = m.split_at(m.len() - 8);
     assert_eq!(
         fnv1a64(body),
@@ -36,7 +62,12 @@ fn parse_message(m: &[u8]) -> (u32, u32, u32) {
         "checksum"
     );
     let word = |i: usize| u32::from_le_bytes(m[i..i + 4].try_into().unwrap());
-    (word(0), word(4), word(8))
+    Meta {
+        sender: word(0),
+        seq: word(4),
+        priority: word(8),
+        prev_sent: u64::from_le_bytes(m[12..20].try_into().unwrap()),
+    }
 }
 
 fn senders(test: &str, name: &str, role: &str) -> Vec<ipc_testkit::Proc> {
@@ -52,6 +83,53 @@ fn senders(test: &str, name: &str, role: &str) -> Vec<ipc_testkit::Proc> {
         .collect()
 }
 
+/// Minimum over index ranges of a fixed slice, in O(1) per query (a sparse table).
+struct RangeMin(Vec<Vec<u32>>);
+
+impl RangeMin {
+    fn new(v: &[u32]) -> RangeMin {
+        let mut levels = vec![v.to_vec()];
+        let mut width = 1;
+        while 2 * width <= v.len() {
+            let prev = levels.last().unwrap();
+            let next = (0..=v.len() - 2 * width)
+                .map(|i| prev[i].min(prev[i + width]))
+                .collect();
+            levels.push(next);
+            width *= 2;
+        }
+        RangeMin(levels)
+    }
+
+    /// The minimum of `v[lo..hi]` (`lo < hi`).
+    fn min(&self, lo: usize, hi: usize) -> u32 {
+        let k = (hi - lo).ilog2() as usize;
+        self.0[k][lo].min(self.0[k][hi - (1 << k)])
+    }
+}
+
+/// How often (in receives) the receiver of the stress test lets a full backlog build up.
+const STALL_EVERY: usize = 100;
+
+/// Whether every thread of every process in `pids` is asleep (or the process is gone).
+fn all_asleep(pids: &[u32]) -> bool {
+    pids.iter().all(|pid| {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return true;
+        };
+        tasks.flatten().all(|t| {
+            // `pid (comm) S ...`: the state follows the last `)`.
+            std::fs::read_to_string(t.path().join("stat")).map_or(true, |st| {
+                st.rsplit_once(')')
+                    .is_some_and(|(_, rest)| !rest.trim_start().starts_with('R'))
+            })
+        })
+    })
+}
+
+/// Slack for comparing monotonic timestamps taken on different CPUs.
+const CLOCK_SLACK_NS: u64 = 20_000;
+
 #[test]
 fn eight_senders_five_thousand_messages_each_arrive_whole_and_exactly_once() {
     let _wd = Watchdog::new("8 x 5000 messages", Duration::from_secs(120));
@@ -59,10 +137,12 @@ fn eight_senders_five_thousand_messages_each_arrive_whole_and_exactly_once() {
         let q = MessageQueue::open(&arg_name(), Access::Send).unwrap();
         let me = arg_index() as u32;
         let mut rng = SplitMix64::new(0x5eed ^ u64::from(me));
+        let mut prev_sent = 0;
         for seq in 0..PER_SENDER {
             let prio = rng.range(0, 31) as u32;
-            q.send(&make_message(&mut rng, me, seq, prio), prio)
+            q.send(&make_message(&mut rng, me, seq, prio, prev_sent), prio)
                 .unwrap();
+            prev_sent = now_ns();
         }
         return;
     }
@@ -70,32 +150,87 @@ fn eight_senders_five_thousand_messages_each_arrive_whole_and_exactly_once() {
     let q = MessageQueue::create(&name, 10, MSG_SIZE as u64).unwrap();
     let test = test_path!(eight_senders_five_thousand_messages_each_arrive_whole_and_exactly_once);
     let kids = senders(&test, &name, "sender");
-    let mut seen = vec![vec![false; PER_SENDER as usize]; SENDERS as usize];
-    // Within one sender and one priority, messages keep their order (FIFO per priority).
-    let mut last: HashMap<(u32, u32), u32> = HashMap::new();
+    let total = (SENDERS * u64::from(PER_SENDER)) as usize;
+    // For every receive, in order: when the call began, and what it returned.
+    let mut began = Vec::with_capacity(total);
+    let mut got = Vec::with_capacity(total);
+    // Where (sender, seq) was received: its index in `got`.
+    let mut at = vec![vec![usize::MAX; PER_SENDER as usize]; SENDERS as usize];
+    let pids: Vec<u32> = kids.iter().map(ipc_testkit::Proc::id).collect();
     let mut buf = [0u8; MSG_SIZE];
-    for _ in 0..SENDERS * u64::from(PER_SENDER) {
-        let (n, prio) = q.receive(&mut buf).unwrap();
-        let (sender, seq, p) = parse_message(&buf[..n]);
-        assert_eq!(p, prio, "priority carried in the message");
-        assert!(u64::from(sender) < SENDERS && seq < PER_SENDER);
-        assert!(
-            !seen[sender as usize][seq as usize],
-            "duplicate {sender}/{seq}"
-        );
-        seen[sender as usize][seq as usize] = true;
-        if let Some(prev) = last.insert((sender, prio), seq) {
-            assert!(
-                prev < seq,
-                "sender {sender} prio {prio}: {seq} after {prev}"
-            );
+    for i in 0..total {
+        // Now and then let a full backlog build up: wait until the queue is full and every
+        // sender is asleep (blocked in mq_send, its previous message's time noted).
+        if i % STALL_EVERY == 0 && total - i > 10 {
+            // Bounded: a stall that times out only means fewer messages are checked below.
+            let until = Instant::now() + Duration::from_millis(100);
+            while (q.len().unwrap() < 10 || !all_asleep(&pids)) && Instant::now() < until {
+                std::thread::yield_now();
+            }
         }
+        began.push(now_ns());
+        let (n, prio) = q.receive(&mut buf).unwrap();
+        let m = parse_message(&buf[..n]);
+        assert_eq!(m.priority, prio, "priority carried in the message");
+        assert!(u64::from(m.sender) < SENDERS && m.seq < PER_SENDER, "{m:?}");
+        let slot = &mut at[m.sender as usize][m.seq as usize];
+        assert_eq!(*slot, usize::MAX, "duplicate {}/{}", m.sender, m.seq);
+        *slot = i;
+        got.push(m);
     }
-    assert!(seen.iter().flatten().all(|&s| s), "lost messages");
+    assert!(
+        at.iter().flatten().all(|&i| i != usize::MAX),
+        "lost messages"
+    );
     for k in kids {
         k.expect_success(Duration::from_secs(60));
     }
     assert_eq!(q.len().unwrap(), 0, "nothing left over");
+
+    // Within one sender and one priority, messages keep their order (FIFO per priority).
+    let mut last: HashMap<(u32, u32), u32> = HashMap::new();
+    for m in &got {
+        if let Some(prev) = last.insert((m.sender, m.priority), m.seq) {
+            assert!(prev < m.seq, "{m:?} after seq {prev}");
+        }
+    }
+
+    // Priority order under a backlog. Message `m` (received at index j) was surely in the queue
+    // from `sent` on, the time its sender's next message carries. Every receive that began
+    // after `sent` and before j found `m` waiting, so the kernel had to hand out something at
+    // least as urgent: the priorities received while `m` waited never drop below m's.
+    let prios: Vec<u32> = got.iter().map(|m| m.priority).collect();
+    let mins = RangeMin::new(&prios);
+    let mut waited = 0; // messages that stayed queued through at least one other receive
+    let mut overtaken = 0; // ... while only more urgent ones left
+    for next in &got {
+        if next.seq == 0 {
+            continue;
+        }
+        let j = at[next.sender as usize][next.seq as usize - 1];
+        let m = got[j];
+        let sent = next.prev_sent + CLOCK_SLACK_NS;
+        let first = began.partition_point(|&t| t <= sent);
+        if first >= j {
+            continue;
+        }
+        waited += 1;
+        let least = mins.min(first, j);
+        if least > m.priority {
+            overtaken += 1;
+        }
+        assert!(
+            least >= m.priority,
+            "{m:?} (received at {j}) was queued by receive {first}, yet a less urgent \
+             priority-{least} message was handed out in between"
+        );
+    }
+    // The check above only means something if the queue really held a backlog. (Typically
+    // several thousand messages wait; a loaded machine gives fewer, as stalls time out.)
+    assert!(
+        waited >= 500 && overtaken >= 50,
+        "too little backlog: {waited} of {total} messages waited, {overtaken} were overtaken"
+    );
 }
 
 #[test]
@@ -109,7 +244,7 @@ fn a_backlog_leaves_in_priority_order_oldest_first_within_a_priority() {
         let mut rng = SplitMix64::new(0xb0b ^ u64::from(me));
         for seq in 0..if me < 2 { 2 } else { 1 } {
             let prio = rng.range(0, 4) as u32;
-            q.try_send(&make_message(&mut rng, me, seq, prio), prio)
+            q.try_send(&make_message(&mut rng, me, seq, prio, 0), prio)
                 .unwrap();
         }
         return;
@@ -129,8 +264,13 @@ fn a_backlog_leaves_in_priority_order_oldest_first_within_a_priority() {
             got += 1;
             assert!(prio <= prev_prio, "round {round}: {prio} after {prev_prio}");
             prev_prio = prio;
-            let (sender, seq, p) = parse_message(&m);
-            assert_eq!(p, prio);
+            let Meta {
+                sender,
+                seq,
+                priority,
+                ..
+            } = parse_message(&m);
+            assert_eq!(priority, prio);
             if let Some(prev) = last.insert((sender, prio), seq) {
                 assert!(prev < seq);
             }
@@ -268,43 +408,133 @@ fn a_receive_buffer_smaller_than_the_message_size_says_the_size_needed() {
     ));
 }
 
+/// The errno the seccomp filter of [`bad_names_are_invalid_before_any_system_call`] makes the
+/// queue system calls fail with: nothing else in this crate produces it.
+const FILTERED: i32 = libc::ENOTRECOVERABLE;
+
 #[test]
 fn bad_names_are_invalid_before_any_system_call() {
-    // The kernel would answer some of these differently ("/a/b", "//x": EACCES; too long:
-    // ENAMETOOLONG; "": ENOENT), so InvalidName shows that the check came first.
-    let long = format!("/{}", "x".repeat(256));
-    for bad in [
-        "",
-        "/",
-        "noslash",
-        "/a/b",
-        "//x",
-        long.as_str(),
-        "/nul\0x",
-        "/.",
-        "/..",
-    ] {
-        assert!(
-            matches!(MessageQueue::create(bad, 1, 8), Err(Error::InvalidName)),
-            "create {bad:?}"
-        );
-        assert!(
-            matches!(
-                MessageQueue::open(bad, Access::Both),
-                Err(Error::InvalidName)
-            ),
-            "open {bad:?}"
-        );
-        assert!(
-            matches!(ipc_mq::unlink(bad), Err(Error::InvalidName)),
-            "unlink {bad:?}"
-        );
+    let _wd = Watchdog::new("bad names", Duration::from_secs(30));
+    if role().as_deref() == Some("filtered") {
+        // From here on mq_open, mq_unlink, msgget and openat fail with FILTERED in this
+        // thread: a bad name that got as far as reading the limits or reaching the kernel
+        // would come back as Io(FILTERED), not InvalidName.
+        forbid_queue_syscalls();
+        let is_filtered =
+            |e: &Error| matches!(e, Error::Io(io) if io.raw_os_error() == Some(FILTERED));
+        // The filter works: a good name does reach the kernel.
+        let good = posix_name("good");
+        let r = MessageQueue::create(&good, 1, 8);
+        assert!(r.as_ref().is_err_and(is_filtered), "{r:?}");
+        let r = MessageQueue::open(&good, Access::Both);
+        assert!(r.as_ref().is_err_and(is_filtered), "{r:?}");
+        let r = ipc_mq::unlink(&good);
+        assert!(r.as_ref().is_err_and(is_filtered), "{r:?}");
+        let r = SysvQueue::open(Key::new(ipc_testkit::sysv_key()));
+        assert!(r.as_ref().is_err_and(is_filtered), "{r:?}");
+
+        let long = format!("/{}", "x".repeat(ipc_mq::NAME_MAX + 1));
+        for bad in [
+            "",
+            "/",
+            "noslash",
+            "/a/b",
+            "//x",
+            long.as_str(),
+            "/nul\0x",
+            "/.",
+            "/..",
+        ] {
+            let r = MessageQueue::create(bad, 1, 8);
+            assert!(
+                matches!(r, Err(Error::InvalidName)),
+                "create {bad:?}: {r:?}"
+            );
+            let r = MessageQueue::open(bad, Access::Both);
+            assert!(matches!(r, Err(Error::InvalidName)), "open {bad:?}: {r:?}");
+            let r = ipc_mq::unlink(bad);
+            assert!(
+                matches!(r, Err(Error::InvalidName)),
+                "unlink {bad:?}: {r:?}"
+            );
+            assert!(!ipc_mq::is_valid_name(bad), "{bad:?}");
+        }
+        // Opening "the" IPC_PRIVATE queue would create a new one: refused before msgget.
+        let r = SysvQueue::open(Key::PRIVATE);
+        assert!(matches!(r, Err(Error::NotFound)), "{r:?}");
+        return;
     }
+    let test = test_path!(bad_names_are_invalid_before_any_system_call);
+    ipc_testkit::Proc::spawn(&mut child(&test, "filtered"))
+        .unwrap()
+        .expect_success(Duration::from_secs(20));
     let absent = posix_name("absent");
     assert!(matches!(
         MessageQueue::open(&absent, Access::Both),
         Err(Error::NotFound)
     ));
+}
+
+/// Installs a seccomp filter on the calling thread that fails `mq_open`, `mq_unlink`,
+/// `msgget` and `openat` (how `create` reads the limits in /proc) with [`FILTERED`] and allows
+/// everything else. Irreversible: only in a child.
+#[allow(unsafe_code)]
+fn forbid_queue_syscalls() {
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    const AUDIT_ARCH: u32 =
+        { panic!("add this target's AUDIT_ARCH_* value (linux/audit.h) to forbid_queue_syscalls") };
+    const NR: u32 = 0; // offsetof(struct seccomp_data, nr)
+    const ARCH: u32 = 4; // offsetof(struct seccomp_data, arch)
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jeq = |k: libc::c_long, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k: k as u32,
+    };
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    let mut filter = [
+        stmt(load, ARCH),
+        jeq(libc::c_long::from(AUDIT_ARCH), 0, 6), // another ABI: allow
+        stmt(load, NR),
+        jeq(libc::SYS_mq_open, 4, 0),
+        jeq(libc::SYS_mq_unlink, 3, 0),
+        jeq(libc::SYS_msgget, 2, 0),
+        jeq(libc::SYS_openat, 1, 0),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+        stmt(ret, libc::SECCOMP_RET_ERRNO | FILTERED as u32),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: plain integer arguments; PR_SET_NO_NEW_PRIVS only restricts this process.
+    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    assert_eq!(
+        r,
+        0,
+        "PR_SET_NO_NEW_PRIVS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `prog` points to `filter`, both valid for the call (the kernel copies them).
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &raw const prog,
+        )
+    };
+    assert_eq!(r, 0, "PR_SET_SECCOMP: {}", std::io::Error::last_os_error());
 }
 
 #[test]
@@ -407,7 +637,11 @@ fn a_creator_killed_leaves_its_queue_and_messages_until_unlinked() {
     assert_eq!(line, "ready");
     kid.kill().unwrap();
     let status = kid.wait_timeout(Duration::from_secs(10)).unwrap();
-    assert!(!status.success());
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "{status}"
+    );
 
     let opener = MessageQueue::open(&name, Access::Receive).unwrap();
     assert!(!opener.is_owner());
@@ -455,33 +689,65 @@ fn notify_signals_an_arrival_in_the_empty_queue_once_per_registration() {
 }
 
 static SIGNALS: AtomicU32 = AtomicU32::new(0);
+static SI_CODE: AtomicI32 = AtomicI32::new(0);
+static SIVAL_INT: AtomicI32 = AtomicI32::new(-1);
 
-extern "C" fn count_signal(_: libc::c_int) {
+/// `si_code` of a signal sent by `mq_notify` (linux/asm-generic/siginfo.h).
+const SI_MESGQ: i32 = -3;
+
+#[allow(unsafe_code)]
+extern "C" fn note_signal(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
+    let info = unsafe { &*info };
+    // SAFETY: for SI_MESGQ the kernel fills si_value (read as a union of int and pointer).
+    let value = unsafe { info.si_value() };
+    // `sival_int` is the union's first four bytes, whatever the byte order.
+    let bytes: [u8; size_of::<libc::sigval>()] =
+        // SAFETY: `sigval` is plain data of that size.
+        unsafe { std::mem::transmute(value) };
+    let int = i32::from_ne_bytes(bytes[..4].try_into().unwrap());
+    SI_CODE.store(info.si_code, Ordering::SeqCst);
+    SIVAL_INT.store(int, Ordering::SeqCst);
     SIGNALS.fetch_add(1, Ordering::SeqCst);
 }
 
 /// The child of the notify test: installs a SIGUSR1 handler (process-wide, so only here),
-/// registers, and sees exactly one signal for one arrival.
+/// registers, and sees exactly one signal, from the queue, for one arrival.
 #[allow(unsafe_code)]
 fn notified_child() {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     let act = SigAction::new(
-        SigHandler::Handler(count_signal),
-        SaFlags::SA_RESTART,
+        SigHandler::SigAction(note_signal),
+        SaFlags::SA_RESTART | SaFlags::SA_SIGINFO,
         SigSet::empty(),
     );
-    // SAFETY: the handler only increments an atomic, which is async-signal-safe; this process
-    // is a test child that exits after this function.
+    // SAFETY: the handler only reads its siginfo and stores atomics (async-signal-safe); this
+    // process is a test child that exits after this function.
     unsafe { sigaction(Signal::SIGUSR1, &act) }.unwrap();
     let q = MessageQueue::create(&arg_name(), 2, 8).unwrap();
+    // Not signals, or ones glibc keeps for itself: refused before the call.
+    for bad in [0, -1, 32, 33, libc::SIGRTMAX() + 1] {
+        let r = q.notify(Notify::Signal(bad));
+        assert!(
+            matches!(r, Err(Error::InvalidSignal { signal }) if signal == bad),
+            "{r:?}"
+        );
+    }
     q.notify(Notify::Signal(libc::SIGUSR1)).unwrap();
     let other = MessageQueue::open(&arg_name(), Access::Send).unwrap();
     assert!(matches!(other.notify(Notify::None), Err(Error::NotifyBusy)));
+    assert!(matches!(q.notify(Notify::None), Err(Error::NotifyBusy)));
     other.send(b"wake", 0).unwrap();
     // The kernel queues the signal during mq_send; wait for a thread to run the handler.
     while SIGNALS.load(Ordering::SeqCst) == 0 {
         std::thread::yield_now();
     }
+    assert_eq!(SI_CODE.load(Ordering::SeqCst), SI_MESGQ);
+    assert_eq!(
+        SIVAL_INT.load(Ordering::SeqCst),
+        q.as_raw_fd(),
+        "si_value names the queue"
+    );
     // The registration is used up: a second arrival signals nothing, and the slot is free.
     other.send(b"again", 0).unwrap();
     other.notify(Notify::None).unwrap();

@@ -225,4 +225,86 @@ fn ftok_keys_come_from_a_path() {
         Key::from_path(std::path::Path::new("/nonexistent/ipcrs"), 1),
         Err(Error::NotFound)
     ));
+    // A queue under an ftok key: created exclusively, found again through the same path, and
+    // removed by its owner. (Another file may map to the same key: then create says so.)
+    let key = Key::from_path(&exe, b'q').unwrap();
+    match SysvQueue::create(key) {
+        Ok(q) => {
+            assert!(matches!(SysvQueue::create(key), Err(Error::AlreadyExists)));
+            let again = SysvQueue::open(Key::from_path(&exe, b'q').unwrap()).unwrap();
+            assert_eq!(again.id(), q.id());
+            assert_eq!(q.stats().unwrap().mode, 0o600);
+            drop(again);
+            drop(q);
+            assert!(matches!(SysvQueue::open(key), Err(Error::NotFound)));
+        }
+        Err(Error::AlreadyExists) => eprintln!("ftok key {key:?} is taken; skipped"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Removes a System V queue by id when dropped (for a queue no handle of this test owns).
+struct IdGuard(i32);
+
+impl Drop for IdGuard {
+    fn drop(&mut self) {
+        let _ = SysvQueue::remove_id(self.0);
+    }
+}
+
+#[test]
+fn a_creator_killed_leaves_its_queue_and_messages_until_removed() {
+    let _wd = Watchdog::new("killed sysv creator", Duration::from_secs(30));
+    if role().as_deref() == Some("creator") {
+        let (q, key) = create();
+        for t in 1..=3u8 {
+            q.send(i64::from(t), &[t; 3]).unwrap();
+        }
+        crate::ready(&format!("{} {}", key.as_raw(), q.id()));
+        // Wait to be killed: stdin is never written to.
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        return;
+    }
+    let test = test_path!(a_creator_killed_leaves_its_queue_and_messages_until_removed);
+    let mut cmd = child(&test, "creator");
+    cmd.stdin(std::process::Stdio::piped());
+    let (mut kid, line) = crate::spawn_ready(&mut cmd);
+    let (key, id) = line.split_once(' ').unwrap();
+    let (key, id) = (Key::from(key.parse::<i32>().unwrap()), id.parse().unwrap());
+    let _guard = IdGuard(id);
+    kid.kill().unwrap();
+    let status = kid.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "{status}"
+    );
+
+    let opener = SysvQueue::open(key).unwrap();
+    assert_eq!(opener.id(), id);
+    assert!(!opener.is_owner());
+    let st = opener.stats().unwrap();
+    assert_eq!((st.messages, st.bytes), (3, 9));
+    drop(opener); // an opener's drop removes nothing
+    let q = SysvQueue::open(key).unwrap();
+    for t in 1..=3u8 {
+        let (m, mtype) = q.try_receive_vec(Select::Any).unwrap();
+        assert_eq!((m, mtype), (vec![t; 3], i64::from(t)));
+    }
+    SysvQueue::remove_id(id).unwrap();
+    assert!(matches!(SysvQueue::open(key), Err(Error::NotFound)));
+    assert!(matches!(q.try_send(1, b"x"), Err(Error::Removed)));
+}
+
+#[test]
+fn keys_convert_from_numbers_and_private_cannot_be_opened() {
+    assert_eq!(Key::from(0x4950_0001), Key::new(0x4950_0001));
+    assert_eq!(Key::from(0x4950_0001).as_raw(), 0x4950_0001);
+    assert_eq!(Key::from(0), Key::PRIVATE);
+    // msgget(IPC_PRIVATE, 0) would create a queue; open refuses instead.
+    assert!(matches!(
+        SysvQueue::open(Key::PRIVATE),
+        Err(Error::NotFound)
+    ));
 }
