@@ -69,6 +69,15 @@ pub fn demo_name(tag: &str) -> String {
     format!("/ipcrs-demo-{tag}-{}", std::process::id())
 }
 
+/// System V keys for a demo to try in turn, in the workspace's range (`0x4950xxxx`) and
+/// derived from its pid: a set or queue under such a key is one `cargo xtask clean` removes if
+/// the demo is killed, where an `IPC_PRIVATE` one would be left behind unnoticed. Create with
+/// `IPC_EXCL` and move on to the next key when one is taken.
+pub fn demo_keys() -> impl Iterator<Item = i32> {
+    let pid = std::process::id();
+    (0..64u32).map(move |n| 0x4950_0000 | (pid.wrapping_add(n) & 0xffff) as i32)
+}
+
 /// The role this process plays if it is a re-run of a demo binary (see [`spawn_role`]).
 pub fn role() -> Option<String> {
     std::env::var(ROLE_ENV).ok()

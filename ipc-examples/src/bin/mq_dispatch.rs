@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, ExitCode};
 use std::time::{Duration, Instant};
 
-use ipc_examples::{DemoError, ensure, role, run, say, spawn_role};
+use ipc_examples::{DemoError, demo_keys, ensure, role, run, say, spawn_role};
 use ipc_mq::{Access, Error, Key, MessageQueue, Priority, Select, SysvQueue};
 
 const WORKERS: u64 = 3;
@@ -116,7 +116,14 @@ fn dispatcher() -> Result<String, DemoError> {
     let results_name = ipc_examples::demo_name("results");
     let tasks = MessageQueue::create(&tasks_name, ROUND.len() as u64, MSG)?;
     let results = MessageQueue::create(&results_name, 10, 2 * MSG)?;
-    let control = SysvQueue::create(Key::PRIVATE)?;
+    // Under a workspace key rather than IPC_PRIVATE, so that `cargo xtask clean` finds the
+    // queue if the dispatcher is killed; the workers are handed its id all the same.
+    let control = demo_keys()
+        .find_map(|key| match SysvQueue::create(Key::new(key)) {
+            Err(Error::AlreadyExists) => None,
+            r => Some(r),
+        })
+        .ok_or("no free System V key in the demo range")??;
     say!(
         me,
         "task queue {tasks_name} and result queue {results_name} (10 messages each), System V queue id {}",

@@ -266,7 +266,7 @@ fn run_stress() {
         .message_size(MSG as u64)
         .create(&mq_name)
         .expect("mq");
-    let sysv = SysvQueue::create(ipc_mq::Key::PRIVATE).expect("sysv queue");
+    let sysv = SysvQueue::create(ipc_mq::Key::new(ipc_testkit::sysv_key())).expect("sysv queue");
     let shm_name = ipc_testkit::posix_name("stress");
     let shm = Shm::create(&shm_name, RING_BYTES).expect("shm");
     let ev = EventSemaphore::new(0).expect("eventfd");
