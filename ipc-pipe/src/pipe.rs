@@ -257,8 +257,11 @@ impl PipeReader {
     /// # Errors
     /// [`Error::TimedOut`] if nothing arrived in time; [`Error::Io`] for the rest.
     pub fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<usize> {
+        // One absolute deadline for every retry: an interrupted or pre-empted read does not
+        // restart the clock.
+        let deadline = deadline(timeout);
         loop {
-            wait(self.fd.as_fd(), PollFlags::IN, deadline(timeout))?;
+            wait(self.fd.as_fd(), PollFlags::IN, deadline)?;
             match rustix::io::read(&self.fd, &mut *buf) {
                 Ok(n) => return Ok(n),
                 Err(Errno::INTR | Errno::AGAIN) => continue,
