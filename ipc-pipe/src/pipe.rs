@@ -257,8 +257,11 @@ impl PipeReader {
     /// # Errors
     /// [`Error::TimedOut`] if nothing arrived in time; [`Error::Io`] for the rest.
     pub fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<usize> {
+        // One absolute deadline for every retry: an interrupted or pre-empted read does not
+        // restart the clock.
+        let deadline = deadline(timeout);
         loop {
-            wait(self.fd.as_fd(), PollFlags::IN, deadline(timeout))?;
+            wait(self.fd.as_fd(), PollFlags::IN, deadline)?;
             match rustix::io::read(&self.fd, &mut *buf) {
                 Ok(n) => return Ok(n),
                 Err(Errno::INTR | Errno::AGAIN) => continue,
@@ -497,9 +500,16 @@ impl PipeWriter {
 
     /// One `write`, honouring the SIGPIPE policy.
     pub(crate) fn write_once(&self, buf: &[u8]) -> io::Result<usize> {
+        self.guarded(|| rustix::io::write(&self.fd, buf))
+    }
+
+    /// Runs `f`, one system call that writes into this end, under this end's SIGPIPE policy.
+    pub(crate) fn guarded<T>(&self, f: impl FnOnce() -> rustix::io::Result<T>) -> io::Result<T> {
         match self.sigpipe {
-            SigpipePolicy::Inherit => Ok(rustix::io::write(&self.fd, buf)?),
-            SigpipePolicy::Suppress => sys::write_without_sigpipe(self.fd.as_fd(), buf),
+            SigpipePolicy::Inherit => Ok(f()?),
+            SigpipePolicy::Suppress => {
+                Ok(sys::without_sigpipe(f, |r| matches!(r, Err(Errno::PIPE)))??)
+            }
         }
     }
 }
@@ -614,13 +624,7 @@ impl Write for &PipeWriter {
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self.sigpipe {
-            SigpipePolicy::Inherit => Ok(rustix::io::writev(&self.fd, bufs)?),
-            SigpipePolicy::Suppress => {
-                let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
-                self.write_once(first)
-            }
-        }
+        self.guarded(|| rustix::io::writev(&self.fd, bufs))
     }
 
     fn flush(&mut self) -> io::Result<()> {

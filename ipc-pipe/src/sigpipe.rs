@@ -16,7 +16,13 @@
 //! [`SigpipePolicy::Suppress`] is the safe way *either way*: it changes nothing process-wide. It
 //! blocks SIGPIPE in the writing thread around each `write`, and if the write failed with
 //! `EPIPE`, removes the signal that the write queued for that thread before restoring the mask.
-//! The cost is two extra system calls per write (`pthread_sigmask`), so it is opt-in.
+//! The cost is two extra system calls per write (`pthread_sigmask`), so it is opt-in. A writer's
+//! policy covers everything that writes through it: its `Write` impls (and so a
+//! [`crate::FramedWriter`] over it), its own methods, [`crate::ZeroCopyWriter`],
+//! [`crate::vmsplice`] and [`crate::tee`] into it.
+//!
+//! [`crate::splice`] and [`crate::copy`] take any descriptor, so they cannot know a writer's
+//! policy: in a host that may leave SIGPIPE at its default, run them inside [`suppressed`].
 //!
 //! ```
 //! use ipc_pipe::sigpipe::SigpipePolicy;
@@ -104,4 +110,33 @@ pub fn ignore() -> io::Result<Disposition> {
 /// Only if `sigaction` fails, which it does not for SIGPIPE.
 pub fn restore_default() -> io::Result<Disposition> {
     sys::set_sigpipe(Disposition::Default)
+}
+
+/// Runs `f` with SIGPIPE suppressed in the calling thread, as [`SigpipePolicy::Suppress`] does
+/// for one write: a pipe (or socket) without reader that `f` writes to gives `f` an `EPIPE`
+/// error and never kills the process, whatever the disposition. Nothing changes process-wide,
+/// and other threads are not affected. For calls that take any descriptor, such as
+/// [`crate::splice`] and [`crate::copy`]:
+///
+/// ```
+/// use ipc_pipe::{Error, sigpipe};
+/// let (r, w) = ipc_pipe::pipe()?;
+/// let (src_r, src_w) = ipc_pipe::pipe()?;
+/// src_w.write_atomic(b"data")?;
+/// drop(r);
+/// // Even in a host whose SIGPIPE is at its default action, this is an error, not a death.
+/// let copied = sigpipe::suppressed(|| ipc_pipe::copy(&src_r, &w, Some(4)))?;
+/// assert!(matches!(copied, Err(Error::NoReader)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// If the thread already blocks SIGPIPE, `f` simply runs: a pending SIGPIPE stays the
+/// caller's. Costs three system calls around `f` (two `pthread_sigmask`, one `sigtimedwait`).
+///
+/// # Errors
+/// Only if the thread's signal mask cannot be changed, which `pthread_sigmask` does not refuse
+/// for SIGPIPE; `f` has not run then.
+#[doc(alias = "pthread_sigmask")]
+pub fn suppressed<R>(f: impl FnOnce() -> R) -> io::Result<R> {
+    sys::without_sigpipe(f, |_| true)
 }

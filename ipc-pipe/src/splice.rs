@@ -34,6 +34,9 @@ use crate::{Error, PipeReader, PipeWriter, Result, pipe, sys};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
+/// Whether a `to` pipe without reader also raises SIGPIPE depends on the process's disposition
+/// (this call cannot know a [`PipeWriter`]'s policy); see [`crate::sigpipe::suppressed`].
+///
 /// # Errors
 /// [`Error::NoReader`] if `to` is a pipe without reader, [`Error::WouldBlock`] if a non-blocking
 /// end is not ready, [`Error::Io`] with `InvalidInput` (`EINVAL`) if neither side is a pipe or
@@ -75,8 +78,8 @@ pub fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> Result<usize> {
 ///  - [Linux](https://man7.org/linux/man-pages/man2/tee.2.html)
 pub fn tee(from: &PipeReader, to: &PipeWriter, len: usize) -> Result<usize> {
     loop {
-        match rustix::pipe::tee(from, to, len, SpliceFlags::empty()) {
-            Err(Errno::INTR) => continue,
+        match to.guarded(|| rustix::pipe::tee(from, to, len, SpliceFlags::empty())) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return Ok(other?),
         }
     }
@@ -91,7 +94,9 @@ pub fn tee(from: &PipeReader, to: &PipeWriter, len: usize) -> Result<usize> {
 ///   `read`/`write` through a 64 KiB buffer.
 ///
 /// Short transfers are continued and `EINTR` is retried, so no byte is lost or repeated;
-/// non-blocking descriptors are waited for with `poll`.
+/// non-blocking descriptors are waited for with `poll`. A `to` without reader raises SIGPIPE
+/// as the process's disposition says; wrap the call in [`crate::sigpipe::suppressed`] where
+/// that may be the default.
 ///
 /// ```
 /// use std::io::Read;

@@ -5,7 +5,7 @@
 //!   pages after the call returns.
 //! - [`install_fd_map`]: `pre_exec` runs between `fork` and `exec` in the child.
 //! - [`claim_inherited`]: turns a descriptor number inherited at exec into an `OwnedFd`.
-//! - [`set_sigpipe`], [`sigpipe`], [`write_without_sigpipe`]: signal dispositions and masks.
+//! - [`set_sigpipe`], [`sigpipe`], [`without_sigpipe`]: signal dispositions and masks.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -56,10 +56,12 @@ use crate::sigpipe::Disposition;
 #[doc(alias = "SPLICE_F_GIFT")]
 pub unsafe fn vmsplice(writer: &PipeWriter, data: &[u8]) -> io::Result<usize> {
     let iov = [IoSliceRaw::from_slice(data)];
-    // SAFETY: `writer` is the write end of a pipe, so the kernel only reads `data`; the caller
-    // promises (this function's contract) that `data` stays unchanged until it is consumed.
-    let n = unsafe { rustix::pipe::vmsplice(writer, &iov, SpliceFlags::empty()) };
-    Ok(n?)
+    writer.guarded(|| {
+        // SAFETY: `writer` is the write end of a pipe, so the kernel only reads `data`; the
+        // caller promises (this function's contract) that `data` stays unchanged until it is
+        // consumed.
+        unsafe { rustix::pipe::vmsplice(writer, &iov, SpliceFlags::empty()) }
+    })
 }
 
 /// `vmsplice` of `buf[start..start + len]`, a piece of a [`crate::ZeroCopyWriter`]'s own ring.
@@ -68,13 +70,14 @@ pub unsafe fn vmsplice(writer: &PipeWriter, data: &[u8]) -> io::Result<usize> {
 /// still reference (see its docs), and it never frees its ring while the pipe may reference it.
 pub(crate) fn vmsplice_ring(writer: &PipeWriter, piece: &[u8]) -> io::Result<usize> {
     let iov = [IoSliceRaw::from_slice(piece)];
-    // SAFETY: `writer` is a pipe's write end, so the kernel only reads `piece`. The piece belongs
-    // to a ZeroCopyWriter ring, which does not write to it again until at least one pipe capacity
-    // of newer bytes has been inserted after it (a pipe holds at most its capacity, so it no
-    // longer refers to it), and which leaks rather than frees its ring if the pipe may still
-    // refer to it when dropped.
-    let n = unsafe { rustix::pipe::vmsplice(writer, &iov, SpliceFlags::empty()) };
-    Ok(n?)
+    writer.guarded(|| {
+        // SAFETY: `writer` is a pipe's write end, so the kernel only reads `piece`. The piece
+        // belongs to a ZeroCopyWriter ring, which does not write to it again until at least one
+        // pipe capacity of newer bytes has been inserted after it (a pipe holds at most its
+        // capacity, so it no longer refers to it), and which leaks rather than frees its ring if
+        // the pipe may still refer to it when dropped.
+        unsafe { rustix::pipe::vmsplice(writer, &iov, SpliceFlags::empty()) }
+    })
 }
 
 /// Arranges for the child of `cmd` to find each `(fd, target)` at descriptor number `target`,
@@ -237,13 +240,17 @@ fn sigpipe_set() -> libc::sigset_t {
     unsafe { set.assume_init() }
 }
 
-/// `write` that cannot raise SIGPIPE in this process, whatever its disposition: SIGPIPE is
-/// blocked in the calling thread around the write, and if the write failed with `EPIPE` the
-/// signal it queued for this thread is taken off the queue before the mask is restored.
+/// Runs `f` so that it cannot raise SIGPIPE in this process, whatever the disposition:
+/// SIGPIPE is blocked in the calling thread while `f` runs; afterwards, if `raised(&result)`
+/// says `f` may have hit a pipe without reader (or if `f` panicked), the SIGPIPE that this
+/// queued for the thread is taken off the queue before the mask is restored.
 ///
-/// If the caller had SIGPIPE blocked already, the write is plain: a pending SIGPIPE is then the
+/// If the caller had SIGPIPE blocked already, `f` runs plainly: a pending SIGPIPE is then the
 /// caller's to handle.
-pub(crate) fn write_without_sigpipe(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+pub(crate) fn without_sigpipe<R>(
+    f: impl FnOnce() -> R,
+    raised: impl FnOnce(&R) -> bool,
+) -> io::Result<R> {
     let only_pipe = sigpipe_set();
     let mut old = MaybeUninit::<libc::sigset_t>::zeroed();
     // SAFETY: valid pointers; blocking a signal in this thread only.
@@ -255,27 +262,50 @@ pub(crate) fn write_without_sigpipe(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Resul
     let old = unsafe { old.assume_init() };
     // SAFETY: `old` is an initialised signal set.
     let was_blocked = unsafe { libc::sigismember(&old, libc::SIGPIPE) } == 1;
-    let result = rustix::io::write(fd, buf).map_err(io::Error::from);
-    if !was_blocked {
-        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::BrokenPipe) {
+    let mut guard = MaskGuard {
+        old,
+        only_pipe,
+        restore: !was_blocked,
+        // Until `f` returns normally: a panic drains too.
+        drain: true,
+    };
+    let result = f();
+    guard.drain = raised(&result);
+    drop(guard);
+    Ok(result)
+}
+
+/// Restores the thread's signal mask (after taking a queued SIGPIPE, if asked) when dropped,
+/// also while unwinding.
+struct MaskGuard {
+    old: libc::sigset_t,
+    only_pipe: libc::sigset_t,
+    restore: bool,
+    drain: bool,
+}
+
+impl Drop for MaskGuard {
+    fn drop(&mut self) {
+        if !self.restore {
+            return;
+        }
+        if self.drain {
             let zero = libc::timespec {
                 tv_sec: 0,
                 tv_nsec: 0,
             };
             loop {
                 // SAFETY: valid set and timeout; a null info pointer is allowed. Takes the
-                // SIGPIPE that the failed write queued for this thread, if any (EAGAIN if none).
-                let got = unsafe { libc::sigtimedwait(&only_pipe, std::ptr::null_mut(), &zero) };
+                // SIGPIPE queued for this thread, if any (EAGAIN if none).
+                let got =
+                    unsafe { libc::sigtimedwait(&self.only_pipe, std::ptr::null_mut(), &zero) };
                 if got >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                     break;
                 }
             }
         }
-        // SAFETY: restores the caller's mask that pthread_sigmask returned above.
-        let r = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-        if r != 0 {
-            return Err(io::Error::from_raw_os_error(r));
-        }
+        // SAFETY: restores the mask that pthread_sigmask returned in `without_sigpipe`; with
+        // valid arguments it cannot fail.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
     }
-    result
 }

@@ -29,11 +29,13 @@ fn a_hostile_length_is_refused_before_any_allocation() {
         return;
     }
     let _wd = Watchdog::new("hostile length", LIMIT);
-    let bytes = from_child(
-        &test_path!(a_hostile_length_is_refused_before_any_allocation),
-        "h",
-    );
-    let mut rx = FramedReader::new(&bytes[..]).max_frame(1 << 20);
+    let test = test_path!(a_hostile_length_is_refused_before_any_allocation);
+    // Read straight from the pipe while the child is alive: the header alone decides.
+    let (r, w) = pipe().unwrap();
+    let mut cmd = child(&test, "h");
+    ChildFds::new().fd_at(3, w).apply(&mut cmd);
+    let p = spawn(cmd);
+    let mut rx = FramedReader::new(&r).max_frame(1 << 20);
     let mut buf = Vec::new();
     match rx.read_frame_into(&mut buf) {
         Err(Error::MessageTooLarge { len, max }) => {
@@ -42,7 +44,10 @@ fn a_hostile_length_is_refused_before_any_allocation() {
         other => panic!("expected MessageTooLarge, got {other:?}"),
     }
     assert_eq!(buf.capacity(), 0, "nothing allocated for a refused frame");
-    // Even a reader that accepts u32::MAX allocates by what arrives, not by what is announced.
+    p.expect_success(LIMIT);
+    // Even a reader that accepts u32::MAX allocates by what arrives, not by what is announced:
+    // the 16 bytes that follow, then end-of-file inside the frame.
+    let bytes = from_child(&test, "h");
     let mut rx = FramedReader::new(&bytes[..]).max_frame(u32::MAX);
     let err = rx.read_frame_into(&mut buf).unwrap_err();
     assert_eq!(std::io::Error::from(err).kind(), ErrorKind::UnexpectedEof);

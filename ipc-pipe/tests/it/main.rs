@@ -6,6 +6,7 @@
 
 mod basics;
 mod children;
+mod eintr;
 mod frames;
 mod records;
 mod sigpipe;

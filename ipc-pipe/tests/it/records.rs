@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use ipc_pipe::{ChildFds, PIPE_BUF, PipeWriter, pipe};
+use ipc_pipe::{ChildFds, Error, PIPE_BUF, PipeWriter, pipe};
 use ipc_testkit::{SplitMix64, Watchdog, child, fnv1a64, role, test_path};
 
 use crate::{LIMIT, spawn};
@@ -13,7 +13,7 @@ const RECORDS: u32 = 400;
 const HEADER: usize = 16;
 
 #[test]
-fn records_up_to_pipe_buf_from_16_writers_never_interleave() {
+fn records_up_to_pipe_buf_from_16_writers_never_interleave_and_larger_ones_are_refused() {
     if let Some(role) = role() {
         let id: u16 = role.parse().unwrap();
         let w = PipeWriter::from_inherited(3).unwrap();
@@ -28,6 +28,16 @@ fn records_up_to_pipe_buf_from_16_writers_never_interleave() {
             rec[4..8].copy_from_slice(&seq.to_le_bytes());
             rec[8..16].copy_from_slice(&sum.to_le_bytes());
             w.write_atomic(&rec[..len]).unwrap();
+            if seq % 100 == 0 {
+                // One byte too many: refused whole, nothing of it reaches the pipe (the reader
+                // would find a record it cannot parse).
+                let err = w.write_atomic(&[0xEE; PIPE_BUF + 1]).unwrap_err();
+                assert!(
+                    matches!(err, Error::MessageTooLarge { len, max }
+                        if len == PIPE_BUF as u64 + 1 && max == PIPE_BUF as u64),
+                    "{err:?}"
+                );
+            }
         }
         return;
     }
@@ -36,7 +46,9 @@ fn records_up_to_pipe_buf_from_16_writers_never_interleave() {
     let procs: Vec<_> = (0..WRITERS)
         .map(|id| {
             let mut cmd = child(
-                &test_path!(records_up_to_pipe_buf_from_16_writers_never_interleave),
+                &test_path!(
+                    records_up_to_pipe_buf_from_16_writers_never_interleave_and_larger_ones_are_refused
+                ),
                 &id.to_string(),
             );
             ChildFds::new()
@@ -71,5 +83,6 @@ fn records_up_to_pipe_buf_from_16_writers_never_interleave() {
         count += 1;
     }
     assert_eq!(count, u32::from(WRITERS) * RECORDS);
+    assert_eq!(at, stream.len(), "not one byte beyond the records");
     assert!(next_seq.iter().all(|&n| n == RECORDS));
 }

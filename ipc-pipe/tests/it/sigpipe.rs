@@ -70,6 +70,36 @@ fn with_sigpipe_at_default_the_suppress_policy_still_gives_an_error() {
         for _ in 0..3 {
             assert!(matches!(w.write_atomic(b"x"), Err(Error::NoReader)));
         }
+        // Every other path that writes into this end honours its policy too.
+        let err = FramedWriter::new(&w)
+            .write_frame(&[1; 100_000])
+            .unwrap_err();
+        assert!(matches!(err, Error::NoReader), "framed: {err:?}");
+        let err = w
+            .write_all_timeout(&[2; 10_000], std::time::Duration::from_secs(5))
+            .unwrap_err();
+        assert!(matches!(err, Error::NoReader), "write_all_timeout: {err:?}");
+        let mut z = ipc_pipe::ZeroCopyWriter::new(&w).unwrap();
+        let err = z.send(&[3; 4096]).unwrap_err();
+        assert!(matches!(err, Error::NoReader), "vmsplice: {err:?}");
+        drop(z);
+        let (src_r, mut src_w) = pipe().unwrap();
+        src_w.write_all(b"teed").unwrap();
+        let err = ipc_pipe::tee(&src_r, &w, 4).unwrap_err();
+        assert!(matches!(err, Error::NoReader), "tee: {err:?}");
+        // splice and copy take any descriptor: the closure form covers them.
+        let spliced = sigpipe::suppressed(|| ipc_pipe::splice(&src_r, &w, 4)).unwrap();
+        assert!(
+            matches!(spliced, Err(Error::NoReader)),
+            "splice: {spliced:?}"
+        );
+        let copied = sigpipe::suppressed(|| ipc_pipe::copy(&src_r, &w, Some(4))).unwrap();
+        assert!(matches!(copied, Err(Error::NoReader)), "copy: {copied:?}");
+        assert_eq!(
+            src_r.available().unwrap(),
+            4,
+            "nothing was taken from the source"
+        );
         // No SIGPIPE is left pending to kill us later: unblock-and-live is the proof (the
         // mask was restored by each write, so a pending SIGPIPE would have ended us here).
         std::thread::yield_now();
