@@ -240,3 +240,38 @@ fn created_mode_is_exact_for_an_unprivileged_user_under_umask_777() {
         "the owners removed their FIFOs"
     );
 }
+
+/// The names in `IN_OPEN` events read so far from the non-blocking inotify descriptor `ino`.
+fn opened_names(ino: &std::os::fd::OwnedFd) -> Vec<String> {
+    use rustix::fs::inotify;
+    let mut buf = [std::mem::MaybeUninit::uninit(); 4096];
+    let mut reader = inotify::Reader::new(ino, &mut buf);
+    let mut names = Vec::new();
+    while let Ok(ev) = reader.next() {
+        if ev.events().contains(inotify::ReadFlags::OPEN) {
+            if let Some(name) = ev.file_name() {
+                names.push(name.to_string_lossy().into_owned());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn create_never_opens_the_fifo_so_no_reader_appears() {
+    use rustix::fs::inotify;
+    let dir = place();
+    let ino =
+        inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).unwrap();
+    inotify::add_watch(&ino, dir.path(), inotify::WatchFlags::OPEN).unwrap();
+    let a = Fifo::create(dir.join("a").unwrap()).unwrap();
+    let b = Fifo::options()
+        .mode(0o644)
+        .create(dir.join("b").unwrap())
+        .unwrap();
+    assert_eq!(mode_of(b.path()), 0o644);
+    assert!(opened_names(&ino).is_empty(), "create opened the FIFO");
+    // The watch works: an open is reported.
+    drop(FifoReader::try_open(a.path()).unwrap());
+    assert_eq!(opened_names(&ino), ["a"]);
+}
