@@ -92,8 +92,11 @@ impl ReaderOptions {
 /// and waits (blocking mode) or says [`io::ErrorKind::WouldBlock`] (non-blocking mode) until a
 /// writer arrives. End-of-file then means what it says: every writer that came has closed.
 ///
-/// Descriptor interop: [`AsFd`] (poll it with `rustix::event::poll`, or hand it to an async
-/// runtime's fd adapter), `From<FifoReader> for OwnedFd` and for [`Stdio`].
+/// Descriptor interop: [`AsFd`] and [`AsRawFd`] (poll it with `rustix::event::poll`, or hand
+/// it to an async runtime's fd adapter), `From<FifoReader> for OwnedFd` and for [`Stdio`], and
+/// back with [`TryFrom<OwnedFd>`](#impl-TryFrom%3COwnedFd%3E-for-FifoReader), which checks the
+/// descriptor (a fallible conversion, where `ipc-pipe`'s ends have an unchecked
+/// `From<OwnedFd>`: see there why).
 pub struct FifoReader {
     fd: OwnedFd,
     keep_alive: Option<OwnedFd>,
@@ -293,6 +296,9 @@ impl WriterOptions {
 /// Besides [`Write`], it sends whole records ([`FifoWriter::write_record`], any number of
 /// writers) and frames ([`FifoWriter::write_frame`], one writer) for a
 /// [`RecordReader`](crate::RecordReader).
+///
+/// Descriptor interop as for [`FifoReader`]: [`AsFd`], [`AsRawFd`], `From<FifoWriter> for
+/// OwnedFd` and for [`Stdio`], and a checked `TryFrom<OwnedFd>`.
 pub struct FifoWriter {
     fd: OwnedFd,
 }
@@ -567,7 +573,25 @@ macro_rules! fd_interop {
                 Stdio::from(OwnedFd::from(x))
             }
         }
-        /// Checks that the descriptor is a FIFO (any owner) opened for this end's access mode.
+        /// Takes a descriptor after checking, with `fstat` and `fcntl(F_GETFL)`, that it is a
+        /// FIFO (or an anonymous pipe: the same kernel object) opened for this end's direction
+        /// or `O_RDWR`. Of any owner: whoever hands over a descriptor has already opened it,
+        /// and the owner check guards the lookup of a path, which is not made here. Its
+        /// blocking mode is kept as it is.
+        ///
+        /// Fallible, where `ipc-pipe`'s ends and `std::fs::File` have an unchecked
+        /// `From<OwnedFd>`: every value of this type is a FIFO end—that is what keeps a
+        /// regular file, a device or a socket from being read or written as if it were one,
+        /// and what the reader's end-of-file handling relies on—and a conversion that cannot
+        /// fail could only skip that check or panic.
+        ///
+        /// A reader made from an `O_RDWR` descriptor is its own writer, so (like a
+        /// [`KeepAlive::On`] reader) it never sees end-of-file.
+        ///
+        /// # Errors
+        /// [`Error::NotAFifo`] for anything else, [`Error::PermissionDenied`] for the other
+        /// direction's end, [`Error::Io`] if `fstat` or `fcntl` fails. The descriptor is
+        /// closed on error (`try_clone` it first to keep it).
         impl TryFrom<OwnedFd> for $t {
             type Error = Error;
             fn try_from(fd: OwnedFd) -> Result<$t> {
