@@ -83,6 +83,12 @@ impl FifoWriter {
     /// forever). The write is made with `O_NONBLOCK` set for its duration, so it cannot
     /// overshoot the deadline when other writers race for the same room.
     ///
+    /// `O_NONBLOCK` belongs to the open file, which this writer shares with copies of its
+    /// descriptor (`dup`, a forked child's) and with other threads writing through
+    /// `&FifoWriter`: a blocking write through one of those at the same moment may see
+    /// [`Error::WouldBlock`]. Give each thread that mixes the two forms its own writer
+    /// ([`FifoWriter::open`] again).
+    ///
     /// # Errors
     /// [`Error::TimedOut`], or as [`FifoWriter::write_record`].
     pub fn write_record_timeout(&self, record: &[u8], timeout: Duration) -> Result<()> {
@@ -106,14 +112,20 @@ impl FifoWriter {
                 Err(Error::WouldBlock) => {}
                 r => break r,
             }
-            if poll_until(self.fd(), PollFlags::OUT, deadline, None)?.is_none() {
-                break Err(Error::TimedOut);
+            match poll_until(self.fd(), PollFlags::OUT, deadline, None) {
+                Ok(Some(_)) => {}
+                Ok(None) => break Err(Error::TimedOut),
+                Err(e) => break Err(e),
             }
         };
-        if was_blocking {
-            fcntl_setfl(self.fd(), flags)?;
-        }
-        result
+        // Back to blocking mode on every path. The write's own error comes first; restoring
+        // the flag on a valid descriptor does not fail in practice.
+        let restored = if was_blocking {
+            fcntl_setfl(self.fd(), flags)
+        } else {
+            Ok(())
+        };
+        result.and(restored.map_err(Error::from))
     }
 
     /// Sends `frame` (any length up to `u32::MAX`) with its length prefix, in as many writes as

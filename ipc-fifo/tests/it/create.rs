@@ -138,6 +138,48 @@ fn owner_does_not_remove_a_file_that_replaced_its_fifo() {
     assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
 }
 
+#[test]
+fn owner_drop_never_panics_whatever_became_of_the_path() {
+    let dir = place();
+    let path = dir.join("gone").unwrap();
+
+    // Removed by someone else: drop is silent; `remove` reports it.
+    let owner = Fifo::create(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    drop(owner);
+    let owner = Fifo::create(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(owner.remove(), Err(Error::NotFound)));
+
+    // Replaced by a directory, or by another FIFO of ours (a new inode): left alone.
+    let owner = Fifo::create(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    drop(owner);
+    assert!(path.is_dir());
+    std::fs::remove_dir(&path).unwrap();
+    let owner = Fifo::create(&path).unwrap();
+    let moved = dir.join("moved").unwrap();
+    std::fs::rename(&path, &moved).unwrap();
+    let other = Fifo::create(&path).unwrap();
+    drop(owner);
+    assert!(path.exists(), "removed a FIFO it did not create");
+    assert!(moved.exists(), "followed its FIFO to a new name");
+    drop(other);
+    ipc_fifo::unlink(&moved, Owner::Me).unwrap();
+
+    // Its whole directory is gone.
+    let sub = ipc_fifo::PrivateDir::open_or_create(dir.join("sub").unwrap()).unwrap();
+    let owner = Fifo::create(sub.join("f").unwrap()).unwrap();
+    let sub_path = sub.path().to_owned();
+    drop(sub);
+    assert!(!sub_path.exists());
+    drop(owner);
+
+    // Made unreachable (a directory we may not search): see the unprivileged role below.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
 /// The child role: creates an owner and forks; the forked child drops its inherited copy.
 ///
 /// This role process has a few threads (the test harness's), so the forked child keeps to
@@ -212,6 +254,15 @@ fn unprivileged_umask_role() {
     assert_eq!(mode_of(b.path()), 0o640);
     // And an unprivileged opener of its own FIFO is fine.
     drop(ipc_fifo::FifoReader::try_open(a.path()).unwrap());
+
+    // An owner whose path can no longer be reached (its directory made 0000; no root bypass
+    // here) drops without a panic and removes nothing.
+    let c = Fifo::create(dir.join("unreachable")).unwrap();
+    std::fs::set_permissions(&dir, PermissionsExt::from_mode(0o000)).unwrap();
+    drop(c);
+    std::fs::set_permissions(&dir, PermissionsExt::from_mode(0o700)).unwrap();
+    assert!(dir.join("unreachable").exists());
+    ipc_fifo::unlink(dir.join("unreachable"), Owner::Me).unwrap();
 }
 
 #[test]
