@@ -228,6 +228,7 @@ fn reader_open_completes_when_a_writer_arrives_without_writing() {
 
 #[test]
 fn a_reader_before_any_writer_sees_no_false_eof() {
+    let _wd = Watchdog::new("no_false_eof", Duration::from_secs(20));
     let dir = place();
     let fifo = Fifo::create(dir.join("early").unwrap()).unwrap();
     let r = FifoReader::try_open(fifo.path()).unwrap();
@@ -240,7 +241,10 @@ fn a_reader_before_any_writer_sees_no_false_eof() {
     (&w).write_all(b"hi").unwrap();
     assert_eq!((&r).read(&mut buf).unwrap(), 2);
     drop(w);
-    // Now a writer has come and gone: that is a real end-of-file.
+    // Now a writer has come and gone: that is a real end-of-file. (Read in blocking mode: a
+    // child that another test thread is spawning may hold a copy of the writer until its
+    // exec.)
+    r.set_nonblocking(false).unwrap();
     assert_eq!((&r).read(&mut buf).unwrap(), 0);
 }
 
