@@ -86,8 +86,10 @@ fn latency(dir: &PrivateDir, ours: bool, warm: usize, iters: usize) -> Vec<u64> 
     let child = bench::fork(|| {
         let mut buf = [0u8; MSG];
         if ours {
-            // A reader that does not wait for its writer (its reads do), then the writer.
-            let r = FifoReader::try_open(&pa).unwrap();
+            // The same opens, in the same order, as the raw run: each blocks until its peer
+            // has the FIFO open (a reader's open does not wait for data, so this cannot
+            // deadlock).
+            let r = FifoReader::open(&pa).unwrap();
             let w = FifoWriter::open(&pb).unwrap();
             for _ in 0..total {
                 (&r).read_exact(&mut buf).unwrap();
@@ -114,7 +116,7 @@ fn latency(dir: &PrivateDir, ours: bool, warm: usize, iters: usize) -> Vec<u64> 
     };
     if ours {
         let w = FifoWriter::open(&pa).unwrap();
-        let r = FifoReader::try_open(&pb).unwrap();
+        let r = FifoReader::open(&pb).unwrap();
         for i in 0..total {
             out[..8].copy_from_slice(&(i as u64).to_le_bytes());
             let t0 = bench::now_ns();
@@ -185,7 +187,7 @@ fn throughput(path: &Path, ours: bool, chunk: usize, total: usize) -> f64 {
     let mut got = 0usize;
     let t0;
     if ours {
-        let r = FifoReader::try_open(path).unwrap();
+        let r = FifoReader::open(path).unwrap();
         t0 = Instant::now();
         while got < total {
             let n = (&r).read(&mut dst[..chunk]).unwrap();

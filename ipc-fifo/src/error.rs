@@ -108,9 +108,11 @@ pub enum Error {
     TimedOut,
     /// The operation would block (a `try_` form, or a descriptor in non-blocking mode).
     WouldBlock,
-    /// A record or frame is longer than the mode allows: records are at most
-    /// [`RECORD_MAX`](crate::RECORD_MAX) bytes so that they never interleave, frames at most
-    /// the reader's or writer's `max`.
+    /// A record or frame is longer than the mode allows. Records are at most
+    /// [`RECORD_MAX`](crate::RECORD_MAX) bytes (4092 on Linux): a record and its 4-byte length
+    /// prefix go out in one write of at most `PIPE_BUF` (4096) bytes, the largest write that
+    /// never interleaves with other writers'. Frames are at most the reader's `max_len`, or
+    /// `u32::MAX` bytes for the writer.
     MessageTooLarge {
         /// The length that was asked for or announced.
         len: usize,
@@ -151,7 +153,18 @@ impl fmt::Display for Error {
                 write!(
                     f,
                     "message of {len} bytes is larger than the maximum of {max}"
-                )
+                )?;
+                if *max == crate::RECORD_MAX {
+                    write!(
+                        f,
+                        " for a record (PIPE_BUF = {} bytes per atomic write, less the \
+                         {}-byte length prefix); send larger messages as frames from a \
+                         single writer",
+                        crate::PIPE_BUF,
+                        crate::HEADER_LEN
+                    )?;
+                }
+                Ok(())
             }
             Error::Truncated => f.write_str("the stream ended inside a message"),
             Error::Io(e) => write!(f, "{e}"),

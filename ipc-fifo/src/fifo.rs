@@ -1,6 +1,6 @@
 //! Creating a FIFO (the owner), removing it, and the checked open every handle goes through.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -150,10 +150,13 @@ impl Fifo {
     /// # Ok(()) }
     /// ```
     ///
-    /// To set the mode with `fchmod`, `create` opens the new FIFO for an instant (for reading,
-    /// non-blocking, checked with `fstat` to be the FIFO it made). Should the umask have removed
-    /// our own read bit, it falls back to `chmod` on the path, right after `lstat` confirmed it
-    /// is still our FIFO (in a [`PrivateDir`](crate::PrivateDir) nobody else can swap it).
+    /// The mode is set on the inode that `mkfifo` made, named by an `O_PATH` descriptor checked
+    /// with `fstat` (`chmod` of `/proc/self/fd/N`), which does not open the FIFO: no reader
+    /// appears, not even for an instant. Without `/proc`, `create` opens the new FIFO for
+    /// reading for an instant (non-blocking, checked with `fstat`) and uses `fchmod`; should
+    /// the umask have removed our own read bit, it then uses `chmod` on the path, right after
+    /// `lstat` confirmed it is still our FIFO (in a [`PrivateDir`](crate::PrivateDir) nobody
+    /// else can swap it).
     ///
     /// # Errors
     /// [`Error::InvalidName`] for an empty path or one with a NUL byte, [`Error::AlreadyExists`]
@@ -232,13 +235,32 @@ impl Drop for Fifo {
     }
 }
 
-/// Sets the exact mode on the FIFO just made at `path`, with `fchmod` on a descriptor checked to
-/// be that FIFO. Returns its `stat`.
+/// Sets the exact mode on the FIFO just made at `path` and returns its `stat`.
+///
+/// Through an `O_PATH` descriptor (`chmod` of `/proc/self/fd/N`, as glibc does for
+/// `fchmodat(AT_SYMLINK_NOFOLLOW)`): it names the inode that was checked with `fstat` without
+/// opening the FIFO, so no reader appears even for an instant (a writer polling for one, or a
+/// `fork` in another thread, could otherwise catch it), and it needs no permission on the
+/// FIFO. Without `/proc`, the FIFO is opened for reading for an instant and `fchmod`ed.
 fn apply_mode(path: &Path, mode: u32) -> Result<Stat> {
+    let mode = Mode::from_raw_mode(mode as rustix::fs::RawMode);
+    let handle = rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&handle)?;
+    check_stat(&st, Owner::Me)?;
+    let link = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    match rustix::fs::chmod(link.as_str(), mode) {
+        Ok(()) => return Ok(st),
+        Err(Errno::NOENT) => {} // no /proc
+        Err(e) => return Err(e.into()),
+    }
     // O_RDONLY|O_NONBLOCK opens a FIFO at once, with or without a writer.
     match open_checked(path, OFlags::RDONLY | OFlags::NONBLOCK, Owner::Me) {
         Ok(fd) => {
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode as rustix::fs::RawMode))?;
+            rustix::fs::fchmod(&fd, mode)?;
             Ok(rustix::fs::fstat(fd.as_fd())?)
         }
         // The umask removed our own read bit (and we are not root): the path is all we have.
@@ -246,7 +268,7 @@ fn apply_mode(path: &Path, mode: u32) -> Result<Stat> {
         Err(Error::PermissionDenied) => {
             let st = lstat(path)?;
             check_stat(&st, Owner::Me)?;
-            rustix::fs::chmod(path, Mode::from_raw_mode(mode as rustix::fs::RawMode))?;
+            rustix::fs::chmod(path, mode)?;
             Ok(st)
         }
         Err(e) => Err(e),

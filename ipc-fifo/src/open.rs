@@ -7,13 +7,13 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use rustix::event::PollFlags;
+use rustix::event::{PollFd, PollFlags};
 use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
 use rustix::io::Errno;
 
 use crate::error::{Error, FileKind, Result};
 use crate::fifo::{Owner, open_checked};
-use crate::time::{Deadline, poll_until};
+use crate::time::{Deadline, poll_all_until, poll_until};
 
 /// Whether a reader also holds a write end of its own FIFO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -92,8 +92,11 @@ impl ReaderOptions {
 /// and waits (blocking mode) or says [`io::ErrorKind::WouldBlock`] (non-blocking mode) until a
 /// writer arrives. End-of-file then means what it says: every writer that came has closed.
 ///
-/// Descriptor interop: [`AsFd`] (poll it with `rustix::event::poll`, or hand it to an async
-/// runtime's fd adapter), `From<FifoReader> for OwnedFd` and for [`Stdio`].
+/// Descriptor interop: [`AsFd`] and [`AsRawFd`] (poll it with `rustix::event::poll`, or hand
+/// it to an async runtime's fd adapter), `From<FifoReader> for OwnedFd` and for [`Stdio`], and
+/// back with [`TryFrom<OwnedFd>`](#impl-TryFrom%3COwnedFd%3E-for-FifoReader), which checks the
+/// descriptor (a fallible conversion, where `ipc-pipe`'s ends have an unchecked
+/// `From<OwnedFd>`: see there why).
 pub struct FifoReader {
     fd: OwnedFd,
     keep_alive: Option<OwnedFd>,
@@ -114,12 +117,16 @@ impl FifoReader {
         ReaderOptions::new()
     }
 
-    /// Opens `path` for reading and blocks until the first writer has arrived (its first data,
-    /// or its close, is visible), however long that takes.
+    /// Opens `path` for reading and blocks until a writer has it open, however long that
+    /// takes—as `open(2)` with `O_RDONLY` does, but safely.
     ///
     /// The open itself is non-blocking (`O_RDONLY|O_NONBLOCK|O_NOFOLLOW|O_CLOEXEC`, then
-    /// `fstat`: a FIFO owned by us), so a writer waiting in its own open is released at once;
-    /// then `poll` waits. The returned reader is in blocking mode.
+    /// `fstat`: a FIFO owned by us), so a writer waiting in its own open is released at once.
+    /// Then it waits, without spinning, until a writer is there: one that has the FIFO open
+    /// (even if it has written nothing yet), or whose data or close is visible. A writer
+    /// that opened and has not written is seen with `tee(2)`, and its arrival announced by
+    /// inotify (Linux); where those are missing, the open waits for the writer's first data
+    /// or its close instead. The returned reader is in blocking mode.
     ///
     /// # Errors
     /// [`Error::InvalidName`], [`Error::NotFound`], [`Error::NotAFifo`] (a regular file,
@@ -162,7 +169,7 @@ impl FifoReader {
             }
         };
         if let (Some(deadline), None) = (wait, &keep_alive) {
-            if poll_until(&fd, PollFlags::IN, deadline, None)?.is_none() {
+            if !wait_for_writer(&fd, deadline)? {
                 return Err(Error::TimedOut);
             }
         }
@@ -289,6 +296,9 @@ impl WriterOptions {
 /// Besides [`Write`], it sends whole records ([`FifoWriter::write_record`], any number of
 /// writers) and frames ([`FifoWriter::write_frame`], one writer) for a
 /// [`RecordReader`](crate::RecordReader).
+///
+/// Descriptor interop as for [`FifoReader`]: [`AsFd`], [`AsRawFd`], `From<FifoWriter> for
+/// OwnedFd` and for [`Stdio`], and a checked `TryFrom<OwnedFd>`.
 pub struct FifoWriter {
     fd: OwnedFd,
 }
@@ -302,7 +312,8 @@ impl fmt::Debug for FifoWriter {
 }
 
 /// How long a writer waiting for a reader sleeps at most between two open attempts when no
-/// inotify event woke it (a reader blocked inside its own `open(2)` is not announced).
+/// inotify event woke it (a reader blocked inside its own `open(2)` is not announced); and how
+/// often a reader waiting for a writer checks again when it has no inotify watch.
 const RETRY_CAP: Duration = Duration::from_millis(50);
 
 impl FifoWriter {
@@ -413,6 +424,79 @@ impl FifoWriter {
     }
 }
 
+/// Waits until a writer has opened the FIFO that `fd` (non-blocking) reads, or `deadline`
+/// passes; `false` on time-out.
+///
+/// "A writer has arrived" means: one has the FIFO open now, or data is there, or one came and
+/// went since our open (`poll` reports `POLLHUP` only then). The first is what a blocking
+/// `open(O_RDONLY)` waits for, and `poll` cannot see it (a writer that opened and has not
+/// written is no event): [`writer_present`] asks `tee(2)`, and an inotify watch on the FIFO's
+/// inode (`IN_OPEN`) says when to ask again. Without inotify, the check is repeated every
+/// [`RETRY_CAP`] at most.
+fn wait_for_writer(fd: &OwnedFd, deadline: Deadline) -> Result<bool> {
+    let mut watch: Option<OwnedFd> = None;
+    let mut tried_watch = false;
+    loop {
+        let now = Deadline::after(Duration::ZERO);
+        if poll_until(fd, PollFlags::IN, now, Some(Duration::ZERO))?.is_some() || writer_present(fd)
+        {
+            return Ok(true);
+        }
+        if deadline.remaining().is_some_and(|l| l.is_zero()) {
+            return Ok(false);
+        }
+        if !tried_watch {
+            // Set the watch up, then check again at once: a writer may have come meanwhile.
+            tried_watch = true;
+            watch = watch_opens_of(fd);
+            continue;
+        }
+        match &watch {
+            Some(w) => {
+                let mut fds = [
+                    PollFd::new(fd, PollFlags::IN),
+                    PollFd::new(w, PollFlags::IN),
+                ];
+                poll_all_until(&mut fds, deadline, None)?;
+                drain(w);
+            }
+            None => {
+                poll_until(fd, PollFlags::IN, deadline, Some(RETRY_CAP))?;
+            }
+        }
+    }
+}
+
+/// Whether some process has the FIFO that `fd` reads open for writing, without consuming
+/// anything: `tee(2)` of one byte into a scratch pipe, non-blocking, fails with `EAGAIN` exactly
+/// when the FIFO is empty and has a writer (it copies a byte when there is data, and returns 0
+/// when there is no writer). Linux only; where `tee` fails otherwise, `false` (the caller then
+/// waits for data or a hang-up, which `poll` does report).
+fn writer_present(fd: &OwnedFd) -> bool {
+    use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, tee};
+    let Ok((_scratch_r, scratch_w)) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK) else {
+        return false;
+    };
+    loop {
+        match tee(fd, &scratch_w, 1, SpliceFlags::NONBLOCK) {
+            Ok(n) => return n > 0,
+            Err(Errno::AGAIN) => return true,
+            Err(Errno::INTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// An inotify descriptor watching the inode that `fd` refers to (through `/proc/self/fd`, so
+/// not whatever is at its path now) for opens, or `None` when inotify or `/proc` is not there.
+fn watch_opens_of(fd: &OwnedFd) -> Option<OwnedFd> {
+    use rustix::fs::inotify;
+    let w = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
+    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    inotify::add_watch(&w, link.as_str(), inotify::WatchFlags::OPEN).ok()?;
+    Some(w)
+}
+
 /// An inotify descriptor watching `path` for opens and removal, or `None` when inotify is not
 /// available (no instances left): the caller then retries on a timer.
 fn open_watch(path: &Path) -> Option<OwnedFd> {
@@ -489,7 +573,25 @@ macro_rules! fd_interop {
                 Stdio::from(OwnedFd::from(x))
             }
         }
-        /// Checks that the descriptor is a FIFO (any owner) opened for this end's access mode.
+        /// Takes a descriptor after checking, with `fstat` and `fcntl(F_GETFL)`, that it is a
+        /// FIFO (or an anonymous pipe: the same kernel object) opened for this end's direction
+        /// or `O_RDWR`. Of any owner: whoever hands over a descriptor has already opened it,
+        /// and the owner check guards the lookup of a path, which is not made here. Its
+        /// blocking mode is kept as it is.
+        ///
+        /// Fallible, where `ipc-pipe`'s ends and `std::fs::File` have an unchecked
+        /// `From<OwnedFd>`: every value of this type is a FIFO end—that is what keeps a
+        /// regular file, a device or a socket from being read or written as if it were one,
+        /// and what the reader's end-of-file handling relies on—and a conversion that cannot
+        /// fail could only skip that check or panic.
+        ///
+        /// A reader made from an `O_RDWR` descriptor is its own writer, so (like a
+        /// [`KeepAlive::On`] reader) it never sees end-of-file.
+        ///
+        /// # Errors
+        /// [`Error::NotAFifo`] for anything else, [`Error::PermissionDenied`] for the other
+        /// direction's end, [`Error::Io`] if `fstat` or `fcntl` fails. The descriptor is
+        /// closed on error (`try_clone` it first to keep it).
         impl TryFrom<OwnedFd> for $t {
             type Error = Error;
             fn try_from(fd: OwnedFd) -> Result<$t> {

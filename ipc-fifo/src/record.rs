@@ -2,8 +2,9 @@
 //!
 //! Both are a 4-byte little-endian length followed by the payload. A record is written with one
 //! `write(2)` of at most `PIPE_BUF` bytes, which POSIX guarantees is never interleaved with
-//! other writers' data; a frame may be larger and is written in several pieces, so only one
-//! writer may send frames to a FIFO.
+//! other writers' data; that write carries the length prefix too, so a record's payload is at
+//! most `PIPE_BUF - 4` bytes ([`RECORD_MAX`], 4092 on Linux). A frame may be larger and is
+//! written in several pieces, so only one writer may send frames to a FIFO.
 
 use std::io::{self, IoSlice};
 use std::time::Duration;
@@ -21,9 +22,18 @@ pub const PIPE_BUF: usize = rustix::pipe::PIPE_BUF;
 /// The length prefix of a record or frame: a `u32`, little-endian.
 pub const HEADER_LEN: usize = 4;
 
-/// The largest record payload: `PIPE_BUF` minus the header, so a whole record is one atomic
-/// write.
+/// The largest record payload: [`PIPE_BUF`] minus the 4-byte length prefix ([`HEADER_LEN`]),
+/// so that prefix and payload go out in one atomic write. 4092 bytes on Linux.
+///
+/// A FIFO is a byte stream: the reader finds where each record ends only from its length
+/// prefix, and only writes of at most `PIPE_BUF` bytes—prefix included—are kept whole
+/// among several writers. Larger messages: frames, from one writer
+/// ([`FifoWriter::write_frame`]).
 pub const RECORD_MAX: usize = PIPE_BUF - HEADER_LEN;
+
+// The figures in the docs.
+#[cfg(target_os = "linux")]
+const _: () = assert!(PIPE_BUF == 4096 && RECORD_MAX == 4092);
 
 impl FifoWriter {
     /// Sends `record` as one atomic write: it never interleaves with other writers' records, so
@@ -31,7 +41,8 @@ impl FifoWriter {
     /// (unless in non-blocking mode).
     ///
     /// # Errors
-    /// [`Error::MessageTooLarge`] if `record` is longer than [`RECORD_MAX`] (nothing is
+    /// [`Error::MessageTooLarge`] `{ len, max: RECORD_MAX }` if `record` is longer than
+    /// [`RECORD_MAX`] (4092 on Linux: `PIPE_BUF` less the 4-byte length prefix; nothing is
     /// written), [`Error::NoReader`] if every reader has gone, [`Error::WouldBlock`] in
     /// non-blocking mode when the FIFO has no room, [`Error::Io`].
     pub fn write_record(&self, record: &[u8]) -> Result<()> {
@@ -72,6 +83,12 @@ impl FifoWriter {
     /// forever). The write is made with `O_NONBLOCK` set for its duration, so it cannot
     /// overshoot the deadline when other writers race for the same room.
     ///
+    /// `O_NONBLOCK` belongs to the open file, which this writer shares with copies of its
+    /// descriptor (`dup`, a forked child's) and with other threads writing through
+    /// `&FifoWriter`: a blocking write through one of those at the same moment may see
+    /// [`Error::WouldBlock`]. Give each thread that mixes the two forms its own writer
+    /// ([`FifoWriter::open`] again).
+    ///
     /// # Errors
     /// [`Error::TimedOut`], or as [`FifoWriter::write_record`].
     pub fn write_record_timeout(&self, record: &[u8], timeout: Duration) -> Result<()> {
@@ -95,14 +112,20 @@ impl FifoWriter {
                 Err(Error::WouldBlock) => {}
                 r => break r,
             }
-            if poll_until(self.fd(), PollFlags::OUT, deadline, None)?.is_none() {
-                break Err(Error::TimedOut);
+            match poll_until(self.fd(), PollFlags::OUT, deadline, None) {
+                Ok(Some(_)) => {}
+                Ok(None) => break Err(Error::TimedOut),
+                Err(e) => break Err(e),
             }
         };
-        if was_blocking {
-            fcntl_setfl(self.fd(), flags)?;
-        }
-        result
+        // Back to blocking mode on every path. The write's own error comes first; restoring
+        // the flag on a valid descriptor does not fail in practice.
+        let restored = if was_blocking {
+            fcntl_setfl(self.fd(), flags)
+        } else {
+            Ok(())
+        };
+        result.and(restored.map_err(Error::from))
     }
 
     /// Sends `frame` (any length up to `u32::MAX`) with its length prefix, in as many writes as

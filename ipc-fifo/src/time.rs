@@ -44,6 +44,17 @@ pub(crate) fn poll_until(
     deadline: Deadline,
     cap: Option<Duration>,
 ) -> Result<Option<PollFlags>> {
+    let mut fds = [PollFd::new(&fd, events)];
+    Ok(poll_all_until(&mut fds, deadline, cap)?.then(|| fds[0].revents()))
+}
+
+/// Polls `fds` until one is ready or `deadline` passes (at most `cap`, if given), retrying
+/// `EINTR` against the deadline. Returns whether any is ready (see their `revents`).
+pub(crate) fn poll_all_until(
+    fds: &mut [PollFd<'_>],
+    deadline: Deadline,
+    cap: Option<Duration>,
+) -> Result<bool> {
     loop {
         let left = match (deadline.remaining(), cap) {
             (None, None) => None,
@@ -52,17 +63,16 @@ pub(crate) fn poll_until(
             (Some(l), Some(c)) => Some(l.min(c)),
         };
         let ts = left.map(timespec);
-        let mut fds = [PollFd::new(&fd, events)];
-        match poll(&mut fds, ts.as_ref()) {
+        match poll(fds, ts.as_ref()) {
             Ok(0) => {
                 if deadline.remaining().is_some_and(|l| l.is_zero()) || cap.is_some() {
-                    return Ok(None);
+                    return Ok(false);
                 }
             }
-            Ok(_) => return Ok(Some(fds[0].revents())),
+            Ok(_) => return Ok(true),
             Err(Errno::INTR) => {
                 if deadline.remaining().is_some_and(|l| l.is_zero()) {
-                    return Ok(None);
+                    return Ok(false);
                 }
             }
             Err(e) => return Err(e.into()),

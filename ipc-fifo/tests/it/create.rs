@@ -138,6 +138,48 @@ fn owner_does_not_remove_a_file_that_replaced_its_fifo() {
     assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
 }
 
+#[test]
+fn owner_drop_never_panics_whatever_became_of_the_path() {
+    let dir = place();
+    let path = dir.join("gone").unwrap();
+
+    // Removed by someone else: drop is silent; `remove` reports it.
+    let owner = Fifo::create(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    drop(owner);
+    let owner = Fifo::create(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(owner.remove(), Err(Error::NotFound)));
+
+    // Replaced by a directory, or by another FIFO of ours (a new inode): left alone.
+    let owner = Fifo::create(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    drop(owner);
+    assert!(path.is_dir());
+    std::fs::remove_dir(&path).unwrap();
+    let owner = Fifo::create(&path).unwrap();
+    let moved = dir.join("moved").unwrap();
+    std::fs::rename(&path, &moved).unwrap();
+    let other = Fifo::create(&path).unwrap();
+    drop(owner);
+    assert!(path.exists(), "removed a FIFO it did not create");
+    assert!(moved.exists(), "followed its FIFO to a new name");
+    drop(other);
+    ipc_fifo::unlink(&moved, Owner::Me).unwrap();
+
+    // Its whole directory is gone.
+    let sub = ipc_fifo::PrivateDir::open_or_create(dir.join("sub").unwrap()).unwrap();
+    let owner = Fifo::create(sub.join("f").unwrap()).unwrap();
+    let sub_path = sub.path().to_owned();
+    drop(sub);
+    assert!(!sub_path.exists());
+    drop(owner);
+
+    // Made unreachable (a directory we may not search): see the unprivileged role below.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
 /// The child role: creates an owner and forks; the forked child drops its inherited copy.
 ///
 /// This role process has a few threads (the test harness's), so the forked child keeps to
@@ -212,6 +254,15 @@ fn unprivileged_umask_role() {
     assert_eq!(mode_of(b.path()), 0o640);
     // And an unprivileged opener of its own FIFO is fine.
     drop(ipc_fifo::FifoReader::try_open(a.path()).unwrap());
+
+    // An owner whose path can no longer be reached (its directory made 0000; no root bypass
+    // here) drops without a panic and removes nothing.
+    let c = Fifo::create(dir.join("unreachable")).unwrap();
+    std::fs::set_permissions(&dir, PermissionsExt::from_mode(0o000)).unwrap();
+    drop(c);
+    std::fs::set_permissions(&dir, PermissionsExt::from_mode(0o700)).unwrap();
+    assert!(dir.join("unreachable").exists());
+    ipc_fifo::unlink(dir.join("unreachable"), Owner::Me).unwrap();
 }
 
 #[test]
@@ -239,4 +290,144 @@ fn created_mode_is_exact_for_an_unprivileged_user_under_umask_777() {
         0,
         "the owners removed their FIFOs"
     );
+}
+
+/// The names in `IN_OPEN` events read so far from the non-blocking inotify descriptor `ino`.
+fn opened_names(ino: &std::os::fd::OwnedFd) -> Vec<String> {
+    use rustix::fs::inotify;
+    let mut buf = [std::mem::MaybeUninit::uninit(); 4096];
+    let mut reader = inotify::Reader::new(ino, &mut buf);
+    let mut names = Vec::new();
+    while let Ok(ev) = reader.next() {
+        if ev.events().contains(inotify::ReadFlags::OPEN) {
+            if let Some(name) = ev.file_name() {
+                names.push(name.to_string_lossy().into_owned());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn create_never_opens_the_fifo_so_no_reader_appears() {
+    use rustix::fs::inotify;
+    let dir = place();
+    let ino =
+        inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).unwrap();
+    inotify::add_watch(&ino, dir.path(), inotify::WatchFlags::OPEN).unwrap();
+    let a = Fifo::create(dir.join("a").unwrap()).unwrap();
+    let b = Fifo::options()
+        .mode(0o644)
+        .create(dir.join("b").unwrap())
+        .unwrap();
+    assert_eq!(mode_of(b.path()), 0o644);
+    assert!(opened_names(&ino).is_empty(), "create opened the FIFO");
+    // The watch works: an open is reported.
+    drop(FifoReader::try_open(a.path()).unwrap());
+    assert_eq!(opened_names(&ino), ["a"]);
+}
+
+/// Child role, in a mount namespace of its own where `/proc` is an empty tmpfs: `create` takes
+/// its fallback (open the FIFO for an instant and `fchmod`, or `chmod` the path when the umask
+/// took our own read bit), and a reader's wait has no inotify watch through `/proc/self/fd`.
+fn no_proc_role() {
+    use rustix::fs::Mode;
+    assert!(
+        !std::path::Path::new("/proc/self/fd").exists(),
+        "/proc is still there"
+    );
+    let dir = child_path();
+    rustix::process::umask(Mode::from_raw_mode(0o077));
+    let a = Fifo::create(dir.join("a")).unwrap();
+    assert_eq!(mode_of(a.path()), 0o600);
+    let b = Fifo::options().mode(0o644).create(dir.join("b")).unwrap();
+    assert_eq!(mode_of(b.path()), 0o644);
+    drop((a, b));
+
+    // The reader's wait for a writer, without the watch: still bounded, still typed.
+    let c = Fifo::create(dir.join("c")).unwrap();
+    let t = std::time::Instant::now();
+    let r = FifoReader::open_timeout(c.path(), Duration::from_millis(200));
+    assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    drop(c);
+
+    // As uid 65534 (no root bypass) under umask 0777: `chmod` of the path.
+    rustix::process::umask(Mode::from_raw_mode(0o777));
+    rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(65534)).unwrap();
+    let d = Fifo::create(dir.join("nobody").join("d")).unwrap();
+    assert_eq!(mode_of(d.path()), 0o600);
+}
+
+/// A `pre_exec` hook: a mount namespace of the child's own, with an empty tmpfs on `/proc`.
+/// Async-signal-safe: system calls on static C strings, and `io::Error` from errno.
+#[allow(unsafe_code)]
+fn hide_proc() -> std::io::Result<()> {
+    // SAFETY: no pointers.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: static NUL-terminated strings; null type and data are allowed for a remount.
+    let private = unsafe {
+        libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    if private != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: static NUL-terminated strings; null data is allowed.
+    let tmpfs = unsafe {
+        libc::mount(
+            c"none".as_ptr(),
+            c"/proc".as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if tmpfs != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[test]
+#[allow(unsafe_code)]
+fn create_sets_the_exact_mode_without_proc_too() {
+    use std::os::unix::process::CommandExt;
+    if role().as_deref() == Some("no-proc") {
+        return no_proc_role();
+    }
+    let _wd = Watchdog::new("no_proc", Duration::from_secs(60));
+    let dir = place();
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o711)).unwrap();
+    let theirs = dir.join("nobody").unwrap();
+    std::fs::create_dir(&theirs).unwrap();
+    rustix::fs::chown(&theirs, Some(rustix::process::Uid::from_raw(65534)), None).unwrap();
+
+    let mut cmd = child(
+        &test_path!(create_sets_the_exact_mode_without_proc_too),
+        "no-proc",
+    );
+    cmd.env(PATH_ENV, dir.path());
+    // SAFETY: the hook runs in the child between fork and exec, where only async-signal-safe
+    // calls are allowed: `hide_proc` makes three system calls and allocates nothing.
+    unsafe { cmd.pre_exec(hide_proc) };
+    let proc = match Proc::spawn(&mut cmd) {
+        Ok(p) => p,
+        // No mount namespaces for us here (not root, or a sandbox forbids them).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EINVAL)) => {
+            eprintln!("skipped: cannot hide /proc in a mount namespace: {e}");
+            return;
+        }
+        Err(e) => panic!("spawn: {e}"),
+    };
+    proc.expect_success(CHILD_LIMIT);
+    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }

@@ -33,6 +33,33 @@ fn error_is_send_sync_static_and_converts_to_io_kinds() {
         assert!(text.chars().next().unwrap().is_lowercase(), "{text}");
         assert_eq!(io::Error::from(e).kind(), kind);
     }
+    // A record that is too large says what the limit is and why.
+    let e = Error::MessageTooLarge {
+        len: 4093,
+        max: ipc_fifo::RECORD_MAX,
+    };
+    let text = e.to_string();
+    for part in [
+        "4093",
+        "4092",
+        "PIPE_BUF = 4096",
+        "4-byte length prefix",
+        "frames",
+    ] {
+        assert!(text.contains(part), "{text:?} lacks {part:?}");
+    }
+    assert_eq!(io::Error::from(e).kind(), io::ErrorKind::InvalidInput);
+    // A frame that is too large does not talk about records.
+    let text = Error::MessageTooLarge {
+        len: 10 << 20,
+        max: 1 << 20,
+    }
+    .to_string();
+    assert_eq!(
+        text,
+        "message of 10485760 bytes is larger than the maximum of 1048576"
+    );
+
     let inner = io::Error::from_raw_os_error(libc::EMFILE);
     let e = Error::Io(inner);
     assert!(std::error::Error::source(&e).is_some());

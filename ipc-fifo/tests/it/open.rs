@@ -168,8 +168,67 @@ fn blocking_open_completes_when_the_peer_arrives_later() {
     p.expect_success(CHILD_LIMIT);
 }
 
+/// Child role: opens the FIFO for writing, writes nothing, and waits (bounded) until the reader
+/// has gone (`POLLERR` on the write end), then exits.
+fn silent_writer_role() {
+    let w = FifoWriter::open_timeout(child_path(), CHILD_LIMIT).unwrap();
+    let mut fds = [rustix::event::PollFd::new(
+        &w,
+        rustix::event::PollFlags::empty(),
+    )];
+    let limit = rustix::event::Timespec {
+        tv_sec: CHILD_LIMIT.as_secs() as i64,
+        tv_nsec: 0,
+    };
+    loop {
+        match rustix::event::poll(&mut fds, Some(&limit)) {
+            Ok(0) => panic!("the reader never left"),
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => panic!("poll: {e}"),
+        }
+    }
+    assert!(fds[0].revents().contains(rustix::event::PollFlags::ERR));
+}
+
+#[test]
+fn reader_open_completes_when_a_writer_arrives_without_writing() {
+    if role().as_deref() == Some("silent-writer") {
+        return silent_writer_role();
+    }
+    let _wd = Watchdog::new("reader_open_silent_writer", Duration::from_secs(60));
+    let dir = place();
+    let fifo = Fifo::create(dir.join("silent").unwrap()).unwrap();
+    let me = test_path!(reader_open_completes_when_a_writer_arrives_without_writing);
+    // Like open(2) with O_RDONLY, the reader's open waits for a writer to open the FIFO, not for
+    // its first byte: a writer that opens and then waits for something else (say, a request
+    // on another FIFO) must not deadlock with a reader stuck in its open.
+    type Open = fn(&Path) -> Result<FifoReader, Error>;
+    let opens: [(&str, Open); 2] = [
+        ("open_timeout", |p| FifoReader::open_timeout(p, CHILD_LIMIT)),
+        ("open", |p| FifoReader::open(p)),
+    ];
+    for (what, open) in opens {
+        let t = Instant::now();
+        let (r, p) =
+            open_waits_for_late_peer(fifo.path(), "silent-writer", &me, || open(fifo.path()));
+        let r = r.unwrap_or_else(|e| panic!("{what}: {e:?} after {:?}", t.elapsed()));
+        // The writer is there and has sent nothing: no data, and no (false) end-of-file.
+        r.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            (&r).read(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "{what}"
+        );
+        drop(r);
+        p.expect_success(CHILD_LIMIT);
+    }
+}
+
 #[test]
 fn a_reader_before_any_writer_sees_no_false_eof() {
+    let _wd = Watchdog::new("no_false_eof", Duration::from_secs(20));
     let dir = place();
     let fifo = Fifo::create(dir.join("early").unwrap()).unwrap();
     let r = FifoReader::try_open(fifo.path()).unwrap();
@@ -182,7 +241,10 @@ fn a_reader_before_any_writer_sees_no_false_eof() {
     (&w).write_all(b"hi").unwrap();
     assert_eq!((&r).read(&mut buf).unwrap(), 2);
     drop(w);
-    // Now a writer has come and gone: that is a real end-of-file.
+    // Now a writer has come and gone: that is a real end-of-file. (Read in blocking mode: a
+    // child that another test thread is spawning may hold a copy of the writer until its
+    // exec.)
+    r.set_nonblocking(false).unwrap();
     assert_eq!((&r).read(&mut buf).unwrap(), 0);
 }
 

@@ -95,6 +95,9 @@ fn a_record_larger_than_pipe_buf_is_refused_and_nothing_is_written() {
     let fifo = Fifo::create(dir.join("big").unwrap()).unwrap();
     let mut records = RecordReader::new(FifoReader::try_open(fifo.path()).unwrap());
     let w = FifoWriter::try_open(fifo.path()).unwrap();
+    // The limit is PIPE_BUF less the 4-byte length prefix.
+    assert_eq!(RECORD_MAX, ipc_fifo::PIPE_BUF - ipc_fifo::HEADER_LEN);
+    assert_eq!(RECORD_MAX, 4092);
     let big = vec![1u8; RECORD_MAX + 1];
     assert!(matches!(
         w.write_record(&big),
