@@ -124,7 +124,7 @@ fn body() -> Result<String, DemoError> {
 
     let named = NamedSemaphore::create(&demo_name("counter"), 1)?;
     let unnamed = SharedSemaphore::new(1)?;
-    let sysv = SemSet::create(Key::Private, &[1])?;
+    let sysv = SemSet::create(Key::PRIVATE, &[1])?;
     let slot = NonNull::new(page.as_ptr().wrapping_add(MUTEX_OFFSET).cast_mut())
         .ok_or("mapping at null")?
         .cast::<RawRobustMutex>();

@@ -73,13 +73,10 @@ fn values_over_the_maximum_are_rejected_and_post_overflow_is_typed() {
 
     let key = ipc_testkit::sysv_key();
     assert!(matches!(
-        SemSet::create(Key::Value(key), &[1, SEMVMX + 1]),
+        SemSet::create(Key::new(key), &[1, SEMVMX + 1]),
         Err(Error::ValueTooLarge { .. })
     ));
-    assert!(matches!(
-        SemSet::open(Key::Value(key)),
-        Err(Error::NotFound)
-    ));
+    assert!(matches!(SemSet::open(Key::new(key)), Err(Error::NotFound)));
     let set = crate::shared::new_set(&[SEMVMX]);
     assert!(matches!(set.apply(&[SemOp::post(0)]), Err(Error::Overflow)));
     assert!(matches!(
@@ -93,11 +90,11 @@ fn values_over_the_maximum_are_rejected_and_post_overflow_is_typed() {
 fn empty_sets_and_indexes_out_of_range_are_typed_errors() {
     let key = ipc_testkit::sysv_key();
     assert!(matches!(
-        SemSet::create(Key::Value(key), &[]),
+        SemSet::create(Key::new(key), &[]),
         Err(Error::EmptySet)
     ));
     assert!(
-        matches!(SemSet::open(Key::Value(key)), Err(Error::NotFound)),
+        matches!(SemSet::open(Key::new(key)), Err(Error::NotFound)),
         "nothing created"
     );
     let set = crate::shared::new_set(&[1, 1]);
@@ -118,24 +115,24 @@ fn empty_sets_and_indexes_out_of_range_are_typed_errors() {
         set.set_values(&[1]),
         Err(Error::IndexOutOfRange { .. })
     ));
-    assert!(matches!(SemSet::open(Key::Private), Err(Error::NotFound)));
+    assert!(matches!(SemSet::open(Key::PRIVATE), Err(Error::NotFound)));
 }
 
 #[test]
 fn keyed_sets_are_exclusive_and_open_finds_them_initialised() {
     let (key, set) = loop {
         let key = ipc_testkit::sysv_key();
-        match SemSet::create(Key::Value(key), &[3, 0, 7]) {
+        match SemSet::create(Key::new(key), &[3, 0, 7]) {
             Ok(s) => break (key, s),
             Err(Error::AlreadyExists) => continue,
             Err(e) => panic!("{e}"),
         }
     };
     assert!(matches!(
-        SemSet::create(Key::Value(key), &[1]),
+        SemSet::create(Key::new(key), &[1]),
         Err(Error::AlreadyExists)
     ));
-    let opened = SemSet::open(Key::Value(key)).unwrap();
+    let opened = SemSet::open(Key::new(key)).unwrap();
     assert_eq!(opened.len(), 3);
     assert_eq!(opened.values().unwrap(), [3, 0, 7]);
     assert!(!opened.is_owner());
@@ -145,7 +142,7 @@ fn keyed_sets_are_exclusive_and_open_finds_them_initialised() {
     assert_eq!(set.values().unwrap(), [1, 2, 3]);
     drop(set);
     assert!(
-        matches!(SemSet::open(Key::Value(key)), Err(Error::NotFound)),
+        matches!(SemSet::open(Key::new(key)), Err(Error::NotFound)),
         "owner removed it"
     );
 }
