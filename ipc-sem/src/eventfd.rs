@@ -12,7 +12,8 @@ use crate::time::{Deadline, to_timespec};
 /// The largest value an eventfd counter holds (`0xffff_ffff_ffff_fffe`).
 pub const EVENTFD_MAX: u64 = u64::MAX - 1;
 
-/// A counting semaphore that is a descriptor (`eventfd(EFD_SEMAPHORE | EFD_CLOEXEC)`): each [`wait`](Self::wait) takes one unit, [`post`](Self::post) adds units.
+/// A counting semaphore that is a descriptor (`eventfd(EFD_SEMAPHORE | EFD_CLOEXEC)`): each
+/// [`wait`](Self::wait) takes one unit, [`post`](Self::post) adds units.
 ///
 /// Because it is a descriptor it is pollable ([`AsFd`]: readable means a unit is available),
 /// so it joins a `poll`/`epoll` loop or an async runtime's fd adapter; and it can be handed to a

@@ -283,7 +283,8 @@ impl NamedSemaphore {
             owner: Some(std::process::id()),
         };
         // The file now exists with `mode & !umask`; set the exact mode on the file we created
-        // (O_NOFOLLOW, and checked to be a regular file owned by us).
+        // (O_NOFOLLOW, and checked to be a regular file owned by us). On failure, dropping
+        // `this` unlinks the name (once: a second unlink could hit someone else's new object).
         set_mode(name, mode)?;
         Ok(this)
     }
@@ -337,30 +338,24 @@ impl Drop for NamedSemaphore {
     }
 }
 
+/// Sets the exact permission bits of a semaphore we just created, through its file in
+/// `/dev/shm` (opened with `O_NOFOLLOW`, checked to be a regular file owned by us).
 fn set_mode(name: &str, mode: u32) -> Result<()> {
     use rustix::fs::{FileType, Mode, OFlags};
     let path = name::dev_shm_path(name);
-    let fixed = (|| -> Result<()> {
-        let fd = rustix::fs::open(
-            path.as_str(),
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let st = rustix::fs::fstat(&fd)?;
-        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
-            || st.st_uid != rustix::process::geteuid().as_raw()
-        {
-            return Err(Error::PermissionDenied);
-        }
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
-        Ok(())
-    })();
-    if fixed.is_err() {
-        if let Ok(c) = name::validate(name) {
-            let _ = crate::sys::sem_unlink(&c);
-        }
+    let fd = rustix::fs::open(
+        path.as_str(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
+        || st.st_uid != rustix::process::geteuid().as_raw()
+    {
+        return Err(Error::PermissionDenied);
     }
-    fixed
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    Ok(())
 }
 
 /// `sem_unlink`—Removes a named semaphore's name (processes that have it open keep it).

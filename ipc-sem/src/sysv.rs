@@ -13,41 +13,53 @@ use crate::time::{Deadline, to_timespec};
 /// The largest value of a System V semaphore (`SEMVMX`).
 pub const SEMVMX: u16 = 32767;
 
-/// Which set `semget` looks up.
+/// A System V IPC key: [`Key::PRIVATE`], a number the processes agree on, or
+/// [`Key::from_path`]. The same shape as `ipc_mq::Key` and `ipc_shm::Key`.
+///
+/// ```
+/// use ipc_sem::Key;
+/// assert_eq!(Key::from(0x4950_0001), Key::new(0x4950_0001));
+/// assert_eq!(Key::new(0x4950_0001).as_raw(), 0x4950_0001);
+/// assert_eq!(Key::from(0), Key::PRIVATE); // IPC_PRIVATE is 0
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Key {
-    /// `IPC_PRIVATE`: always a new set, reachable only through its id (pass
-    /// [`SemSet::id`] to the processes that need it, and [`SemSet::open_id`] there).
-    Private,
-    /// A key that unrelated processes agree on (a constant, or [`Key::from_path`]).
-    Value(i32),
-}
+pub struct Key(libc::key_t);
 
 impl Key {
-    /// `ftok(path, proj)`—A key derived from an existing file's inode and a project byte.
+    /// `IPC_PRIVATE`: always a new set, reachable only through its id (pass [`SemSet::id`] to
+    /// the processes that need it, and [`SemSet::open_id`] there); it cannot be
+    /// [`open`](SemSet::open)ed by key.
+    pub const PRIVATE: Key = Key(libc::IPC_PRIVATE);
+
+    /// A key from a number (on Linux, 0 is [`Key::PRIVATE`]).
+    pub const fn new(key: i32) -> Key {
+        Key(key)
+    }
+
+    /// `ftok(path, proj_id)`—A key derived from an existing file's inode and a project byte.
+    /// Different files can give the same key: create exclusively.
     ///
     /// # Errors
-    /// [`Error::NotFound`] if the path does not exist.
+    /// [`Error::NotFound`] if `path` does not exist, [`Error::InvalidName`] if it holds a NUL.
     #[doc(alias = "ftok")]
-    pub fn from_path(path: &Path, proj: u8) -> Result<Key> {
+    pub fn from_path(path: &Path, proj_id: u8) -> Result<Key> {
         let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::InvalidName {
             name: path.display().to_string(),
             reason: "must not contain NUL",
         })?;
-        Ok(Key::Value(sys::ftok(&c, proj)?))
+        Ok(Key(sys::ftok(&c, proj_id)?))
     }
 
-    fn raw(self) -> libc::key_t {
-        match self {
-            Key::Private => libc::IPC_PRIVATE,
-            Key::Value(k) => k,
-        }
+    /// The raw key.
+    pub const fn as_raw(self) -> i32 {
+        self.0
     }
 }
 
+/// A key from a number, as [`Key::new`]: `Key::from(0x4950_0001)`.
 impl From<i32> for Key {
-    fn from(k: i32) -> Key {
-        Key::Value(k)
+    fn from(key: i32) -> Key {
+        Key::new(key)
     }
 }
 
@@ -128,7 +140,7 @@ enum Wait {
 /// use std::time::Duration;
 /// use ipc_sem::{Key, SemOp, SemSet};
 /// // Semaphore 0: a lock; semaphore 1: items ready.
-/// let set = SemSet::create(Key::Private, &[1, 0])?;
+/// let set = SemSet::create(Key::PRIVATE, &[1, 0])?;
 /// set.apply(&[SemOp::post(1)])?; // a producer: one item
 /// // A consumer: the lock and an item together, or wait; undo if we die meanwhile.
 /// set.apply_timeout(&[SemOp::wait(0).undo(), SemOp::wait(1)], Duration::from_secs(1))?;
@@ -204,7 +216,7 @@ impl SemSet {
             });
         }
         let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as i32;
-        let id = match sys::semget(key.raw(), values.len() as i32, flags) {
+        let id = match sys::semget(key.as_raw(), values.len() as i32, flags) {
             Ok(id) => id,
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                 return Err(Error::LimitExceeded {
@@ -233,7 +245,7 @@ impl SemSet {
     /// creator to finish initialising it.
     ///
     /// # Errors
-    /// [`Error::NotFound`] (also for [`Key::Private`]); [`Error::PermissionDenied`];
+    /// [`Error::NotFound`] (also for [`Key::PRIVATE`]); [`Error::PermissionDenied`];
     /// [`Error::TimedOut`] if the set stays uninitialised.
     pub fn open(key: Key) -> Result<SemSet> {
         SemSet::open_timeout(key, Duration::from_secs(1))
@@ -244,10 +256,10 @@ impl SemSet {
     /// # Errors
     /// As [`open`](Self::open).
     pub fn open_timeout(key: Key, timeout: Duration) -> Result<SemSet> {
-        if key == Key::Private {
+        if key == Key::PRIVATE {
             return Err(Error::NotFound);
         }
-        let id = sys::semget(key.raw(), 0, 0)?;
+        let id = sys::semget(key.as_raw(), 0, 0)?;
         let start = Instant::now();
         loop {
             let (len, otime, _, _) = sys::semctl_stat(id).map_err(stat_error)?;
@@ -267,7 +279,7 @@ impl SemSet {
     }
 
     /// Opens a set by its id (from [`id`](Self::id) in another process; the way to share an
-    /// [`Key::Private`] set). The handle never removes it.
+    /// [`Key::PRIVATE`] set). The handle never removes it.
     ///
     /// # Errors
     /// [`Error::Removed`] if no such set exists; [`Error::PermissionDenied`].
@@ -353,7 +365,7 @@ impl SemSet {
     /// ```
     /// # fn main() -> Result<(), ipc_sem::Error> {
     /// use ipc_sem::{Key, SemOp, SemSet};
-    /// let forks = SemSet::create(Key::Private, &[1, 1])?;
+    /// let forks = SemSet::create(Key::PRIVATE, &[1, 1])?;
     /// {
     ///     // Both forks or neither, given back by the kernel if this process dies.
     ///     let _both = forks.acquire(&[SemOp::wait(0).undo(), SemOp::wait(1).undo()])?;

@@ -93,7 +93,7 @@ fn parent() -> Result<String, DemoError> {
     let table = (0..64)
         .find_map(|n| {
             let key = 0x4950_0000 | ((pid + n) & 0xffff) as i32;
-            match SemSet::create(Key::Value(key), &values) {
+            match SemSet::create(Key::new(key), &values) {
                 Err(ipc_sem::Error::AlreadyExists) => None,
                 r => Some(r),
             }

@@ -124,7 +124,19 @@ fn body() -> Result<String, DemoError> {
 
     let named = NamedSemaphore::create(&demo_name("counter"), 1)?;
     let unnamed = SharedSemaphore::new(1)?;
-    let sysv = SemSet::create(Key::Private, &[1])?;
+    // A key in the workspace's System V range (0x4950xxxx), not IPC_PRIVATE, so that
+    // `cargo xtask clean` can remove the set if this demo is killed; IPC_EXCL, so try the next
+    // key if one is taken.
+    let pid = std::process::id();
+    let sysv = (0..64)
+        .find_map(|n| {
+            let key = Key::new(0x4950_0000 | ((pid + n) & 0xffff) as i32);
+            match SemSet::create(key, &[1]) {
+                Err(ipc_sem::Error::AlreadyExists) => None,
+                r => Some(r),
+            }
+        })
+        .ok_or("no free System V key")??;
     let slot = NonNull::new(page.as_ptr().wrapping_add(MUTEX_OFFSET).cast_mut())
         .ok_or("mapping at null")?
         .cast::<RawRobustMutex>();

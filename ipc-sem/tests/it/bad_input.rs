@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use ipc_sem::{Error, Key, NamedSemaphore, SEM_VALUE_MAX, SEMVMX, SemOp, SemSet, SharedSemaphore};
+use ipc_sem::{
+    Error, InPlaceSemaphore, Key, NamedSemaphore, RawSemaphore, SEM_VALUE_MAX, SEMVMX, SemOp,
+    SemSet, SharedSemaphore,
+};
 use ipc_testkit::{Proc, Watchdog, test_path};
 
 fn dev_shm(name: &str) -> std::path::PathBuf {
@@ -65,6 +68,16 @@ fn values_over_the_maximum_are_rejected_and_post_overflow_is_typed() {
         Err(Error::ValueTooLarge { .. })
     ));
 
+    // The in-place constructor checks before it writes: the slot keeps its bytes.
+    let mut slot = std::mem::MaybeUninit::<RawSemaphore>::zeroed();
+    let ptr = std::ptr::NonNull::new(slot.as_mut_ptr()).unwrap();
+    // SAFETY: aligned, writable memory that nothing else uses; nothing is initialised.
+    let r = unsafe { InPlaceSemaphore::init(ptr, SEM_VALUE_MAX + 1) };
+    assert!(matches!(r, Err(Error::ValueTooLarge { .. })));
+    // SAFETY: `slot` is plain bytes (zeroed above); read them as such.
+    let bytes: [u8; RawSemaphore::SIZE] = unsafe { std::mem::transmute_copy(&slot) };
+    assert!(bytes.iter().all(|&b| b == 0), "nothing written");
+
     let full = NamedSemaphore::create(&name, SEM_VALUE_MAX).unwrap();
     assert!(matches!(full.post(), Err(Error::Overflow)));
     assert_eq!(full.value().unwrap(), SEM_VALUE_MAX);
@@ -73,13 +86,10 @@ fn values_over_the_maximum_are_rejected_and_post_overflow_is_typed() {
 
     let key = ipc_testkit::sysv_key();
     assert!(matches!(
-        SemSet::create(Key::Value(key), &[1, SEMVMX + 1]),
+        SemSet::create(Key::new(key), &[1, SEMVMX + 1]),
         Err(Error::ValueTooLarge { .. })
     ));
-    assert!(matches!(
-        SemSet::open(Key::Value(key)),
-        Err(Error::NotFound)
-    ));
+    assert!(matches!(SemSet::open(Key::new(key)), Err(Error::NotFound)));
     let set = crate::shared::new_set(&[SEMVMX]);
     assert!(matches!(set.apply(&[SemOp::post(0)]), Err(Error::Overflow)));
     assert!(matches!(
@@ -93,11 +103,11 @@ fn values_over_the_maximum_are_rejected_and_post_overflow_is_typed() {
 fn empty_sets_and_indexes_out_of_range_are_typed_errors() {
     let key = ipc_testkit::sysv_key();
     assert!(matches!(
-        SemSet::create(Key::Value(key), &[]),
+        SemSet::create(Key::new(key), &[]),
         Err(Error::EmptySet)
     ));
     assert!(
-        matches!(SemSet::open(Key::Value(key)), Err(Error::NotFound)),
+        matches!(SemSet::open(Key::new(key)), Err(Error::NotFound)),
         "nothing created"
     );
     let set = crate::shared::new_set(&[1, 1]);
@@ -118,24 +128,24 @@ fn empty_sets_and_indexes_out_of_range_are_typed_errors() {
         set.set_values(&[1]),
         Err(Error::IndexOutOfRange { .. })
     ));
-    assert!(matches!(SemSet::open(Key::Private), Err(Error::NotFound)));
+    assert!(matches!(SemSet::open(Key::PRIVATE), Err(Error::NotFound)));
 }
 
 #[test]
 fn keyed_sets_are_exclusive_and_open_finds_them_initialised() {
     let (key, set) = loop {
         let key = ipc_testkit::sysv_key();
-        match SemSet::create(Key::Value(key), &[3, 0, 7]) {
+        match SemSet::create(Key::new(key), &[3, 0, 7]) {
             Ok(s) => break (key, s),
             Err(Error::AlreadyExists) => continue,
             Err(e) => panic!("{e}"),
         }
     };
     assert!(matches!(
-        SemSet::create(Key::Value(key), &[1]),
+        SemSet::create(Key::new(key), &[1]),
         Err(Error::AlreadyExists)
     ));
-    let opened = SemSet::open(Key::Value(key)).unwrap();
+    let opened = SemSet::open(Key::new(key)).unwrap();
     assert_eq!(opened.len(), 3);
     assert_eq!(opened.values().unwrap(), [3, 0, 7]);
     assert!(!opened.is_owner());
@@ -145,7 +155,7 @@ fn keyed_sets_are_exclusive_and_open_finds_them_initialised() {
     assert_eq!(set.values().unwrap(), [1, 2, 3]);
     drop(set);
     assert!(
-        matches!(SemSet::open(Key::Value(key)), Err(Error::NotFound)),
+        matches!(SemSet::open(Key::new(key)), Err(Error::NotFound)),
         "owner removed it"
     );
 }
@@ -175,6 +185,16 @@ fn a_set_removed_under_a_waiter_is_a_typed_error() {
     assert!(matches!(ipc_sem::remove(id), Err(Error::Removed)));
 }
 
+/// The permission bits of System V set `id` (`semctl(IPC_STAT)`).
+fn sysv_mode(id: i32) -> u32 {
+    // SAFETY: `semid_ds` is plain data; all-zero is a valid value that IPC_STAT overwrites.
+    let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: IPC_STAT writes one `semid_ds` through `union semun.buf`; `ds` is valid for it.
+    let rc = unsafe { libc::semctl(id, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds) };
+    assert_eq!(rc, 0, "IPC_STAT");
+    u32::from(ds.sem_perm.mode) & 0o777
+}
+
 #[test]
 fn named_semaphores_are_0600_whatever_the_umask_and_closed_to_others() {
     const NAME_ENV: &str = "IPC_SEM_TEST_NAME";
@@ -189,6 +209,28 @@ fn named_semaphores_are_0600_whatever_the_umask_and_closed_to_others() {
             let st = rustix::fs::stat(dev_shm(&name)).unwrap();
             assert_eq!(st.st_mode & 0o777, 0o600);
             drop(sem);
+            // An explicit mode is exact too, for both kinds of named object.
+            let sem = NamedSemaphore::create_with_mode(&name, 0, 0o640).unwrap();
+            let st = rustix::fs::stat(dev_shm(&name)).unwrap();
+            assert_eq!(st.st_mode & 0o777, 0o640);
+            drop(sem);
+            let set = loop {
+                let key = Key::new(ipc_testkit::sysv_key());
+                match SemSet::create_with_mode(key, &[1], 0o640) {
+                    Err(Error::AlreadyExists) => continue,
+                    r => break r.unwrap(),
+                }
+            };
+            assert_eq!(sysv_mode(set.id()), 0o640);
+            set.set_mode(0o604).unwrap();
+            assert_eq!(sysv_mode(set.id()), 0o604);
+            drop(set);
+            // Bits outside 0o777 are refused before anything is created.
+            assert!(matches!(
+                NamedSemaphore::create_with_mode(&name, 0, 0o4600),
+                Err(Error::ValueTooLarge { .. })
+            ));
+            assert!(!dev_shm(&name).exists());
             return;
         }
         Some("nobody") => {

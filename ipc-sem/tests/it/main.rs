@@ -7,6 +7,8 @@ mod bad_input;
 mod counter;
 mod errors;
 mod eventfd;
+mod fast_path;
+mod fork;
 mod killed;
 mod pool;
 mod shared;

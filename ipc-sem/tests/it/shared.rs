@@ -145,7 +145,7 @@ pub(crate) fn hold_forever() -> ! {
 /// `cargo xtask clean` can find it if an aborted test leaves it behind.
 pub(crate) fn new_set(values: &[u16]) -> ipc_sem::SemSet {
     loop {
-        match ipc_sem::SemSet::create(ipc_sem::Key::Value(ipc_testkit::sysv_key()), values) {
+        match ipc_sem::SemSet::create(ipc_sem::Key::new(ipc_testkit::sysv_key()), values) {
             Err(ipc_sem::Error::AlreadyExists) => continue,
             r => return r.expect("semget"),
         }

@@ -70,12 +70,12 @@ fn open_waits_for_the_creator_to_initialise_the_set() {
             break (key, id);
         }
     };
-    let r = SemSet::open_timeout(Key::Value(key), Duration::from_millis(50));
+    let r = SemSet::open_timeout(Key::new(key), Duration::from_millis(50));
     assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
     // Once an operation has run (sem_otime set), open succeeds.
     let by_id = SemSet::open_id(id).unwrap();
     by_id.apply(&[SemOp::post(0)]).unwrap();
-    let opened = SemSet::open(Key::Value(key)).unwrap();
+    let opened = SemSet::open(Key::new(key)).unwrap();
     assert_eq!(opened.values().unwrap(), [1]);
     ipc_sem::remove(id).unwrap();
     assert!(matches!(opened.value(0), Err(Error::Removed)));
@@ -106,4 +106,47 @@ fn persistent_objects_stay_until_removed() {
     assert_eq!(set.values().unwrap(), [1]);
     set.remove().unwrap();
     assert!(matches!(SemSet::open_id(id), Err(Error::Removed)));
+}
+
+#[test]
+fn keys_from_a_path_reach_the_same_set_and_bad_paths_are_typed_errors() {
+    let dir = std::env::temp_dir();
+    let file = dir.join(ipc_testkit::unique("ftok"));
+    std::fs::write(&file, b"key file").unwrap();
+    // Removed even if an assertion below fails.
+    struct RmFile(std::path::PathBuf);
+    impl Drop for RmFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _rm = RmFile(file.clone());
+    // ftok keys can collide with another file's set: try the next project byte then.
+    let (proj, set) = (1..=255u8)
+        .find_map(|proj| {
+            let key = Key::from_path(&file, proj).unwrap();
+            assert_eq!(key, Key::from_path(&file, proj).unwrap(), "stable");
+            assert_ne!(key, Key::PRIVATE);
+            match SemSet::create(key, &[4, 2]) {
+                Err(Error::AlreadyExists) => None,
+                r => Some((proj, r.unwrap())),
+            }
+        })
+        .expect("a free ftok key");
+    // Another process would derive the same key from the same path and byte.
+    let key = Key::from_path(&file, proj).unwrap();
+    let opened = SemSet::open(key).unwrap();
+    assert_eq!(opened.id(), set.id());
+    assert_eq!(opened.values().unwrap(), [4, 2]);
+    assert_eq!(Key::from(key.as_raw()), key);
+    drop(opened);
+    drop(set);
+    assert!(matches!(SemSet::open(key), Err(Error::NotFound)));
+    let missing = dir.join(ipc_testkit::unique("noftok"));
+    assert!(matches!(Key::from_path(&missing, 1), Err(Error::NotFound)));
+    let nul = std::path::Path::new("/tmp/ipcrs\0x");
+    assert!(matches!(
+        Key::from_path(nul, 1),
+        Err(Error::InvalidName { .. })
+    ));
 }
