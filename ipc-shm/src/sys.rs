@@ -5,7 +5,7 @@
 //! checks offsets and lengths before it calls in here.
 #![allow(unsafe_code)]
 
-use std::ffi::c_void;
+use std::ffi::{CStr, c_void};
 use std::io;
 use std::os::fd::AsFd;
 use std::ptr::{self, NonNull};
@@ -193,6 +193,17 @@ pub(crate) fn atomic_ref<T: ShmAtomic>(_region: &Region, p: *const u8) -> &T {
     // so concurrent writes by a peer are atomic operations, not data races, and every bit
     // pattern is valid. The lifetime is tied to `&Region`, so the mapping outlives the reference.
     unsafe { &*p.cast::<T>() }
+}
+
+/// `ftok(path, proj_id)`.
+pub(crate) fn ftok(path: &CStr, proj_id: u8) -> io::Result<libc::key_t> {
+    // SAFETY: `path` is NUL-terminated and outlives the call; ftok only reads it.
+    let k = unsafe { libc::ftok(path.as_ptr(), libc::c_int::from(proj_id)) };
+    if k == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(k)
+    }
 }
 
 /// `shmget(key, size, flags)`.

@@ -83,7 +83,7 @@ fn huge_pages_work_or_say_unavailable() {
         Err(e) => assert!(matches!(e, Error::HugePagesUnavailable), "{e:?}"),
     }
     let huge = ipc_shm::Pages::Huge;
-    match ipc_shm::SysvShm::create_with(ipc_shm::sysv::PRIVATE, 2 << 20, 0o600, huge) {
+    match ipc_shm::SysvShm::create_with(ipc_shm::Key::PRIVATE, 2 << 20, 0o600, huge) {
         Ok(s) => assert_eq!(s.read::<u64>(0).unwrap(), 0),
         Err(e) => assert!(matches!(e, Error::HugePagesUnavailable), "{e:?}"),
     }
