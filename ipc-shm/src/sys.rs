@@ -262,10 +262,14 @@ pub(crate) fn shm_stat(id: i32) -> io::Result<(u32, u64, u32)> {
     ))
 }
 
-/// The whole region as a byte slice; only for a memfd sealed with `F_SEAL_WRITE`.
+/// The whole region as a byte slice; only for the read-only mapping of a memfd sealed with
+/// `F_SEAL_WRITE` and `F_SEAL_SHRINK`.
 pub(crate) fn sealed_slice(region: &Region) -> &[u8] {
-    // SAFETY: the caller checked that the memfd carries `F_SEAL_WRITE`: the kernel refuses every
-    // write and writable mapping from any process for the rest of the file's life, so the bytes
-    // never change while borrowed; the mapping is live and readable for `region`'s lifetime.
+    // SAFETY: the caller checked that `region` is a read-only mapping of the whole of a memfd
+    // that carries `F_SEAL_WRITE` and `F_SEAL_SHRINK`. Seals are never removed: for the rest of
+    // the file's life the kernel refuses every write, every writable mapping and every
+    // truncation, from any process, so the bytes neither change nor vanish (no SIGBUS) while
+    // borrowed; the mapping is live and readable for `region`'s lifetime, which bounds the
+    // borrow, and is `region.len()` bytes long.
     unsafe { std::slice::from_raw_parts(region.as_ptr(), region.len()) }
 }
