@@ -3,6 +3,19 @@
 //!
 //! Every block is one call with a `// SAFETY:` comment. The rest of the crate is safe code that
 //! checks offsets and lengths before it calls in here.
+//!
+//! The memory model. A mapping may be written at any moment by another process, which no
+//! Rust-level synchronisation can order, so the crate treats it the way a driver treats device
+//! memory: plain data is only ever *copied* through raw pointers (one `memcpy` or one unaligned
+//! load/store per access, no reference created), what is copied out is private from then on and
+//! is only ever interpreted as bytes or as [`ShmSafe`] values (for which every bit pattern is
+//! valid), and anything used as an index or a length is validated on that private copy (see
+//! `ring.rs`). References are lent only to [`ShmAtomic`] types, whose every byte is an atomic,
+//! and, as `&[u8]`, to the read-only mapping of a memfd sealed against writes and shrinking.
+//! The Rust memory model has no notion of a second process; within one process, a copy that
+//! races with another thread's write to the same bytes is formally a data race. The crate
+//! relies, as every shared-memory crate does, on such a copy compiling to the plain loads and
+//! stores it is written as; the values it yields are then arbitrary, never undefined.
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, c_void};
@@ -19,12 +32,13 @@ use std::sync::atomic::{
 
 use crate::region::Region;
 
-// SAFETY: a `Region` is a raw pointer and a length to a mapping that lives as long as the
-// `Region`. Through `&Region` callers only copy bytes in and out (operations that are sound to
-// run from several threads, the bytes being treated as arbitrary) or obtain `&T` for types whose
-// every byte is atomic. No thread-local state is involved, so sending it is sound too.
+// SAFETY: a `Region` owns its mapping (a raw pointer and a length) and releases it once, in
+// `Drop`; `munmap`/`shmdt` may be called from any thread, and no thread-local state is involved.
 unsafe impl Send for Region {}
-// SAFETY: see `Send` above: all access through `&Region` is copies or atomics.
+// SAFETY: through `&Region` a thread can only copy bytes and `ShmSafe` values in and out through
+// raw pointers, borrow `ShmAtomic` types (themselves `Sync`), or borrow the bytes of a frozen
+// memfd that nothing can write. Concurrent copies from several threads are the same as copies
+// concurrent with another process: see the memory model in the module docs.
 unsafe impl Sync for Region {}
 
 // The marker traits live here because declaring and implementing an `unsafe trait` is unsafe
@@ -82,7 +96,10 @@ pub unsafe trait ShmAtomic: Sync + 'static {}
 
 macro_rules! impl_marker {
     ($tr:ident: $($t:ty),*) => { $(
-        // SAFETY: a primitive with every bit pattern valid, no padding, no pointers.
+        // SAFETY: `$t` is a primitive integer or float, `()`, or an atomic integer (which has
+        // the size and bit validity of its integer, and is nothing but that atomic): every bit
+        // pattern is valid, there is no padding and no pointer, and for `ShmAtomic` every byte
+        // is inside the atomic.
         unsafe impl $tr for $t {}
     )* };
 }
@@ -155,9 +172,10 @@ pub(crate) fn unmap(p: NonNull<u8>, len: usize) {
 /// The caller checked that `src..src+dst.len()` is inside a live mapping.
 pub(crate) fn copy_out(src: *const u8, dst: &mut [u8]) {
     // SAFETY: the source range is inside a live readable mapping (checked by the caller) and
-    // cannot overlap `dst`, which is private memory borrowed mutably. A peer may write the
-    // source concurrently: the copy then yields arbitrary bytes, and callers treat what they
-    // read as untrusted (every value is validated, every bit pattern of `u8` is valid).
+    // cannot overlap `dst`, which is private memory borrowed mutably; no reference to the
+    // source is created. A peer may write the source concurrently: the copy then yields
+    // arbitrary bytes (see the module docs), every bit pattern of `u8` is valid, and callers
+    // treat what they read as untrusted.
     unsafe { ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
 }
 
@@ -165,9 +183,10 @@ pub(crate) fn copy_out(src: *const u8, dst: &mut [u8]) {
 ///
 /// The caller checked that `dst..dst+src.len()` is inside a live writable mapping.
 pub(crate) fn copy_in(src: &[u8], dst: *mut u8) {
-    // SAFETY: the destination range is inside a live writable mapping (checked by the caller)
-    // to which no Rust reference other than to atomics is ever handed out, so no `&`/`&mut`
-    // is invalidated; `src` is private and cannot overlap it.
+    // SAFETY: the destination range is inside a live writable mapping (checked by the caller).
+    // The only references ever lent into a writable mapping are to `ShmAtomic` types, whose
+    // bytes are inside `UnsafeCell`s and so may change under a shared reference: no `&`/`&mut`
+    // is invalidated. `src` is private and cannot overlap the mapping.
     unsafe { ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
 }
 
@@ -175,14 +194,16 @@ pub(crate) fn copy_in(src: &[u8], dst: *mut u8) {
 pub(crate) fn read_value<T: ShmSafe>(src: *const u8) -> T {
     // SAFETY: the caller checked that `src..src+size_of::<T>()` is inside a live mapping;
     // `read_unaligned` needs no alignment, and `T: ShmSafe` means every bit pattern is a valid
-    // `T`, so whatever a peer wrote (even mid-write) is a valid value.
+    // `T`, so whatever a peer wrote (even mid-write, even torn) is a valid value.
     unsafe { src.cast::<T>().read_unaligned() }
 }
 
 /// Writes a `T` into shared memory at `dst` (any alignment).
 pub(crate) fn write_value<T: ShmSafe + Copy>(dst: *mut u8, value: T) {
     // SAFETY: the caller checked that `dst..dst+size_of::<T>()` is inside a live writable
-    // mapping; no non-atomic reference into it exists; `write_unaligned` needs no alignment.
+    // mapping; as in `copy_in`, only references to atomics exist into it, which tolerate the
+    // change; `write_unaligned` needs no alignment; `T: ShmSafe` has no padding, so no
+    // uninitialised byte of ours reaches the peer.
     unsafe { dst.cast::<T>().write_unaligned(value) };
 }
 
