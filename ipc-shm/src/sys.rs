@@ -207,6 +207,36 @@ pub(crate) fn write_value<T: ShmSafe + Copy>(dst: *mut u8, value: T) {
     unsafe { dst.cast::<T>().write_unaligned(value) };
 }
 
+/// Copies `count` consecutive `T`s from shared memory at `src` into a new vector, in one copy.
+///
+/// The caller checked that `src..src+count*size_of::<T>()` is inside a live mapping (so the
+/// product does not overflow and the allocation is bounded by the mapping's size).
+pub(crate) fn read_vec<T: ShmSafe>(src: *const u8, count: usize) -> Vec<T> {
+    let mut out = Vec::<T>::with_capacity(count);
+    copy_out_raw(src, out.as_mut_ptr().cast::<u8>(), count * size_of::<T>());
+    // SAFETY: the capacity is at least `count`; the first `count * size_of::<T>()` bytes were
+    // just written, so every element is initialised, and `T: ShmSafe` makes any bytes a valid
+    // `T` (for a zero-sized `T` there is nothing to write and any `count` is valid).
+    unsafe { out.set_len(count) };
+    out
+}
+
+/// `copy_out` into raw private memory: `len` bytes from shared `src` to `dst`.
+fn copy_out_raw(src: *const u8, dst: *mut u8, len: usize) {
+    // SAFETY: `src..src+len` is inside a live readable mapping (checked by `read_vec`'s caller);
+    // `dst` is a fresh private allocation of at least `len` bytes, so the ranges cannot overlap.
+    // A peer writing concurrently yields arbitrary bytes: see the module docs.
+    unsafe { ptr::copy_nonoverlapping(src, dst, len) };
+}
+
+/// The bytes of a slice of plain values (no padding, so every byte is initialised).
+pub(crate) fn bytes_of<T: ShmSafe + Copy>(values: &[T]) -> &[u8] {
+    // SAFETY: `values` is a live slice of `size_of_val(values)` bytes; `T: ShmSafe` has no
+    // padding, so all of them are initialised, and `T: Copy` rules out `UnsafeCell` (no byte can
+    // change while the borrow lasts); `u8` has alignment 1; the lifetime is `values`'.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), size_of_val(values)) }
+}
+
 /// A shared reference to a `T` of atomics at `p`, borrowed from `region`.
 pub(crate) fn atomic_ref<T: ShmAtomic>(_region: &Region, p: *const u8) -> &T {
     // SAFETY: the caller checked that `p..p+size_of::<T>()` is inside `region`'s live mapping and
