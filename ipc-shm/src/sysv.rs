@@ -30,7 +30,7 @@ impl Key {
     /// [`SysvShm::attach`] it there); it cannot be [`open`](SysvShm::open)ed by key.
     pub const PRIVATE: Key = Key(libc::IPC_PRIVATE);
 
-    /// A key from a number.
+    /// A key from a number (on Linux, 0 is [`Key::PRIVATE`]).
     pub const fn new(key: i32) -> Key {
         Key(key)
     }
@@ -52,6 +52,11 @@ impl Key {
     }
 }
 
+/// ```
+/// use ipc_shm::Key;
+/// assert_eq!(Key::from(42), Key::new(42));
+/// assert_eq!(Key::from(0), Key::PRIVATE); // IPC_PRIVATE is 0
+/// ```
 impl From<i32> for Key {
     fn from(key: i32) -> Key {
         Key(key)

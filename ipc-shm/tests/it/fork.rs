@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ipc_shm::{Access, Anon, Key, Shm, SysvShm};
+use ipc_shm::{Access, Anon, Shm, SysvShm};
 use ipc_testkit::{Proc, Watchdog, child, posix_name, role, test_path};
 
 use crate::dev_shm;
@@ -25,7 +25,14 @@ fn fork_role() {
     let anon = Anon::new((DONE_AT + 8) as u64).unwrap();
     let name = posix_name("fork");
     let shm = Shm::create(&name, 4096).unwrap();
-    let sysv = SysvShm::create(Key::PRIVATE, 4096).unwrap();
+    // A workspace key, not IPC_PRIVATE: should this process be killed, `cargo xtask clean`
+    // finds the segment by its key.
+    let sysv = loop {
+        match SysvShm::create(ipc_testkit::sysv_key(), 4096) {
+            Err(ipc_shm::Error::AlreadyExists) => continue,
+            r => break r.unwrap(),
+        }
+    };
     let id = sysv.id();
     // SAFETY: see above; the child never returns into the caller's frames.
     let pid = unsafe { libc::fork() };
