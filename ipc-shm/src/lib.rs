@@ -24,4 +24,4 @@ pub use ring::{Ring, RingReader, RingWriter, Wait};
 #[doc(hidden)]
 pub use safe::__private;
 pub use safe::{ShmAtomic, ShmSafe};
-pub use sysv::SysvShm;
+pub use sysv::{Key, SysvShm};

@@ -70,7 +70,9 @@ pub struct Memfd {
     region: Region,
     fd: OwnedFd,
     len: usize,
-    write_sealed: bool,
+    /// Sealed against writes *and* shrinking: the contents can never change nor go away, so
+    /// [`sealed_bytes`](Memfd::sealed_bytes) may lend them as `&[u8]`.
+    frozen: bool,
 }
 
 impl fmt::Debug for Memfd {
@@ -78,7 +80,7 @@ impl fmt::Debug for Memfd {
         f.debug_struct("Memfd")
             .field("fd", &self.fd)
             .field("len", &self.len)
-            .field("write_sealed", &self.write_sealed)
+            .field("frozen", &self.frozen)
             .finish()
     }
 }
@@ -140,13 +142,14 @@ impl Memfd {
             region: Region::new(ptr, len, true, Release::Munmap),
             fd,
             len,
-            write_sealed: false,
+            frozen: false,
         })
     }
 
     /// Maps a memfd received from a peer, after checking that it carries at least `required`
     /// seals. With [`Seals::SHRINK`] the peer cannot shrink it under the mapping (no SIGBUS);
-    /// with [`Seals::WRITE`] it is immutable and mapped read-only.
+    /// with [`Seals::WRITE`] (or [`Seals::FUTURE_WRITE`]) it is mapped read-only, and with
+    /// `WRITE` and `SHRINK` its bytes can be borrowed ([`sealed_bytes`](Self::sealed_bytes)).
     ///
     /// # Errors
     /// [`Error::NotSealed`] naming the missing seals, [`Error::NotRegular`], [`Error::NotReady`]
@@ -167,19 +170,19 @@ impl Memfd {
             return Err(Error::NotReady);
         }
         let len = check_size(st.st_size.max(0) as u64)?;
-        let write_sealed = have.contains(Seals::WRITE);
-        let writable = !(write_sealed || have.contains(Seals::FUTURE_WRITE));
+        let writable = !(have.contains(Seals::WRITE) || have.contains(Seals::FUTURE_WRITE));
         let ptr = sys::map_fd(&fd, len, writable, false)?;
         Ok(Memfd {
             region: Region::new(ptr, len, writable, Release::Munmap),
             fd,
             len,
-            write_sealed,
+            frozen: have.contains(Seals::WRITE | Seals::SHRINK),
         })
     }
 
     /// Adds seals. Sealing [`Seals::WRITE`] first unmaps the writable mapping (the kernel refuses
-    /// the seal while one exists) and maps the file again read-only.
+    /// the seal while one exists) and maps the file again read-only. [`Seals::FUTURE_WRITE`]
+    /// leaves existing writable mappings (ours included) writable, and refuses new ones.
     ///
     /// # Errors
     /// [`Error::PermissionDenied`] when the memfd is already sealed with [`Seals::SEAL`];
@@ -190,6 +193,11 @@ impl Memfd {
         let add = SealFlags::from_bits_retain(seals.0);
         if !seals.contains(Seals::WRITE) {
             rustix::fs::fcntl_add_seals(&self.fd, add)?;
+            // E.g. SHRINK added to a file already sealed against writes (and so mapped
+            // read-only, the full length).
+            self.frozen = !self.region.is_writable()
+                && self.region.len() == self.len
+                && self.seals()?.contains(Seals::WRITE | Seals::SHRINK);
             return Ok(());
         }
         // The kernel refuses F_SEAL_WRITE while any shared mapping that may write exists, so
@@ -208,7 +216,7 @@ impl Memfd {
         }
         let ro = sys::map_fd(&self.fd, self.len, false, false)?;
         self.region = Region::new(ro, self.len, false, Release::Munmap);
-        self.write_sealed = true;
+        self.frozen = self.seals()?.contains(Seals::WRITE | Seals::SHRINK);
         Ok(())
     }
 
@@ -220,10 +228,12 @@ impl Memfd {
         Ok(Seals(rustix::fs::fcntl_get_seals(&self.fd)?.bits()))
     }
 
-    /// The contents as a byte slice, only when sealed against writes ([`Seals::WRITE`]): then no
-    /// process can change them, so a `&[u8]` is sound.
+    /// The contents as a byte slice, only when sealed against writes and shrinking
+    /// ([`Seals::WRITE`] and [`Seals::SHRINK`]): then no process can change them or cut them
+    /// off (a write seal alone still lets a peer `ftruncate` the file, after which touching the
+    /// slice would raise SIGBUS), so a `&[u8]` is sound. `None` otherwise.
     pub fn sealed_bytes(&self) -> Option<&[u8]> {
-        if !self.write_sealed {
+        if !self.frozen {
             return None;
         }
         Some(sys::sealed_slice(&self.region))

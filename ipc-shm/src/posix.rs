@@ -18,6 +18,11 @@ fn nofollow() -> OFlags {
     OFlags::from_bits_retain(rustix::fs::OFlags::NOFOLLOW.bits())
 }
 
+/// `O_NONBLOCK`, so that opening something that is not a regular file cannot block.
+fn nonblock() -> OFlags {
+    OFlags::from_bits_retain(rustix::fs::OFlags::NONBLOCK.bits())
+}
+
 /// Read-write or read-only access to a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Access {
@@ -173,8 +178,9 @@ impl ShmOptions {
         })
     }
 
-    /// `shm_open(O_NOFOLLOW)` + `fstat`—Opens an existing segment: refuses symlinks, anything
-    /// but a regular file, objects of another user (unless [`Owner::Anyone`]), and a
+    /// `shm_open(O_NOFOLLOW|O_NONBLOCK)` + `fstat`—Opens an existing segment: refuses symlinks,
+    /// anything but a regular file (a FIFO or directory planted at the name: without blocking),
+    /// objects of another user (unless [`Owner::Anyone`]), and a
     /// size other than [`size`](Self::size) if one was given. Returns a non-owner.
     ///
     /// # Errors
@@ -187,8 +193,18 @@ impl ShmOptions {
             Access::ReadWrite => (OFlags::RDWR, true),
             Access::ReadOnly => (OFlags::RDONLY, false),
         };
-        let fd = rustix::shm::open(name, oflags | nofollow(), Mode::empty())?;
+        // O_NONBLOCK: a FIFO planted at the name (anyone may create files in /dev/shm) would
+        // otherwise block a read-only open until a writer appears. It changes nothing for a
+        // regular file, and is cleared again once the object is known to be one.
+        let fd = rustix::shm::open(name, oflags | nofollow() | nonblock(), Mode::empty()).map_err(
+            |e| match e {
+                rustix::io::Errno::ISDIR | rustix::io::Errno::NXIO => Error::NotRegular,
+                e => e.into(),
+            },
+        )?;
         let size = self.checked_size(&fd)?;
+        let fl = rustix::fs::fcntl_getfl(&fd)?;
+        rustix::fs::fcntl_setfl(&fd, fl - rustix::fs::OFlags::NONBLOCK)?;
         let ptr = sys::map_fd(&fd, size, writable, false)?;
         Ok(Shm {
             region: Region::new(ptr, size, writable, Release::Munmap),

@@ -142,8 +142,8 @@ impl Region {
         Ok(())
     }
 
-    /// Reads `count` consecutive `T`s at `offset` into a new vector; `count * size_of::<T>()` is
-    /// checked before anything is allocated.
+    /// Reads `count` consecutive `T`s at `offset` into a new vector (one copy); `count *
+    /// size_of::<T>()` is checked against the region before anything is allocated.
     ///
     /// # Errors
     /// [`Error::OutOfBounds`] if the range overflows or is not inside the region.
@@ -155,25 +155,16 @@ impl Region {
                 len: usize::MAX,
                 region: self.len,
             })?;
-        self.at(offset, bytes)?;
-        let mut out = Vec::with_capacity(count);
-        for i in 0..count {
-            out.push(self.read::<T>(offset + i * size_of::<T>())?);
-        }
-        Ok(out)
+        let p = self.at(offset, bytes)?;
+        Ok(sys::read_vec(p, count))
     }
 
-    /// Writes the `T`s of `values` consecutively at `offset`.
+    /// Writes the `T`s of `values` consecutively at `offset` (one copy).
     ///
     /// # Errors
     /// [`Error::OutOfBounds`], [`Error::ReadOnly`].
     pub fn write_slice<T: ShmSafe + Copy>(&self, offset: usize, values: &[T]) -> Result<()> {
-        let bytes = size_of_val(values);
-        self.at_mut(offset, bytes)?;
-        for (i, v) in values.iter().enumerate() {
-            self.write(offset + i * size_of::<T>(), v)?;
-        }
-        Ok(())
+        self.write_bytes(offset, sys::bytes_of(values))
     }
 
     /// Fills `len` bytes at `offset` with `byte`.

@@ -258,8 +258,10 @@ impl<S: Segment> fmt::Debug for Ring<S> {
 
 impl<S: Segment> Ring<S> {
     /// The segment size a ring of `capacity` data bytes needs (`capacity` a power of two).
+    /// Saturates instead of overflowing: a size that large is then refused by the segment's
+    /// constructor as [`Error::InvalidSize`].
     pub const fn segment_size(capacity: usize) -> usize {
-        DATA_OFF + capacity
+        DATA_OFF.saturating_add(capacity)
     }
 
     /// Lays a new ring out in `seg`, with the largest power-of-two capacity that fits, and
@@ -380,6 +382,17 @@ impl<S: Segment> Ring<S> {
                 what: "reader position",
             });
         }
+        // Every record starts on a 64-byte boundary and both ends advance by whole records.
+        if !tail.is_multiple_of(REC_HDR as u64) {
+            return Err(Error::Corrupt {
+                what: "writer position",
+            });
+        }
+        if !head.is_multiple_of(REC_HDR as u64) {
+            return Err(Error::Corrupt {
+                what: "reader position",
+            });
+        }
         self.claim(|m| &m.writer_pid, |m| &m.writer_closed)?;
         let policy = Policy::of(Wait::Adaptive);
         region
@@ -400,18 +413,26 @@ impl<S: Segment> Ring<S> {
     /// Claims the reader role and returns the reader endpoint.
     ///
     /// # Errors
-    /// [`Error::RoleTaken`] if a live process holds it.
+    /// [`Error::RoleTaken`] if a live process holds it, [`Error::Corrupt`] if the published
+    /// reader position is impossible (records start on 64-byte boundaries).
     pub fn into_reader(self) -> Result<RingReader<S>> {
-        self.claim(|m| &m.reader_pid, |m| &m.reader_closed)?;
-        let policy = Policy::of(Wait::Adaptive);
-        let meta = self.seg.region().atomic::<Meta>(META_OFF)?;
-        meta.reader_cpu.store(policy.cpu, Ordering::Relaxed);
+        // A previous reader's position, read from shared memory: every record starts on a
+        // 64-byte boundary, and the reader only ever advances by whole records.
         let head = self
             .seg
             .region()
             .atomic::<Line>(READER_OFF)?
             .pos
             .load(Ordering::Acquire);
+        if !head.is_multiple_of(REC_HDR as u64) {
+            return Err(Error::Corrupt {
+                what: "reader position",
+            });
+        }
+        self.claim(|m| &m.reader_pid, |m| &m.reader_closed)?;
+        let policy = Policy::of(Wait::Adaptive);
+        let meta = self.seg.region().atomic::<Meta>(META_OFF)?;
+        meta.reader_cpu.store(policy.cpu, Ordering::Relaxed);
         Ok(RingReader {
             mask: self.cap as u64 - 1,
             cap: self.cap,
@@ -620,7 +641,8 @@ impl<S: Segment> RingWriter<S> {
             )?;
         }
         region.write::<u64>(DATA_OFF + (tail & self.mask) as usize, &(msg.len() as u64))?;
-        let off = ((tail + REC_HDR as u64) & self.mask) as usize;
+        // Positions wrap at 2^64 (they may start anywhere a previous writer left them).
+        let off = (tail.wrapping_add(REC_HDR as u64) & self.mask) as usize;
         let first = msg.len().min(self.cap - off);
         region.write_bytes(DATA_OFF + off, &msg[..first])?;
         if first < msg.len() {
@@ -788,7 +810,7 @@ impl<S: Segment> RingReader<S> {
                     || check_pid && !alive(meta.writer_pid.load(Ordering::Relaxed))
             },
         )?;
-        // `len <= avail - 8 <= cap`, and cap fits in usize.
+        // `len <= avail - 64 < cap`, and cap fits in usize.
         let len = len as usize;
         self.pending = Some(len);
         Ok(len)
@@ -799,7 +821,7 @@ impl<S: Segment> RingReader<S> {
     fn take(&mut self, dst: &mut [u8]) -> Result<()> {
         let len = self.pending.unwrap_or(0);
         let region = self.seg.region();
-        let start = self.head + (REC_HDR + self.consumed) as u64;
+        let start = self.head.wrapping_add((REC_HDR + self.consumed) as u64);
         let off = (start & self.mask) as usize;
         let first = dst.len().min(self.cap - off);
         region.read_bytes(DATA_OFF + off, &mut dst[..first])?;

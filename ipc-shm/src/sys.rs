@@ -3,9 +3,22 @@
 //!
 //! Every block is one call with a `// SAFETY:` comment. The rest of the crate is safe code that
 //! checks offsets and lengths before it calls in here.
+//!
+//! The memory model. A mapping may be written at any moment by another process, which no
+//! Rust-level synchronisation can order, so the crate treats it the way a driver treats device
+//! memory: plain data is only ever *copied* through raw pointers (one `memcpy` or one unaligned
+//! load/store per access, no reference created), what is copied out is private from then on and
+//! is only ever interpreted as bytes or as [`ShmSafe`] values (for which every bit pattern is
+//! valid), and anything used as an index or a length is validated on that private copy (see
+//! `ring.rs`). References are lent only to [`ShmAtomic`] types, whose every byte is an atomic,
+//! and, as `&[u8]`, to the read-only mapping of a memfd sealed against writes and shrinking.
+//! The Rust memory model has no notion of a second process; within one process, a copy that
+//! races with another thread's write to the same bytes is formally a data race. The crate
+//! relies, as every shared-memory crate does, on such a copy compiling to the plain loads and
+//! stores it is written as; the values it yields are then arbitrary, never undefined.
 #![allow(unsafe_code)]
 
-use std::ffi::c_void;
+use std::ffi::{CStr, c_void};
 use std::io;
 use std::os::fd::AsFd;
 use std::ptr::{self, NonNull};
@@ -19,12 +32,13 @@ use std::sync::atomic::{
 
 use crate::region::Region;
 
-// SAFETY: a `Region` is a raw pointer and a length to a mapping that lives as long as the
-// `Region`. Through `&Region` callers only copy bytes in and out (operations that are sound to
-// run from several threads, the bytes being treated as arbitrary) or obtain `&T` for types whose
-// every byte is atomic. No thread-local state is involved, so sending it is sound too.
+// SAFETY: a `Region` owns its mapping (a raw pointer and a length) and releases it once, in
+// `Drop`; `munmap`/`shmdt` may be called from any thread, and no thread-local state is involved.
 unsafe impl Send for Region {}
-// SAFETY: see `Send` above: all access through `&Region` is copies or atomics.
+// SAFETY: through `&Region` a thread can only copy bytes and `ShmSafe` values in and out through
+// raw pointers, borrow `ShmAtomic` types (themselves `Sync`), or borrow the bytes of a frozen
+// memfd that nothing can write. Concurrent copies from several threads are the same as copies
+// concurrent with another process: see the memory model in the module docs.
 unsafe impl Sync for Region {}
 
 // The marker traits live here because declaring and implementing an `unsafe trait` is unsafe
@@ -82,7 +96,10 @@ pub unsafe trait ShmAtomic: Sync + 'static {}
 
 macro_rules! impl_marker {
     ($tr:ident: $($t:ty),*) => { $(
-        // SAFETY: a primitive with every bit pattern valid, no padding, no pointers.
+        // SAFETY: `$t` is a primitive integer or float, `()`, or an atomic integer (which has
+        // the size and bit validity of its integer, and is nothing but that atomic): every bit
+        // pattern is valid, there is no padding and no pointer, and for `ShmAtomic` every byte
+        // is inside the atomic.
         unsafe impl $tr for $t {}
     )* };
 }
@@ -155,9 +172,10 @@ pub(crate) fn unmap(p: NonNull<u8>, len: usize) {
 /// The caller checked that `src..src+dst.len()` is inside a live mapping.
 pub(crate) fn copy_out(src: *const u8, dst: &mut [u8]) {
     // SAFETY: the source range is inside a live readable mapping (checked by the caller) and
-    // cannot overlap `dst`, which is private memory borrowed mutably. A peer may write the
-    // source concurrently: the copy then yields arbitrary bytes, and callers treat what they
-    // read as untrusted (every value is validated, every bit pattern of `u8` is valid).
+    // cannot overlap `dst`, which is private memory borrowed mutably; no reference to the
+    // source is created. A peer may write the source concurrently: the copy then yields
+    // arbitrary bytes (see the module docs), every bit pattern of `u8` is valid, and callers
+    // treat what they read as untrusted.
     unsafe { ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
 }
 
@@ -165,9 +183,10 @@ pub(crate) fn copy_out(src: *const u8, dst: &mut [u8]) {
 ///
 /// The caller checked that `dst..dst+src.len()` is inside a live writable mapping.
 pub(crate) fn copy_in(src: &[u8], dst: *mut u8) {
-    // SAFETY: the destination range is inside a live writable mapping (checked by the caller)
-    // to which no Rust reference other than to atomics is ever handed out, so no `&`/`&mut`
-    // is invalidated; `src` is private and cannot overlap it.
+    // SAFETY: the destination range is inside a live writable mapping (checked by the caller).
+    // The only references ever lent into a writable mapping are to `ShmAtomic` types, whose
+    // bytes are inside `UnsafeCell`s and so may change under a shared reference: no `&`/`&mut`
+    // is invalidated. `src` is private and cannot overlap the mapping.
     unsafe { ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
 }
 
@@ -175,15 +194,47 @@ pub(crate) fn copy_in(src: &[u8], dst: *mut u8) {
 pub(crate) fn read_value<T: ShmSafe>(src: *const u8) -> T {
     // SAFETY: the caller checked that `src..src+size_of::<T>()` is inside a live mapping;
     // `read_unaligned` needs no alignment, and `T: ShmSafe` means every bit pattern is a valid
-    // `T`, so whatever a peer wrote (even mid-write) is a valid value.
+    // `T`, so whatever a peer wrote (even mid-write, even torn) is a valid value.
     unsafe { src.cast::<T>().read_unaligned() }
 }
 
 /// Writes a `T` into shared memory at `dst` (any alignment).
 pub(crate) fn write_value<T: ShmSafe + Copy>(dst: *mut u8, value: T) {
     // SAFETY: the caller checked that `dst..dst+size_of::<T>()` is inside a live writable
-    // mapping; no non-atomic reference into it exists; `write_unaligned` needs no alignment.
+    // mapping; as in `copy_in`, only references to atomics exist into it, which tolerate the
+    // change; `write_unaligned` needs no alignment; `T: ShmSafe` has no padding, so no
+    // uninitialised byte of ours reaches the peer.
     unsafe { dst.cast::<T>().write_unaligned(value) };
+}
+
+/// Copies `count` consecutive `T`s from shared memory at `src` into a new vector, in one copy.
+///
+/// The caller checked that `src..src+count*size_of::<T>()` is inside a live mapping (so the
+/// product does not overflow and the allocation is bounded by the mapping's size).
+pub(crate) fn read_vec<T: ShmSafe>(src: *const u8, count: usize) -> Vec<T> {
+    let mut out = Vec::<T>::with_capacity(count);
+    copy_out_raw(src, out.as_mut_ptr().cast::<u8>(), count * size_of::<T>());
+    // SAFETY: the capacity is at least `count`; the first `count * size_of::<T>()` bytes were
+    // just written, so every element is initialised, and `T: ShmSafe` makes any bytes a valid
+    // `T` (for a zero-sized `T` there is nothing to write and any `count` is valid).
+    unsafe { out.set_len(count) };
+    out
+}
+
+/// `copy_out` into raw private memory: `len` bytes from shared `src` to `dst`.
+fn copy_out_raw(src: *const u8, dst: *mut u8, len: usize) {
+    // SAFETY: `src..src+len` is inside a live readable mapping (checked by `read_vec`'s caller);
+    // `dst` is a fresh private allocation of at least `len` bytes, so the ranges cannot overlap.
+    // A peer writing concurrently yields arbitrary bytes: see the module docs.
+    unsafe { ptr::copy_nonoverlapping(src, dst, len) };
+}
+
+/// The bytes of a slice of plain values (no padding, so every byte is initialised).
+pub(crate) fn bytes_of<T: ShmSafe + Copy>(values: &[T]) -> &[u8] {
+    // SAFETY: `values` is a live slice of `size_of_val(values)` bytes; `T: ShmSafe` has no
+    // padding, so all of them are initialised, and `T: Copy` rules out `UnsafeCell` (no byte can
+    // change while the borrow lasts); `u8` has alignment 1; the lifetime is `values`'.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), size_of_val(values)) }
 }
 
 /// A shared reference to a `T` of atomics at `p`, borrowed from `region`.
@@ -193,6 +244,17 @@ pub(crate) fn atomic_ref<T: ShmAtomic>(_region: &Region, p: *const u8) -> &T {
     // so concurrent writes by a peer are atomic operations, not data races, and every bit
     // pattern is valid. The lifetime is tied to `&Region`, so the mapping outlives the reference.
     unsafe { &*p.cast::<T>() }
+}
+
+/// `ftok(path, proj_id)`.
+pub(crate) fn ftok(path: &CStr, proj_id: u8) -> io::Result<libc::key_t> {
+    // SAFETY: `path` is NUL-terminated and outlives the call; ftok only reads it.
+    let k = unsafe { libc::ftok(path.as_ptr(), libc::c_int::from(proj_id)) };
+    if k == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(k)
+    }
 }
 
 /// `shmget(key, size, flags)`.
@@ -251,10 +313,14 @@ pub(crate) fn shm_stat(id: i32) -> io::Result<(u32, u64, u32)> {
     ))
 }
 
-/// The whole region as a byte slice; only for a memfd sealed with `F_SEAL_WRITE`.
+/// The whole region as a byte slice; only for the read-only mapping of a memfd sealed with
+/// `F_SEAL_WRITE` and `F_SEAL_SHRINK`.
 pub(crate) fn sealed_slice(region: &Region) -> &[u8] {
-    // SAFETY: the caller checked that the memfd carries `F_SEAL_WRITE`: the kernel refuses every
-    // write and writable mapping from any process for the rest of the file's life, so the bytes
-    // never change while borrowed; the mapping is live and readable for `region`'s lifetime.
+    // SAFETY: the caller checked that `region` is a read-only mapping of the whole of a memfd
+    // that carries `F_SEAL_WRITE` and `F_SEAL_SHRINK`. Seals are never removed: for the rest of
+    // the file's life the kernel refuses every write, every writable mapping and every
+    // truncation, from any process, so the bytes neither change nor vanish (no SIGBUS) while
+    // borrowed; the mapping is live and readable for `region`'s lifetime, which bounds the
+    // borrow, and is `region.len()` bytes long.
     unsafe { std::slice::from_raw_parts(region.as_ptr(), region.len()) }
 }

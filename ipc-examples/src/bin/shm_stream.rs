@@ -5,18 +5,25 @@
 //! 64 KiB messages. The reader checks every chunk's sequence stamp and a checksum of the whole
 //! stream, and both sides print the rate they measured. Dropping the writer closes the ring; the
 //! reader sees `PeerGone` after the last chunk. The owner unlinks the segment on drop.
+//!
+//! Every wait is bounded: a reader that dies before it attaches to the ring (which the ring
+//! cannot tell from one that has not attached yet) makes the writer's `send_timeout` fail
+//! instead of waiting forever, and a writer that stalls makes the reader's `recv_timeout` fail.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use ipc_examples::{DemoError, demo_name, ensure, role, run, say, spawn_role};
+use ipc_examples::{DemoError, Family, demo_name, ensure, role, run, say, spawn_role};
 use ipc_shm::{Error, Ring, Shm};
 
 const TOTAL: u64 = 512 << 20;
 const CHUNK: usize = 64 << 10;
 const RING: usize = 4 << 20;
 const PATTERN: usize = 1 << 20;
+/// The longest either side waits for the other before it gives up (a healthy peer moves a chunk
+/// in microseconds).
+const STALL: Duration = Duration::from_secs(30);
 
 /// 1 MiB of pseudo-random bytes (SplitMix64), the same in both processes.
 fn pattern() -> Vec<u8> {
@@ -87,7 +94,7 @@ fn writer() -> Result<String, DemoError> {
         expected = mix(expected, &buf);
     }
 
-    let mut reader = spawn_role("reader")?
+    let reader = spawn_role("reader")?
         .env("SHM_STREAM_NAME", &name)
         .env("SHM_STREAM_SUM", expected.to_string())
         .spawn()?;
@@ -98,15 +105,15 @@ fn writer() -> Result<String, DemoError> {
         TOTAL >> 20,
         CHUNK >> 10
     );
+    // On any error below, dropping the family kills and reaps the reader: no orphan.
+    let mut family = Family::new();
+    family.add("reader", reader);
 
     let t0 = Instant::now();
     for k in 0..chunks {
         fill_chunk(&pattern, k, &mut buf);
-        if let Err(e) = tx.send(&buf) {
-            let _ = reader.kill();
-            let _ = reader.wait();
-            return Err(format!("send of chunk {k} failed: {e}").into());
-        }
+        tx.send_timeout(&buf, STALL)
+            .map_err(|e| format!("send of chunk {k} failed: {e}"))?;
     }
     let secs = t0.elapsed().as_secs_f64();
     say!(
@@ -116,8 +123,7 @@ fn writer() -> Result<String, DemoError> {
         TOTAL as f64 / secs / 1e9
     );
     drop(tx); // closes the ring: the reader sees the end of the stream
-    let status = reader.wait()?;
-    ensure(status.success(), format!("reader failed: {status}"))?;
+    family.wait_all()?;
     Ok(format!(
         "{} MiB arrived intact, in order, checksum {expected:#018x}",
         TOTAL >> 20
@@ -137,7 +143,7 @@ fn reader() -> Result<(), DemoError> {
     let (mut got, mut k, mut sum) = (0u64, 0u64, SEED);
     let mut t0 = None;
     loop {
-        let n = match rx.recv(&mut buf) {
+        let n = match rx.recv_timeout(&mut buf, STALL) {
             Ok(n) => n,
             Err(Error::PeerGone) => break,
             Err(e) => return Err(e.into()),

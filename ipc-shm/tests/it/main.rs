@@ -1,5 +1,6 @@
 //! Integration tests of ipc-shm: real segments, real processes, bounded in time.
 
+mod fork;
 mod memfd;
 mod posix;
 mod ring;

@@ -46,6 +46,82 @@ fn write_seal_makes_it_read_only_everywhere() {
 }
 
 #[test]
+fn a_write_seal_alone_lends_no_slice_because_the_file_can_still_shrink() {
+    let mut m = Memfd::create("w-only", 8192).unwrap();
+    m.write_bytes(4096, b"second page").unwrap();
+    m.seal(Seals::WRITE).unwrap();
+    assert!(!m.is_writable());
+    assert!(m.sealed_bytes().is_none(), "a peer could still truncate it");
+    let peer = Memfd::from_fd(m.as_fd().try_clone_to_owned().unwrap(), Seals::WRITE).unwrap();
+    assert!(!peer.is_writable() && peer.sealed_bytes().is_none());
+    let mut buf = [0u8; 11];
+    peer.read_bytes(4096, &mut buf).unwrap();
+    assert_eq!(&buf, b"second page");
+    drop(peer);
+    // What the slice would have been exposed to: write-sealed, yet shrinkable.
+    let file = std::fs::File::from(m.as_fd().try_clone_to_owned().unwrap());
+    file.set_len(4096).unwrap();
+    assert_eq!(m.seals().unwrap(), Seals::WRITE);
+    drop(file);
+    // Adding SHRINK once the size is settled makes it immutable for good.
+    let mut m = Memfd::create("w-then-shrink", 4096).unwrap();
+    m.seal(Seals::WRITE).unwrap();
+    m.seal(Seals::SHRINK).unwrap();
+    assert_eq!(m.sealed_bytes().map(<[u8]>::len), Some(4096));
+}
+
+#[test]
+fn future_write_keeps_existing_mappings_and_refuses_new_writers() {
+    let mut m = Memfd::create("fw", 4096).unwrap();
+    m.seal(Seals::FUTURE_WRITE | Seals::SIZE).unwrap();
+    assert!(m.seals().unwrap().contains(Seals::FUTURE_WRITE));
+    assert!(m.is_writable(), "our mapping predates the seal");
+    m.write_bytes(0, b"producer").unwrap();
+    assert!(m.sealed_bytes().is_none(), "we can still write it");
+    let peer = Memfd::from_fd(
+        m.as_fd().try_clone_to_owned().unwrap(),
+        Seals::FUTURE_WRITE | Seals::SIZE,
+    )
+    .unwrap();
+    assert!(!peer.is_writable(), "a new mapping is read-only");
+    assert!(matches!(peer.write_bytes(0, b"x"), Err(Error::ReadOnly)));
+    let mut buf = [0u8; 8];
+    peer.read_bytes(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"producer");
+    m.write_bytes(0, b"updated!").unwrap();
+    peer.read_bytes(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"updated!", "the consumer sees the producer's writes");
+    let file = std::fs::File::from(m.as_fd().try_clone_to_owned().unwrap());
+    use std::io::Write;
+    let e = (&file).write_all(b"y").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(1), "write(2) is EPERM: {e}");
+}
+
+#[test]
+fn bad_memfd_sizes_and_names_are_typed_errors() {
+    for size in [0, u64::MAX, 1 << 63] {
+        assert!(
+            matches!(Memfd::create("s", size), Err(Error::InvalidSize { .. })),
+            "{size}"
+        );
+    }
+    assert!(matches!(
+        Memfd::create("nul\0", 4096),
+        Err(Error::InvalidName)
+    ));
+    assert!(matches!(
+        Memfd::create(&"x".repeat(250), 4096),
+        Err(Error::InvalidName)
+    ));
+    // A descriptor that is no memfd at all.
+    let file = std::fs::File::open("/proc/self/exe").unwrap();
+    assert!(matches!(
+        Memfd::from_fd(file.into(), Seals::NONE),
+        Err(Error::NotRegular)
+    ));
+}
+
+#[test]
 fn a_sealed_memfd_passed_to_a_child_is_verified_there() {
     if role().as_deref() == Some("receiver") {
         let fd: OwnedFd = std::io::stdin().as_fd().try_clone_to_owned().unwrap();
@@ -83,7 +159,7 @@ fn huge_pages_work_or_say_unavailable() {
         Err(e) => assert!(matches!(e, Error::HugePagesUnavailable), "{e:?}"),
     }
     let huge = ipc_shm::Pages::Huge;
-    match ipc_shm::SysvShm::create_with(ipc_shm::sysv::PRIVATE, 2 << 20, 0o600, huge) {
+    match ipc_shm::SysvShm::create_with(ipc_shm::Key::PRIVATE, 2 << 20, 0o600, huge) {
         Ok(s) => assert_eq!(s.read::<u64>(0).unwrap(), 0),
         Err(e) => assert!(matches!(e, Error::HugePagesUnavailable), "{e:?}"),
     }

@@ -452,3 +452,55 @@ fn read_and_write_make_the_ring_a_byte_stream() {
         assert_eq!(fnv1a64(&got), want);
     });
 }
+
+/// Positions are whatever a previous (or hostile) endpoint left in shared memory: a ring whose
+/// positions sit just below 2^64 wraps around correctly, and a position that is not on a
+/// record boundary is a typed error when an endpoint attaches, never a panic.
+#[test]
+fn positions_near_the_top_wrap_and_misaligned_positions_are_refused() {
+    let _wd = Watchdog::new("wrap", Duration::from_secs(30));
+    const WRITER_POS: usize = 128;
+    const READER_POS: usize = 256;
+    let seg = Anon::new(Ring::<Anon>::segment_size(1024) as u64).unwrap();
+    let ring = Ring::create(&seg).unwrap();
+    let top = u64::MAX - 63; // the last record boundary below the wrap
+    seg.write::<u64>(WRITER_POS, &top).unwrap();
+    seg.write::<u64>(READER_POS, &top).unwrap();
+    let mut w = ring.into_writer().unwrap();
+    let mut r = Ring::open(&seg).unwrap().into_reader().unwrap();
+    let mut buf = [0u8; 1024];
+    for seq in 0u32..500 {
+        let msg = seq.to_le_bytes().repeat(1 + seq as usize % 60);
+        w.send_timeout(&msg, Duration::from_secs(5)).unwrap();
+        let n = r.recv_timeout(&mut buf, Duration::from_secs(5)).unwrap();
+        assert_eq!(&buf[..n], &msg[..], "message {seq}");
+    }
+    assert!(
+        seg.read::<u64>(WRITER_POS).unwrap() < top,
+        "the positions wrapped"
+    );
+    drop((w, r));
+
+    // The writer's position off a record boundary: no writer can attach; a reader sees a
+    // partial record.
+    let seg = Anon::new(Ring::<Anon>::segment_size(1024) as u64).unwrap();
+    let ring = Ring::create(&seg).unwrap();
+    seg.write::<u64>(WRITER_POS, &4).unwrap();
+    let w = Ring::open(&seg).unwrap().into_writer();
+    assert!(matches!(w, Err(Error::Corrupt { .. })), "{w:?}");
+    let mut r = ring.into_reader().unwrap();
+    assert!(matches!(r.try_recv(&mut buf), Err(Error::Corrupt { .. })));
+    // The reader's position off a record boundary: neither end can attach.
+    let seg = Anon::new(Ring::<Anon>::segment_size(1024) as u64).unwrap();
+    let ring = Ring::create(&seg).unwrap();
+    seg.write::<u64>(READER_POS, &(u64::MAX - 3)).unwrap();
+    let r = Ring::open(&seg).unwrap().into_reader();
+    assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
+    let w = ring.into_writer();
+    assert!(matches!(w, Err(Error::Corrupt { .. })), "{w:?}");
+    assert_eq!(Ring::<Anon>::segment_size(usize::MAX), usize::MAX);
+    assert!(matches!(
+        Anon::new(Ring::<Anon>::segment_size(usize::MAX) as u64),
+        Err(Error::InvalidSize { .. })
+    ));
+}

@@ -1,6 +1,6 @@
 //! Symlinks, other users' objects, modes under any umask, a less privileged peer.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
@@ -139,4 +139,51 @@ fn rustix_free_geteuid() -> u32 {
     std::fs::metadata("/proc/self")
         .map(|m| m.uid())
         .unwrap_or(u32::MAX)
+}
+
+/// Anyone may create files in /dev/shm: a FIFO or a directory planted at the name is refused
+/// at once (a FIFO opened read-only would otherwise block until a writer came).
+#[test]
+fn a_planted_fifo_or_directory_is_refused_without_blocking() {
+    let _wd = Watchdog::new("planted fifo", Duration::from_secs(20));
+    let name = posix_name("fifo");
+    let path = dev_shm(&name);
+    let _rm = RmOnDrop(path.clone());
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    for access in [ipc_shm::Access::ReadOnly, ipc_shm::Access::ReadWrite] {
+        let r = Shm::options().access(access).open(&name);
+        assert!(matches!(r, Err(Error::NotRegular)), "{access:?}: {r:?}");
+    }
+    assert!(matches!(
+        Shm::create(&name, 4096),
+        Err(Error::AlreadyExists)
+    ));
+    assert!(
+        std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+
+    let dir_name = posix_name("dir");
+    let dir = dev_shm(&dir_name);
+    std::fs::create_dir(&dir).unwrap();
+    struct RmDir(std::path::PathBuf);
+    impl Drop for RmDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _rm_dir = RmDir(dir);
+    for access in [ipc_shm::Access::ReadOnly, ipc_shm::Access::ReadWrite] {
+        let r = Shm::options().access(access).open(&dir_name);
+        assert!(matches!(r, Err(Error::NotRegular)), "{access:?}: {r:?}");
+    }
 }

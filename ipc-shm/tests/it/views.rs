@@ -96,6 +96,40 @@ fn out_of_range_overflow_and_misalignment_are_typed_errors() {
 }
 
 #[test]
+fn slices_are_copied_in_one_piece_and_zero_sized_counts_cannot_hang() {
+    let _wd = ipc_testkit::Watchdog::new("zst", std::time::Duration::from_secs(20));
+    let a = Anon::new(4096).unwrap();
+    let pts: Vec<Point> = (0..50)
+        .map(|i| Point {
+            x: f64::from(i),
+            y: -f64::from(i),
+            tag: i as u32,
+            pad: [i as u8; 4],
+        })
+        .collect();
+    a.write_slice(5, &pts).unwrap();
+    assert_eq!(a.read_vec::<Point>(5, 50).unwrap(), pts);
+    assert!(matches!(
+        a.write_slice(4096 - 24 * 50 + 1, &pts),
+        Err(Error::OutOfBounds { .. })
+    ));
+    // Zero-sized values: any count fits in zero bytes, and costs nothing.
+    assert_eq!(
+        a.read_vec::<()>(4096, usize::MAX).unwrap().len(),
+        usize::MAX
+    );
+    assert_eq!(
+        a.read_vec::<[u64; 0]>(0, usize::MAX >> 1).unwrap().len(),
+        usize::MAX >> 1
+    );
+    a.write_slice(0, &[(); usize::MAX]).unwrap();
+    assert!(matches!(
+        a.read_vec::<()>(4097, 1),
+        Err(Error::OutOfBounds { .. })
+    ));
+}
+
+#[test]
 fn atomics_are_shared_in_place() {
     let a = Anon::new(4096).unwrap();
     let s = a.atomic::<Stats>(64).unwrap();
