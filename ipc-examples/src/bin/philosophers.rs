@@ -9,7 +9,7 @@
 use std::process::{Child, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use ipc_examples::{DemoError, ensure, role, run, say, spawn_role};
+use ipc_examples::{DemoError, demo_keys, ensure, role, run, say, spawn_role};
 use ipc_sem::{Key, SemOp, SemSet};
 
 const PHILOSOPHERS: usize = 5;
@@ -88,15 +88,12 @@ fn parent() -> Result<String, DemoError> {
     let mut values = vec![1u16; PHILOSOPHERS];
     values.extend([0, 0]); // EATING, MEALS_DONE
     // A key in the workspace's System V range (0x4950xxxx), so that `cargo xtask clean` can
-    // remove the set if this demo is killed; IPC_EXCL, so try the next key if one is taken.
-    let pid = std::process::id();
-    let table = (0..64)
-        .find_map(|n| {
-            let key = 0x4950_0000 | ((pid + n) & 0xffff) as i32;
-            match SemSet::create(Key::new(key), &values) {
-                Err(ipc_sem::Error::AlreadyExists) => None,
-                r => Some(r),
-            }
+    // remove the set if this demo is killed; IPC_EXCL, so try the next key if one is taken
+    // (`demo_keys`).
+    let table = demo_keys()
+        .find_map(|key| match SemSet::create(Key::new(key), &values) {
+            Err(ipc_sem::Error::AlreadyExists) => None,
+            r => Some(r),
         })
         .ok_or("no free System V key")??;
     say!(

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ipc_examples::{DemoError, demo_name, ensure, run, say};
+use ipc_examples::{DemoError, demo_keys, demo_name, ensure, run, say};
 use ipc_sem::{
     Key, Locked, NamedSemaphore, RawRobustMutex, RobustMutex, SemOp, SemSet, SharedSemaphore,
 };
@@ -127,14 +127,10 @@ fn body() -> Result<String, DemoError> {
     // A key in the workspace's System V range (0x4950xxxx), not IPC_PRIVATE, so that
     // `cargo xtask clean` can remove the set if this demo is killed; IPC_EXCL, so try the next
     // key if one is taken.
-    let pid = std::process::id();
-    let sysv = (0..64)
-        .find_map(|n| {
-            let key = Key::new(0x4950_0000 | ((pid + n) & 0xffff) as i32);
-            match SemSet::create(key, &[1]) {
-                Err(ipc_sem::Error::AlreadyExists) => None,
-                r => Some(r),
-            }
+    let sysv = demo_keys()
+        .find_map(|key| match SemSet::create(Key::new(key), &[1]) {
+            Err(ipc_sem::Error::AlreadyExists) => None,
+            r => Some(r),
         })
         .ok_or("no free System V key")??;
     let slot = NonNull::new(page.as_ptr().wrapping_add(MUTEX_OFFSET).cast_mut())
