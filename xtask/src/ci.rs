@@ -6,7 +6,10 @@ const HELP: &str = "\
 cargo xtask ci
 
 Runs: cargo fmt --all --check; cargo clippy --workspace --all-targets -- -D warnings;
-RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps; cargo xtask tidy; cargo xtask test.
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps; cargo xtask tidy; cargo xtask test;
+then, when a nightly toolchain is installed (it says plainly that it skipped them otherwise),
+every fuzz target for a short bounded time (IPC_CI_FUZZ_SECS, default 10 s each) and
+cargo xtask sanitize.
 ";
 
 pub(crate) fn run(args: &[String]) -> Result {
@@ -29,5 +32,12 @@ pub(crate) fn run(args: &[String]) -> Result {
             .env("RUSTDOCFLAGS", "-Dwarnings"),
     )?;
     crate::tidy::run(&[])?;
-    crate::test::run(&[])
+    crate::test::run(&[])?;
+    let secs = std::env::var("IPC_CI_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let outcomes = crate::fuzz::fuzz(&crate::fuzz::targets(), secs)?;
+    crate::fuzz::report(&outcomes)?;
+    crate::sanitize::sanitize()
 }

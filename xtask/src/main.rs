@@ -8,8 +8,11 @@ mod bench;
 mod ci;
 mod clean;
 mod demo;
+mod fuzz;
+mod nightly;
 #[allow(unreachable_pub)] // shared with ipc-testkit, where these items are public
 mod objects;
+mod sanitize;
 mod test;
 mod tidy;
 mod util;
@@ -26,6 +29,8 @@ Commands:
                          run every crate's benchmarks, print ours vs raw, write target/ipc-bench/
   ci                     fmt check, clippy -D warnings, rustdoc -D warnings, tidy, then test
   clean                  remove IPC objects the workspace's tests or demos left behind
+  fuzz [--time S] [T..]  build and run the libFuzzer targets (nightly; skipped without it)
+  sanitize               the test suite under AddressSanitizer (nightly; skipped without it)
   tidy                   check the workspace's structural rules (also a #[test])
 ";
 
@@ -41,6 +46,8 @@ fn main() -> ExitCode {
         "bench" => bench::run(rest),
         "ci" => ci::run(rest),
         "clean" => clean::run(rest),
+        "fuzz" => fuzz::run(rest),
+        "sanitize" => sanitize::run(rest),
         "tidy" => tidy::run(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
