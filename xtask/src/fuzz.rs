@@ -154,17 +154,27 @@ pub(crate) fn fuzz(targets: &[Target], secs: u64) -> Result<Vec<Outcome>> {
     dirs.dedup();
     for dir in dirs {
         let mut cmd = nightly::cargo().ok_or("nightly vanished")?;
-        cmd.args(["build", "--release", "--quiet", "--bins", "--target", &triple])
-            .arg("--manifest-path")
-            .arg(dir.join("Cargo.toml"))
-            .env("CARGO_TARGET_DIR", &tdir)
-            .env("RUSTFLAGS", RUSTFLAGS);
+        cmd.args([
+            "build",
+            "--release",
+            "--quiet",
+            "--bins",
+            "--target",
+            &triple,
+        ])
+        .arg("--manifest-path")
+        .arg(dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &tdir)
+        .env("RUSTFLAGS", RUSTFLAGS);
         println!("fuzz: building {}", dir.display());
         let status = cmd
             .status()
             .map_err(|e| format!("cannot run cargo +nightly: {e}"))?;
         if !status.success() {
-            return Err(format!("building the fuzz targets of {} failed", dir.display()));
+            return Err(format!(
+                "building the fuzz targets of {} failed",
+                dir.display()
+            ));
         }
     }
     let bin_dir = tdir.join(&triple).join("release");

@@ -19,7 +19,13 @@ pub(crate) fn cargo() -> Option<Command> {
     cmd.arg("+nightly");
     // The stable cargo that runs xtask exports variables (RUSTC, CARGO, ...) that would make
     // the nightly cargo build with the stable compiler.
-    for var in ["RUSTC", "RUSTDOC", "CARGO", "RUSTC_WRAPPER", "RUSTUP_TOOLCHAIN"] {
+    for var in [
+        "RUSTC",
+        "RUSTDOC",
+        "CARGO",
+        "RUSTC_WRAPPER",
+        "RUSTUP_TOOLCHAIN",
+    ] {
         cmd.env_remove(var);
     }
     Some(cmd)

@@ -42,7 +42,10 @@ pub(crate) fn sanitize() -> Result {
             &triple,
         ])
         .env("CARGO_TARGET_DIR", target_dir().join("asan"))
-        .env("RUSTFLAGS", "-Zsanitizer=address -Cforce-frame-pointers=yes")
+        .env(
+            "RUSTFLAGS",
+            "-Zsanitizer=address -Cforce-frame-pointers=yes",
+        )
         .env("IPC_SANITIZER", "address")
         .env(
             "ASAN_OPTIONS",
