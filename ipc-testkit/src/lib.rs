@@ -290,6 +290,26 @@ pub fn env_parse<T: std::str::FromStr>(key: impl AsRef<OsStr>) -> Option<T> {
     std::env::var_os(key)?.to_str()?.parse().ok()
 }
 
+/// The sanitizer the test binary was built with, as `cargo xtask sanitize` announces it
+/// (`IPC_SANITIZER=address`), or `None` for a normal build.
+pub fn sanitizer() -> Option<String> {
+    std::env::var("IPC_SANITIZER").ok().filter(|s| !s.is_empty())
+}
+
+/// True (after printing why) when a check cannot run under a sanitizer: AddressSanitizer
+/// reserves terabytes of address space (so a small `RLIMIT_AS` fails for the wrong reason),
+/// reads `/proc/self/maps` (so a hidden `/proc` kills it) and makes system calls of its own (so
+/// seccomp strict mode kills it). The caller returns early; the normal build still runs it.
+pub fn skip_under_sanitizer(what: &str) -> bool {
+    match sanitizer() {
+        Some(s) => {
+            eprintln!("skipped under the {s} sanitizer: {what}");
+            true
+        }
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
