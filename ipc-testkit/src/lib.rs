@@ -95,6 +95,11 @@ pub fn harness_name(module_path: &str, function: &str) -> String {
 /// A command that re-runs the current test binary to execute only `test` (use [`test_path!`])
 /// with [`ROLE_ENV`] set to `role`. The test checks [`role`] first and plays the child.
 ///
+/// The child's standard output (its test harness's banners, and whatever it prints) goes to a
+/// private in-memory file that [`Proc`] shows only if the child fails, so a passing run prints
+/// nothing; its standard error (panic messages) is inherited and always shown. A test that
+/// reads the child's stdout sets `.stdout(..)` itself, which replaces this.
+///
 /// # Panics
 /// If the path of the current executable cannot be read.
 pub fn child(test: &str, role: &str) -> Command {
@@ -102,7 +107,48 @@ pub fn child(test: &str, role: &str) -> Command {
     let mut cmd = Command::new(exe);
     cmd.args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
         .env(ROLE_ENV, role);
+    if let Some((id, out)) = child_log() {
+        cmd.stdout(out).env(LOG_ENV, id.to_string());
+    }
     cmd
+}
+
+/// Names the captured stdout of a [`child`] command, for [`Proc::spawn`] to pick up.
+const LOG_ENV: &str = "IPC_TESTKIT_CHILD_LOG";
+
+/// Captured stdouts of child commands not yet spawned, by id.
+static LOGS: std::sync::Mutex<Vec<(u64, std::fs::File)>> = std::sync::Mutex::new(Vec::new());
+
+/// A new in-memory file for a child's stdout: its id and a second handle for the child.
+fn child_log() -> Option<(u64, std::fs::File)> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let fd = rustix::fs::memfd_create("ipc-testkit-child-stdout", rustix::fs::MemfdFlags::CLOEXEC)
+        .ok()?;
+    let file = std::fs::File::from(fd);
+    let for_child = file.try_clone().ok()?;
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut logs = LOGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Commands built but never spawned through `Proc` leave their file here; keep a few.
+    if logs.len() > 64 {
+        logs.remove(0);
+    }
+    logs.push((id, file));
+    Some((id, for_child))
+}
+
+/// The captured stdout registered for `cmd`, if it was made by [`child`].
+fn take_log(cmd: &Command) -> Option<std::fs::File> {
+    let id: u64 = cmd
+        .get_envs()
+        .find(|(k, _)| *k == OsStr::new(LOG_ENV))
+        .and_then(|(_, v)| v?.to_str()?.parse().ok())?;
+    let mut logs = LOGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let at = logs.iter().position(|(i, _)| *i == id)?;
+    Some(logs.remove(at).1)
 }
 
 /// A child process that is killed and reaped when dropped, with a bounded wait.
@@ -110,6 +156,8 @@ pub fn child(test: &str, role: &str) -> Command {
 pub struct Proc {
     child: Option<Child>,
     pidfd: OwnedFd,
+    /// The child's captured stdout (see [`child`]), shown if it fails.
+    log: Option<std::fs::File>,
 }
 
 impl Proc {
@@ -124,7 +172,29 @@ impl Proc {
         Ok(Proc {
             child: Some(child),
             pidfd,
+            log: take_log(cmd),
         })
+    }
+
+    /// What the child has written to its captured stdout so far (see [`child`]); `None` if
+    /// its stdout was not captured.
+    pub fn output(&mut self) -> Option<String> {
+        use std::io::{Read, Seek};
+        let log = self.log.as_mut()?;
+        let mut text = String::new();
+        log.rewind().ok()?;
+        log.read_to_string(&mut text).ok()?;
+        Some(text)
+    }
+
+    /// Prints what the child wrote to its captured stdout, if anything (see [`child`]).
+    pub fn show_output(&mut self) {
+        if let Some(text) = self.output().filter(|t| !t.is_empty()) {
+            eprintln!(
+                "--- stdout of child {} ---\n{text}--- end of child output ---",
+                self.id()
+            );
+        }
     }
 
     /// The child's process id.
@@ -183,6 +253,7 @@ impl Proc {
         let pid = self.id();
         match self.wait_timeout(limit) {
             Ok(status) if status.success() => {}
+            // Dropping `self` while panicking shows the child's output.
             Ok(status) => panic!("child {pid} failed: {status}"),
             Err(e) => panic!("child {pid}: {e}"),
         }
@@ -199,6 +270,10 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // A test that fails while this child is in scope shows what the child printed.
+        if thread::panicking() {
+            self.show_output();
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -293,7 +368,9 @@ pub fn env_parse<T: std::str::FromStr>(key: impl AsRef<OsStr>) -> Option<T> {
 /// The sanitizer the test binary was built with, as `cargo xtask sanitize` announces it
 /// (`IPC_SANITIZER=address`), or `None` for a normal build.
 pub fn sanitizer() -> Option<String> {
-    std::env::var("IPC_SANITIZER").ok().filter(|s| !s.is_empty())
+    std::env::var("IPC_SANITIZER")
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 /// True (after printing why) when a check cannot run under a sanitizer: AddressSanitizer
@@ -313,6 +390,30 @@ pub fn skip_under_sanitizer(what: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_s_stdout_is_captured_not_printed() {
+        if role().as_deref() == Some("talker") {
+            println!("a line from the child");
+            return;
+        }
+        let mut p = Proc::spawn(&mut child(
+            &test_path!(a_child_s_stdout_is_captured_not_printed),
+            "talker",
+        ))
+        .expect("spawn");
+        assert!(
+            p.wait_timeout(Duration::from_secs(60))
+                .expect("wait")
+                .success()
+        );
+        let out = p.output().expect("captured");
+        assert!(out.contains("a line from the child"), "{out:?}");
+        assert!(
+            out.contains("1 passed"),
+            "the child's harness summary is captured too: {out:?}"
+        );
+    }
 
     #[test]
     fn names_are_unique_and_prefixed() {
