@@ -49,7 +49,7 @@ pub(crate) fn sanitize() -> Result {
         .env("IPC_SANITIZER", "address")
         .env(
             "ASAN_OPTIONS",
-            "detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1",
+            "detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1:handle_sigbus=0:handle_segv=1",
         );
     println!("sanitize: the test suite under AddressSanitizer (target/asan)");
     let status = cmd
