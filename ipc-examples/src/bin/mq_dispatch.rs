@@ -120,7 +120,7 @@ fn dispatcher() -> Result<String, DemoError> {
     // queue if the dispatcher is killed; the workers are handed its id all the same.
     let control = demo_keys()
         .find_map(|key| match SysvQueue::create(Key::new(key)) {
-            Err(Error::AlreadyExists) => None,
+            Err(Error::AlreadyExists { .. }) => None,
             r => Some(r),
         })
         .ok_or("no free System V key in the demo range")??;

@@ -447,21 +447,24 @@ fn bad_names_are_invalid_before_any_system_call() {
         ] {
             let r = MessageQueue::create(bad, 1, 8);
             assert!(
-                matches!(r, Err(Error::InvalidName)),
+                matches!(r, Err(Error::InvalidName { .. })),
                 "create {bad:?}: {r:?}"
             );
             let r = MessageQueue::open(bad, Access::Both);
-            assert!(matches!(r, Err(Error::InvalidName)), "open {bad:?}: {r:?}");
+            assert!(
+                matches!(r, Err(Error::InvalidName { .. })),
+                "open {bad:?}: {r:?}"
+            );
             let r = ipc_mq::unlink(bad);
             assert!(
-                matches!(r, Err(Error::InvalidName)),
+                matches!(r, Err(Error::InvalidName { .. })),
                 "unlink {bad:?}: {r:?}"
             );
             assert!(!ipc_mq::is_valid_name(bad), "{bad:?}");
         }
         // Opening "the" IPC_PRIVATE queue would create a new one: refused before msgget.
         let r = SysvQueue::open(Key::PRIVATE);
-        assert!(matches!(r, Err(Error::NotFound)), "{r:?}");
+        assert!(matches!(r, Err(Error::NotFound { .. })), "{r:?}");
         return;
     }
     let test = test_path!(bad_names_are_invalid_before_any_system_call);
@@ -471,7 +474,7 @@ fn bad_names_are_invalid_before_any_system_call() {
     let absent = posix_name("absent");
     assert!(matches!(
         MessageQueue::open(&absent, Access::Both),
-        Err(Error::NotFound)
+        Err(Error::NotFound { .. })
     ));
 }
 
@@ -556,7 +559,7 @@ fn create_is_exclusive_and_mode_is_0600_whatever_the_umask() {
     let q = MessageQueue::create(&name, 1, 8).unwrap();
     assert!(matches!(
         MessageQueue::create(&name, 1, 8),
-        Err(Error::AlreadyExists)
+        Err(Error::AlreadyExists { .. })
     ));
     drop(q);
     let test = test_path!(create_is_exclusive_and_mode_is_0600_whatever_the_umask);
@@ -567,7 +570,7 @@ fn create_is_exclusive_and_mode_is_0600_whatever_the_umask() {
     // The child's owner unlinked its queue.
     assert!(matches!(
         MessageQueue::open(&name, Access::Both),
-        Err(Error::NotFound)
+        Err(Error::NotFound { .. })
     ));
 }
 
@@ -582,17 +585,20 @@ fn another_user_is_denied_a_0600_queue_and_open_checks_the_owner() {
         nix::unistd::setgid(nix::unistd::Gid::from_raw(65534)).unwrap();
         nix::unistd::setuid(nix::unistd::Uid::from_raw(65534)).unwrap();
         let denied = MessageQueue::options()
-            .owner_check(OwnerCheck::Any)
+            .owner_check(OwnerCheck::AnyUid)
             .open(&private);
-        assert!(matches!(denied, Err(Error::PermissionDenied)), "{denied:?}");
+        assert!(
+            matches!(denied, Err(Error::PermissionDenied { .. })),
+            "{denied:?}"
+        );
         let not_ours = MessageQueue::open(&shared, Access::Send);
         assert!(
-            matches!(not_ours, Err(Error::NotOwner { uid: 0 })),
+            matches!(not_ours, Err(Error::WrongOwner { found: 0, .. })),
             "{not_ours:?}"
         );
         let q = MessageQueue::options()
             .access(Access::Send)
-            .owner_check(OwnerCheck::Any)
+            .owner_check(OwnerCheck::AnyUid)
             .open(&shared)
             .unwrap();
         q.send(b"from nobody", 0).unwrap();
@@ -653,9 +659,9 @@ fn a_creator_killed_leaves_its_queue_and_messages_until_unlinked() {
     ipc_mq::unlink(&name).unwrap();
     assert!(matches!(
         MessageQueue::open(&name, Access::Both),
-        Err(Error::NotFound)
+        Err(Error::NotFound { .. })
     ));
-    assert!(matches!(ipc_mq::unlink(&name), Err(Error::NotFound)));
+    assert!(matches!(ipc_mq::unlink(&name), Err(Error::NotFound { .. })));
     drop(guard);
 }
 
@@ -735,8 +741,14 @@ fn notified_child() {
     }
     q.notify(Notify::Signal(libc::SIGUSR1)).unwrap();
     let other = MessageQueue::open(&arg_name(), Access::Send).unwrap();
-    assert!(matches!(other.notify(Notify::None), Err(Error::NotifyBusy)));
-    assert!(matches!(q.notify(Notify::None), Err(Error::NotifyBusy)));
+    assert!(matches!(
+        other.notify(Notify::None),
+        Err(Error::NotifyBusy { .. })
+    ));
+    assert!(matches!(
+        q.notify(Notify::None),
+        Err(Error::NotifyBusy { .. })
+    ));
     other.send(b"wake", 0).unwrap();
     // The kernel queues the signal during mq_send; wait for a thread to run the handler.
     while SIGNALS.load(Ordering::SeqCst) == 0 {
@@ -774,7 +786,7 @@ fn a_forked_child_dropping_inherited_owners_removes_nothing() {
     ipc_mq::unlink(&name).unwrap();
     let s = ipc_mq::SysvQueue::from_id(id).unwrap();
     assert!(!s.is_owner());
-    ipc_mq::SysvQueue::remove_id(id).unwrap();
+    ipc_mq::sysv::remove(id).unwrap();
 }
 
 /// Forks; the child drops the owners it inherited and exits. Returns the child's pid.

@@ -13,7 +13,7 @@ fn create() -> (SysvQueue, Key) {
         let key = Key::new(sysv_key());
         match SysvQueue::create(key) {
             Ok(q) => return (q, key),
-            Err(Error::AlreadyExists) => continue,
+            Err(Error::AlreadyExists { .. }) => continue,
             Err(e) => panic!("{e}"),
         }
     }
@@ -103,7 +103,7 @@ fn removing_the_queue_ends_a_waiting_receive_with_removed() {
         let q = SysvQueue::from_id(arg_name().parse().unwrap()).unwrap();
         let mut buf = [0; 16];
         let r = q.receive(&mut buf, Select::Any);
-        assert!(matches!(r, Err(Error::Removed)), "{r:?}");
+        assert!(matches!(r, Err(Error::Removed { .. })), "{r:?}");
         return;
     }
     let test = test_path!(removing_the_queue_ends_a_waiting_receive_with_removed);
@@ -211,8 +211,11 @@ fn the_owner_removes_the_queue_an_opener_does_not() {
     q.send(1, b"still here").unwrap();
     let id = q.id();
     drop(q);
-    assert!(matches!(SysvQueue::open(key), Err(Error::NotFound)));
-    assert!(matches!(SysvQueue::from_id(id), Err(Error::NotFound)));
+    assert!(matches!(SysvQueue::open(key), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        SysvQueue::from_id(id),
+        Err(Error::NotFound { .. })
+    ));
 }
 
 #[test]
@@ -223,22 +226,25 @@ fn ftok_keys_come_from_a_path() {
     assert_ne!(a, Key::from_path(&exe, b'n').unwrap());
     assert!(matches!(
         Key::from_path(std::path::Path::new("/nonexistent/ipcrs"), 1),
-        Err(Error::NotFound)
+        Err(Error::NotFound { .. })
     ));
     // A queue under an ftok key: created exclusively, found again through the same path, and
     // removed by its owner. (Another file may map to the same key: then create says so.)
     let key = Key::from_path(&exe, b'q').unwrap();
     match SysvQueue::create(key) {
         Ok(q) => {
-            assert!(matches!(SysvQueue::create(key), Err(Error::AlreadyExists)));
+            assert!(matches!(
+                SysvQueue::create(key),
+                Err(Error::AlreadyExists { .. })
+            ));
             let again = SysvQueue::open(Key::from_path(&exe, b'q').unwrap()).unwrap();
             assert_eq!(again.id(), q.id());
             assert_eq!(q.stats().unwrap().mode, 0o600);
             drop(again);
             drop(q);
-            assert!(matches!(SysvQueue::open(key), Err(Error::NotFound)));
+            assert!(matches!(SysvQueue::open(key), Err(Error::NotFound { .. })));
         }
-        Err(Error::AlreadyExists) => eprintln!("ftok key {key:?} is taken; skipped"),
+        Err(Error::AlreadyExists { .. }) => eprintln!("ftok key {key:?} is taken; skipped"),
         Err(e) => panic!("{e}"),
     }
 }
@@ -248,7 +254,7 @@ struct IdGuard(i32);
 
 impl Drop for IdGuard {
     fn drop(&mut self) {
-        let _ = SysvQueue::remove_id(self.0);
+        let _ = ipc_mq::sysv::remove(self.0);
     }
 }
 
@@ -292,9 +298,9 @@ fn a_creator_killed_leaves_its_queue_and_messages_until_removed() {
         let (m, mtype) = q.try_receive_vec(Select::Any).unwrap();
         assert_eq!((m, mtype), (vec![t; 3], i64::from(t)));
     }
-    SysvQueue::remove_id(id).unwrap();
-    assert!(matches!(SysvQueue::open(key), Err(Error::NotFound)));
-    assert!(matches!(q.try_send(1, b"x"), Err(Error::Removed)));
+    ipc_mq::sysv::remove(id).unwrap();
+    assert!(matches!(SysvQueue::open(key), Err(Error::NotFound { .. })));
+    assert!(matches!(q.try_send(1, b"x"), Err(Error::Removed { .. })));
 }
 
 #[test]
@@ -305,6 +311,6 @@ fn keys_convert_from_numbers_and_private_cannot_be_opened() {
     // msgget(IPC_PRIVATE, 0) would create a queue; open refuses instead.
     assert!(matches!(
         SysvQueue::open(Key::PRIVATE),
-        Err(Error::NotFound)
+        Err(Error::NotFound { .. })
     ));
 }
