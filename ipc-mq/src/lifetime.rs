@@ -98,6 +98,26 @@ pub(crate) fn held(fd: impl AsFd) -> io::Result<bool> {
     Ok(i32::from(fl.l_type) != libc::F_UNLCK)
 }
 
+/// How long [`held_long`] keeps looking at a lock it found held.
+const GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Whether the owner lock of `fd`'s file stays held for [`GRACE`]: a lock can outlive its owner
+/// by a moment — the kernel releases a dead process's locks shortly after its exit is visible
+/// (measured: up to a few hundred microseconds, and up to a clock tick when the release is
+/// deferred), and a child being spawned by the owner's process shares its descriptors until it
+/// execs. A lock still held after that is a live owner's.
+pub(crate) fn held_long(fd: impl AsFd) -> io::Result<bool> {
+    let fd = fd.as_fd();
+    let until = std::time::Instant::now() + GRACE;
+    while held(fd)? {
+        if std::time::Instant::now() >= until {
+            return Ok(true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok(false)
+}
+
 /// `(st_dev, st_ino)` of what `fd` refers to.
 pub(crate) fn identity(fd: impl AsFd) -> io::Result<(u64, u64)> {
     let st = rustix::fs::fstat(fd).map_err(io::Error::from)?;

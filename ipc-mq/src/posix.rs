@@ -521,7 +521,7 @@ fn remove_stale_c(name: &str, cname: &CStr) -> Result<()> {
     let err = |e| Error::about(e, name);
     for _ in 0..ATTEMPTS {
         let p = probe(cname, None).map_err(err)?;
-        if lifetime::held(&p).map_err(err)? {
+        if lifetime::held_long(&p).map_err(err)? {
             return Err(Error::OwnerAlive {
                 name: name.to_owned(),
             });

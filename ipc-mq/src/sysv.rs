@@ -620,7 +620,7 @@ pub fn remove_stale(key: Key) -> Result<()> {
     };
     let companion = companion_of(id, cuid);
     if let Some(fd) = &companion {
-        if lifetime::held(fd).map_err(|e| Error::about(e, &name))? {
+        if lifetime::held_long(fd).map_err(|e| Error::about(e, &name))? {
             return Err(Error::OwnerAlive { name });
         }
     }

@@ -250,7 +250,7 @@ fn ftok_keys_come_from_a_path() {
 }
 
 /// Removes a System V queue by id when dropped (for a queue no handle of this test owns).
-struct IdGuard(i32);
+pub(crate) struct IdGuard(pub(crate) i32);
 
 impl Drop for IdGuard {
     fn drop(&mut self) {
