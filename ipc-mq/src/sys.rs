@@ -1,10 +1,20 @@
 //! The only file with unsafe code: thin wrappers over the libc calls rustix does not offer
-//! (`mq_*`, `msg*`, `ftok`). One FFI call per unsafe block, each with its SAFETY note; every
-//! wrapper returns `io::Result` built from `errno`.
+//! (`mq_*`, `msg*`, `ftok`) and the zeroed `flock` an OFD lock request starts from. One FFI
+//! call (or one unsafe operation) per unsafe block, each with its SAFETY note; every wrapper
+//! returns `io::Result` built from `errno`.
+//!
+//! Vetted against glibc 2.36: `mq_open`, `mq_unlink` (which turns `EPERM` into `EACCES`),
+//! `mq_timedsend`/`mq_timedreceive` (and `mq_send`/`mq_receive` on top of them),
+//! `mq_getattr`/`mq_setattr`, `msgget`/`msgsnd`/`msgrcv`/`msgctl` are bare system calls that
+//! open no descriptor and take no lock. `mq_notify` is one too for `SIGEV_SIGNAL`, `SIGEV_NONE`
+//! and `NULL`, the only forms used here; for `SIGEV_THREAD` (never used) glibc would create,
+//! once per process, a netlink socket (`SOCK_CLOEXEC`) and a helper thread, which a forked
+//! child inherits without the thread. `ftok` is a `stat` and arithmetic.
 #![allow(unsafe_code)]
 
 use std::ffi::CStr;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// The attributes of a POSIX queue, as plain numbers.
@@ -208,36 +218,118 @@ pub(crate) fn msgget(key: libc::key_t, flags: libc::c_int) -> io::Result<i32> {
     cvt(unsafe { libc::msgget(key, flags) })
 }
 
+/// The bytes of a System V message's type header (a C `long`).
+pub(crate) const HDR: usize = size_of::<libc::c_long>();
+
+/// Messages whose header and text fit in this many bytes are staged on the stack (the default
+/// `kernel.msgmax` of 8192 plus the header); larger ones are not.
+pub(crate) const STAGE: usize = 8192 + HDR;
+
 /// `msgsnd(id, msg, len, flags)`; `msg` starts with the native `long` message type, followed by
 /// `len` bytes of text.
 pub(crate) fn msgsnd(id: i32, msg: &[u8], flags: libc::c_int) -> io::Result<()> {
-    let len = msg.len() - size_of::<libc::c_long>();
+    let len = msg.len().saturating_sub(HDR);
+    assert!(msg.len() >= HDR, "a System V message starts with its type");
     // SAFETY: `msg` holds the type (`long`) followed by `len` text bytes and is valid for reads
     // of all of them for the call; the kernel copies it with no alignment requirement.
     cvt(unsafe { libc::msgsnd(id, msg.as_ptr().cast(), len, flags) }).map(drop)
 }
 
+/// `msgsnd` of a message of type `mtype` with `text`, laid out (type, text) on the stack when it
+/// fits in [`STAGE`] bytes, else in a buffer of exactly that size.
+pub(crate) fn msgsnd_parts(
+    id: i32,
+    mtype: libc::c_long,
+    text: &[u8],
+    flags: libc::c_int,
+) -> io::Result<()> {
+    let Some(total) = text.len().checked_add(HDR).filter(|&t| t <= STAGE) else {
+        let mut v = Vec::with_capacity(text.len().saturating_add(HDR));
+        v.extend_from_slice(&mtype.to_ne_bytes());
+        v.extend_from_slice(text);
+        return msgsnd(id, &v, flags);
+    };
+    let mut stage = [MaybeUninit::<u8>::uninit(); STAGE];
+    for (d, s) in stage.iter_mut().zip(mtype.to_ne_bytes()) {
+        d.write(s);
+    }
+    for (d, s) in stage[HDR..total].iter_mut().zip(text) {
+        d.write(*s);
+    }
+    // SAFETY: the first `total` bytes of `stage` (the type, then `text.len()` text bytes) were
+    // initialised just above and are valid for reads for the call; the kernel reads no more.
+    cvt(unsafe { libc::msgsnd(id, stage.as_ptr().cast(), text.len(), flags) }).map(drop)
+}
+
 /// `msgrcv(id, buf, buf.len() - sizeof(long), msgtyp, flags)` → text length; the type is
-/// written into the first `sizeof(long)` bytes of `buf`.
+/// written into the first `sizeof(long)` bytes of `buf`, the text after it.
 pub(crate) fn msgrcv(
     id: i32,
     buf: &mut [u8],
-    msgtyp: i64,
+    msgtyp: libc::c_long,
     flags: libc::c_int,
 ) -> io::Result<usize> {
-    let cap = buf.len() - size_of::<libc::c_long>();
+    assert!(buf.len() >= HDR, "a System V message starts with its type");
+    let cap = buf.len() - HDR;
     // SAFETY: `buf` is valid for writes of `sizeof(long) + cap` bytes for the call; the kernel
     // copies into it with no alignment requirement.
-    let n = unsafe {
-        libc::msgrcv(
-            id,
-            buf.as_mut_ptr().cast(),
-            cap,
-            msgtyp as libc::c_long,
-            flags,
-        )
+    let n = unsafe { libc::msgrcv(id, buf.as_mut_ptr().cast(), cap, msgtyp, flags) };
+    let n = cvt_size(n)?;
+    if n > cap {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("msgrcv reported {n} bytes for a buffer of {cap}"),
+        ));
+    }
+    Ok(n)
+}
+
+/// `msgrcv` of at most `out.len()` text bytes into `out` → (text length, type), staged on the
+/// stack (uninitialised, so nothing is zeroed) when header and text fit in [`STAGE`] bytes;
+/// otherwise `None` (the caller stages it another way).
+pub(crate) fn msgrcv_small(
+    id: i32,
+    out: &mut [u8],
+    msgtyp: libc::c_long,
+    flags: libc::c_int,
+) -> Option<io::Result<(usize, libc::c_long)>> {
+    let cap = out.len();
+    if cap > STAGE - HDR {
+        return None;
+    }
+    let mut stage = [MaybeUninit::<u8>::uninit(); STAGE];
+    // SAFETY: `stage` is valid for writes of `HDR + cap <= STAGE` bytes for the call; the
+    // kernel writes no more and needs no alignment.
+    let n = unsafe { libc::msgrcv(id, stage.as_mut_ptr().cast(), cap, msgtyp, flags) };
+    let n = match cvt_size(n) {
+        Ok(n) if n <= cap => n,
+        Ok(n) => {
+            return Some(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("msgrcv reported {n} bytes for a buffer of {cap}"),
+            )));
+        }
+        Err(e) => return Some(Err(e)),
     };
-    cvt_size(n)
+    // SAFETY: a successful msgrcv wrote the type and `n` text bytes: the first `HDR + n` bytes
+    // of `stage` are initialised, and `stage` outlives the slice.
+    let got: &[u8] = unsafe { std::slice::from_raw_parts(stage.as_ptr().cast::<u8>(), HDR + n) };
+    let mut t = [0; HDR];
+    t.copy_from_slice(&got[..HDR]);
+    out[..n].copy_from_slice(&got[HDR..]);
+    Some(Ok((n, libc::c_long::from_ne_bytes(t))))
+}
+
+/// An `F_OFD_*` lock request for the one byte at `start` (`l_pid` 0, as OFD locks require).
+pub(crate) fn ofd_flock(l_type: libc::c_int, start: libc::off_t) -> libc::flock {
+    // SAFETY: `flock` is plain integers (and, on some targets, padding fields): all-zero is a
+    // valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = l_type as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = start;
+    fl.l_len = 1;
+    fl
 }
 
 /// `msgctl(id, IPC_RMID)`.

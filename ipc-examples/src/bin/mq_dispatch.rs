@@ -117,12 +117,16 @@ fn dispatcher() -> Result<String, DemoError> {
     let tasks = MessageQueue::create(&tasks_name, ROUND.len() as u64, MSG)?;
     let results = MessageQueue::create(&results_name, 10, 2 * MSG)?;
     // Under a workspace key rather than IPC_PRIVATE, so that `cargo xtask clean` finds the
-    // queue if the dispatcher is killed; the workers are handed its id all the same.
+    // queue if the dispatcher is killed; the workers are handed its id all the same. A queue
+    // left at a key by a dispatcher that was killed is stale and is replaced; one whose owner
+    // lives (another run) is skipped.
     let control = demo_keys()
-        .find_map(|key| match SysvQueue::create(Key::new(key)) {
-            Err(Error::AlreadyExists) => None,
-            r => Some(r),
-        })
+        .find_map(
+            |key| match SysvQueue::options().replace_stale().create(Key::new(key)) {
+                Err(Error::AlreadyExists { .. } | Error::OwnerAlive { .. }) => None,
+                r => Some(r),
+            },
+        )
         .ok_or("no free System V key in the demo range")??;
     say!(
         me,

@@ -13,12 +13,47 @@ fn error_is_send_sync_static() {
 #[test]
 fn errors_convert_to_io_errors_of_the_right_kind() {
     let cases = [
-        (Error::InvalidName, io::ErrorKind::InvalidInput),
-        (Error::AlreadyExists, io::ErrorKind::AlreadyExists),
-        (Error::NotFound, io::ErrorKind::NotFound),
+        (
+            Error::InvalidName {
+                name: "x".into(),
+                reason: "bad",
+            },
+            io::ErrorKind::InvalidInput,
+        ),
+        (
+            Error::InvalidMode { mode: 0o1777 },
+            io::ErrorKind::InvalidInput,
+        ),
+        (
+            Error::AlreadyExists { name: "/q".into() },
+            io::ErrorKind::AlreadyExists,
+        ),
+        (
+            Error::NotFound { name: "/q".into() },
+            io::ErrorKind::NotFound,
+        ),
         (Error::TimedOut, io::ErrorKind::TimedOut),
         (Error::WouldBlock, io::ErrorKind::WouldBlock),
-        (Error::PermissionDenied, io::ErrorKind::PermissionDenied),
+        (
+            Error::PermissionDenied { name: "/q".into() },
+            io::ErrorKind::PermissionDenied,
+        ),
+        (
+            Error::WrongOwner {
+                name: "/q".into(),
+                expected: 1,
+                found: 0,
+            },
+            io::ErrorKind::PermissionDenied,
+        ),
+        (
+            Error::NotOwner { name: "/q".into() },
+            io::ErrorKind::PermissionDenied,
+        ),
+        (
+            Error::OwnerAlive { name: "/q".into() },
+            io::ErrorKind::ResourceBusy,
+        ),
         (
             Error::MessageTooLarge { len: 65, max: 64 },
             io::ErrorKind::InvalidInput,
@@ -27,8 +62,16 @@ fn errors_convert_to_io_errors_of_the_right_kind() {
             Error::InvalidSignal { signal: 32 },
             io::ErrorKind::InvalidInput,
         ),
-        (Error::NotifyBusy, io::ErrorKind::ResourceBusy),
-        (Error::Removed, io::ErrorKind::NotFound),
+        (
+            Error::NotifyBusy { name: "/q".into() },
+            io::ErrorKind::ResourceBusy,
+        ),
+        (
+            Error::Removed {
+                name: "id 1".into(),
+            },
+            io::ErrorKind::NotFound,
+        ),
         (
             Error::LimitExceeded {
                 what: Limit::QueuesMax,

@@ -5,6 +5,8 @@
 //! Names and keys carry the workspace prefix, and owners remove their queues on drop.
 
 mod errors;
+mod fork;
+mod lifetime;
 mod limits;
 mod posix;
 mod sysv;
@@ -44,11 +46,17 @@ pub(crate) fn spawn_ready(cmd: &mut Command) -> (ipc_testkit::Proc, String) {
     cmd.stdout(Stdio::piped());
     let mut p = ipc_testkit::Proc::spawn(cmd).expect("spawn");
     let out = p.inner().stdout.take().expect("stdout");
-    for line in BufReader::new(out).lines() {
-        let line = line.expect("read child output");
-        if let Some(what) = line.strip_prefix(READY) {
-            return (p, what.to_owned());
+    let mut lines = BufReader::new(out);
+    let mut line = String::new();
+    while lines.read_line(&mut line).expect("read child output") > 0 {
+        if let Some(what) = line.trim_end().strip_prefix(READY) {
+            let what = what.to_owned();
+            // Keep reading what the child prints later (its harness's last lines), so that it
+            // never writes into a closed pipe; the thread ends when the child does.
+            std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+            return (p, what);
         }
+        line.clear();
     }
     panic!("child exited without saying it was ready");
 }
