@@ -16,6 +16,7 @@ mod sanitize;
 mod test;
 mod tidy;
 mod util;
+mod vocabulary;
 
 use std::process::ExitCode;
 

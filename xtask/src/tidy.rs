@@ -164,6 +164,7 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
             ));
         }
     }
+    problems.extend(crate::vocabulary::check(root));
     problems
 }
 
