@@ -4,7 +4,9 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ipc_fifo::{Error, Fifo, FifoReader, FifoWriter, FileKind, KeepAlive, Owner, RecordReader};
+use ipc_fifo::{
+    Error, Fifo, FifoReader, FifoWriter, FileKind, KeepAlive, OwnerCheck, RecordReader,
+};
 use ipc_testkit::{Proc, Watchdog, child, fnv1a64, role, test_path};
 
 use crate::{CHILD_LIMIT, PATH_ENV, child_path, place};
@@ -323,7 +325,7 @@ fn nonblocking_toggle_works_on_both_ends() {
 
 fn assert_refused(path: &Path, expect: FileKind) {
     let check = |r: Result<(), Error>, what: &str| match r {
-        Err(Error::NotAFifo { found }) => assert_eq!(found, expect, "{what}"),
+        Err(Error::NotAFifo { found, .. }) => assert_eq!(found, expect, "{what}"),
         other => panic!(
             "{what} on {}: expected NotAFifo, got {other:?}",
             path.display()
@@ -343,7 +345,7 @@ fn assert_refused(path: &Path, expect: FileKind) {
     check(
         FifoReader::options()
             .keep_alive(KeepAlive::On)
-            .owner(Owner::Any)
+            .owner_check(OwnerCheck::AnyUid)
             .open(path)
             .map(drop),
         "keep-alive reader",
@@ -392,7 +394,7 @@ fn a_file_symlink_or_directory_at_the_path_is_refused_and_unchanged() {
     );
     assert!(matches!(
         FifoWriter::try_open(dir.join("missing").unwrap()),
-        Err(Error::NotFound)
+        Err(Error::NotFound { .. })
     ));
 }
 
@@ -404,7 +406,9 @@ fn nobody_role() {
     rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(65534)).unwrap();
     assert_eq!(rustix::process::geteuid().as_raw(), 65534);
     match FifoWriter::try_open(&path) {
-        Err(Error::WrongOwner { expected, found }) => {
+        Err(Error::WrongOwner {
+            expected, found, ..
+        }) => {
             assert_eq!((expected, found), (65534, 0));
         }
         other => panic!("expected WrongOwner, got {other:?}"),
@@ -426,7 +430,8 @@ fn another_users_fifo_is_refused_by_default() {
             r,
             Err(Error::WrongOwner {
                 expected: 0,
-                found: 65534
+                found: 65534,
+                ..
             })
         ),
         "{r:?}"
@@ -436,16 +441,16 @@ fn another_users_fifo_is_refused_by_default() {
         Err(Error::WrongOwner { .. })
     ));
     assert!(matches!(
-        ipc_fifo::unlink(&path, Owner::Me),
+        ipc_fifo::unlink(&path),
         Err(Error::WrongOwner { .. })
     ));
     // Opting out accepts it.
     let r = FifoReader::options()
-        .owner(Owner::Any)
+        .owner_check(OwnerCheck::AnyUid)
         .try_open(&path)
         .unwrap();
     let w = FifoWriter::options()
-        .owner(Owner::Any)
+        .owner_check(OwnerCheck::AnyUid)
         .try_open(&path)
         .unwrap();
     w.write_record(b"ok").unwrap();
@@ -487,13 +492,13 @@ fn ends_convert_into_owned_fd_and_stdio() {
     let rfd = OwnedFd::from(r);
     assert!(matches!(
         FifoWriter::try_from(rfd.try_clone().unwrap()),
-        Err(Error::PermissionDenied)
+        Err(Error::WrongEnd { needed: "writing" })
     ));
     let r = FifoReader::try_from(rfd).unwrap();
     let file = std::fs::File::open("/dev/null").unwrap();
     assert!(matches!(
         FifoReader::try_from(OwnedFd::from(file)),
-        Err(Error::NotAFifo {
+        Err(Error::NotAFifoDescriptor {
             found: FileKind::CharDevice
         })
     ));
