@@ -3,9 +3,9 @@
 //!
 //! - [`require_cloexec`]: every system call that makes a descriptor must ask for close-on-exec;
 //!   one that does not kills the process (so no error handling can swallow it).
-//! - [`on_o_path_open`]: every `openat(.., O_PATH ..)` stops until a hook has run on a
-//!   supervisor thread (a user notification), then continues: the hook can change the file
-//!   system between the crate's system calls.
+//! - [`on_o_path_open`], [`on_read_of`], [`on_poll`]: every `openat(.., O_PATH ..)` (every
+//!   `read` of one descriptor, every `poll`) stops until a hook has run on a supervisor thread (a user notification), then
+//!   continues: the hook can change the world between two of the crate's system calls.
 //!
 //! A filter applies to the thread that installs it and to threads it creates afterwards, for
 //! the rest of their lives: install them only in a child role process.
@@ -47,6 +47,10 @@ enum Check {
     ForbidValue(u32, u32),
     /// Notify the supervisor if argument `arg` has `bit` set.
     NotifyIfBit(u32, u32),
+    /// Notify the supervisor if argument `arg` equals `value`.
+    NotifyIfEq(u32, u32),
+    /// Always notify the supervisor.
+    Notify,
 }
 
 /// `offsetof(struct seccomp_data, args[arg])`, the low 32 bits (little-endian).
@@ -63,6 +67,7 @@ fn program(rules: &[(i64, Check)]) -> Vec<libc::sock_filter> {
     for &(nr, check) in rules {
         let body: Vec<libc::sock_filter> = match check {
             Check::Kill => vec![stmt(BPF_RET_K, KILL)],
+            Check::Notify => vec![stmt(BPF_RET_K, NOTIFY)],
             Check::RequireBit(arg, bit) => vec![
                 stmt(BPF_LD_W_ABS, arg_offset(arg)),
                 jump(BPF_JSET_K, bit, 0, 1),
@@ -78,6 +83,12 @@ fn program(rules: &[(i64, Check)]) -> Vec<libc::sock_filter> {
             Check::NotifyIfBit(arg, bit) => vec![
                 stmt(BPF_LD_W_ABS, arg_offset(arg)),
                 jump(BPF_JSET_K, bit, 0, 1),
+                stmt(BPF_RET_K, NOTIFY),
+                stmt(BPF_RET_K, ALLOW),
+            ],
+            Check::NotifyIfEq(arg, value) => vec![
+                stmt(BPF_LD_W_ABS, arg_offset(arg)),
+                jump(BPF_JEQ_K, value, 0, 1),
                 stmt(BPF_RET_K, NOTIFY),
                 stmt(BPF_RET_K, ALLOW),
             ],
@@ -189,7 +200,30 @@ pub(crate) fn require_cloexec() -> bool {
 /// From now on, on this thread and threads it creates, every `openat` with `O_PATH` waits until
 /// `hook` (on a supervisor thread, which is not filtered) has run, then continues as asked.
 /// Returns `false` if no filter could be installed.
-pub(crate) fn on_o_path_open(mut hook: impl FnMut() + Send + 'static) -> bool {
+pub(crate) fn on_o_path_open(hook: impl FnMut() + Send + 'static) -> bool {
+    on_calls(
+        &[(libc::SYS_openat, Check::NotifyIfBit(2, libc::O_PATH as u32))],
+        hook,
+    )
+}
+
+/// As [`on_o_path_open`], for every `poll` (or `ppoll`): the moment a wait begins.
+pub(crate) fn on_poll(hook: impl FnMut() + Send + 'static) -> bool {
+    on_calls(
+        &[
+            (libc::SYS_poll, Check::Notify),
+            (libc::SYS_ppoll, Check::Notify),
+        ],
+        hook,
+    )
+}
+
+/// As [`on_o_path_open`], for every `read(fd, ..)` of descriptor number `fd`.
+pub(crate) fn on_read_of(fd: i32, hook: impl FnMut() + Send + 'static) -> bool {
+    on_calls(&[(libc::SYS_read, Check::NotifyIfEq(0, fd as u32))], hook)
+}
+
+fn on_calls(rules: &[(i64, Check)], mut hook: impl FnMut() + Send + 'static) -> bool {
     let (tx, rx) = std::sync::mpsc::channel::<OwnedFd>();
     // Created before the filter, so not filtered itself.
     std::thread::spawn(move || {
@@ -228,8 +262,7 @@ pub(crate) fn on_o_path_open(mut hook: impl FnMut() + Send + 'static) -> bool {
             };
         }
     });
-    let rules = [(libc::SYS_openat, Check::NotifyIfBit(2, libc::O_PATH as u32))];
-    match install(&program(&rules), true) {
+    match install(&program(rules), true) {
         Some(Some(listener)) => {
             tx.send(listener).unwrap();
             true

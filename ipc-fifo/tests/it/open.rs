@@ -513,3 +513,94 @@ fn ends_convert_into_owned_fd_and_stdio() {
     (&r).read_to_string(&mut got).unwrap();
     assert_eq!(got, "from a child\n");
 }
+
+/// Child role: an open that starts before the FIFO and its directory exist. The FIFO, then
+/// its peer, are made from a hook that runs whenever the open is about to wait in `poll`, so
+/// it is certain that the open was waiting when they appeared (no timing involved).
+fn appear_role(end: &str) {
+    use std::sync::{Arc, Mutex};
+    let place = child_path();
+    let path = place.join("later").join("deeper").join("fifo");
+    // What the hook made: the owner, and the peer end (kept open).
+    type Made = (Option<Fifo>, Option<FifoReader>, Option<FifoWriter>);
+    let made: Arc<Mutex<Made>> = Arc::default();
+    let (p, m, which) = (path.clone(), Arc::clone(&made), end.to_owned());
+    let hooked = crate::intercept::on_poll(move || {
+        let mut m = m.lock().unwrap();
+        if m.0.is_none() {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            m.0 = Some(Fifo::create(&p).unwrap());
+        } else if which == "writer" && m.1.is_none() {
+            m.1 = Some(FifoReader::try_open(&p).unwrap());
+        } else if which == "reader" && m.2.is_none() {
+            let w = FifoWriter::try_open(&p).unwrap();
+            w.write_record(b"hello").unwrap();
+            m.2 = Some(w);
+        }
+    });
+    if !hooked {
+        eprintln!("skipped: no seccomp user notification here");
+        return;
+    }
+    match end {
+        "writer" => {
+            let w = FifoWriter::open_timeout(&path, CHILD_LIMIT).unwrap();
+            w.write_record(b"hello").unwrap();
+            let reader = made
+                .lock()
+                .unwrap()
+                .1
+                .take()
+                .expect("the hook made the reader");
+            let mut records = RecordReader::new(reader);
+            assert_eq!(records.try_recv().unwrap(), Some(&b"hello"[..]));
+        }
+        _ => {
+            let r = FifoReader::open_timeout(&path, CHILD_LIMIT).unwrap();
+            assert!(made.lock().unwrap().2.is_some(), "the hook made the writer");
+            let mut records = RecordReader::new(r);
+            assert_eq!(records.try_recv().unwrap(), Some(&b"hello"[..]));
+        }
+    }
+}
+
+#[test]
+fn opens_wait_for_the_fifo_and_its_directory_to_appear() {
+    match role().as_deref() {
+        Some("appear-writer") => return appear_role("writer"),
+        Some("appear-reader") => return appear_role("reader"),
+        _ => {}
+    }
+    let _wd = Watchdog::new("appear", Duration::from_secs(60));
+    let me = test_path!(opens_wait_for_the_fifo_and_its_directory_to_appear);
+    for r in ["appear-writer", "appear-reader"] {
+        let dir = place();
+        Proc::spawn(child(&me, r).env(PATH_ENV, dir.path()))
+            .unwrap()
+            .expect_success(CHILD_LIMIT);
+    }
+    // When nothing appears: NotFound at the deadline, saying where and what is missing.
+    let dir = place();
+    let path = dir.join("never").unwrap().join("fifo");
+    for r in [
+        FifoWriter::open_timeout(&path, SHORT).map(drop),
+        FifoReader::open_timeout(&path, SHORT).map(drop),
+        FifoReader::options()
+            .keep_alive(KeepAlive::On)
+            .open_timeout(&path, SHORT)
+            .map(drop),
+    ] {
+        match r {
+            Err(Error::NotFound {
+                path: p,
+                dir_exists: false,
+            }) => assert_eq!(p, path),
+            other => panic!("{other:?}"),
+        }
+    }
+    // try_open does not wait.
+    assert!(matches!(
+        FifoWriter::try_open(&path),
+        Err(Error::NotFound { .. })
+    ));
+}
