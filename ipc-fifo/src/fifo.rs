@@ -220,14 +220,17 @@ impl FifoOptions {
     ///
     /// ```
     /// # fn main() -> Result<(), ipc_fifo::Error> {
-    /// use ipc_fifo::{Fifo, OnDrop, PrivateDir};
+    /// use ipc_fifo::{Fifo, OnDrop, Opened, PrivateDir};
     /// # let base = PrivateDir::new("ipcrs-doc-stale")?;
-    /// # let place = base.join("myapp")?;
-    /// // The first run "crashed": its FIFO is left, and nobody owns it.
-    /// # drop(Fifo::options().on_drop(OnDrop::Keep).create(base.join("myapp-x")?)?);
-    /// # drop(std::fs::create_dir(&place)); std::fs::set_permissions(&place, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    /// # drop(Fifo::options().on_drop(OnDrop::Keep).create(place.join("server"))?);
-    /// let (dir, _) = PrivateDir::open_or_create(&place)?;
+    /// let place = base.join("myapp")?; // e.g. PrivateDir::base().join("myapp")
+    /// {
+    ///     // A first run made its place and FIFO, then "crashed" (here: kept them and left).
+    ///     let (dir, _) = PrivateDir::open_or_create(&place)?;
+    ///     Fifo::options().on_drop(OnDrop::Keep).create(dir.join("server")?)?;
+    /// }
+    /// // The restarted server: the same two calls, taking over what is stale.
+    /// let (dir, opened) = PrivateDir::open_or_create(&place)?;
+    /// assert_eq!(opened, Opened::Existing);
     /// let fifo = Fifo::options().replace_stale().create(dir.join("server")?)?;
     /// assert!(fifo.is_owner());
     /// # Ok(()) }
