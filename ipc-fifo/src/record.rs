@@ -360,6 +360,9 @@ impl RecordReader {
             // Full, and the message is not complete (else `complete` had returned it): so
             // `need` > len, and the buffer grows by at most what has arrived.
             let grown = self.buf.len().saturating_mul(2).max(READ_CHUNK).min(need);
+            // Exactly: `resize` alone would round the capacity up (doubling it), past the
+            // maximum and past what arrived.
+            self.buf.reserve_exact(grown - self.buf.len());
             self.buf.resize(grown, 0);
         }
         Ok(())

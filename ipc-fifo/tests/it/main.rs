@@ -85,3 +85,62 @@ pub(crate) fn ino(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(path).expect("stat").ino()
 }
+
+/// The test binary's allocator: `System`, recording the largest allocation a thread makes while
+/// [`tracked`] runs on it (other threads, other tests, are not counted).
+#[allow(unsafe_code)]
+mod alloc_track {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        // Const-initialised, no destructor: using it never allocates.
+        static PEAK: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    fn note(size: usize) {
+        let _ = PEAK.try_with(|p| {
+            if let Some(v) = p.get() {
+                p.set(Some(v.max(size)));
+            }
+        });
+    }
+
+    pub(crate) struct Track;
+
+    // SAFETY: every call is forwarded to `System` unchanged; only sizes are recorded.
+    unsafe impl GlobalAlloc for Track {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note(new_size);
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    /// Runs `f`; returns its result and the largest allocation this thread made meanwhile.
+    pub(crate) fn tracked<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        PEAK.with(|p| p.set(Some(0)));
+        let r = f();
+        let peak = PEAK.with(|p| p.take()).unwrap_or(0);
+        (r, peak)
+    }
+}
+
+#[global_allocator]
+static ALLOC: alloc_track::Track = alloc_track::Track;
+
+pub(crate) use alloc_track::tracked;

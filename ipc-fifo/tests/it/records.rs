@@ -343,3 +343,77 @@ fn a_record_reader_gives_its_reader_back_in_the_mode_it_came_in() {
         );
     }
 }
+
+/// Frames of `stream` read by a framed reader of maximum `max` (the writer on another thread);
+/// returns the largest allocation the reader made, after checking every frame and the end.
+fn largest_allocation_reading(stream: Vec<u8>, max: usize) -> usize {
+    let dir = crate::place();
+    let fifo = Fifo::create(dir.join("frames").unwrap()).unwrap();
+    let ((mut frames, p0), w) = (
+        crate::tracked(|| RecordReader::framed(FifoReader::try_open(fifo.path()).unwrap(), max)),
+        FifoWriter::try_open(fifo.path()).unwrap(),
+    );
+    let expect = stream.clone();
+    let t = std::thread::spawn(move || (&w).write_all(&stream).unwrap());
+    let mut peak = p0;
+    let mut rest = &expect[..];
+    loop {
+        let want =
+            (rest.len() >= 4).then(|| u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize);
+        let (got, p) = crate::tracked(|| {
+            frames.recv_timeout(CHILD_LIMIT).map(|f| {
+                f.map(|f| {
+                    (
+                        f.len(),
+                        want.is_some_and(|n| rest.len() >= 4 + n && f == &rest[4..4 + n]),
+                    )
+                })
+            })
+        });
+        peak = peak.max(p);
+        match got {
+            Ok(Some((len, true))) => rest = &rest[4 + len..],
+            Ok(None) => {
+                assert!(rest.is_empty());
+                break;
+            }
+            Err(Error::Truncated) => {
+                assert!(rest.len() < 4 || rest.len() < 4 + want.unwrap());
+                break;
+            }
+            Err(Error::MessageTooLarge { len, .. }) => {
+                assert!(len > max);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    t.join().unwrap();
+    peak
+}
+
+#[test]
+fn a_framed_reader_never_holds_more_than_its_maximum_or_twice_what_arrived() {
+    let _wd = Watchdog::new("framed_capacity", Duration::from_secs(60));
+    // Found by the fuzzer (fifo_framed_reader): the buffer's capacity doubled past both bounds.
+    let input = include_bytes!("fuzz_regressions/framed_capacity_doubling.bin");
+    let max = u32::from_le_bytes(input[..4].try_into().unwrap()) as usize;
+    let reps = 1 + usize::from((input[4] >> 1) & 0x1f) * 8;
+    let stream: Vec<u8> = input[5..].repeat(reps);
+    let len = stream.len();
+    let peak = largest_allocation_reading(stream, max);
+    assert!(peak <= (64 << 10).max(2 * len), "{peak} bytes for {len}");
+
+    // Frames just above the 64 KiB start, with a maximum a little above them.
+    let mut stream = Vec::new();
+    for n in [65_536usize, 99_000, 70_000] {
+        stream.extend_from_slice(&(n as u32).to_le_bytes());
+        stream.extend(std::iter::repeat_n(n as u8, n));
+    }
+    let max = 100_000;
+    let peak = largest_allocation_reading(stream, max);
+    assert!(
+        peak <= max + ipc_fifo::HEADER_LEN,
+        "{peak} bytes with a maximum of {max}"
+    );
+}
