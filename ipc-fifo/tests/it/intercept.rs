@@ -197,12 +197,15 @@ pub(crate) fn require_cloexec() -> bool {
     install(&program(&rules), false).is_some()
 }
 
-/// From now on, on this thread and threads it creates, every `openat` with `O_PATH` waits until
+/// From now on, on this thread and threads it creates, every `open`/`openat` with `O_PATH` waits until
 /// `hook` (on a supervisor thread, which is not filtered) has run, then continues as asked.
 /// Returns `false` if no filter could be installed.
 pub(crate) fn on_o_path_open(hook: impl FnMut() + Send + 'static) -> bool {
     on_calls(
-        &[(libc::SYS_openat, Check::NotifyIfBit(2, libc::O_PATH as u32))],
+        &[
+            (libc::SYS_open, Check::NotifyIfBit(1, libc::O_PATH as u32)),
+            (libc::SYS_openat, Check::NotifyIfBit(2, libc::O_PATH as u32)),
+        ],
         hook,
     )
 }
