@@ -95,7 +95,7 @@ pub enum Error {
         /// The path.
         path: PathBuf,
         /// Whether the path's directory existed when the error was made: `false` means the
-        /// directory itself is missing (or is not a directory).
+        /// directory itself is missing, or a component of it is not a directory (`ENOTDIR`).
         dir_exists: bool,
     },
     /// The kernel refused access (`EACCES`/`EPERM`).
@@ -220,6 +220,11 @@ impl Error {
         match e {
             Errno::EXIST => Error::AlreadyExists { path: path_buf() },
             Errno::NOENT => Error::not_found(path),
+            // A component of the directory part is not a directory: no such directory.
+            Errno::NOTDIR => Error::NotFound {
+                path: path_buf(),
+                dir_exists: false,
+            },
             Errno::ACCESS | Errno::PERM => Error::PermissionDenied { path: path_buf() },
             Errno::NAMETOOLONG => Error::InvalidName {
                 path: path_buf(),
@@ -266,7 +271,8 @@ impl fmt::Display for Error {
                 } else {
                     write!(
                         f,
-                        "no FIFO or directory at {}: its directory {} does not exist",
+                        "no FIFO or directory at {}: its directory {} does not exist (or is not \
+                         a directory)",
                         path.display(),
                         parent_of(path).display()
                     )

@@ -686,6 +686,9 @@ fn remove_stale_in(dir: &OwnedFd, named: &Named<'_>, check: OwnerCheck) -> Resul
 /// # Ok(()) }
 /// ```
 ///
+/// The check and the removal are two system calls: a file that replaces the FIFO between
+/// them (only possible where others can write to the directory) could be removed instead.
+///
 /// # Errors
 /// [`Error::InvalidName`], [`Error::NotFound`], [`Error::NotAFifo`], [`Error::WrongOwner`],
 /// [`Error::PermissionDenied`], or what `unlink` fails with.

@@ -189,8 +189,15 @@ impl FifoReader {
         let keep_alive = match opts.keep_alive {
             KeepAlive::Off => None,
             KeepAlive::On => {
-                // We are a reader now, so a non-blocking write open succeeds at once.
-                let w = open_checked(path, OFlags::WRONLY | OFlags::NONBLOCK, OwnerCheck::AnyUid)?;
+                // We are a reader now, so a non-blocking write open succeeds at once (unless
+                // the path was replaced meanwhile: no reader there).
+                let w =
+                    match open_checked(path, OFlags::WRONLY | OFlags::NONBLOCK, OwnerCheck::AnyUid)
+                    {
+                        Ok(w) => w,
+                        Err(Error::NoReader) => return Err(Error::not_found(path)),
+                        Err(e) => return Err(e),
+                    };
                 let (a, b) = (rustix::fs::fstat(&fd)?, rustix::fs::fstat(&w)?);
                 if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
                     // The path was replaced between the two opens.

@@ -140,12 +140,14 @@ impl FifoWriter {
     /// [`Error::MessageTooLarge`] beyond `u32::MAX` bytes, [`Error::NoReader`],
     /// [`Error::WouldBlock`] (see above), [`Error::Io`].
     pub fn write_frame(&self, frame: &[u8]) -> Result<()> {
-        let len = u32::try_from(frame.len()).map_err(|_| Error::MessageTooLarge {
+        let too_large = || Error::MessageTooLarge {
             len: frame.len(),
             max: u32::MAX as usize,
-        })?;
+        };
+        let len = u32::try_from(frame.len()).map_err(|_| too_large())?;
         let header = len.to_le_bytes();
-        let total = HEADER_LEN + frame.len();
+        // (Can overflow only where `usize` is 32 bits.)
+        let total = HEADER_LEN.checked_add(frame.len()).ok_or_else(too_large)?;
         let mut done = 0;
         while done < total {
             let r = if done < HEADER_LEN {

@@ -218,6 +218,26 @@ fn errors_say_which_path_and_what_to_do() {
         ),
         "{e:?}"
     );
+    // A "directory" that is a regular file (ENOTDIR): no such directory either.
+    let file = dir.join("plain").unwrap();
+    std::fs::write(&file, b"x").unwrap();
+    for e in [
+        FifoReader::try_open(file.join("f")).unwrap_err(),
+        Fifo::create(file.join("f")).unwrap_err(),
+        ipc_fifo::remove_stale(file.join("f")).unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                e,
+                Error::NotFound {
+                    dir_exists: false,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("not a directory"), "{e}");
+    }
 
     let fifo = Fifo::create(dir.join("f").unwrap()).unwrap();
     let e = Fifo::create(fifo.path()).unwrap_err();
