@@ -265,3 +265,29 @@ fn a_new_dirs_owner_lock_is_held_while_it_lives_and_gone_when_it_is_killed() {
     assert!(!lock_held(&path, OWNER_LOCK), "and no lock");
     std::fs::remove_dir_all(&path).unwrap();
 }
+
+#[test]
+fn racing_open_or_create_of_a_place_makes_it_once_and_nobody_removes_it() {
+    let parent = crate::place();
+    for round in 0..20 {
+        let place = parent.join(format!("app-{round}")).unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let (place, barrier) = (place.clone(), std::sync::Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    PrivateDir::open_or_create(&place).unwrap().1
+                })
+            })
+            .collect();
+        let created = racers
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|how| *how == Opened::Created)
+            .count();
+        assert_eq!(created, 1, "round {round}");
+        assert!(place.is_dir());
+        assert_eq!(mode(&place), 0o700);
+    }
+}

@@ -489,3 +489,34 @@ fn a_server_killed_and_restarted_takes_over_its_fifo_and_serves_clients_in_any_o
     );
     assert!(place.exists(), "the shared directory stays");
 }
+
+#[test]
+fn racing_open_or_create_makes_exactly_one_owner() {
+    let _wd = Watchdog::new("racing_open_or_create", Duration::from_secs(60));
+    let dir = crate::place();
+    for round in 0..20 {
+        let path = dir.join(format!("race-{round}")).unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), std::sync::Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let (f, how) = Fifo::open_or_create(&path).unwrap();
+                    assert_eq!(f.is_owner(), how == Opened::Created);
+                    (f, how)
+                })
+            })
+            .collect();
+        let results: Vec<(Fifo, Opened)> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+        let created = results
+            .iter()
+            .filter(|(_, how)| *how == Opened::Created)
+            .count();
+        assert_eq!(created, 1, "round {round}");
+        drop(results);
+        assert!(!path.exists(), "the one owner removed it");
+    }
+    // Nothing else (no temporary name) is left.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
