@@ -293,7 +293,7 @@ impl fmt::Display for Error {
                 found,
             } => write!(
                 f,
-                "FIFO {} is owned by uid {found}, not by us (uid {expected}); to accept another \
+                "the FIFO {} is owned by uid {found}, not by us (uid {expected}); to accept another \
                  user's FIFO, set .owner_check(OwnerCheck::AnyUid)",
                 path.display()
             ),
@@ -305,7 +305,7 @@ impl fmt::Display for Error {
             ),
             Error::OwnerAlive { path } => write!(
                 f,
-                "FIFO {} has a live owner (a process still holds the handle that created it); \
+                "the FIFO {} has a live owner (a process still holds the handle that created it); \
                  nothing was removed",
                 path.display()
             ),
