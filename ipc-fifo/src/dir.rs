@@ -45,7 +45,8 @@ const MAX_DEPTH: usize = 32;
 /// # After `fork`
 ///
 /// In a child forked from a multi-threaded parent, an inherited `PrivateDir` may be used for
-/// [`path`](PrivateDir::path), [`is_owner`](PrivateDir::is_owner) (false there), and dropped:
+/// [`path`](PrivateDir::path), [`is_owner`](PrivateDir::is_owner) (false there),
+/// [`persist`](PrivateDir::persist) (which does nothing there), and dropped:
 /// drop then only closes its descriptor and frees its path, and removes nothing. `join`,
 /// `new`, `open`, `open_or_create` and `remove` allocate or walk the file system: not for such
 /// a child.

@@ -344,7 +344,9 @@ struct Owned {
 /// owner exists inherits those descriptors and so keeps the owner alive until it exits or
 /// execs (they are close-on-exec). The lock is on the directory the FIFO was created in: a
 /// FIFO renamed into another directory looks ownerless there. Creating a FIFO needs read
-/// permission on its directory, to open it for the lock.
+/// permission on its directory, to open it for the lock, and a file system that supports such
+/// locks on directories (local ones do; a network file system may refuse them, and then
+/// `create` fails cleanly with [`Error::Io`]).
 ///
 /// A new FIFO appears at its path already complete (mode set, lock held): `create` makes it
 /// under a temporary name (`.ipc-fifo-{pid}-{n}.tmp`) in the same directory and links it to
@@ -354,7 +356,9 @@ struct Owned {
 ///
 /// In a child forked from a multi-threaded parent (which may make only async-signal-safe
 /// calls until it execs or exits), a `Fifo` inherited from the parent may be used for
-/// [`path`](Fifo::path), [`is_owner`](Fifo::is_owner) (false there), and dropped: drop then
+/// [`path`](Fifo::path), [`is_owner`](Fifo::is_owner) (false there),
+/// [`persist`](Fifo::persist) (which does nothing there: it must not release the parent's
+/// lock), and dropped: drop then
 /// only closes the handle's descriptors (and frees its path; glibc's `fork` resets the
 /// allocator's lock) and removes nothing. Creating, opening or removing needs allocation and
 /// is not for such a child.
