@@ -11,8 +11,9 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
 use rustix::io::Errno;
 
-use crate::error::{Error, FileKind, Result};
-use crate::fifo::{Owner, open_checked};
+use crate::error::{Error, FileKind, Result, parent_of};
+use crate::fifo::{OwnerCheck, open_checked};
+use crate::path::named;
 use crate::time::{Deadline, poll_all_until, poll_until};
 
 /// Whether a reader also holds a write end of its own FIFO.
@@ -34,32 +35,34 @@ pub enum KeepAlive {
 /// How to open a [`FifoReader`]: whose FIFO to accept, and keep-alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ReaderOptions {
-    owner: Owner,
+    owner_check: OwnerCheck,
     keep_alive: KeepAlive,
 }
 
 impl ReaderOptions {
-    /// Owner [`Owner::Me`], [`KeepAlive::Off`].
+    /// [`OwnerCheck::SameUid`], [`KeepAlive::Off`].
     pub const fn new() -> ReaderOptions {
         ReaderOptions {
-            owner: Owner::Me,
+            owner_check: OwnerCheck::SameUid,
             keep_alive: KeepAlive::Off,
         }
     }
 
-    /// Whose FIFO to accept (default: ours only).
-    pub const fn owner(mut self, owner: Owner) -> ReaderOptions {
-        self.owner = owner;
+    /// Whose FIFO to accept (default: ours only; another user's is [`Error::WrongOwner`]).
+    pub const fn owner_check(mut self, check: OwnerCheck) -> ReaderOptions {
+        self.owner_check = check;
         self
     }
 
-    /// Keep-alive for servers (default: off). A keep-alive reader's open never waits.
+    /// Keep-alive for servers (default: off). A keep-alive reader's open never waits for a
+    /// writer (it is one), only for the FIFO to appear.
     pub const fn keep_alive(mut self, keep_alive: KeepAlive) -> ReaderOptions {
         self.keep_alive = keep_alive;
         self
     }
 
-    /// Opens and waits for the first writer; see [`FifoReader::open`].
+    /// Opens (waiting for the FIFO to appear) and waits for the first writer; see
+    /// [`FifoReader::open`].
     ///
     /// # Errors
     /// As [`FifoReader::open`].
@@ -67,7 +70,8 @@ impl ReaderOptions {
         FifoReader::open_with(path.as_ref(), self, Some(Deadline::after(Duration::MAX)))
     }
 
-    /// Opens and waits at most `timeout` for the first writer; see [`FifoReader::open_timeout`].
+    /// Opens and waits at most `timeout`, for the FIFO to appear and for the first writer; see
+    /// [`FifoReader::open_timeout`].
     ///
     /// # Errors
     /// As [`FifoReader::open_timeout`].
@@ -75,7 +79,7 @@ impl ReaderOptions {
         FifoReader::open_with(path.as_ref(), self, Some(Deadline::after(timeout)))
     }
 
-    /// Opens without waiting; see [`FifoReader::try_open`].
+    /// Opens without waiting (for the FIFO or a writer); see [`FifoReader::try_open`].
     ///
     /// # Errors
     /// As [`FifoReader::try_open`].
@@ -97,6 +101,14 @@ impl ReaderOptions {
 /// back with [`TryFrom<OwnedFd>`](#impl-TryFrom%3COwnedFd%3E-for-FifoReader), which checks the
 /// descriptor (a fallible conversion, where `ipc-pipe`'s ends have an unchecked
 /// `From<OwnedFd>`: see there why).
+///
+/// # After `fork`
+///
+/// In a child forked from a multi-threaded parent, an inherited reader may be used for
+/// `read` (through [`Read`]: `read`, `poll` and `fcntl` system calls only),
+/// [`set_nonblocking`](FifoReader::set_nonblocking), [`wait_readable`](FifoReader::wait_readable),
+/// [`as_fd`](AsFd::as_fd), and dropped (which closes its descriptors). Opening a reader
+/// allocates (the path's checks, inotify) and is not for such a child.
 pub struct FifoReader {
     fd: OwnedFd,
     keep_alive: Option<OwnedFd>,
@@ -118,7 +130,9 @@ impl FifoReader {
     }
 
     /// Opens `path` for reading and blocks until a writer has it open, however long that
-    /// takes—as `open(2)` with `O_RDONLY` does, but safely.
+    /// takes—as `open(2)` with `O_RDONLY` does, but safely. If nothing is at the path yet (the
+    /// FIFO, or even its directory, is still to be made), it first waits for the FIFO to
+    /// appear: a client and its server may start in any order.
     ///
     /// The open itself is non-blocking (`O_RDONLY|O_NONBLOCK|O_NOFOLLOW|O_CLOEXEC`, then
     /// `fstat`: a FIFO owned by us), so a writer waiting in its own open is released at once.
@@ -129,41 +143,65 @@ impl FifoReader {
     /// or its close instead. The returned reader is in blocking mode.
     ///
     /// # Errors
-    /// [`Error::InvalidName`], [`Error::NotFound`], [`Error::NotAFifo`] (a regular file,
-    /// directory or symlink at the path: nothing is read from it), [`Error::WrongOwner`],
-    /// [`Error::PermissionDenied`], [`Error::Io`].
+    /// [`Error::InvalidName`], [`Error::NotAFifo`] (a regular file, directory or symlink at
+    /// the path: nothing is read from it), [`Error::WrongOwner`], [`Error::PermissionDenied`],
+    /// [`Error::Io`].
     pub fn open(path: impl AsRef<Path>) -> Result<FifoReader> {
         ReaderOptions::new().open(path)
     }
 
-    /// As [`FifoReader::open`], waiting at most `timeout` (`Duration::MAX`: forever).
+    /// As [`FifoReader::open`], waiting at most `timeout` in all (`Duration::MAX`: forever)
+    /// for the FIFO to appear and for its first writer.
     ///
     /// # Errors
-    /// [`Error::TimedOut`] if no writer arrived in time, or as [`FifoReader::open`].
+    /// [`Error::NotFound`] if no FIFO appeared at the path in time (it says whether its
+    /// directory exists), [`Error::TimedOut`] if no writer arrived in time, or as
+    /// [`FifoReader::open`].
     pub fn open_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<FifoReader> {
         ReaderOptions::new().open_timeout(path, timeout)
     }
 
-    /// Opens `path` for reading without waiting for a writer (the non-blocking open). Blocking
+    /// Opens `path` for reading without waiting for anything (the non-blocking open). Blocking
     /// reads then wait for the first writer, never returning a false end-of-file.
     ///
     /// # Errors
-    /// As [`FifoReader::open`], except time-outs.
+    /// [`Error::NotFound`] at once if nothing is at the path, or as [`FifoReader::open`].
     pub fn try_open(path: impl AsRef<Path>) -> Result<FifoReader> {
         ReaderOptions::new().try_open(path)
     }
 
     fn open_with(path: &Path, opts: ReaderOptions, wait: Option<Deadline>) -> Result<FifoReader> {
-        let fd = open_checked(path, OFlags::RDONLY | OFlags::NONBLOCK, opts.owner)?;
+        named(path)?;
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK;
+        let fd = match wait {
+            None => open_checked(path, flags, opts.owner_check)?,
+            Some(deadline) => {
+                let mut waiter = Waiter::new(path, deadline);
+                loop {
+                    match open_checked(path, flags, opts.owner_check) {
+                        Ok(fd) => break fd,
+                        Err(Error::NotFound { .. }) => waiter.wait(Want::Appear)?,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        };
         let keep_alive = match opts.keep_alive {
             KeepAlive::Off => None,
             KeepAlive::On => {
-                // We are a reader now, so a non-blocking write open succeeds at once.
-                let w = open_checked(path, OFlags::WRONLY | OFlags::NONBLOCK, Owner::Any)?;
+                // We are a reader now, so a non-blocking write open succeeds at once (unless
+                // the path was replaced meanwhile: no reader there).
+                let w =
+                    match open_checked(path, OFlags::WRONLY | OFlags::NONBLOCK, OwnerCheck::AnyUid)
+                    {
+                        Ok(w) => w,
+                        Err(Error::NoReader) => return Err(Error::not_found(path)),
+                        Err(e) => return Err(e),
+                    };
                 let (a, b) = (rustix::fs::fstat(&fd)?, rustix::fs::fstat(&w)?);
                 if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
                     // The path was replaced between the two opens.
-                    return Err(Error::NotFound);
+                    return Err(Error::not_found(path));
                 }
                 Some(w)
             }
@@ -246,43 +284,54 @@ impl Read for &FifoReader {
 /// How to open a [`FifoWriter`]: whose FIFO to accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct WriterOptions {
-    owner: Owner,
+    owner_check: OwnerCheck,
 }
 
 impl WriterOptions {
-    /// Owner [`Owner::Me`].
+    /// [`OwnerCheck::SameUid`].
     pub const fn new() -> WriterOptions {
-        WriterOptions { owner: Owner::Me }
+        WriterOptions {
+            owner_check: OwnerCheck::SameUid,
+        }
     }
 
-    /// Whose FIFO to accept (default: ours only).
-    pub const fn owner(mut self, owner: Owner) -> WriterOptions {
-        self.owner = owner;
+    /// Whose FIFO to accept (default: ours only; another user's is [`Error::WrongOwner`]).
+    pub const fn owner_check(mut self, check: OwnerCheck) -> WriterOptions {
+        self.owner_check = check;
         self
     }
 
-    /// Opens and waits for a reader; see [`FifoWriter::open`].
+    /// Opens (waiting for the FIFO to appear) and waits for a reader; see [`FifoWriter::open`].
     ///
     /// # Errors
     /// As [`FifoWriter::open`].
     pub fn open(self, path: impl AsRef<Path>) -> Result<FifoWriter> {
-        FifoWriter::open_with(path.as_ref(), self.owner, Deadline::after(Duration::MAX))
+        FifoWriter::open_with(
+            path.as_ref(),
+            self.owner_check,
+            Deadline::after(Duration::MAX),
+        )
     }
 
-    /// Opens and waits at most `timeout` for a reader; see [`FifoWriter::open_timeout`].
+    /// Opens and waits at most `timeout`, for the FIFO to appear and for a reader; see
+    /// [`FifoWriter::open_timeout`].
     ///
     /// # Errors
     /// As [`FifoWriter::open_timeout`].
     pub fn open_timeout(self, path: impl AsRef<Path>, timeout: Duration) -> Result<FifoWriter> {
-        FifoWriter::open_with(path.as_ref(), self.owner, Deadline::after(timeout))
+        FifoWriter::open_with(path.as_ref(), self.owner_check, Deadline::after(timeout))
     }
 
-    /// Opens if a reader is there now; see [`FifoWriter::try_open`].
+    /// Opens if the FIFO is there and a reader has it open now; see [`FifoWriter::try_open`].
     ///
     /// # Errors
     /// As [`FifoWriter::try_open`].
     pub fn try_open(self, path: impl AsRef<Path>) -> Result<FifoWriter> {
-        let fd = open_checked(path.as_ref(), OFlags::WRONLY | OFlags::NONBLOCK, self.owner)?;
+        let fd = open_checked(
+            path.as_ref(),
+            OFlags::WRONLY | OFlags::NONBLOCK,
+            self.owner_check,
+        )?;
         set_nonblocking(&fd, false)?;
         Ok(FifoWriter { fd })
     }
@@ -299,6 +348,17 @@ impl WriterOptions {
 ///
 /// Descriptor interop as for [`FifoReader`]: [`AsFd`], [`AsRawFd`], `From<FifoWriter> for
 /// OwnedFd` and for [`Stdio`], and a checked `TryFrom<OwnedFd>`.
+///
+/// # After `fork`
+///
+/// In a child forked from a multi-threaded parent, an inherited writer may be used for
+/// `write` (through [`Write`]), [`write_record`](FifoWriter::write_record),
+/// [`try_write_record`](FifoWriter::try_write_record),
+/// [`write_record_timeout`](FifoWriter::write_record_timeout),
+/// [`write_frame`](FifoWriter::write_frame), [`set_nonblocking`](FifoWriter::set_nonblocking),
+/// [`as_fd`](AsFd::as_fd), and dropped: these make only `write`, `writev`, `poll`, `fcntl` and
+/// `clock_gettime` system calls, on buffers of the caller's or on the stack. Opening a writer
+/// is not for such a child.
 pub struct FifoWriter {
     fd: OwnedFd,
 }
@@ -316,6 +376,10 @@ impl fmt::Debug for FifoWriter {
 /// often a reader waiting for a writer checks again when it has no inotify watch.
 const RETRY_CAP: Duration = Duration::from_millis(50);
 
+/// How long an open waiting for a FIFO to appear waits at most between two looks when no
+/// inotify event woke it (an event missed because a directory on the way was replaced).
+const APPEAR_CAP: Duration = Duration::from_secs(1);
+
 impl FifoWriter {
     /// Options: the owner check.
     pub const fn options() -> WriterOptions {
@@ -323,23 +387,28 @@ impl FifoWriter {
     }
 
     /// Opens `path` for writing and blocks until a reader has it open (`open(O_WRONLY)`,
-    /// `EINTR` retried), then checks with `fstat` that it is a FIFO owned by us.
+    /// `EINTR` retried), then checks with `fstat` that it is a FIFO owned by us. If nothing is
+    /// at the path yet (the FIFO, or even its directory, is still to be made), it first waits
+    /// for the FIFO to appear: a client and its server may start in any order.
     ///
     /// # Errors
-    /// [`Error::InvalidName`], [`Error::NotFound`], [`Error::NotAFifo`] (nothing is written to
-    /// a regular file at the path), [`Error::WrongOwner`], [`Error::PermissionDenied`],
-    /// [`Error::Io`].
+    /// [`Error::InvalidName`], [`Error::NotAFifo`] (nothing is written to a regular file at
+    /// the path), [`Error::WrongOwner`], [`Error::PermissionDenied`], [`Error::Io`].
     pub fn open(path: impl AsRef<Path>) -> Result<FifoWriter> {
         WriterOptions::new().open(path)
     }
 
-    /// As [`FifoWriter::open`], waiting at most `timeout` for a reader (`Duration::MAX`:
-    /// forever). Waits without spinning: a non-blocking open, then an inotify watch on the
-    /// FIFO wakes the writer when someone opens it (with a retry every 50 ms at most for a
-    /// reader that is blocked inside its own open, which inotify does not announce).
+    /// As [`FifoWriter::open`], waiting at most `timeout` in all (`Duration::MAX`: forever)
+    /// for the FIFO to appear and for a reader. Waits without spinning: non-blocking opens,
+    /// woken by inotify (on the nearest existing directory of the path while it waits for the
+    /// FIFO to appear; on the FIFO, for someone opening it, once it is there), with a retry
+    /// every 50 ms at most for a reader that is blocked inside its own open, which inotify does
+    /// not announce.
     ///
     /// # Errors
-    /// [`Error::TimedOut`] if no reader came in time, or as [`FifoWriter::open`].
+    /// [`Error::NotFound`] if no FIFO appeared at the path in time (it says whether its
+    /// directory exists), [`Error::TimedOut`] if no reader came in time, or as
+    /// [`FifoWriter::open`].
     pub fn open_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<FifoWriter> {
         WriterOptions::new().open_timeout(path, timeout)
     }
@@ -347,47 +416,31 @@ impl FifoWriter {
     /// Opens `path` for writing only if a reader has it open now (`O_NONBLOCK`).
     ///
     /// # Errors
-    /// [`Error::NoReader`] if there is no reader (the kernel's `ENXIO`), or as
-    /// [`FifoWriter::open`].
+    /// [`Error::NoReader`] if there is no reader (the kernel's `ENXIO`), [`Error::NotFound`] at
+    /// once if nothing is at the path, or as [`FifoWriter::open`].
     pub fn try_open(path: impl AsRef<Path>) -> Result<FifoWriter> {
         WriterOptions::new().try_open(path)
     }
 
-    fn open_with(path: &Path, owner: Owner, deadline: Deadline) -> Result<FifoWriter> {
-        if deadline.is_never() {
-            let fd = open_checked(path, OFlags::WRONLY, owner)?;
-            return Ok(FifoWriter { fd });
-        }
-        let mut watch: Option<OwnedFd> = None;
-        let mut tried_watch = false;
+    fn open_with(path: &Path, check: OwnerCheck, deadline: Deadline) -> Result<FifoWriter> {
+        named(path)?;
+        // Forever: the kernel's blocking open waits for the reader. Otherwise non-blocking
+        // attempts, woken by inotify.
+        let flags = if deadline.is_never() {
+            OFlags::WRONLY
+        } else {
+            OFlags::WRONLY | OFlags::NONBLOCK
+        };
+        let mut waiter = Waiter::new(path, deadline);
         loop {
-            match open_checked(path, OFlags::WRONLY | OFlags::NONBLOCK, owner) {
+            match open_checked(path, flags, check) {
                 Ok(fd) => {
                     set_nonblocking(&fd, false)?;
                     return Ok(FifoWriter { fd });
                 }
-                Err(Error::NoReader) => {}
+                Err(Error::NotFound { .. }) => waiter.wait(Want::Appear)?,
+                Err(Error::NoReader) => waiter.wait(Want::Opens)?,
                 Err(e) => return Err(e),
-            }
-            if deadline.remaining().is_some_and(|l| l.is_zero()) {
-                return Err(Error::TimedOut);
-            }
-            if !tried_watch {
-                // Set the watch up, then try again at once: a reader may have come meanwhile.
-                tried_watch = true;
-                watch = open_watch(path);
-                continue;
-            }
-            match &watch {
-                Some(w) => {
-                    poll_until(w, PollFlags::IN, deadline, Some(RETRY_CAP))?;
-                    drain(w);
-                }
-                // No inotify instance left: retry on a short timer instead.
-                None => {
-                    let left = deadline.remaining().unwrap_or(RETRY_CAP);
-                    std::thread::sleep(left.min(RETRY_CAP / 5));
-                }
             }
         }
     }
@@ -421,6 +474,78 @@ impl FifoWriter {
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+/// What a waiting open is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// The FIFO to appear at the path (nothing is there yet, maybe not even its directory).
+    Appear,
+    /// Someone to open the FIFO (a writer waiting for a reader).
+    Opens,
+}
+
+/// The waiting of an open: inotify watches for what it waits for, the deadline, and the error
+/// when the deadline passes.
+struct Waiter<'a> {
+    path: &'a Path,
+    deadline: Deadline,
+    /// What the watch is for, and the inotify descriptor (`None`: no inotify, retry on a timer).
+    watch: Option<(Want, Option<OwnedFd>)>,
+}
+
+impl<'a> Waiter<'a> {
+    fn new(path: &'a Path, deadline: Deadline) -> Waiter<'a> {
+        Waiter {
+            path,
+            deadline,
+            watch: None,
+        }
+    }
+
+    /// Called after an attempt failed for want of `want`: returns when it is worth trying
+    /// again, or the error to return once the deadline has passed ([`Error::NotFound`] for a
+    /// FIFO that never appeared, [`Error::TimedOut`] for a peer that never came).
+    fn wait(&mut self, want: Want) -> Result<()> {
+        if self.deadline.remaining().is_some_and(|l| l.is_zero()) {
+            return Err(match want {
+                Want::Appear => Error::not_found(self.path),
+                Want::Opens => Error::TimedOut,
+            });
+        }
+        let fd = match &self.watch {
+            Some((w, fd)) if *w == want => fd,
+            _ => {
+                // Set the watch up, then try again at once: it may have happened meanwhile.
+                let fd = match want {
+                    Want::Appear => watch_appearance(self.path),
+                    Want::Opens => watch_opens(self.path),
+                };
+                self.watch = Some((want, fd));
+                return Ok(());
+            }
+        };
+        let cap = match want {
+            Want::Appear => APPEAR_CAP,
+            Want::Opens => RETRY_CAP,
+        };
+        match fd {
+            Some(w) => {
+                if poll_until(w, PollFlags::IN, self.deadline, Some(cap))?.is_some() {
+                    // Something happened: watch anew next time, so that the watch follows a
+                    // FIFO that was replaced, or the then-nearest existing directory.
+                    self.watch = None;
+                }
+            }
+            // No inotify instance left: retry on a short timer instead.
+            None => {
+                let left = self.deadline.remaining().unwrap_or(RETRY_CAP);
+                std::thread::sleep(left.min(RETRY_CAP / 5));
+                self.watch = None;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -471,7 +596,8 @@ fn wait_for_writer(fd: &OwnedFd, deadline: Deadline) -> Result<bool> {
 /// anything: `tee(2)` of one byte into a scratch pipe, non-blocking, fails with `EAGAIN` exactly
 /// when the FIFO is empty and has a writer (it copies a byte when there is data, and returns 0
 /// when there is no writer). Linux only; where `tee` fails otherwise, `false` (the caller then
-/// waits for data or a hang-up, which `poll` does report).
+/// waits for data or a hang-up, which `poll` does report). The scratch pipe is close-on-exec
+/// and closed before returning.
 fn writer_present(fd: &OwnedFd) -> bool {
     use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, tee};
     let Ok((_scratch_r, scratch_w)) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK) else {
@@ -487,11 +613,16 @@ fn writer_present(fd: &OwnedFd) -> bool {
     }
 }
 
+fn new_inotify() -> Option<OwnedFd> {
+    use rustix::fs::inotify;
+    inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()
+}
+
 /// An inotify descriptor watching the inode that `fd` refers to (through `/proc/self/fd`, so
 /// not whatever is at its path now) for opens, or `None` when inotify or `/proc` is not there.
 fn watch_opens_of(fd: &OwnedFd) -> Option<OwnedFd> {
     use rustix::fs::inotify;
-    let w = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
+    let w = new_inotify()?;
     let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
     inotify::add_watch(&w, link.as_str(), inotify::WatchFlags::OPEN).ok()?;
     Some(w)
@@ -499,15 +630,42 @@ fn watch_opens_of(fd: &OwnedFd) -> Option<OwnedFd> {
 
 /// An inotify descriptor watching `path` for opens and removal, or `None` when inotify is not
 /// available (no instances left): the caller then retries on a timer.
-fn open_watch(path: &Path) -> Option<OwnedFd> {
+fn watch_opens(path: &Path) -> Option<OwnedFd> {
     use rustix::fs::inotify;
-    let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
+    let fd = new_inotify()?;
     let flags = inotify::WatchFlags::OPEN
         | inotify::WatchFlags::DELETE_SELF
         | inotify::WatchFlags::ATTRIB
         | inotify::WatchFlags::DONT_FOLLOW;
     inotify::add_watch(&fd, path, flags).ok()?;
     Some(fd)
+}
+
+/// An inotify descriptor watching the nearest existing directory on the way to `path` for
+/// names appearing in it (and for its own removal), or `None` when there is no inotify (or no
+/// permission to watch): the caller then retries on a timer.
+fn watch_appearance(path: &Path) -> Option<OwnedFd> {
+    use rustix::fs::inotify;
+    let fd = new_inotify()?;
+    let flags = inotify::WatchFlags::CREATE
+        | inotify::WatchFlags::MOVED_TO
+        | inotify::WatchFlags::ATTRIB
+        | inotify::WatchFlags::DELETE_SELF
+        | inotify::WatchFlags::MOVE_SELF
+        | inotify::WatchFlags::ONLYDIR;
+    for dir in parent_of(path).ancestors() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        match inotify::add_watch(&fd, dir, flags) {
+            Ok(_) => return Some(fd),
+            Err(Errno::NOENT | Errno::NOTDIR) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 fn drain(fd: &OwnedFd) {
@@ -519,15 +677,15 @@ fn drain(fd: &OwnedFd) {
     }
 }
 
-fn set_nonblocking(fd: &OwnedFd, on: bool) -> Result<()> {
-    let flags = fcntl_getfl(fd)?;
+pub(crate) fn set_nonblocking(fd: impl AsFd, on: bool) -> Result<()> {
+    let flags = fcntl_getfl(&fd)?;
     let new = if on {
         flags | OFlags::NONBLOCK
     } else {
         flags - OFlags::NONBLOCK
     };
     if new != flags {
-        fcntl_setfl(fd, new)?;
+        fcntl_setfl(&fd, new)?;
     }
     Ok(())
 }
@@ -557,7 +715,7 @@ impl Write for &FifoWriter {
 }
 
 macro_rules! fd_interop {
-    ($t:ty, $access:expr) => {
+    ($t:ty, $access:expr, $needed:literal) => {
         impl AsFd for $t {
             fn as_fd(&self) -> BorrowedFd<'_> {
                 self.fd.as_fd()
@@ -589,7 +747,7 @@ macro_rules! fd_interop {
         /// [`KeepAlive::On`] reader) it never sees end-of-file.
         ///
         /// # Errors
-        /// [`Error::NotAFifo`] for anything else, [`Error::PermissionDenied`] for the other
+        /// [`Error::NotAFifoDescriptor`] for anything else, [`Error::WrongEnd`] for the other
         /// direction's end, [`Error::Io`] if `fstat` or `fcntl` fails. The descriptor is
         /// closed on error (`try_clone` it first to keep it).
         impl TryFrom<OwnedFd> for $t {
@@ -598,11 +756,11 @@ macro_rules! fd_interop {
                 let st = rustix::fs::fstat(&fd)?;
                 let found = FileKind::of(&st);
                 if found != FileKind::Fifo {
-                    return Err(Error::NotAFifo { found });
+                    return Err(Error::NotAFifoDescriptor { found });
                 }
                 let mode = fcntl_getfl(&fd)? & OFlags::RWMODE;
                 if mode != $access && mode != OFlags::RDWR {
-                    return Err(Error::PermissionDenied);
+                    return Err(Error::WrongEnd { needed: $needed });
                 }
                 Ok(Self::from_checked(fd))
             }
@@ -625,8 +783,8 @@ impl FifoWriter {
     }
 }
 
-fd_interop!(FifoReader, OFlags::RDONLY);
-fd_interop!(FifoWriter, OFlags::WRONLY);
+fd_interop!(FifoReader, OFlags::RDONLY, "reading");
+fd_interop!(FifoWriter, OFlags::WRONLY, "writing");
 
 /// The read descriptor; a keep-alive write end is closed.
 impl From<FifoReader> for OwnedFd {

@@ -140,12 +140,14 @@ impl FifoWriter {
     /// [`Error::MessageTooLarge`] beyond `u32::MAX` bytes, [`Error::NoReader`],
     /// [`Error::WouldBlock`] (see above), [`Error::Io`].
     pub fn write_frame(&self, frame: &[u8]) -> Result<()> {
-        let len = u32::try_from(frame.len()).map_err(|_| Error::MessageTooLarge {
+        let too_large = || Error::MessageTooLarge {
             len: frame.len(),
             max: u32::MAX as usize,
-        })?;
+        };
+        let len = u32::try_from(frame.len()).map_err(|_| too_large())?;
         let header = len.to_le_bytes();
-        let total = HEADER_LEN + frame.len();
+        // (Can overflow only where `usize` is 32 bits.)
+        let total = HEADER_LEN.checked_add(frame.len()).ok_or_else(too_large)?;
         let mut done = 0;
         while done < total {
             let r = if done < HEADER_LEN {
@@ -198,8 +200,25 @@ impl FifoWriter {
 /// # Ok(()) }
 /// ```
 ///
-/// A length prefix above the reader's maximum is [`Error::MessageTooLarge`] before anything is
-/// allocated: the peer's header is not trusted.
+/// The peer's length prefix is not trusted: one above the reader's maximum is
+/// [`Error::MessageTooLarge`] before anything is allocated, and memory grows with the bytes
+/// that actually arrive, never with the length a peer announces: a 4-byte header announcing
+/// 512 MiB followed by nothing costs nothing beyond the reader's 64 KiB buffer.
+///
+/// The reader's descriptor is switched to non-blocking mode for as long as the `RecordReader`
+/// has it (waits are `poll`s, so a timed receive never blocks in `read` past its deadline,
+/// even when another process reads the same FIFO); [`into_inner`](RecordReader::into_inner)
+/// gives it back in the mode it came in. Poll [`get_ref`](RecordReader::get_ref) for
+/// readability and drain with [`try_recv`](RecordReader::try_recv) to join an event loop.
+///
+/// # After `fork`
+///
+/// In a child forked from a multi-threaded parent, a record reader made with
+/// [`RecordReader::new`] may receive ([`recv`](RecordReader::recv),
+/// [`try_recv`](RecordReader::try_recv), [`recv_timeout`](RecordReader::recv_timeout): its
+/// buffer is allocated already and never grows, and it makes only `read`, `poll`, `fcntl` and
+/// `clock_gettime` system calls) and be dropped. A framed reader may allocate as a frame
+/// arrives: not in such a child.
 #[derive(Debug)]
 pub struct RecordReader {
     reader: FifoReader,
@@ -207,10 +226,24 @@ pub struct RecordReader {
     start: usize,
     end: usize,
     max: usize,
+    /// `Some(was_nonblocking)` once the descriptor has been switched to non-blocking mode.
+    restore: Option<bool>,
 }
 
-/// How much a reader asks the kernel for at once (the default capacity of a pipe).
+/// How much a reader asks the kernel for at once (the default capacity of a pipe), and the
+/// size of its buffer until a larger frame arrives.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// How long a receive waits.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// Not at all (`try_recv`).
+    No,
+    /// Until the deadline (`recv_timeout`).
+    Until(Deadline),
+    /// For as long as it takes (`recv`).
+    Forever,
+}
 
 impl RecordReader {
     /// A reader of records (at most [`RECORD_MAX`] bytes each), from any number of writers.
@@ -219,8 +252,9 @@ impl RecordReader {
     }
 
     /// A reader of frames of at most `max_len` bytes, from one writer using
-    /// [`FifoWriter::write_frame`]. Memory grows to the largest frame received, never beyond
-    /// `max_len` plus the header.
+    /// [`FifoWriter::write_frame`]. Memory grows as a frame's bytes arrive (doubling, from
+    /// 64 KiB), to at most the largest frame received plus its header: never beyond `max_len`
+    /// plus the header, and never beyond about twice what a peer has actually sent.
     pub fn framed(reader: FifoReader, max_len: usize) -> RecordReader {
         RecordReader {
             reader,
@@ -228,16 +262,21 @@ impl RecordReader {
             start: 0,
             end: 0,
             max: max_len,
+            restore: None,
         }
     }
 
-    /// The underlying reader.
+    /// The underlying reader (in non-blocking mode while the `RecordReader` has it; poll it
+    /// for readability). Reading from it directly takes bytes from under the record reader.
     pub fn get_ref(&self) -> &FifoReader {
         &self.reader
     }
 
-    /// The underlying reader; bytes already buffered are lost.
+    /// The underlying reader, back in the blocking mode it had; bytes already buffered are lost.
     pub fn into_inner(self) -> FifoReader {
+        if let Some(was_nonblocking) = self.restore {
+            let _ = self.reader.set_nonblocking(was_nonblocking);
+        }
         self.reader
     }
 
@@ -245,22 +284,20 @@ impl RecordReader {
     /// everything was read). A keep-alive reader never returns `None`.
     ///
     /// # Errors
-    /// [`Error::MessageTooLarge`] for a length prefix beyond the maximum, [`Error::Truncated`]
-    /// if the stream ends inside a message, [`Error::WouldBlock`] if the reader is in
-    /// non-blocking mode and no whole message is there, [`Error::Io`].
+    /// [`Error::MessageTooLarge`] for a length prefix beyond the maximum (the stream is then
+    /// out of step: every later call says the same), [`Error::Truncated`] if the stream ends
+    /// inside a message, [`Error::Io`].
     pub fn recv(&mut self) -> Result<Option<&[u8]>> {
-        self.recv_until(None)
+        self.recv_until(Wait::Forever)
     }
 
-    /// As [`RecordReader::recv`], but [`Error::WouldBlock`] instead of waiting.
+    /// As [`RecordReader::recv`], but [`Error::WouldBlock`] instead of waiting when no whole
+    /// message is there.
     ///
     /// # Errors
-    /// As [`RecordReader::recv`].
+    /// [`Error::WouldBlock`], or as [`RecordReader::recv`].
     pub fn try_recv(&mut self) -> Result<Option<&[u8]>> {
-        match self.recv_until(Some(Deadline::after(Duration::ZERO))) {
-            Err(Error::TimedOut) => Err(Error::WouldBlock),
-            r => r,
-        }
+        self.recv_until(Wait::No)
     }
 
     /// As [`RecordReader::recv`], waiting at most `timeout` (`Duration::MAX`: forever).
@@ -269,72 +306,105 @@ impl RecordReader {
     /// [`Error::TimedOut`], or as [`RecordReader::recv`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<&[u8]>> {
         let deadline = Deadline::after(timeout);
-        self.recv_until((!deadline.is_never()).then_some(deadline))
+        self.recv_until(if deadline.is_never() {
+            Wait::Forever
+        } else {
+            Wait::Until(deadline)
+        })
+    }
+
+    /// The announced length of the message at `start`, if its header is complete.
+    fn announced(&self) -> Option<usize> {
+        if self.end - self.start < HEADER_LEN {
+            return None;
+        }
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+        Some(u32::from_le_bytes(h) as usize)
     }
 
     /// The next complete message in the buffer, as a range; checks the announced length.
     fn complete(&self) -> Result<Option<(usize, usize)>> {
-        let avail = self.end - self.start;
-        if avail < HEADER_LEN {
+        let Some(len) = self.announced() else {
             return Ok(None);
-        }
-        let mut h = [0u8; HEADER_LEN];
-        h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
-        let len = u32::from_le_bytes(h) as usize;
+        };
         if len > self.max {
             return Err(Error::MessageTooLarge { len, max: self.max });
         }
-        if avail - HEADER_LEN < len {
+        if self.end - self.start - HEADER_LEN < len {
             return Ok(None);
         }
         let a = self.start + HEADER_LEN;
         Ok(Some((a, a + len)))
     }
 
-    /// Makes room after `end` for the rest of the current message and at least some more.
-    fn make_room(&mut self) {
+    /// Makes room after `end` for more of the current message: moves it to the front when the
+    /// tail is too short, and grows the buffer only when it is full of the current message —
+    /// by doubling, and never beyond the message's header and announced length (already
+    /// checked against the maximum). So the buffer grows with the bytes that arrived.
+    fn make_room(&mut self) -> Result<()> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
         }
-        // The whole current message must fit: header + announced length (already checked
-        // against max, so this cannot be a hostile allocation).
-        let need = if self.end - self.start >= HEADER_LEN {
-            let mut h = [0u8; HEADER_LEN];
-            h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
-            HEADER_LEN + u32::from_le_bytes(h) as usize
-        } else {
-            HEADER_LEN
+        let need = match self.announced() {
+            Some(len) => len
+                .checked_add(HEADER_LEN)
+                .ok_or(Error::MessageTooLarge { len, max: self.max })?,
+            None => HEADER_LEN,
         };
-        if self.buf.len() - self.start < need || self.end == self.buf.len() {
+        if self.end == self.buf.len() || self.buf.len() - self.start < need {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() < need {
-            self.buf.resize(need.max(READ_CHUNK), 0);
+        if self.end == self.buf.len() {
+            // Full, and the message is not complete (else `complete` had returned it): so
+            // `need` > len, and the buffer grows by at most what has arrived.
+            let grown = self.buf.len().saturating_mul(2).max(READ_CHUNK).min(need);
+            // Exactly: `resize` alone would round the capacity up (doubling it), past the
+            // maximum and past what arrived.
+            self.buf.reserve_exact(grown - self.buf.len());
+            self.buf.resize(grown, 0);
         }
+        Ok(())
     }
 
-    fn recv_until(&mut self, deadline: Option<Deadline>) -> Result<Option<&[u8]>> {
+    fn recv_until(&mut self, wait: Wait) -> Result<Option<&[u8]>> {
+        if self.restore.is_none() {
+            let was = fcntl_getfl(self.reader.fd_ref())?.contains(OFlags::NONBLOCK);
+            self.reader.set_nonblocking(true)?;
+            self.restore = Some(was);
+        }
         let (a, b) = loop {
             if let Some(r) = self.complete()? {
                 break r;
             }
-            self.make_room();
-            if let Some(deadline) = deadline {
-                if poll_until(self.reader.fd_ref(), PollFlags::IN, deadline, None)?.is_none() {
-                    return Err(Error::TimedOut);
+            self.make_room()?;
+            match self.reader.read_raw(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    if self.start == self.end {
+                        return Ok(None);
+                    }
+                    return Err(Error::Truncated);
                 }
-            }
-            let n = self.reader.read_raw(&mut self.buf[self.end..])?;
-            if n == 0 {
-                if self.start == self.end {
-                    return Ok(None);
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let fd = self.reader.fd_ref();
+                    match wait {
+                        Wait::No => return Err(Error::WouldBlock),
+                        Wait::Until(deadline) => {
+                            if poll_until(fd, PollFlags::IN, deadline, None)?.is_none() {
+                                return Err(Error::TimedOut);
+                            }
+                        }
+                        Wait::Forever => {
+                            poll_until(fd, PollFlags::IN, Deadline::after(Duration::MAX), None)?;
+                        }
+                    }
                 }
-                return Err(Error::Truncated);
+                Err(e) => return Err(e.into()),
             }
-            self.end += n;
         };
         self.start = b;
         Ok(Some(&self.buf[a..b]))

@@ -1,34 +1,40 @@
-//! `fifo_server`: one server, several unrelated client programs, a well-known FIFO.
+//! `fifo_server`: one server, unrelated client programs, a well-known FIFO — started in any
+//! order, and a server restarted after a crash.
 //!
-//! Three kinds of process, each a separate program (this binary started again with a role), none
-//! the child of another: a launcher, one server and a few clients. They share nothing but the
-//! path of a private directory (0700: nobody else can squat a name in it), which the launcher
-//! makes and hands to each in an environment variable.
+//! Every process is a separate program (this binary started again with a role), none the child
+//! of another but the launcher's. They share only the path of a well-known place, a private
+//! directory (0700: nobody else can squat a name in it), which the launcher hands to each in
+//! an environment variable (a real deployment would use `PrivateDir::base().join("myapp")`).
 //!
-//! The server checks that the directory is private and ours, creates the well-known FIFO
-//! `server` in it and reads requests with a keep-alive reader, so the stream does not end each
-//! time a client leaves; then it tells the launcher it is ready (a record on the launcher's
-//! `ready` FIFO). Only then does the launcher start the clients. Each client makes its own reply
-//! FIFO, opens it for reading without waiting, sends one record — atomic, so the requests of
-//! clients writing at the same time never mix — and waits for its answer. The server answers
-//! each on the client's FIFO; each client checks its answer. Every process removes the FIFO it
-//! made, and the launcher checks that nothing is left before it removes the directory.
+//! 1. Two clients start first, before any server and before the place exists. The first to
+//!    come makes the place (`PrivateDir::open_or_create`, which never removes it: whoever
+//!    made it, the others keep using it). Each makes its own reply FIFO, and waits — within a
+//!    bound — for the server's FIFO to appear and for a reader.
+//! 2. The server starts: it takes the place, creates its well-known FIFO `server` with
+//!    `Fifo::options().replace_stale()` and reads requests with a keep-alive reader (no
+//!    end-of-file between clients). It answers each client on that client's FIFO.
+//! 3. A rival server tries the same call while the first one lives: `OwnerAlive`, refused.
+//! 4. The server crashes (the launcher kills it with SIGKILL): its FIFO is left behind,
+//!    ownerless (the kernel dropped the owner's lock with the process).
+//! 5. Two more clients start and wait for a reader on the stale FIFO.
+//! 6. The server is restarted: the same call takes over the stale FIFO, and it serves them.
 //!
-//! Every wait is bounded (`WAIT`), so a process that dies makes the others fail, not hang.
+//! Every wait is bounded (`WAIT`), so a process that dies makes the others fail, not hang; a
+//! server with nothing to do for `WAIT` stops.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::process::{Child, ExitCode};
 use std::time::Duration;
 
 use ipc_examples::{DemoError, Family, ensure, role, run, say, spawn_role};
-use ipc_fifo::{DirStatus, Fifo, FifoReader, FifoWriter, KeepAlive, PrivateDir, RecordReader};
+use ipc_fifo::{Error, Fifo, FifoReader, FifoWriter, KeepAlive, Opened, PrivateDir, RecordReader};
 
-const CLIENTS: u64 = 4;
-const DIR_ENV: &str = "FIFO_DEMO_DIR";
+const PLACE_ENV: &str = "FIFO_DEMO_PLACE";
 const ID_ENV: &str = "FIFO_DEMO_CLIENT";
-const WAIT: Duration = Duration::from_secs(5);
-const READY: &[u8] = b"ready";
+/// How many requests a server run answers before it stops (none: until idle for `WAIT`).
+const SERVE_ENV: &str = "FIFO_DEMO_SERVE";
+const WAIT: Duration = Duration::from_secs(10);
 
 /// The server's answer to a request: the sum of the squares of its numbers.
 fn answer(numbers: &[u64]) -> u64 {
@@ -38,12 +44,13 @@ fn answer(numbers: &[u64]) -> u64 {
 fn main() -> ExitCode {
     let (who, body): (&str, fn() -> Result<(), DemoError>) = match role().as_deref() {
         Some("server") => ("server", server),
+        Some("rival") => ("rival", rival),
         Some("client") => ("client", client),
         _ => {
             return run(
                 "fifo_server",
-                "a server on a well-known FIFO, unrelated client programs, replies on \
-                 per-client FIFOs",
+                "a server on a well-known FIFO and unrelated clients, started in any order; \
+                 a crashed server restarted takes over its stale FIFO",
                 launcher,
             );
         }
@@ -57,114 +64,167 @@ fn main() -> ExitCode {
     }
 }
 
-/// The directory the launcher handed to this process.
+/// The well-known place the launcher handed to this process.
 fn place_path() -> Result<PathBuf, DemoError> {
     Ok(PathBuf::from(
-        std::env::var_os(DIR_ENV).ok_or("no FIFO_DEMO_DIR")?,
+        std::env::var_os(PLACE_ENV).ok_or("no FIFO_DEMO_PLACE")?,
     ))
 }
 
+/// A server run that is killed and reaped if the launcher bails out early.
+struct Run(Child);
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_clients(
+    family: &mut Family,
+    place: &std::path::Path,
+    ids: std::ops::RangeInclusive<u64>,
+) -> Result<(), DemoError> {
+    for id in ids {
+        let c = spawn_role("client")?
+            .env(PLACE_ENV, place)
+            .env(ID_ENV, id.to_string())
+            .spawn()?;
+        say!("launcher", "started client program {id} (pid {})", c.id());
+        family.add(format!("client {id}"), c);
+    }
+    Ok(())
+}
+
 fn launcher() -> Result<String, DemoError> {
-    let dir = PrivateDir::new("ipcrs-demo-fifo")?;
+    // Ours alone, removed (with everything in it) when we are done.
+    let base = PrivateDir::new("ipcrs-demo-fifo")?;
+    let place = base.join("app")?;
     say!(
         "launcher",
-        "made private dir {} (0700, only we can create names in it)",
-        dir.path().display()
+        "the well-known place will be {} (not made yet)",
+        place.display()
     );
-    // The server says "ready" here once its FIFO is open; our reader does not wait to open.
-    let ready = Fifo::create(dir.join("ready")?)?;
-    let mut ready_reader = RecordReader::new(FifoReader::try_open(ready.path())?);
 
-    // Every process still running is killed and reaped if we bail out early.
-    let mut family = Family::new();
-    let server = spawn_role("server")?.env(DIR_ENV, dir.path()).spawn()?;
+    // 1. Clients first: they wait for the server.
+    let mut early = Family::new();
+    start_clients(&mut early, &place, 1..=2)?;
+
+    // 2. The server, second.
+    let first = spawn_role("server")?.env(PLACE_ENV, &place).spawn()?;
     say!(
         "launcher",
         "started the server program (pid {})",
-        server.id()
+        first.id()
     );
-    family.add("the server", server);
+    let mut first = Run(first);
+    early.wait_all()?;
+    say!("launcher", "clients 1 and 2 were served");
 
-    let said = ready_reader
-        .recv_timeout(WAIT)
-        .map_err(|e| format!("waiting for the server to be ready: {e}"))?
-        .ok_or("the server left without saying it was ready")?;
-    ensure(said == READY, format!("the server said {said:?}"))?;
+    // 3. A rival while the server lives.
+    let mut rival = Family::new();
+    rival.add(
+        "the rival",
+        spawn_role("rival")?.env(PLACE_ENV, &place).spawn()?,
+    );
+    rival.wait_all()?;
+
+    // 4. The crash.
+    first.0.kill()?;
+    first.0.wait()?;
     say!(
         "launcher",
-        "the server is ready: starting {CLIENTS} client programs"
+        "killed the server with SIGKILL: its FIFO is left behind, ownerless"
     );
-    for id in 1..=CLIENTS {
-        let client = spawn_role("client")?
-            .env(DIR_ENV, dir.path())
-            .env(ID_ENV, id.to_string())
-            .spawn()?;
-        say!(
-            "launcher",
-            "started client program {id} (pid {})",
-            client.id()
-        );
-        family.add(format!("client {id}"), client);
-    }
+    ensure(
+        place.join("server").exists(),
+        "the killed server's FIFO is gone",
+    )?;
 
-    // Each of them waits at most WAIT for each step, so these waits are bounded.
-    family.wait_all()?;
+    // 5. Clients while no server runs, 6. then the restart.
+    let mut late = Family::new();
+    start_clients(&mut late, &place, 3..=4)?;
+    let second = spawn_role("server")?
+        .env(PLACE_ENV, &place)
+        .env(SERVE_ENV, "2")
+        .spawn()?;
+    say!("launcher", "restarted the server (pid {})", second.id());
+    late.add("the restarted server", second);
+    late.wait_all()?;
     say!(
         "launcher",
-        "the server and every client exited successfully"
+        "the restarted server and clients 3 and 4 exited successfully"
     );
 
-    drop(ready_reader);
-    drop(ready);
-    let left: Vec<_> = std::fs::read_dir(dir.path())?
+    let left: Vec<_> = std::fs::read_dir(&place)?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<Result<_, _>>()?;
     ensure(
         left.is_empty(),
-        format!("FIFOs left in the private directory: {left:?}"),
+        format!("FIFOs left in the well-known place: {left:?}"),
     )?;
-    let path = dir.path().to_owned();
-    drop(dir);
-    ensure(!path.exists(), "the private directory was not removed")?;
     say!(
         "launcher",
-        "every process removed its own FIFO; removed the private directory"
+        "the shared place is still there (nobody removes it), empty: every process removed its \
+         own FIFO, and the stale one was taken over"
     );
-    Ok(format!(
-        "{CLIENTS} unrelated clients got the right answer on their own FIFOs; nothing left behind"
-    ))
+    let path = base.path().to_owned();
+    drop(base);
+    ensure(!path.exists(), "the private directory was not removed")?;
+    Ok(
+        "4 clients served by a server started after them and by its restart after a crash; \
+         a rival was refused while the owner lived; nothing left behind"
+            .to_owned(),
+    )
 }
 
 fn server() -> Result<(), DemoError> {
-    // Not ours to remove (the launcher made it), but checked before use: a directory, ours,
-    // with no access for anyone else. A squatted or shared place is refused.
-    let place = PrivateDir::open_or_create(place_path()?)?;
-    ensure(
-        place.status() == DirStatus::Existed,
-        "the launcher's directory was missing",
-    )?;
-    let well_known = Fifo::create(place.join("server")?)?;
+    // Shared: made by whoever came first, checked (ours, 0700), never removed by us.
+    let (place, how) = PrivateDir::open_or_create(place_path()?)?;
     say!(
         "server",
-        "checked {} is private and ours; made FIFO `server` in it (0600)",
+        "{} the place {} (private and ours)",
+        if how == Opened::Created {
+            "made"
+        } else {
+            "found"
+        },
         place.path().display()
+    );
+    let path = place.join("server")?;
+    let stale = path.exists();
+    // The one call for a server that may be restarted after a crash: a FIFO whose owner is
+    // dead is taken over; one whose owner lives is refused (OwnerAlive).
+    let well_known = Fifo::options().replace_stale().create(&path)?;
+    say!(
+        "server",
+        "{} FIFO `server` (0600)",
+        if stale {
+            "took over the stale"
+        } else {
+            "made the"
+        }
     );
     // Keep-alive: the server also holds a write end, so no end-of-file between clients.
     let reader = FifoReader::options()
         .keep_alive(KeepAlive::On)
         .open(well_known.path())?;
     let mut requests = RecordReader::new(reader);
-    FifoWriter::open_timeout(place.join("ready")?, WAIT)?.write_record(READY)?;
-    say!(
-        "server",
-        "reading requests with a keep-alive reader; told the launcher"
-    );
+    say!("server", "reading requests with a keep-alive reader");
 
+    let serve: Option<u64> = std::env::var(SERVE_ENV)
+        .ok()
+        .map(|s| s.parse())
+        .transpose()?;
     let mut answered = 0;
-    while answered < CLIENTS {
-        let record = requests
-            .recv_timeout(WAIT)?
-            .ok_or("a keep-alive reader never sees end-of-file")?;
+    while serve.is_none_or(|n| answered < n) {
+        let record = match requests.recv_timeout(WAIT) {
+            Ok(r) => r.ok_or("a keep-alive reader never sees end-of-file")?,
+            // Nobody came for a while (our launcher is gone?): stop.
+            Err(Error::TimedOut) if serve.is_none() => break,
+            Err(e) => return Err(e.into()),
+        };
         let text = std::str::from_utf8(record)?.to_owned();
         // "<reply FIFO name> <n> <n> ..."; `join` refuses a name that is not one component.
         let mut words = text.split_whitespace();
@@ -180,22 +240,39 @@ fn server() -> Result<(), DemoError> {
         "server",
         "answered {answered} clients; the last one left, yet no end-of-file: stopping by count"
     );
-    ensure(
-        matches!(requests.try_recv(), Err(ipc_fifo::Error::WouldBlock)),
-        "expected no further request",
-    )?;
     drop(requests);
     drop(well_known);
     say!("server", "removed FIFO `server`");
     Ok(())
 }
 
+fn rival() -> Result<(), DemoError> {
+    let (place, _) = PrivateDir::open_or_create(place_path()?)?;
+    match Fifo::options()
+        .replace_stale()
+        .create(place.join("server")?)
+    {
+        Err(e @ Error::OwnerAlive { .. }) => {
+            say!("rival", "refused, as it should be: {e}");
+            Ok(())
+        }
+        Ok(_) => Err("a second server took over a live server's FIFO".into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn client() -> Result<(), DemoError> {
-    let dir = place_path()?;
     let id: u64 = std::env::var(ID_ENV)?.parse()?;
+    let (dir, how) = PrivateDir::open_or_create(place_path()?)?;
+    if how == Opened::Created {
+        say!(
+            "client",
+            "client {id} came first: made the place (it will not remove it)"
+        );
+    }
     let name = format!("client-{}", std::process::id());
     // The reply FIFO is ours: we remove it when we are done.
-    let reply = Fifo::create(dir.join(&name))?;
+    let reply = Fifo::create(dir.join(&name)?)?;
     // Open it for reading now, without waiting for the server: our reads wait for its answer.
     let mut answers = RecordReader::new(FifoReader::try_open(reply.path())?);
 
@@ -208,7 +285,8 @@ fn client() -> Result<(), DemoError> {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let server = FifoWriter::open_timeout(dir.join("server"), WAIT)?;
+    // Waits (bounded) for the server's FIFO to appear, and for the server to read it.
+    let server = FifoWriter::open_timeout(dir.join("server")?, WAIT)?;
     server.write_record(request.as_bytes())?;
     drop(server);
     say!("client", "client {id} sent {request:?}");

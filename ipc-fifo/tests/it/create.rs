@@ -1,7 +1,7 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::time::Duration;
 
-use ipc_fifo::{Error, Fifo, FifoReader, Owner};
+use ipc_fifo::{Error, Fifo, FifoReader};
 use ipc_testkit::{Proc, Watchdog, child, role, test_path};
 
 use crate::{CHILD_LIMIT, PATH_ENV, child_path, place};
@@ -72,7 +72,10 @@ fn creating_twice_is_already_exists() {
     let path = dir.join("twice").unwrap();
     let first = Fifo::create(&path).unwrap();
     let ino = std::fs::metadata(&path).unwrap().ino();
-    assert!(matches!(Fifo::create(&path), Err(Error::AlreadyExists)));
+    assert!(matches!(
+        Fifo::create(&path),
+        Err(Error::AlreadyExists { .. })
+    ));
     // The failed create did not touch the first FIFO, and it is still there.
     assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
     drop(first);
@@ -83,12 +86,12 @@ fn creating_twice_is_already_exists() {
     for name in ["file", "dangling"] {
         assert!(matches!(
             Fifo::create(dir.join(name).unwrap()),
-            Err(Error::AlreadyExists)
+            Err(Error::AlreadyExists { .. })
         ));
     }
     assert!(matches!(
         Fifo::create(dir.path()),
-        Err(Error::AlreadyExists)
+        Err(Error::AlreadyExists { .. })
     ));
 }
 
@@ -104,24 +107,27 @@ fn owner_removes_on_drop_and_opener_does_not() {
     assert!(!path.exists(), "the owner removes the FIFO on drop");
 
     // persist() keeps it; unlink() removes it.
-    let kept = Fifo::create(&path).unwrap().persist();
-    assert!(kept.exists());
-    ipc_fifo::unlink(&kept, Owner::Me).unwrap();
-    assert!(!kept.exists());
+    let mut kept = Fifo::create(&path).unwrap();
+    kept.persist();
+    assert!(!kept.is_owner());
+    drop(kept);
+    assert!(path.exists());
+    ipc_fifo::unlink(&path).unwrap();
+    assert!(!path.exists());
 
     // remove() reports; a second owner-less unlink is NotFound.
     let owner = Fifo::create(&path).unwrap();
     owner.remove().unwrap();
     assert!(matches!(
-        ipc_fifo::unlink(&path, Owner::Me),
-        Err(Error::NotFound)
+        ipc_fifo::unlink(&path),
+        Err(Error::NotFound { .. })
     ));
 
     // unlink() refuses what is not a FIFO.
     let file = dir.join("file").unwrap();
     std::fs::write(&file, b"keep me").unwrap();
     assert!(matches!(
-        ipc_fifo::unlink(&file, Owner::Me),
+        ipc_fifo::unlink(&file),
         Err(Error::NotAFifo { .. })
     ));
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
@@ -149,7 +155,7 @@ fn owner_drop_never_panics_whatever_became_of_the_path() {
     drop(owner);
     let owner = Fifo::create(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
-    assert!(matches!(owner.remove(), Err(Error::NotFound)));
+    assert!(matches!(owner.remove(), Err(Error::NotFound { .. })));
 
     // Replaced by a directory, or by another FIFO of ours (a new inode): left alone.
     let owner = Fifo::create(&path).unwrap();
@@ -166,14 +172,16 @@ fn owner_drop_never_panics_whatever_became_of_the_path() {
     assert!(path.exists(), "removed a FIFO it did not create");
     assert!(moved.exists(), "followed its FIFO to a new name");
     drop(other);
-    ipc_fifo::unlink(&moved, Owner::Me).unwrap();
+    ipc_fifo::unlink(&moved).unwrap();
 
     // Its whole directory is gone.
-    let sub = ipc_fifo::PrivateDir::open_or_create(dir.join("sub").unwrap()).unwrap();
+    let sub = ipc_fifo::PrivateDir::open_or_create(dir.join("sub").unwrap())
+        .unwrap()
+        .0;
     let owner = Fifo::create(sub.join("f").unwrap()).unwrap();
     let sub_path = sub.path().to_owned();
     drop(sub);
-    assert!(!sub_path.exists());
+    std::fs::remove_dir_all(&sub_path).unwrap();
     drop(owner);
 
     // Made unreachable (a directory we may not search): see the unprivileged role below.
@@ -262,7 +270,7 @@ fn unprivileged_umask_role() {
     drop(c);
     std::fs::set_permissions(&dir, PermissionsExt::from_mode(0o700)).unwrap();
     assert!(dir.join("unreachable").exists());
-    ipc_fifo::unlink(dir.join("unreachable"), Owner::Me).unwrap();
+    ipc_fifo::unlink(dir.join("unreachable")).unwrap();
 }
 
 #[test]
@@ -430,4 +438,142 @@ fn create_sets_the_exact_mode_without_proc_too() {
     proc.expect_success(CHILD_LIMIT);
     assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+/// Child role: the FIFO `create` makes is swapped for a regular file (of someone else's) at
+/// the moment `create` opens it by name (a seccomp hook, so no timing is involved). Whatever
+/// `create` then does, it must not remove that file.
+fn swap_role() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = child_path();
+    let done = Arc::new(AtomicBool::new(false));
+    let (d, flag) = (dir.clone(), Arc::clone(&done));
+    let hooked = crate::intercept::on_o_path_open(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_fifo() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                std::fs::rename(e.path(), d.join(format!("moved-{name}"))).unwrap();
+                std::fs::write(e.path(), b"someone else's file").unwrap();
+            }
+        }
+    });
+    if !hooked {
+        eprintln!("skipped: no seccomp user notification here");
+        return;
+    }
+    let r = Fifo::create(dir.join("victim"));
+    assert!(done.load(Ordering::SeqCst), "the hook never ran");
+    assert!(r.is_err(), "create succeeded on a swapped FIFO: {r:?}");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    assert_eq!(
+        files,
+        [b"someone else's file".to_vec()],
+        "create removed the file that replaced its FIFO"
+    );
+}
+
+#[test]
+fn a_failed_create_never_removes_what_replaced_its_fifo() {
+    if role().as_deref() == Some("swap") {
+        return swap_role();
+    }
+    let _wd = Watchdog::new("swap", Duration::from_secs(60));
+    let dir = place();
+    Proc::spawn(
+        child(
+            &test_path!(a_failed_create_never_removes_what_replaced_its_fifo),
+            "swap",
+        )
+        .env(PATH_ENV, dir.path()),
+    )
+    .unwrap()
+    .expect_success(CHILD_LIMIT);
+}
+
+/// The lowest limit on descriptor numbers that leaves exactly `free` numbers unused.
+fn nofile_limit_leaving(free: usize) -> u64 {
+    let used: std::collections::BTreeSet<u64> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect();
+    // (The listing's own descriptor is closed again by now.)
+    let mut left = free;
+    let mut limit = 0u64;
+    loop {
+        if !used.contains(&limit) || limit == *used.iter().next_back().unwrap() + 1 {
+            if left == 0 {
+                return limit;
+            }
+            if !used.contains(&limit) {
+                left -= 1;
+            }
+        }
+        limit += 1;
+    }
+}
+
+/// Child role: `create` with only 0, 1, 2, ... descriptors to spare. Each either works or
+/// fails with EMFILE, and leaves nothing behind in the directory (no temporary name).
+fn emfile_role() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let dir = child_path();
+    let orig = getrlimit(Resource::Nofile);
+    let mut worked = false;
+    for free in 0..6 {
+        let path = dir.join(format!("f{free}"));
+        let limit = nofile_limit_leaving(free);
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(limit),
+                maximum: orig.maximum,
+            },
+        )
+        .unwrap();
+        let r = Fifo::create(&path);
+        setrlimit(Resource::Nofile, orig).unwrap();
+        match r {
+            Ok(f) => {
+                worked = true;
+                assert!(path.exists());
+                drop(f);
+            }
+            Err(Error::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{free}"),
+            Err(e) => panic!("{free} free descriptors: {e:?}"),
+        }
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{free} free descriptors: left {left:?}");
+    }
+    assert!(worked, "never enough descriptors");
+}
+
+#[test]
+fn create_out_of_descriptors_fails_cleanly_at_every_step() {
+    if role().as_deref() == Some("emfile") {
+        return emfile_role();
+    }
+    let _wd = Watchdog::new("emfile", Duration::from_secs(60));
+    let dir = place();
+    Proc::spawn(
+        child(
+            &test_path!(create_out_of_descriptors_fails_cleanly_at_every_step),
+            "emfile",
+        )
+        .env(PATH_ENV, dir.path()),
+    )
+    .unwrap()
+    .expect_success(CHILD_LIMIT);
 }

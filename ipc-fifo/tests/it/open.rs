@@ -4,7 +4,9 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ipc_fifo::{Error, Fifo, FifoReader, FifoWriter, FileKind, KeepAlive, Owner, RecordReader};
+use ipc_fifo::{
+    Error, Fifo, FifoReader, FifoWriter, FileKind, KeepAlive, OwnerCheck, RecordReader,
+};
 use ipc_testkit::{Proc, Watchdog, child, fnv1a64, role, test_path};
 
 use crate::{CHILD_LIMIT, PATH_ENV, child_path, place};
@@ -323,7 +325,7 @@ fn nonblocking_toggle_works_on_both_ends() {
 
 fn assert_refused(path: &Path, expect: FileKind) {
     let check = |r: Result<(), Error>, what: &str| match r {
-        Err(Error::NotAFifo { found }) => assert_eq!(found, expect, "{what}"),
+        Err(Error::NotAFifo { found, .. }) => assert_eq!(found, expect, "{what}"),
         other => panic!(
             "{what} on {}: expected NotAFifo, got {other:?}",
             path.display()
@@ -343,7 +345,7 @@ fn assert_refused(path: &Path, expect: FileKind) {
     check(
         FifoReader::options()
             .keep_alive(KeepAlive::On)
-            .owner(Owner::Any)
+            .owner_check(OwnerCheck::AnyUid)
             .open(path)
             .map(drop),
         "keep-alive reader",
@@ -392,7 +394,7 @@ fn a_file_symlink_or_directory_at_the_path_is_refused_and_unchanged() {
     );
     assert!(matches!(
         FifoWriter::try_open(dir.join("missing").unwrap()),
-        Err(Error::NotFound)
+        Err(Error::NotFound { .. })
     ));
 }
 
@@ -404,7 +406,9 @@ fn nobody_role() {
     rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(65534)).unwrap();
     assert_eq!(rustix::process::geteuid().as_raw(), 65534);
     match FifoWriter::try_open(&path) {
-        Err(Error::WrongOwner { expected, found }) => {
+        Err(Error::WrongOwner {
+            expected, found, ..
+        }) => {
             assert_eq!((expected, found), (65534, 0));
         }
         other => panic!("expected WrongOwner, got {other:?}"),
@@ -426,7 +430,8 @@ fn another_users_fifo_is_refused_by_default() {
             r,
             Err(Error::WrongOwner {
                 expected: 0,
-                found: 65534
+                found: 65534,
+                ..
             })
         ),
         "{r:?}"
@@ -436,16 +441,16 @@ fn another_users_fifo_is_refused_by_default() {
         Err(Error::WrongOwner { .. })
     ));
     assert!(matches!(
-        ipc_fifo::unlink(&path, Owner::Me),
+        ipc_fifo::unlink(&path),
         Err(Error::WrongOwner { .. })
     ));
     // Opting out accepts it.
     let r = FifoReader::options()
-        .owner(Owner::Any)
+        .owner_check(OwnerCheck::AnyUid)
         .try_open(&path)
         .unwrap();
     let w = FifoWriter::options()
-        .owner(Owner::Any)
+        .owner_check(OwnerCheck::AnyUid)
         .try_open(&path)
         .unwrap();
     w.write_record(b"ok").unwrap();
@@ -487,13 +492,13 @@ fn ends_convert_into_owned_fd_and_stdio() {
     let rfd = OwnedFd::from(r);
     assert!(matches!(
         FifoWriter::try_from(rfd.try_clone().unwrap()),
-        Err(Error::PermissionDenied)
+        Err(Error::WrongEnd { needed: "writing" })
     ));
     let r = FifoReader::try_from(rfd).unwrap();
     let file = std::fs::File::open("/dev/null").unwrap();
     assert!(matches!(
         FifoReader::try_from(OwnedFd::from(file)),
-        Err(Error::NotAFifo {
+        Err(Error::NotAFifoDescriptor {
             found: FileKind::CharDevice
         })
     ));
@@ -507,4 +512,95 @@ fn ends_convert_into_owned_fd_and_stdio() {
     let mut got = String::new();
     (&r).read_to_string(&mut got).unwrap();
     assert_eq!(got, "from a child\n");
+}
+
+/// Child role: an open that starts before the FIFO and its directory exist. The FIFO, then
+/// its peer, are made from a hook that runs whenever the open is about to wait in `poll`, so
+/// it is certain that the open was waiting when they appeared (no timing involved).
+fn appear_role(end: &str) {
+    use std::sync::{Arc, Mutex};
+    let place = child_path();
+    let path = place.join("later").join("deeper").join("fifo");
+    // What the hook made: the owner, and the peer end (kept open).
+    type Made = (Option<Fifo>, Option<FifoReader>, Option<FifoWriter>);
+    let made: Arc<Mutex<Made>> = Arc::default();
+    let (p, m, which) = (path.clone(), Arc::clone(&made), end.to_owned());
+    let hooked = crate::intercept::on_poll(move || {
+        let mut m = m.lock().unwrap();
+        if m.0.is_none() {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            m.0 = Some(Fifo::create(&p).unwrap());
+        } else if which == "writer" && m.1.is_none() {
+            m.1 = Some(FifoReader::try_open(&p).unwrap());
+        } else if which == "reader" && m.2.is_none() {
+            let w = FifoWriter::try_open(&p).unwrap();
+            w.write_record(b"hello").unwrap();
+            m.2 = Some(w);
+        }
+    });
+    if !hooked {
+        eprintln!("skipped: no seccomp user notification here");
+        return;
+    }
+    match end {
+        "writer" => {
+            let w = FifoWriter::open_timeout(&path, CHILD_LIMIT).unwrap();
+            w.write_record(b"hello").unwrap();
+            let reader = made
+                .lock()
+                .unwrap()
+                .1
+                .take()
+                .expect("the hook made the reader");
+            let mut records = RecordReader::new(reader);
+            assert_eq!(records.try_recv().unwrap(), Some(&b"hello"[..]));
+        }
+        _ => {
+            let r = FifoReader::open_timeout(&path, CHILD_LIMIT).unwrap();
+            assert!(made.lock().unwrap().2.is_some(), "the hook made the writer");
+            let mut records = RecordReader::new(r);
+            assert_eq!(records.try_recv().unwrap(), Some(&b"hello"[..]));
+        }
+    }
+}
+
+#[test]
+fn opens_wait_for_the_fifo_and_its_directory_to_appear() {
+    match role().as_deref() {
+        Some("appear-writer") => return appear_role("writer"),
+        Some("appear-reader") => return appear_role("reader"),
+        _ => {}
+    }
+    let _wd = Watchdog::new("appear", Duration::from_secs(60));
+    let me = test_path!(opens_wait_for_the_fifo_and_its_directory_to_appear);
+    for r in ["appear-writer", "appear-reader"] {
+        let dir = place();
+        Proc::spawn(child(&me, r).env(PATH_ENV, dir.path()))
+            .unwrap()
+            .expect_success(CHILD_LIMIT);
+    }
+    // When nothing appears: NotFound at the deadline, saying where and what is missing.
+    let dir = place();
+    let path = dir.join("never").unwrap().join("fifo");
+    for r in [
+        FifoWriter::open_timeout(&path, SHORT).map(drop),
+        FifoReader::open_timeout(&path, SHORT).map(drop),
+        FifoReader::options()
+            .keep_alive(KeepAlive::On)
+            .open_timeout(&path, SHORT)
+            .map(drop),
+    ] {
+        match r {
+            Err(Error::NotFound {
+                path: p,
+                dir_exists: false,
+            }) => assert_eq!(p, path),
+            other => panic!("{other:?}"),
+        }
+    }
+    // try_open does not wait.
+    assert!(matches!(
+        FifoWriter::try_open(&path),
+        Err(Error::NotFound { .. })
+    ));
 }

@@ -1,4 +1,5 @@
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
 
 use ipc_fifo::{Error, Fifo, FifoReader, FifoWriter, KeepAlive, RECORD_MAX, RecordReader};
 use ipc_testkit::{Proc, SplitMix64, Watchdog, child, fnv1a64, role, test_path};
@@ -117,7 +118,6 @@ fn a_record_larger_than_pipe_buf_is_refused_and_nothing_is_written() {
 
 #[test]
 fn a_hostile_length_prefix_is_refused_before_allocation() {
-    use std::io::Write;
     let dir = place();
     let fifo = Fifo::create(dir.join("hostile").unwrap()).unwrap();
     let mut records = RecordReader::framed(FifoReader::try_open(fifo.path()).unwrap(), 1 << 20);
@@ -212,4 +212,208 @@ fn a_frame_begun_in_nonblocking_mode_is_finished_and_a_full_fifo_sends_nothing()
         n += 1;
     }
     assert!(n > 0);
+}
+
+/// `VmSize` of this process, in bytes.
+fn vm_size() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+/// Child role, under `RLIMIT_AS` = what it uses now + 256 MiB: a header announcing 512 MiB
+/// costs nothing before the bytes come (it would abort the process if it were allocated), and
+/// a 16 MiB frame that does arrive is read whole.
+fn announced_role() {
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    let dir = crate::place();
+    let fifo = Fifo::create(dir.join("big").unwrap()).unwrap();
+    let limit = vm_size() + (256 << 20);
+    setrlimit(
+        Resource::As,
+        Rlimit {
+            current: Some(limit),
+            maximum: Some(limit),
+        },
+    )
+    .unwrap();
+    let mut frames = RecordReader::framed(FifoReader::try_open(fifo.path()).unwrap(), 1 << 30);
+    let w = FifoWriter::try_open(fifo.path()).unwrap();
+    (&w).write_all(&(512u32 << 20).to_le_bytes()).unwrap();
+    (&w).write_all(b"abc").unwrap();
+    drop(w);
+    assert!(matches!(frames.recv(), Err(Error::Truncated)));
+
+    let mut frames = RecordReader::framed(FifoReader::try_open(fifo.path()).unwrap(), 1 << 30);
+    let w = FifoWriter::try_open(fifo.path()).unwrap();
+    let mut f = vec![0u8; 16 << 20];
+    SplitMix64::new(5).fill(&mut f);
+    let sum = fnv1a64(&f);
+    let t = std::thread::spawn(move || w.write_frame(&f).unwrap());
+    let got = frames.recv_timeout(CHILD_LIMIT).unwrap().unwrap();
+    assert_eq!((got.len(), fnv1a64(got)), (16 << 20, sum));
+    t.join().unwrap();
+    assert_eq!(frames.recv_timeout(CHILD_LIMIT).unwrap(), None);
+}
+
+#[test]
+fn a_frame_announced_but_not_sent_costs_no_memory() {
+    if role().as_deref() == Some("announced") {
+        return announced_role();
+    }
+    let _wd = Watchdog::new("announced", Duration::from_secs(60));
+    Proc::spawn(&mut child(
+        &test_path!(a_frame_announced_but_not_sent_costs_no_memory),
+        "announced",
+    ))
+    .unwrap()
+    .expect_success(CHILD_LIMIT);
+}
+
+/// Child role: between `recv_timeout`'s wait (which saw data) and its read, another reader of
+/// the same FIFO takes the data (a seccomp hook on the read, so no timing is involved). The
+/// receive must still end at its deadline, not block in `read`.
+fn stolen_role() {
+    use std::os::fd::AsRawFd;
+    let dir = crate::place();
+    let fifo = Fifo::create(dir.join("shared").unwrap()).unwrap();
+    let ours = FifoReader::try_open(fifo.path()).unwrap();
+    let thief = FifoReader::try_open(fifo.path()).unwrap();
+    let w = FifoWriter::try_open(fifo.path()).unwrap();
+    w.write_record(b"contested").unwrap();
+    let fd = ours.as_raw_fd();
+    let hooked = crate::intercept::on_read_of(fd, move || {
+        let mut buf = [0u8; 64];
+        let _ = (&thief).read(&mut buf); // takes everything there is
+    });
+    if !hooked {
+        eprintln!("skipped: no seccomp user notification here");
+        return;
+    }
+    let mut records = RecordReader::new(ours);
+    let t = Instant::now();
+    let r = records.recv_timeout(Duration::from_millis(300));
+    assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    drop(w);
+}
+
+#[test]
+fn recv_timeout_ends_at_its_deadline_when_another_reader_takes_the_data() {
+    if role().as_deref() == Some("stolen") {
+        return stolen_role();
+    }
+    let _wd = Watchdog::new("stolen", Duration::from_secs(60));
+    // A reader blocked in read() would never return: the child is killed at the bound.
+    Proc::spawn(&mut child(
+        &test_path!(recv_timeout_ends_at_its_deadline_when_another_reader_takes_the_data),
+        "stolen",
+    ))
+    .unwrap()
+    .expect_success(Duration::from_secs(20));
+}
+
+#[test]
+fn a_record_reader_gives_its_reader_back_in_the_mode_it_came_in() {
+    use rustix::fs::{OFlags, fcntl_getfl};
+    let dir = crate::place();
+    let fifo = Fifo::create(dir.join("mode").unwrap()).unwrap();
+    let _reader = FifoReader::try_open(fifo.path()).unwrap(); // so that the writer may open
+    let w = FifoWriter::try_open(fifo.path()).unwrap();
+    for nonblocking in [false, true] {
+        let r = FifoReader::try_open(fifo.path()).unwrap();
+        r.set_nonblocking(nonblocking).unwrap();
+        let mut records = RecordReader::new(r);
+        w.write_record(b"one").unwrap();
+        assert_eq!(records.recv().unwrap(), Some(&b"one"[..]));
+        // Blocking or not, try_recv never waits and recv does.
+        assert!(matches!(records.try_recv(), Err(Error::WouldBlock)));
+        let r = records.into_inner();
+        assert_eq!(
+            fcntl_getfl(&r).unwrap().contains(OFlags::NONBLOCK),
+            nonblocking
+        );
+    }
+}
+
+/// Frames of `stream` read by a framed reader of maximum `max` (the writer on another thread);
+/// returns the largest allocation the reader made, after checking every frame and the end.
+fn largest_allocation_reading(stream: Vec<u8>, max: usize) -> usize {
+    let dir = crate::place();
+    let fifo = Fifo::create(dir.join("frames").unwrap()).unwrap();
+    let ((mut frames, p0), w) = (
+        crate::tracked(|| RecordReader::framed(FifoReader::try_open(fifo.path()).unwrap(), max)),
+        FifoWriter::try_open(fifo.path()).unwrap(),
+    );
+    let expect = stream.clone();
+    let t = std::thread::spawn(move || (&w).write_all(&stream).unwrap());
+    let mut peak = p0;
+    let mut rest = &expect[..];
+    loop {
+        let want =
+            (rest.len() >= 4).then(|| u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize);
+        let (got, p) = crate::tracked(|| {
+            frames.recv_timeout(CHILD_LIMIT).map(|f| {
+                f.map(|f| {
+                    (
+                        f.len(),
+                        want.is_some_and(|n| rest.len() >= 4 + n && f == &rest[4..4 + n]),
+                    )
+                })
+            })
+        });
+        peak = peak.max(p);
+        match got {
+            Ok(Some((len, true))) => rest = &rest[4 + len..],
+            Ok(None) => {
+                assert!(rest.is_empty());
+                break;
+            }
+            Err(Error::Truncated) => {
+                assert!(rest.len() < 4 || rest.len() < 4 + want.unwrap());
+                break;
+            }
+            Err(Error::MessageTooLarge { len, .. }) => {
+                assert!(len > max);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    t.join().unwrap();
+    peak
+}
+
+#[test]
+fn a_framed_reader_never_holds_more_than_its_maximum_or_twice_what_arrived() {
+    let _wd = Watchdog::new("framed_capacity", Duration::from_secs(60));
+    // Found by the fuzzer (fifo_framed_reader): the buffer's capacity doubled past both bounds.
+    let input = include_bytes!("fuzz_regressions/framed_capacity_doubling.bin");
+    let max = u32::from_le_bytes(input[..4].try_into().unwrap()) as usize;
+    let reps = 1 + usize::from((input[4] >> 1) & 0x1f) * 8;
+    let stream: Vec<u8> = input[5..].repeat(reps);
+    let len = stream.len();
+    let peak = largest_allocation_reading(stream, max);
+    assert!(peak <= (64 << 10).max(2 * len), "{peak} bytes for {len}");
+
+    // Frames just above the 64 KiB start, with a maximum a little above them.
+    let mut stream = Vec::new();
+    for n in [65_536usize, 99_000, 70_000] {
+        stream.extend_from_slice(&(n as u32).to_le_bytes());
+        stream.extend(std::iter::repeat_n(n as u8, n));
+    }
+    let max = 100_000;
+    let peak = largest_allocation_reading(stream, max);
+    assert!(
+        peak <= max + ipc_fifo::HEADER_LEN,
+        "{peak} bytes with a maximum of {max}"
+    );
 }
