@@ -29,7 +29,7 @@ fn fork_role() {
     // finds the segment by its key.
     let sysv = loop {
         match SysvShm::create(ipc_testkit::sysv_key(), 4096) {
-            Err(ipc_shm::Error::AlreadyExists) => continue,
+            Err(ipc_shm::Error::AlreadyExists { .. }) => continue,
             r => break r.unwrap(),
         }
     };
@@ -66,11 +66,23 @@ fn fork_role() {
     // The child's drops removed nothing; the creator's do.
     assert!(shm.is_owner() && sysv.is_owner());
     assert!(dev_shm(&name).exists(), "a forked child unlinked the name");
-    drop(SysvShm::attach(id, Access::ReadOnly).expect("a forked child removed the segment"));
+    drop(
+        SysvShm::options()
+            .max_size(1 << 20)
+            .access(Access::ReadOnly)
+            .attach(id)
+            .expect("a forked child removed the segment"),
+    );
     drop(shm);
     drop(sysv);
     assert!(!dev_shm(&name).exists());
-    assert!(SysvShm::attach(id, Access::ReadOnly).is_err());
+    assert!(
+        SysvShm::options()
+            .max_size(1 << 20)
+            .access(Access::ReadOnly)
+            .attach(id)
+            .is_err()
+    );
 }
 
 #[test]

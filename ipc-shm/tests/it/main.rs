@@ -28,7 +28,7 @@ impl Drop for RmOnDrop {
 fn error_is_send_sync_static() {
     fn check<T: Send + Sync + 'static + std::error::Error>() {}
     check::<ipc_shm::Error>();
-    let e: std::io::Error = ipc_shm::Error::NoSpace.into();
+    let e: std::io::Error = ipc_shm::Error::NoSpace { name: "/x".into() }.into();
     assert_eq!(e.kind(), std::io::ErrorKind::StorageFull);
     assert_eq!(ipc_shm::Error::TimedOut.to_string(), "timed out");
 }

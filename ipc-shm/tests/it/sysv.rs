@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use ipc_shm::sysv::Key;
-use ipc_shm::{Access, Error, SysvShm};
+use ipc_shm::{Access, Error, Size, SysvShm};
 use ipc_testkit::{Proc, Watchdog, child, role, sysv_key, test_path};
 
 /// A segment under a fresh workspace key; a plain `i32` key works where a [`Key`] is expected.
@@ -11,7 +11,7 @@ fn create_fresh(size: u64) -> (i32, SysvShm) {
     loop {
         let key: i32 = sysv_key();
         match SysvShm::create(key, size) {
-            Err(Error::AlreadyExists) => continue,
+            Err(Error::AlreadyExists { .. }) => continue,
             r => return (key, r.unwrap()),
         }
     }
@@ -22,10 +22,10 @@ fn a_child_attaches_by_key_and_the_owner_removes_it() {
     if role().as_deref() == Some("peer") {
         let key: i32 = std::env::var("KEY").unwrap().parse().unwrap();
         assert!(matches!(
-            SysvShm::open(key, 4096, Access::ReadWrite),
+            SysvShm::open(key, 4096),
             Err(Error::SizeMismatch { .. })
         ));
-        let seg = SysvShm::open(key, 8192, Access::ReadWrite).unwrap();
+        let seg = SysvShm::open(key, 8192).unwrap();
         assert_eq!(seg.read::<u64>(0).unwrap(), 0x5151);
         seg.write::<u64>(8, &0x7272).unwrap();
         return;
@@ -50,13 +50,17 @@ fn a_child_attaches_by_key_and_the_owner_removes_it() {
         .expect_success(Duration::from_secs(15));
     assert_eq!(seg.read::<u64>(8).unwrap(), 0x7272);
     let id = seg.id();
-    let ro = SysvShm::attach(id, Access::ReadOnly).unwrap();
+    let ro = SysvShm::options()
+        .max_size(1 << 20)
+        .access(Access::ReadOnly)
+        .attach(id)
+        .unwrap();
     assert!(matches!(ro.write::<u8>(0, &1), Err(Error::ReadOnly)));
     drop(ro);
     drop(seg);
     assert!(matches!(
-        SysvShm::attach(id, Access::ReadWrite),
-        Err(Error::NotFound)
+        SysvShm::attach(id, Size::AtMost(1 << 20)),
+        Err(Error::NotFound { .. })
     ));
 }
 
@@ -64,7 +68,7 @@ fn a_child_attaches_by_key_and_the_owner_removes_it() {
 fn private_segments_and_bad_sizes() {
     assert!(matches!(
         SysvShm::create(Key::PRIVATE, 0),
-        Err(Error::InvalidSize { size: 0 })
+        Err(Error::InvalidSize { size: 0, .. })
     ));
     assert!(matches!(
         SysvShm::create(Key::PRIVATE, u64::MAX),
@@ -76,18 +80,26 @@ fn private_segments_and_bad_sizes() {
     // A private segment has no key to find it by: open refuses before any syscall (a
     // `shmget(IPC_PRIVATE, ...)` would make a new segment instead).
     assert!(matches!(
-        SysvShm::open(Key::PRIVATE, 100, Access::ReadWrite),
-        Err(Error::NotFound)
+        SysvShm::open(Key::PRIVATE, 100),
+        Err(Error::NotFound { .. })
     ));
-    let kept = seg.persist();
+    let mut kept = seg;
+    kept.persist();
     let id = kept.id();
     drop(kept);
     // Persisted: still there, attachable by id, until removed.
-    let again = SysvShm::attach(id, Access::ReadOnly).unwrap();
+    let again = SysvShm::options()
+        .max_size(1 << 20)
+        .access(Access::ReadOnly)
+        .attach(id)
+        .unwrap();
     assert_eq!(again.len(), 100);
     drop(again);
     ipc_shm::sysv::remove(id).unwrap();
-    assert!(matches!(ipc_shm::sysv::remove(id), Err(Error::NotFound)));
+    assert!(matches!(
+        ipc_shm::sysv::remove(id),
+        Err(Error::NotFound { .. })
+    ));
 }
 
 #[test]
@@ -96,10 +108,13 @@ fn keys_from_numbers_and_paths() {
     assert_eq!(Key::new(-5).as_raw(), -5);
     assert_eq!(Key::PRIVATE.as_raw(), 0);
     let missing = std::env::temp_dir().join(ipc_testkit::unique("nofile"));
-    assert!(matches!(Key::from_path(&missing, 1), Err(Error::NotFound)));
+    assert!(matches!(
+        Key::from_path(&missing, 1),
+        Err(Error::NotFound { .. })
+    ));
     assert!(matches!(
         Key::from_path(std::path::Path::new("/tmp/a\0b"), 1),
-        Err(Error::InvalidName)
+        Err(Error::InvalidName { .. })
     ));
     let here = std::env::temp_dir();
     let (a, b) = (
@@ -116,7 +131,7 @@ fn a_child_finds_a_segment_by_an_ftok_key() {
     if role().as_deref() == Some("ftok") {
         let path = std::env::var("KEY_PATH").unwrap();
         let key = Key::from_path(path.as_ref(), b'S').unwrap();
-        let seg = SysvShm::open(key, 4096, Access::ReadWrite).unwrap();
+        let seg = SysvShm::open(key, 4096).unwrap();
         assert_eq!(seg.read::<u64>(0).unwrap(), 0xf70c);
         seg.write::<u64>(8, &0xc0ffee).unwrap();
         return;
@@ -137,8 +152,11 @@ fn a_child_finds_a_segment_by_an_ftok_key() {
     let id = seg.id();
     drop(seg);
     assert!(matches!(
-        SysvShm::open(key, 4096, Access::ReadWrite),
-        Err(Error::NotFound)
+        SysvShm::open(key, 4096),
+        Err(Error::NotFound { .. })
     ));
-    assert!(matches!(ipc_shm::sysv::remove(id), Err(Error::NotFound)));
+    assert!(matches!(
+        ipc_shm::sysv::remove(id),
+        Err(Error::NotFound { .. })
+    ));
 }
