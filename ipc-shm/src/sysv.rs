@@ -664,7 +664,17 @@ impl SysvShm {
             });
         };
         owner.on_drop = OnDrop::Keep; // its drop below must not remove again
-        let r = sys::shm_rmid(self.id);
+        // Still attached, so the id is ours; if someone removed it already, it is marked.
+        let r = match sys::shm_stat(self.id) {
+            Ok(st) if st.mode & SHM_DEST != 0 => {
+                let _ = owner.companion.unlink();
+                drop(owner);
+                return Err(Error::NotFound {
+                    name: self.name.clone(),
+                });
+            }
+            _ => sys::shm_rmid(self.id),
+        };
         let _ = owner.companion.unlink();
         drop(owner);
         r.map_err(|e| match Errno::from_io_error(&e) {
