@@ -249,3 +249,44 @@ fn into_owned_fd_keeps_the_object_alive_after_the_owner_unlinks() {
     std::io::Read::read_exact(&mut file, &mut buf).unwrap();
     assert_eq!(&buf, b"still here");
 }
+
+/// One limit for names, before any system call: 255 bytes after the slash work for create,
+/// open, open_or_create, remove_stale and unlink; 256 are InvalidName for all of them.
+#[test]
+fn a_255_byte_name_works_everywhere_and_256_fails_everywhere_alike() {
+    let base = posix_name("n");
+    let long = format!("{base}{}", "x".repeat(256 - base.len()));
+    assert_eq!(long.len(), 256, "a slash and 255 bytes");
+    let owner = Shm::create(&long, 4096).unwrap();
+    let opener = Shm::open(&long, 4096).unwrap();
+    let (again, how) = Shm::open_or_create(&long, 4096).unwrap();
+    assert_eq!(how, Opened::Existing);
+    assert!(matches!(
+        ipc_shm::remove_stale(&long),
+        Err(Error::OwnerAlive { .. })
+    ));
+    drop((opener, again));
+    let mut owner = owner;
+    owner.persist();
+    drop(owner);
+    ipc_shm::unlink(&long).unwrap();
+    assert!(!dev_shm(&long).exists());
+
+    let too_long = format!("{long}y");
+    let checks: [(&str, ipc_shm::Result<()>); 5] = [
+        ("create", Shm::create(&too_long, 4096).map(drop)),
+        ("open", Shm::open(&too_long, 4096).map(drop)),
+        (
+            "open_or_create",
+            Shm::open_or_create(&too_long, 4096).map(drop),
+        ),
+        ("remove_stale", ipc_shm::remove_stale(&too_long)),
+        ("unlink", ipc_shm::unlink(&too_long)),
+    ];
+    for (what, r) in checks {
+        assert!(
+            matches!(&r, Err(Error::InvalidName { name, reason }) if *name == too_long && reason.contains("255")),
+            "{what}: {r:?}"
+        );
+    }
+}

@@ -503,3 +503,21 @@ fn positions_near_the_top_wrap_and_misaligned_positions_are_refused() {
         Err(Error::InvalidSize { .. })
     ));
 }
+
+/// `Ring::segment_size` needs no type, refuses (never rounds) a capacity that is not a power of
+/// two, and the ring made in a segment of that size has exactly that capacity.
+#[test]
+fn segment_size_refuses_what_is_not_a_power_of_two_and_is_exact() {
+    for bad in [0, 1, 63, 100, 1000, 4097, (1 << 20) + 64] {
+        assert!(
+            matches!(Ring::segment_size(bad), Err(Error::InvalidSize { .. })),
+            "{bad}"
+        );
+    }
+    for cap in [64usize, 4096, 1 << 20] {
+        let size = Ring::segment_size(cap).unwrap();
+        assert_eq!(size, 384 + cap as u64);
+        let seg = Anon::new(size).unwrap();
+        assert_eq!(Ring::create(&seg).unwrap().capacity(), cap);
+    }
+}

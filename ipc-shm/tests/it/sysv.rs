@@ -160,3 +160,138 @@ fn a_child_finds_a_segment_by_an_ftok_key() {
         Err(Error::NotFound { .. })
     ));
 }
+
+/// Runs the current test as `role` in its own IPC and mount namespaces with a private tmpfs on
+/// /dev/shm, so System V ids are predictable (`shm_next_id`) and planted files hurt no one.
+fn in_private_namespaces(test: &str, role: &str) {
+    if std::process::Command::new("unshare")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no unshare(1)");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut c = std::process::Command::new("unshare");
+    c.args(["--ipc", "--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs -o size=1m tmpfs /dev/shm && exec \"$0\" \"$@\"")
+        .arg(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(ipc_testkit::ROLE_ENV, role)
+        .stdout(std::process::Stdio::piped());
+    let mut p = Proc::spawn(&mut c).unwrap();
+    let out = p.inner().stdout.take().unwrap();
+    let status = p.wait_timeout(Duration::from_secs(30)).unwrap();
+    let text = std::io::read_to_string(out).unwrap();
+    assert!(status.success(), "{status:?}: {text}");
+    assert!(text.contains("NS-OK"), "{text}");
+}
+
+fn next_id(id: i32) {
+    std::fs::write("/proc/sys/kernel/shm_next_id", id.to_string()).unwrap();
+}
+
+fn inode(path: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).unwrap().ino()
+}
+
+fn companion_role() {
+    use std::os::unix::fs::PermissionsExt;
+    const KEY: i32 = 0x4950_0001;
+    let path = |id: i32| format!("/dev/shm/ipc-sysv-shm-{id}.owner");
+
+    // A stale companion of ours (its owner died): reused, locked again, removed with the new
+    // segment.
+    std::fs::write(path(100), b"").unwrap();
+    std::fs::set_permissions(path(100), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let planted = inode(&path(100));
+    next_id(100);
+    let seg = SysvShm::create(KEY, 4096).unwrap();
+    assert_eq!(seg.id(), 100);
+    assert_eq!(inode(&path(100)), planted, "the stale companion is reused");
+    let mode = std::fs::metadata(path(100)).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "and made 0600");
+    assert!(matches!(
+        ipc_shm::sysv::remove_stale(KEY),
+        Err(Error::OwnerAlive { .. })
+    ));
+    drop(seg);
+    assert!(!std::path::Path::new(&path(100)).exists());
+
+    // A companion whose lock someone holds: replaced by a new file (the old one is unlinked).
+    std::fs::write(path(101), b"").unwrap();
+    let held = std::fs::File::open(path(101)).unwrap();
+    let fl = libc::flock {
+        l_type: libc::F_RDLCK as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: ipc_shm::OWNER_LOCK as i64,
+        l_len: 1,
+        l_pid: 0,
+    };
+    nix::fcntl::fcntl(&held, nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)).unwrap();
+    let planted = inode(&path(101));
+    next_id(101);
+    let seg = SysvShm::create(KEY, 4096).unwrap();
+    assert_eq!(seg.id(), 101);
+    assert_ne!(inode(&path(101)), planted, "a locked companion is replaced");
+    drop(seg);
+    drop(held);
+
+    // A symlink planted there: replaced; its target is untouched.
+    std::fs::write("/dev/shm/target", b"precious").unwrap();
+    std::os::unix::fs::symlink("/dev/shm/target", path(102)).unwrap();
+    next_id(102);
+    let seg = SysvShm::create(KEY, 4096).unwrap();
+    assert_eq!(seg.id(), 102);
+    assert!(std::fs::symlink_metadata(path(102)).unwrap().is_file());
+    drop(seg);
+    assert_eq!(std::fs::read("/dev/shm/target").unwrap(), b"precious");
+
+    // Another user's file there: not reused (root replaces it).
+    std::fs::write(path(103), b"").unwrap();
+    std::os::unix::fs::chown(path(103), Some(65534), Some(65534)).unwrap();
+    next_id(103);
+    let seg = SysvShm::create(KEY, 4096).unwrap();
+    assert_eq!(std::fs::metadata(path(103)).unwrap().uid_of(), 0);
+    drop(seg);
+
+    // A directory there cannot be replaced: create fails and leaves nothing behind.
+    std::fs::create_dir(path(104)).unwrap();
+    next_id(104);
+    let r = SysvShm::create(KEY, 4096);
+    assert!(r.is_err(), "{r:?}");
+    assert!(matches!(
+        SysvShm::open(KEY, 4096),
+        Err(Error::NotFound { .. })
+    ));
+    let table = std::fs::read_to_string("/proc/sysvipc/shm").unwrap();
+    assert_eq!(table.lines().count(), 1, "no segment left: {table}");
+    std::fs::remove_dir(path(104)).unwrap();
+    println!("NS-OK");
+}
+
+trait UidOf {
+    fn uid_of(&self) -> u32;
+}
+impl UidOf for std::fs::Metadata {
+    fn uid_of(&self) -> u32 {
+        std::os::unix::fs::MetadataExt::uid(self)
+    }
+}
+
+/// The companion file spec: one left by a dead owner of an earlier segment with the same id is
+/// reused only if it is a regular file of ours whose lock is free, else replaced; a failure
+/// fails `create` cleanly.
+#[test]
+fn a_leftover_companion_is_reused_only_when_it_is_ours_and_free() {
+    if role().as_deref() == Some("companion") {
+        return companion_role();
+    }
+    let _wd = Watchdog::new("companion", Duration::from_secs(40));
+    in_private_namespaces(
+        &test_path!(a_leftover_companion_is_reused_only_when_it_is_ours_and_free),
+        "companion",
+    );
+}
