@@ -308,7 +308,7 @@ impl std::error::Error for Error {
 }
 
 /// A system error with no more specific meaning: [`Error::Io`]. Errors about a named object are
-/// translated where the crate knows the name (see [`Error::at`]).
+/// translated where the crate knows the name.
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Error {
         Error::Io(e)
