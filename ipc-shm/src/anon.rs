@@ -39,7 +39,7 @@ impl Anon {
     #[doc(alias = "mmap")]
     pub fn new(size: u64) -> Result<Anon> {
         let len = check_size(size)?;
-        let map = Map::anon(len, false).map_err(|e| map_error(size, e))?;
+        let map = Map::anon(len, false).map_err(|e| map_error("anonymous mapping", size, e))?;
         Ok(Anon {
             region: Region::new(map),
         })

@@ -44,6 +44,10 @@ use crate::sys;
 /// assert_eq!(out.stdout, b"via fd 5");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// After fork: a `ChildFds` is for `Command::spawn`, which runs its hook in the child it
+/// forks; building or applying one in a child forked by hand from a multi-threaded parent
+/// allocates and is not supported there (dropping one only closes descriptors).
 #[derive(Default)]
 pub struct ChildFds {
     map: Vec<(OwnedFd, RawFd)>,

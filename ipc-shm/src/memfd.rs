@@ -164,7 +164,8 @@ impl Memfd {
         } else {
             // Map first: a size the address space cannot hold fails here, before any memory
             // is reserved.
-            let map = Map::fd(fd.as_fd(), len, true, false).map_err(|e| map_error(size, e))?;
+            let map =
+                Map::fd(fd.as_fd(), len, true, false).map_err(|e| map_error(&name, size, e))?;
             reserve(fd.as_fd(), size).map_err(|e| match e {
                 Errno::NOSPC | Errno::NOMEM => Error::NoSpace { name: name.clone() },
                 Errno::FBIG | Errno::INVAL => Error::InvalidSize {
@@ -225,7 +226,7 @@ impl Memfd {
         let writable =
             access_rw && !(have.contains(Seals::WRITE) || have.contains(Seals::FUTURE_WRITE));
         let mut map =
-            Map::fd(fd.as_fd(), len, writable, false).map_err(|e| map_error(actual, e))?;
+            Map::fd(fd.as_fd(), len, writable, false).map_err(|e| map_error(&name, actual, e))?;
         map.freeze(fd.as_fd());
         Ok(Memfd {
             region: Region::new(map),

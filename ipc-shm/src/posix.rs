@@ -61,19 +61,31 @@ pub(crate) fn reserve(fd: BorrowedFd<'_>, size: u64) -> std::result::Result<(), 
     }
 }
 
-/// What a failed `mmap` of `size` bytes means.
-pub(crate) fn map_error(size: u64, e: std::io::Error) -> Error {
+/// What a failed `mmap` of `size` bytes of `name` means.
+pub(crate) fn map_error(name: &str, size: u64, e: std::io::Error) -> Error {
     match Errno::from_io_error(&e) {
         Some(Errno::NOMEM) => Error::LimitExceeded {
             what: "address space or memory for the mapping (mmap: ENOMEM)",
             requested: size,
             limit: crate::size::max_size(),
         },
+        // A descriptor opened for writing only, or read-only where writing was asked.
+        Some(Errno::ACCESS | Errno::PERM) => Error::PermissionDenied {
+            name: name.to_owned(),
+        },
+        // A file that cannot be mapped at all.
+        Some(Errno::NODEV) => Error::NotRegular {
+            name: name.to_owned(),
+        },
         _ => Error::Io(e),
     }
 }
 
 /// Options for creating or opening a POSIX named segment; see [`Shm::options`].
+///
+/// After fork: the options are plain values (copying them is fine anywhere), but the
+/// terminals (`create`, `open`, ...) allocate and make system calls that are not
+/// async-signal-safe: not for a child forked from a multi-threaded parent before it execs.
 ///
 /// ```
 /// use std::time::Duration;
@@ -234,7 +246,8 @@ impl ShmOptions {
             .map_err(|e| undo(Error::at(name, e)))?;
         // Map first: a size the address space cannot hold fails here, cheaply, before any
         // memory is reserved.
-        let map = Map::fd(fd.as_fd(), len, true, false).map_err(|e| undo(map_error(size, e)))?;
+        let map =
+            Map::fd(fd.as_fd(), len, true, false).map_err(|e| undo(map_error(name, size, e)))?;
         reserve(fd.as_fd(), size).map_err(|e| {
             undo(match e {
                 Errno::NOSPC | Errno::NOMEM => Error::NoSpace {
@@ -304,7 +317,8 @@ impl ShmOptions {
         let (size, len) = self.checked_size(name, &fd, want)?;
         let fl = rustix::fs::fcntl_getfl(&fd)?;
         rustix::fs::fcntl_setfl(&fd, fl - OFlags::NONBLOCK)?;
-        let map = Map::fd(fd.as_fd(), len, writable, false).map_err(|e| map_error(size, e))?;
+        let map =
+            Map::fd(fd.as_fd(), len, writable, false).map_err(|e| map_error(name, size, e))?;
         Ok(Shm {
             naming: Naming {
                 name: name.to_owned(),
@@ -520,7 +534,8 @@ impl Shm {
         }
         let len = check_size(actual)?;
         let writable = rustix::fs::fcntl_getfl(&fd)? & OFlags::RWMODE == OFlags::RDWR;
-        let map = Map::fd(fd.as_fd(), len, writable, false).map_err(|e| map_error(actual, e))?;
+        let map =
+            Map::fd(fd.as_fd(), len, writable, false).map_err(|e| map_error(&name, actual, e))?;
         Ok(Shm {
             naming: Naming {
                 name,

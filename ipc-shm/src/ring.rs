@@ -560,6 +560,9 @@ fn publish(line: &Line, pos: u64) {
 }
 
 /// The writing end of a [`Ring`]: copies messages in.
+///
+/// After fork: see [`Ring`]; in a child forked from a multi-threaded parent, an inherited
+/// writer may only be dropped (which touches nothing).
 pub struct RingWriter<S: Segment> {
     seg: S,
     cap: usize,
@@ -702,6 +705,9 @@ impl<S: Segment> Drop for RingWriter<S> {
 }
 
 /// The reading end of a [`Ring`]: validates and copies messages out.
+///
+/// After fork: see [`Ring`]; in a child forked from a multi-threaded parent, an inherited
+/// reader may only be dropped (which touches nothing).
 pub struct RingReader<S: Segment> {
     seg: S,
     cap: usize,

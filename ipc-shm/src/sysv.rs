@@ -213,6 +213,10 @@ impl Drop for SysvOwner {
 
 /// Options for creating, opening or attaching a System V segment; see [`SysvShm::options`].
 ///
+/// After fork: the options are plain values (copying them is fine anywhere), but the
+/// terminals (`create`, `open`, ...) allocate and make system calls that are not
+/// async-signal-safe: not for a child forked from a multi-threaded parent before it execs.
+///
 /// ```
 /// use ipc_shm::{Access, Key, OnDrop, SysvShm};
 /// let seg = SysvShm::options().size(8192).mode(0o600).on_drop(OnDrop::Remove).create(Key::PRIVATE)?;

@@ -185,3 +185,46 @@ fn huge_pages_work_or_say_unavailable() {
         .unwrap();
     assert_eq!(seg.read::<u64>(1 << 20).unwrap(), 0);
 }
+
+/// A descriptor from a peer is checked before it is mapped: what it is, how it was opened, its
+/// size; a typed error for each, never a crash.
+#[test]
+fn received_descriptors_are_checked_before_mapping() {
+    let m = Memfd::create("recv", 4096).unwrap();
+    // Write-only: cannot be mapped, and says so.
+    let wronly: OwnedFd = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&m)
+        ))
+        .unwrap()
+        .into();
+    let dup = wronly.try_clone().unwrap();
+    let r = Memfd::from_fd(wronly, Seals::NONE, 4096);
+    assert!(matches!(r, Err(Error::PermissionDenied { .. })), "{r:?}");
+    let r = ipc_shm::Shm::from_fd(dup, 4096);
+    assert!(matches!(r, Err(Error::PermissionDenied { .. })), "{r:?}");
+    // Read-only: mapped read-only.
+    let rdonly: OwnedFd = std::fs::File::open(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&m)
+    ))
+    .unwrap()
+    .into();
+    let ro = Memfd::from_fd(rdonly, Seals::NONE, Size::AtMost(4096)).unwrap();
+    assert!(!ro.is_writable());
+    // A pipe, a directory: not shared memory.
+    let (r_end, _w_end) = rustix::pipe::pipe().unwrap();
+    let r = ipc_shm::Shm::from_fd(r_end, Size::AtMost(4096));
+    assert!(matches!(r, Err(Error::NotRegular { .. })), "{r:?}");
+    let dir: OwnedFd = std::fs::File::open("/dev/shm").unwrap().into();
+    let r = ipc_shm::Shm::from_fd(dir.try_clone().unwrap(), Size::AtMost(4096));
+    assert!(matches!(r, Err(Error::NotRegular { .. })), "{r:?}");
+    let r = Memfd::from_fd(dir, Seals::NONE, Size::AtMost(4096));
+    assert!(matches!(r, Err(Error::NotRegular { .. })), "{r:?}");
+    // An empty memfd: nothing to map yet.
+    let empty = rustix::fs::memfd_create("empty", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    let r = Memfd::from_fd(empty, Seals::NONE, Size::AtMost(4096));
+    assert!(matches!(r, Err(Error::NotReady { .. })), "{r:?}");
+}
