@@ -731,6 +731,12 @@ pub fn remove(id: i32) -> Result<()> {
 /// companion file (no owner lock) and count as ownerless. A companion is believed only if it is
 /// a regular file of the segment's creator. Removes the companion with the segment.
 ///
+/// A segment is ownerless for an instant while it is being created (after `shmget`, before its
+/// companion exists). A `remove_stale` that lands exactly there removes it; the creator sees
+/// that when it attaches and makes another segment, so its `create` still succeeds, unless the
+/// removal lands after the creator's own check, a window of a few system calls that only a
+/// clean-up racing a create of the same key can hit.
+///
 /// ```
 /// use ipc_shm::{Error, SysvShm};
 /// # let key = 0x4950_0000 | (std::process::id() as i32 & 0xffff);

@@ -108,12 +108,11 @@ fn future_write_keeps_existing_mappings_and_refuses_new_writers() {
 
 #[test]
 fn bad_memfd_sizes_and_names_are_typed_errors() {
-    for size in [0, u64::MAX, 1 << 63] {
-        assert!(
-            matches!(Memfd::create("s", size), Err(Error::InvalidSize { .. })),
-            "{size}"
-        );
-    }
+    // Huge sizes are tested in a child under RLIMIT_AS (sizes.rs); zero here.
+    assert!(matches!(
+        Memfd::create("s", 0),
+        Err(Error::InvalidSize { size: 0, .. })
+    ));
     assert!(matches!(
         Memfd::create("nul\0", 4096),
         Err(Error::InvalidName { .. })

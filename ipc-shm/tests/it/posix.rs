@@ -82,20 +82,12 @@ fn bad_names_and_sizes_fail_before_any_side_effect() {
         Shm::create(&long, 4096),
         Err(Error::InvalidName { .. })
     ));
+    // Huge sizes are tested in a child under RLIMIT_AS (sizes.rs); zero here.
     let name = posix_name("size");
-    for size in [0, u64::MAX, 1 << 63] {
-        assert!(
-            matches!(Shm::create(&name, size), Err(Error::InvalidSize { .. })),
-            "{size}"
-        );
-        assert!(!dev_shm(&name).exists());
-    }
-    // Fits isize but not the file system: refused and cleaned up.
-    let r = Shm::create(&name, 1 << 62);
-    assert!(
-        matches!(r, Err(Error::InvalidSize { .. } | Error::NoSpace { .. })),
-        "{r:?}"
-    );
+    assert!(matches!(
+        Shm::create(&name, 0),
+        Err(Error::InvalidSize { size: 0, .. })
+    ));
     assert!(!dev_shm(&name).exists());
     assert!(matches!(
         ipc_shm::Anon::new(0),
