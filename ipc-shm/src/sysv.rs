@@ -501,11 +501,12 @@ impl SysvShmOptions {
         };
         // Checked before attaching (nothing of another user's is touched), and again on what
         // was attached (the id may have been removed and reused in between).
-        check(&sys::shm_stat(seg).map_err(not_found)?)?;
+        let before = sys::shm_stat(seg).map_err(not_found)?;
+        check(&before)?;
+        check_size(before.size)?;
         let writable = self.access == Access::ReadWrite;
         let (map, st) = Map::shm_attach(seg, writable).map_err(not_found)?;
         check(&st)?;
-        check_size(st.size)?;
         Ok(SysvShm {
             owner: None,
             region: Region::new(map),
