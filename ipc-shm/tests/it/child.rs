@@ -95,6 +95,21 @@ fn a_memfd_and_a_segment_reach_a_spawned_child_at_chosen_numbers_and_nowhere_els
                 n += 1;
             }
         });
+        // Meanwhile, every kind of object is made, opened, probed and removed: not one of their
+        // descriptors may reach a bystander, not even for an instant.
+        for i in 0..40 {
+            let n = posix_name("churn");
+            let s = Shm::create(&n, 4096).unwrap();
+            let o = Shm::open(&n, 4096).unwrap();
+            assert!(ipc_shm::remove_stale(&n).is_err());
+            let c = s.try_clone_fd(Access::ReadOnly).unwrap();
+            let v = ipc_shm::SysvShm::create(ipc_shm::Key::PRIVATE, 4096).unwrap();
+            let mut f = Memfd::create("churn", 4096).unwrap();
+            if i % 2 == 0 {
+                f.seal(Seals::SIZE | Seals::WRITE).unwrap();
+            }
+            drop((s, o, c, v, f));
+        }
         for round in 0..3 {
             let mut c = child(&test, "receiver");
             c.env("SUM_M", fnv1a64(&data).to_string())

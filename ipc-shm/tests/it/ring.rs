@@ -521,3 +521,67 @@ fn segment_size_refuses_what_is_not_a_power_of_two_and_is_exact() {
         assert_eq!(Ring::create(&seg).unwrap().capacity(), cap);
     }
 }
+
+/// Timed waits end at their deadline, not before and not never, while a stream of signals
+/// (a handler without SA_RESTART) interrupts them: the ring's futex waits and the header's.
+#[test]
+fn timed_waits_survive_a_stream_of_signals() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    if role().as_deref() == Some("signals") {
+        extern "C" fn nothing(_: i32) {}
+        let act = SigAction::new(
+            SigHandler::Handler(nothing),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handler does nothing (async-signal-safe); this process is a child that
+        // exists for this test, so changing the disposition affects nothing else.
+        #[allow(unsafe_code)]
+        unsafe {
+            sigaction(Signal::SIGUSR1, &act).unwrap();
+        }
+        let main = nix::sys::pthread::pthread_self();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = nix::sys::pthread::pthread_kill(main, Signal::SIGUSR1);
+                    std::thread::sleep(Duration::from_micros(500)); // a signal rate, not a sync
+                }
+            });
+            let seg = Anon::new(Ring::segment_size(4096).unwrap()).unwrap();
+            let header = ipc_shm::Header::at(&seg, 0).unwrap();
+            let limit = Duration::from_millis(300);
+            let t = Instant::now();
+            assert!(matches!(header.wait_ready(limit), Err(Error::TimedOut)));
+            assert!(t.elapsed() >= limit, "wait_ready ended early");
+            let mut w = Ring::create(&seg).unwrap().into_writer().unwrap();
+            let mut r = Ring::open(&seg).unwrap().into_reader().unwrap();
+            for wait in [Wait::Park, Wait::Adaptive] {
+                r.set_wait(wait);
+                let mut buf = [0u8; 64];
+                let t = Instant::now();
+                let got = r.recv_timeout(&mut buf, limit);
+                assert!(matches!(got, Err(Error::TimedOut)), "{got:?}");
+                assert!(t.elapsed() >= limit, "recv_timeout ended early");
+            }
+            w.set_wait(Wait::Park);
+            while w.try_send(&[7; 1000]).is_ok() {}
+            let t = Instant::now();
+            assert!(matches!(
+                w.send_timeout(&[7; 1000], limit),
+                Err(Error::TimedOut)
+            ));
+            assert!(t.elapsed() >= limit, "send_timeout ended early");
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        return;
+    }
+    let _wd = Watchdog::new("signals", Duration::from_secs(60));
+    Proc::spawn(&mut child(
+        &test_path!(timed_waits_survive_a_stream_of_signals),
+        "signals",
+    ))
+    .unwrap()
+    .expect_success(Duration::from_secs(50));
+}
