@@ -114,7 +114,7 @@ impl Memfd {
     /// [`Error::NoSpace`], [`Error::LimitExceeded`] (`mmap`'s `ENOMEM`).
     #[doc(alias = "memfd_create")]
     pub fn create(label: &str, size: u64) -> Result<Memfd> {
-        Self::create_with(label, size, false)
+        Self::create_memfd(label, size, false)
     }
 
     /// As [`create`](Self::create), backed by huge pages (`MFD_HUGETLB`); `size` must be a
@@ -123,10 +123,10 @@ impl Memfd {
     /// # Errors
     /// [`Error::HugePagesUnavailable`] when the system has none reserved, and as `create`.
     pub fn create_huge(label: &str, size: u64) -> Result<Memfd> {
-        Self::create_with(label, size, true)
+        Self::create_memfd(label, size, true)
     }
 
-    fn create_with(label: &str, size: u64, huge: bool) -> Result<Memfd> {
+    fn create_memfd(label: &str, size: u64, huge: bool) -> Result<Memfd> {
         let bad = |reason| Error::InvalidName {
             name: label.to_owned(),
             reason,

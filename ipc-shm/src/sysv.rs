@@ -741,9 +741,9 @@ pub fn remove(id: i32) -> Result<()> {
 /// ```
 /// use ipc_shm::{Error, SysvShm};
 /// # let key = 0x4950_0000 | (std::process::id() as i32 & 0xffff);
-/// # let _ = ipc_shm::sysv::remove_stale(key);
+/// # let _ = ipc_shm::sysv::remove_stale(key.into());
 /// let seg = SysvShm::create(key, 4096)?;
-/// assert!(matches!(ipc_shm::sysv::remove_stale(key), Err(Error::OwnerAlive { .. })));
+/// assert!(matches!(ipc_shm::sysv::remove_stale(key.into()), Err(Error::OwnerAlive { .. })));
 /// # drop(seg);
 /// # Ok::<(), ipc_shm::Error>(())
 /// ```
@@ -751,8 +751,7 @@ pub fn remove(id: i32) -> Result<()> {
 /// # Errors
 /// [`Error::OwnerAlive`], [`Error::NotFound`] (also for [`Key::PRIVATE`]: remove those by id),
 /// [`Error::PermissionDenied`].
-pub fn remove_stale(key: impl Into<Key>) -> Result<()> {
-    let key = key.into();
+pub fn remove_stale(key: Key) -> Result<()> {
     let name = key.to_string();
     if key == Key::PRIVATE {
         return Err(Error::NotFound { name });

@@ -98,7 +98,7 @@ fn spawn_holder(test: &str, kind: Kind, how: &str, name: &str, key: i32) -> Proc
 fn remove_stale(kind: Kind, name: &str, key: i32) -> ipc_shm::Result<()> {
     match kind {
         Kind::Posix => ipc_shm::remove_stale(name),
-        Kind::Sysv => ipc_shm::sysv::remove_stale(key),
+        Kind::Sysv => ipc_shm::sysv::remove_stale(key.into()),
     }
 }
 
@@ -296,7 +296,7 @@ fn an_owner_leaves_an_object_recreated_under_its_name_alone() {
             "its companion too"
         );
         assert!(matches!(
-            ipc_shm::sysv::remove_stale(key),
+            ipc_shm::sysv::remove_stale(key.into()),
             Err(Error::OwnerAlive { .. })
         ));
         drop(theirs);

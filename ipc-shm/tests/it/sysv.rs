@@ -210,7 +210,7 @@ fn companion_role() {
     let mode = std::fs::metadata(path(100)).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "and made 0600");
     assert!(matches!(
-        ipc_shm::sysv::remove_stale(KEY),
+        ipc_shm::sysv::remove_stale(KEY.into()),
         Err(Error::OwnerAlive { .. })
     ));
     drop(seg);
