@@ -78,7 +78,7 @@ impl Go {
 }
 
 fn thr_ours(chunk: usize, total: u64) -> f64 {
-    let seg = Anon::new(Ring::<Anon>::segment_size(RING) as u64).unwrap();
+    let seg = Anon::new(Ring::segment_size(RING).unwrap()).unwrap();
     seg.fill(0, seg.len(), 0).unwrap(); // pre-fault, as the raw ring does
     let ring = Ring::create(&seg).unwrap();
     let go = Go::new();
@@ -161,7 +161,7 @@ fn thr_pipe(chunk: usize, total: u64) -> f64 {
 }
 
 fn rtt_ours(wait: Wait, iters: usize) -> Latency {
-    let size = Ring::<Anon>::segment_size(1 << 16) as u64;
+    let size = Ring::segment_size(1 << 16).unwrap();
     let (a, b) = (Anon::new(size).unwrap(), Anon::new(size).unwrap());
     let (ping, pong) = (Ring::create(&a).unwrap(), Ring::create(&b).unwrap());
     let pid = fork_pinned(|| {

@@ -3,47 +3,130 @@
 use std::fmt;
 use std::io;
 
+use crate::size::Size;
+
 /// Everything that can go wrong in `ipc-shm`, in the user's terms.
+///
+/// Every error about a named object carries its name: the POSIX name (`/x`), `key 0x…` or
+/// `id N` for System V, `memfd:LABEL` for a memfd, `fd N` for a descriptor received from a peer.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// A POSIX name is not `/` followed by 1..=255 bytes without `/` or NUL (or is `/.`, `/..`).
-    InvalidName,
-    /// A size is zero, or too large for this system (`isize::MAX`, the address space).
+    /// A name is not acceptable: a POSIX name is `/` followed by 1..=255 bytes without `/` or
+    /// NUL (and not `.` or `..`); a memfd label is at most 249 bytes without NUL.
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Permission bits outside `0o777` were asked for.
+    InvalidMode {
+        /// The mode given.
+        mode: u32,
+    },
+    /// A size is zero, larger than the address space can map ([`MAX_SIZE`](crate::MAX_SIZE),
+    /// or `RLIMIT_AS`), or not a valid ring capacity. Checked before any system call.
     InvalidSize {
         /// The size asked for, in bytes.
         size: u64,
+        /// What is wrong with it.
+        reason: &'static str,
     },
+    /// An opener did not say which size it accepts (`.size(n)` or `.max_size(n)`): the size of
+    /// an existing segment is chosen by its creator, so the opener must bound it.
+    SizeRequired,
     /// The object already exists (exclusive create).
-    AlreadyExists,
-    /// No object of that name or key exists.
-    NotFound,
-    /// The caller may not access the object (mode, owner, read-only mapping).
-    PermissionDenied,
-    /// The name is a symbolic link: refused (`O_NOFOLLOW`).
-    Symlink,
-    /// The object is not a regular shared-memory file.
-    NotRegular,
-    /// The object belongs to another user, and the opener asked for its own objects only.
-    WrongOwner {
-        /// The owner's uid.
-        uid: u32,
+    AlreadyExists {
+        /// The object.
+        name: String,
     },
-    /// The object's size is not the size the caller expected (or it shrank under us).
+    /// No object of that name, key or id exists.
+    NotFound {
+        /// The object.
+        name: String,
+    },
+    /// The caller may not access the object (its mode or owner), or may not seal it further.
+    PermissionDenied {
+        /// The object.
+        name: String,
+    },
+    /// The name is a symbolic link: refused (`O_NOFOLLOW`).
+    Symlink {
+        /// The object.
+        name: String,
+    },
+    /// The object is not a regular shared-memory file (a FIFO, directory or device planted at
+    /// the name, or a descriptor of something else).
+    NotRegular {
+        /// The object.
+        name: String,
+    },
+    /// The object belongs to another user, and the opener accepts only its own
+    /// ([`OwnerCheck::SameUid`](crate::OwnerCheck::SameUid), the default).
+    WrongOwner {
+        /// The object.
+        name: String,
+        /// Our effective uid.
+        expected: u32,
+        /// The object's owner.
+        found: u32,
+    },
+    /// The object's owner is still alive (it holds the owner lock): `remove_stale` and
+    /// `replace_stale` leave it alone.
+    OwnerAlive {
+        /// The object.
+        name: String,
+    },
+    /// This handle is not the object's owner (an opener, a forked child's copy, or an owner
+    /// that [`persist`](crate::Shm::persist)ed), so it may not remove it.
+    NotOwner {
+        /// The object.
+        name: String,
+    },
+    /// `open_or_create` kept finding the name taken by `create` and gone again by `open`.
+    Contended {
+        /// The object.
+        name: String,
+        /// How many rounds it tried.
+        attempts: u32,
+    },
+    /// The object's size is not one the caller accepts (or it changed under us).
     SizeMismatch {
-        /// The size the caller expected.
-        expected: u64,
+        /// The object.
+        name: String,
+        /// What the caller accepts.
+        expected: Size,
         /// The size the object has.
         actual: u64,
     },
     /// The object has size 0: its creator has not sized it yet (still being created).
-    NotReady,
-    /// The file system holding the object is full (`ENOSPC` from `posix_fallocate`).
-    NoSpace,
+    NotReady {
+        /// The object.
+        name: String,
+    },
+    /// The file system (or memory cgroup) holding the object is full (`ENOSPC`, `ENOMEM` from
+    /// `fallocate`).
+    NoSpace {
+        /// The object.
+        name: String,
+    },
+    /// A segment's [`Header`](crate::Header) is not published yet: its creator has not finished
+    /// laying it out (wait with [`Header::wait_ready`](crate::Header::wait_ready) or
+    /// [`Ring::open_timeout`](crate::Ring::open_timeout)).
+    NotPublished,
     /// A memfd lacks seals the opener requires.
     NotSealed {
         /// The seals (`F_SEAL_*` bits) required but missing.
         missing: u32,
+    },
+    /// A descriptor number handed to [`ChildFds`](crate::ChildFds) or claimed with
+    /// `from_inherited` is not usable.
+    InvalidDescriptor {
+        /// The descriptor number.
+        fd: i32,
+        /// What is wrong with it.
+        reason: &'static str,
     },
     /// An offset or `offset + len` (or `count * size`) is outside the region or overflows.
     OutOfBounds {
@@ -114,22 +197,72 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidName => f.write_str(
-                "invalid name: POSIX names are `/` and 1 to 255 bytes with no `/` or NUL",
+            Error::InvalidName { name, reason } => write!(f, "invalid name {name:?}: {reason}"),
+            Error::InvalidMode { mode } => write!(
+                f,
+                "invalid mode {mode:#o}: only the permission bits 0o777 may be set"
             ),
-            Error::InvalidSize { size } => write!(f, "invalid size {size}: zero or too large"),
-            Error::AlreadyExists => f.write_str("object already exists"),
-            Error::NotFound => f.write_str("no such object"),
-            Error::PermissionDenied => f.write_str("permission denied"),
-            Error::Symlink => f.write_str("refusing to follow a symbolic link"),
-            Error::NotRegular => f.write_str("not a regular shared-memory object"),
-            Error::WrongOwner { uid } => write!(f, "object is owned by uid {uid}, not by us"),
-            Error::SizeMismatch { expected, actual } => {
-                write!(f, "object has {actual} bytes, expected {expected}")
+            Error::InvalidSize { size, reason } => write!(f, "invalid size {size}: {reason}"),
+            Error::SizeRequired => f.write_str(
+                "opening needs the size it accepts: .size(n) for exactly n bytes or \
+                 .max_size(n) for at most n (the creator chose the size)",
+            ),
+            Error::AlreadyExists { name } => write!(
+                f,
+                "{name} already exists: open it, or if its creator died, remove it with \
+                 remove_stale (or create with .replace_stale())"
+            ),
+            Error::NotFound { name } => write!(f, "{name} does not exist"),
+            Error::PermissionDenied { name } => write!(
+                f,
+                "permission denied for {name} (its mode or owner does not allow it)"
+            ),
+            Error::Symlink { name } => {
+                write!(f, "{name} is a symbolic link: refusing to follow it")
             }
-            Error::NotReady => f.write_str("object has size 0: its creator has not finished"),
-            Error::NoSpace => f.write_str("no space left for shared memory"),
+            Error::NotRegular { name } => {
+                write!(f, "{name} is not a regular shared-memory object")
+            }
+            Error::WrongOwner {
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{name} is owned by uid {found}, not by us (uid {expected}); to accept it, \
+                 open with .owner_check(OwnerCheck::AnyUid)"
+            ),
+            Error::OwnerAlive { name } => {
+                write!(f, "the owner of {name} is still alive: not removed")
+            }
+            Error::NotOwner { name } => write!(
+                f,
+                "this handle does not own {name}: only its owner removes it (or use unlink)"
+            ),
+            Error::Contended { name, attempts } => write!(
+                f,
+                "{name} was created and removed again by others {attempts} times in a row: \
+                 open_or_create gave up"
+            ),
+            Error::SizeMismatch {
+                name,
+                expected,
+                actual,
+            } => write!(f, "{name} has {actual} bytes, expected {expected}"),
+            Error::NotReady { name } => {
+                write!(f, "{name} has size 0: its creator has not finished")
+            }
+            Error::NoSpace { name } => {
+                write!(
+                    f,
+                    "no space left for {name} (a full /dev/shm or memory limit)"
+                )
+            }
+            Error::NotPublished => f.write_str(
+                "the segment's header is not published yet: its creator has not finished",
+            ),
             Error::NotSealed { missing } => write!(f, "memfd lacks required seals {missing:#x}"),
+            Error::InvalidDescriptor { fd, reason } => write!(f, "descriptor {fd}: {reason}"),
             Error::OutOfBounds {
                 offset,
                 len,
@@ -174,33 +307,43 @@ impl std::error::Error for Error {
     }
 }
 
+/// A system error with no more specific meaning: [`Error::Io`]. Errors about a named object are
+/// translated where the crate knows the name.
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Error {
-        Error::from_errno(rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))
-            .unwrap_or(Error::Io(e))
+        Error::Io(e)
     }
 }
 
+/// As `From<io::Error>`.
 impl From<rustix::io::Errno> for Error {
     fn from(e: rustix::io::Errno) -> Error {
-        Error::from_errno(e).unwrap_or_else(|| Error::Io(e.into()))
+        Error::Io(e.into())
     }
 }
 
 impl Error {
-    /// The errnos with a meaning of their own.
-    fn from_errno(e: rustix::io::Errno) -> Option<Error> {
+    /// Translates an errno from an operation on the object `name` into what it means there.
+    pub(crate) fn at(name: &str, e: rustix::io::Errno) -> Error {
         use rustix::io::Errno;
-        Some(match e {
-            Errno::EXIST => Error::AlreadyExists,
-            Errno::NOENT => Error::NotFound,
-            Errno::ACCESS | Errno::PERM => Error::PermissionDenied,
-            Errno::LOOP => Error::Symlink,
-            Errno::NOSPC => Error::NoSpace,
-            Errno::AGAIN => Error::WouldBlock,
-            Errno::TIMEDOUT => Error::TimedOut,
-            _ => return None,
-        })
+        let name = name.to_owned();
+        match e {
+            Errno::EXIST => Error::AlreadyExists { name },
+            Errno::NOENT => Error::NotFound { name },
+            Errno::ACCESS | Errno::PERM => Error::PermissionDenied { name },
+            Errno::LOOP => Error::Symlink { name },
+            Errno::ISDIR | Errno::NXIO => Error::NotRegular { name },
+            Errno::NOSPC => Error::NoSpace { name },
+            e => Error::Io(e.into()),
+        }
+    }
+
+    /// As [`at`](Self::at), for an `io::Error`.
+    pub(crate) fn at_io(name: &str, e: io::Error) -> Error {
+        match rustix::io::Errno::from_io_error(&e) {
+            Some(errno) => Error::at(name, errno),
+            None => Error::Io(e),
+        }
     }
 }
 
@@ -211,24 +354,33 @@ impl From<Error> for io::Error {
             return inner;
         }
         let kind = match &e {
-            Error::InvalidName | Error::InvalidSize { .. } | Error::Misaligned { .. } => {
-                K::InvalidInput
-            }
-            Error::AlreadyExists | Error::RoleTaken => K::AlreadyExists,
-            Error::NotFound => K::NotFound,
-            Error::PermissionDenied | Error::ReadOnly | Error::WrongOwner { .. } => {
-                K::PermissionDenied
-            }
-            Error::NoSpace => K::StorageFull,
-            Error::WouldBlock => K::WouldBlock,
-            Error::TimedOut => K::TimedOut,
-            Error::PeerGone => K::BrokenPipe,
-            Error::OutOfBounds { .. }
+            Error::InvalidName { .. }
+            | Error::InvalidMode { .. }
+            | Error::InvalidSize { .. }
+            | Error::SizeRequired
+            | Error::InvalidDescriptor { .. }
+            | Error::Misaligned { .. }
+            | Error::OutOfBounds { .. }
             | Error::MessageTooLarge { .. }
             | Error::BufferTooSmall { .. } => K::InvalidInput,
-            Error::Corrupt { .. } | Error::Incompatible { .. } | Error::SizeMismatch { .. } => {
-                K::InvalidData
-            }
+            Error::AlreadyExists { .. } | Error::RoleTaken => K::AlreadyExists,
+            Error::NotFound { .. } => K::NotFound,
+            Error::PermissionDenied { .. }
+            | Error::ReadOnly
+            | Error::WrongOwner { .. }
+            | Error::NotOwner { .. } => K::PermissionDenied,
+            Error::OwnerAlive { .. } | Error::Contended { .. } => K::ResourceBusy,
+            Error::NoSpace { .. } => K::StorageFull,
+            Error::WouldBlock | Error::NotReady { .. } | Error::NotPublished => K::WouldBlock,
+            Error::TimedOut => K::TimedOut,
+            Error::PeerGone => K::BrokenPipe,
+            Error::HugePagesUnavailable | Error::LimitExceeded { .. } => K::OutOfMemory,
+            Error::Corrupt { .. }
+            | Error::Incompatible { .. }
+            | Error::SizeMismatch { .. }
+            | Error::NotSealed { .. }
+            | Error::NotRegular { .. }
+            | Error::Symlink { .. } => K::InvalidData,
             _ => K::Other,
         };
         io::Error::new(kind, e)

@@ -7,41 +7,43 @@ use crate::error::{Error, Result};
 use crate::futex;
 use crate::region::Region;
 
-/// The first 32 bytes of a segment laid out by a protocol: lets an opener tell a good segment
-/// from a half-built or incompatible one.
-///
-/// The creator writes its layout, then calls [`publish`](Self::publish), which stores the ready
-/// flag last (release). An opener calls [`validate`](Self::validate) or
-/// [`wait_ready`](Self::wait_ready) before it reads anything else.
-///
-/// ```
-/// use ipc_shm::{Anon, Header};
-/// const MAGIC: u64 = u64::from_le_bytes(*b"MYPROTO1");
-/// let seg = Anon::new(4096)?;
-/// let h = Header::at(&seg, 0)?;
-/// assert!(matches!(h.validate(MAGIC, 1, 4096), Err(ipc_shm::Error::NotReady)));
-/// h.publish(MAGIC, 1, 4096);
-/// h.validate(MAGIC, 1, 4096)?;
-/// assert!(h.validate(MAGIC, 2, 4096).is_err()); // another version: incompatible
-/// # Ok::<(), ipc_shm::Error>(())
-/// ```
-#[repr(C)]
-#[derive(Debug)]
-pub struct Header {
-    magic: AtomicU64,
-    layout_size: AtomicU64,
-    version: AtomicU32,
-    ready: AtomicU32,
-    reserved: AtomicU64,
+crate::shm_atomic! {
+    /// The first 32 bytes of a segment laid out by a protocol: lets an opener tell a good segment
+    /// from a half-built or incompatible one.
+    ///
+    /// The creator writes its layout, then calls [`publish`](Self::publish), which stores the ready
+    /// flag last (release). An opener calls [`validate`](Self::validate) or
+    /// [`wait_ready`](Self::wait_ready) before it reads anything else.
+    ///
+    /// ```
+    /// use ipc_shm::{Anon, Header};
+    /// const MAGIC: u64 = u64::from_le_bytes(*b"MYPROTO1");
+    /// let seg = Anon::new(4096)?;
+    /// let h = Header::at(&seg, 0)?;
+    /// assert!(matches!(h.validate(MAGIC, 1, 4096), Err(ipc_shm::Error::NotPublished)));
+    /// h.publish(MAGIC, 1, 4096);
+    /// h.validate(MAGIC, 1, 4096)?;
+    /// assert!(h.validate(MAGIC, 2, 4096).is_err()); // another version: incompatible
+    /// # Ok::<(), ipc_shm::Error>(())
+    /// ```
+    ///
+    /// Every field can be rewritten by a peer at any moment: a successful `validate` says what
+    /// the fields held at that instant. [`layout_size`](Self::layout_size) is the peer's claim,
+    /// to be checked against the segment's real length before it is used for anything.
+    ///
+    /// # After fork
+    /// Every method is atomic loads and stores, plus `futex` and the monotonic clock in
+    /// [`wait_ready`](Self::wait_ready): all may be called in a child forked from a
+    /// multi-threaded parent.
+    #[derive(Debug)]
+    pub struct Header {
+        magic: AtomicU64,
+        layout_size: AtomicU64,
+        version: AtomicU32,
+        ready: AtomicU32,
+        reserved: AtomicU64,
+    }
 }
-
-crate::shm_atomic!(Header {
-    magic: AtomicU64,
-    layout_size: AtomicU64,
-    version: AtomicU32,
-    ready: AtomicU32,
-    reserved: AtomicU64,
-});
 
 const READY: u32 = 1;
 
@@ -72,10 +74,10 @@ impl Header {
     /// makes everything the creator wrote before [`publish`](Self::publish) visible.
     ///
     /// # Errors
-    /// [`Error::NotReady`] (not published yet), [`Error::Incompatible`] naming the field.
+    /// [`Error::NotPublished`] (not published yet), [`Error::Incompatible`] naming the field.
     pub fn validate(&self, magic: u64, version: u32, layout_size: u64) -> Result<()> {
         if self.ready.load(Ordering::Acquire) != READY {
-            return Err(Error::NotReady);
+            return Err(Error::NotPublished);
         }
         if self.magic.load(Ordering::Relaxed) != magic {
             return Err(Error::Incompatible { what: "magic" });
@@ -91,7 +93,8 @@ impl Header {
         Ok(())
     }
 
-    /// The layout size the creator published (0 before it is ready).
+    /// The layout size the creator published (0 before it is ready): a peer's claim, unchecked;
+    /// compare it with the region's length before trusting it.
     pub fn layout_size(&self) -> u64 {
         if self.ready.load(Ordering::Acquire) == READY {
             self.layout_size.load(Ordering::Relaxed)
@@ -105,7 +108,9 @@ impl Header {
         self.ready.load(Ordering::Acquire) == READY
     }
 
-    /// Waits up to `limit` (`Duration::MAX`: forever) for the creator to publish.
+    /// Waits up to `limit` (`Duration::MAX`: forever) for the creator to publish: a futex wait
+    /// on the ready flag against a deadline on the monotonic clock, in slices of at most a
+    /// second; an interrupted or spurious wake-up waits again for what is left.
     ///
     /// # Errors
     /// [`Error::TimedOut`].

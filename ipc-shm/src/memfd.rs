@@ -4,11 +4,14 @@ use std::fmt;
 use std::ops::{BitOr, Deref};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use rustix::fs::{FallocateFlags, MemfdFlags, SealFlags};
+use rustix::fs::{MemfdFlags, OFlags, SealFlags};
+use rustix::io::Errno;
 
 use crate::error::{Error, Result};
-use crate::region::{Region, Release, Segment, check_size};
-use crate::sys;
+use crate::posix::{map_error, reserve};
+use crate::region::{Region, Segment};
+use crate::size::{Size, check_file_size, check_size};
+use crate::sys::{self, Map};
 
 /// A set of memfd seals (`F_SEAL_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -50,52 +53,68 @@ impl BitOr for Seals {
 
 /// A memfd (`memfd_create(MFD_CLOEXEC | MFD_ALLOW_SEALING)`), sized and mapped.
 ///
-/// The descriptor is the only handle: pass it to a child (for example as its stdin, or with
-/// `SCM_RIGHTS`); the receiver calls [`Memfd::from_fd`] with the seals it requires, so a peer
-/// cannot shrink the file under its mapping. Dereferences to its [`Region`].
+/// The descriptor is the only handle: pass it to a child at a chosen descriptor number with
+/// [`ChildFds`](crate::ChildFds) (or as its stdin), or with `SCM_RIGHTS`; the receiver calls
+/// [`Memfd::from_inherited`] or [`Memfd::from_fd`] with the seals and the size it accepts, so a
+/// peer can neither shrink the file under its mapping nor make it map (or allocate) more than
+/// it chose. Dereferences to its [`Region`].
 ///
 /// ```
-/// use ipc_shm::{Memfd, Seals};
+/// use std::os::fd::AsFd;
+/// use ipc_shm::{Memfd, Seals, Size};
 /// let mut m = Memfd::create("doc", 4096)?;
 /// m.write_bytes(0, b"hello")?;
 /// m.seal(Seals::SIZE | Seals::WRITE)?;              // now immutable, and mapped read-only
 /// assert_eq!(m.sealed_bytes().unwrap()[..5], *b"hello");
 /// let fd = m.as_fd().try_clone_to_owned().unwrap();  // what a peer would receive
-/// let peer = Memfd::from_fd(fd, Seals::SIZE)?;       // refuses an unsealed memfd
+/// let peer = Memfd::from_fd(fd, Seals::SIZE, Size::AtMost(1 << 20))?; // sealed, and not huge
 /// assert_eq!(peer.len(), 4096);
-/// # use std::os::fd::AsFd;
 /// # Ok::<(), ipc_shm::Error>(())
 /// ```
+///
+/// # After fork
+/// A forked child shares the mapping and the descriptor. In a child forked from a
+/// multi-threaded parent it may use the [`Region`], [`sealed_bytes`](Self::sealed_bytes),
+/// `as_fd`, and drop the handle (`munmap`, `close`); [`seal`](Self::seal) and the constructors
+/// allocate and are not for such a child. A memfd has no name, so nothing is ever removed.
 pub struct Memfd {
     region: Region,
     fd: OwnedFd,
-    len: usize,
-    /// Sealed against writes *and* shrinking: the contents can never change nor go away, so
-    /// [`sealed_bytes`](Memfd::sealed_bytes) may lend them as `&[u8]`.
-    frozen: bool,
+    /// `memfd:LABEL`, or `fd N` for a received descriptor: the name errors carry.
+    name: String,
 }
 
 impl fmt::Debug for Memfd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Memfd")
+            .field("name", &self.name)
             .field("fd", &self.fd)
-            .field("len", &self.len)
-            .field("frozen", &self.frozen)
+            .field("len", &self.region.len())
+            .field("frozen", &self.region.map().frozen_bytes().is_some())
             .finish()
     }
 }
 
+/// The longest memfd label: NAME_MAX less the `memfd:` prefix the kernel adds.
+const LABEL_MAX: usize = 249;
+
 impl Memfd {
-    /// Creates a memfd of `size` bytes (reserved with `fallocate`, so a full memory cgroup is a
-    /// clean [`Error::NoSpace`] now, not a SIGBUS later) and maps it read-write. `name` is only a
-    /// label shown in `/proc/PID/fd`.
+    /// Creates a memfd of `size` bytes and maps it read-write, then reserves its memory with
+    /// `fallocate` (so a full memory cgroup is a clean [`Error::NoSpace`] now, not a SIGBUS
+    /// later). `label` is only shown in `/proc/PID/fd` (as `memfd:LABEL`).
+    ///
+    /// The size is checked before any system call ([`MAX_SIZE`](crate::MAX_SIZE), `RLIMIT_AS`,
+    /// `RLIMIT_FSIZE`), and the file is mapped before its memory is reserved, so a size the
+    /// address space cannot hold never reaches `fallocate`. A memfd is bounded by nothing but
+    /// memory: a size the address space can map but the machine cannot hold is reserved until
+    /// the kernel refuses (`ENOMEM`/`ENOSPC`), so choose sizes you mean.
     ///
     /// # Errors
     /// [`Error::InvalidSize`], [`Error::InvalidName`] (a NUL or more than 249 bytes),
-    /// [`Error::NoSpace`].
+    /// [`Error::NoSpace`], [`Error::LimitExceeded`] (`mmap`'s `ENOMEM`).
     #[doc(alias = "memfd_create")]
-    pub fn create(name: &str, size: u64) -> Result<Memfd> {
-        Self::create_with(name, size, false)
+    pub fn create(label: &str, size: u64) -> Result<Memfd> {
+        Self::create_memfd(label, size, false)
     }
 
     /// As [`create`](Self::create), backed by huge pages (`MFD_HUGETLB`); `size` must be a
@@ -103,61 +122,86 @@ impl Memfd {
     ///
     /// # Errors
     /// [`Error::HugePagesUnavailable`] when the system has none reserved, and as `create`.
-    pub fn create_huge(name: &str, size: u64) -> Result<Memfd> {
-        Self::create_with(name, size, true)
+    pub fn create_huge(label: &str, size: u64) -> Result<Memfd> {
+        Self::create_memfd(label, size, true)
     }
 
-    fn create_with(name: &str, size: u64, huge: bool) -> Result<Memfd> {
-        if name.len() > 249 || name.contains('\0') {
-            return Err(Error::InvalidName);
+    fn create_memfd(label: &str, size: u64, huge: bool) -> Result<Memfd> {
+        let bad = |reason| Error::InvalidName {
+            name: label.to_owned(),
+            reason,
+        };
+        if label.len() > LABEL_MAX {
+            return Err(bad("a memfd label has at most 249 bytes"));
         }
-        let len = check_size(size)?;
+        if label.contains('\0') {
+            return Err(bad("a NUL byte"));
+        }
+        let len = check_file_size(size)?;
+        let name = format!("memfd:{label}");
         let mut flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
         if huge {
             flags |= MemfdFlags::HUGETLB;
         }
-        let fd = rustix::fs::memfd_create(name, flags).map_err(|e| match e {
-            rustix::io::Errno::INVAL if huge => Error::HugePagesUnavailable,
-            e => e.into(),
+        let fd = rustix::fs::memfd_create(label, flags).map_err(|e| match e {
+            Errno::INVAL if huge => Error::HugePagesUnavailable,
+            e => Error::at(&name, e),
         })?;
-        let reserve = if huge {
-            rustix::fs::ftruncate(&fd, size)
-        } else {
-            rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, size)
+        let huge_error = |e: std::io::Error| match Errno::from_io_error(&e) {
+            Some(Errno::NOMEM | Errno::INVAL) => Error::HugePagesUnavailable,
+            _ => Error::Io(e),
         };
-        reserve.map_err(|e| match e {
-            rustix::io::Errno::FBIG | rustix::io::Errno::INVAL => Error::InvalidSize { size },
-            e => e.into(),
-        })?;
-        let ptr =
-            sys::map_fd(&fd, len, true, huge).map_err(
-                |e| match rustix::io::Errno::from_io_error(&e) {
-                    Some(rustix::io::Errno::NOMEM | rustix::io::Errno::INVAL) if huge => {
-                        Error::HugePagesUnavailable
-                    }
-                    _ => e.into(),
+        let map = if huge {
+            // hugetlbfs reserves its pages at mmap; the size is set first.
+            rustix::fs::ftruncate(&fd, size).map_err(|e| match e {
+                Errno::FBIG | Errno::INVAL => Error::InvalidSize {
+                    size,
+                    reason: "not a multiple of the huge page size, or too large",
                 },
-            )?;
+                e => Error::at(&name, e),
+            })?;
+            Map::fd(fd.as_fd(), len, true, true).map_err(huge_error)?
+        } else {
+            // Map first: a size the address space cannot hold fails here, before any memory
+            // is reserved.
+            let map =
+                Map::fd(fd.as_fd(), len, true, false).map_err(|e| map_error(&name, size, e))?;
+            reserve(fd.as_fd(), size).map_err(|e| match e {
+                Errno::NOSPC | Errno::NOMEM => Error::NoSpace { name: name.clone() },
+                Errno::FBIG | Errno::INVAL => Error::InvalidSize {
+                    size,
+                    reason: "larger than the file system allows",
+                },
+                e => Error::at(&name, e),
+            })?;
+            map
+        };
         Ok(Memfd {
-            region: Region::new(ptr, len, true, Release::Munmap),
+            region: Region::new(map),
             fd,
-            len,
-            frozen: false,
+            name,
         })
     }
 
     /// Maps a memfd received from a peer, after checking that it carries at least `required`
-    /// seals. With [`Seals::SHRINK`] the peer cannot shrink it under the mapping (no SIGBUS);
-    /// with [`Seals::WRITE`] (or [`Seals::FUTURE_WRITE`]) it is mapped read-only, and with
-    /// `WRITE` and `SHRINK` its bytes can be borrowed ([`sealed_bytes`](Self::sealed_bytes)).
+    /// seals and that its size is one `size` accepts (a `u64` is an exact size,
+    /// [`Size::AtMost`] a bound): the peer chose the size, so the receiver bounds it. With
+    /// [`Seals::SHRINK`] the peer cannot shrink it under the mapping (no SIGBUS); with
+    /// [`Seals::WRITE`] (or [`Seals::FUTURE_WRITE`]) it is mapped read-only, and with `WRITE`
+    /// and `SHRINK` its bytes can be borrowed ([`sealed_bytes`](Self::sealed_bytes)). Any tmpfs
+    /// file answers the seal query, so a POSIX segment's descriptor maps too (it carries
+    /// `F_SEAL_SEAL` only: require [`Seals::NONE`]).
     ///
     /// # Errors
     /// [`Error::NotSealed`] naming the missing seals, [`Error::NotRegular`], [`Error::NotReady`]
-    /// for a size-0 file, or what `fcntl`/`fstat`/`mmap` fail with.
-    pub fn from_fd(fd: OwnedFd, required: Seals) -> Result<Memfd> {
+    /// for a size-0 file, [`Error::SizeMismatch`], [`Error::InvalidSize`], or what
+    /// `fcntl`/`fstat`/`mmap` fail with.
+    pub fn from_fd(fd: OwnedFd, required: Seals, size: impl Into<Size>) -> Result<Memfd> {
+        let name = format!("fd {}", fd.as_raw_fd());
+        let want = size.into().check()?;
         let have = rustix::fs::fcntl_get_seals(&fd).map_err(|e| match e {
-            rustix::io::Errno::INVAL => Error::NotRegular,
-            e => e.into(),
+            Errno::INVAL => Error::NotRegular { name: name.clone() },
+            e => Error::at(&name, e),
         })?;
         let have = Seals(have.bits());
         if !have.contains(required) {
@@ -166,18 +210,48 @@ impl Memfd {
             });
         }
         let st = rustix::fs::fstat(&fd)?;
-        if st.st_size == 0 {
-            return Err(Error::NotReady);
+        let actual = u64::try_from(st.st_size).unwrap_or(0);
+        if actual == 0 {
+            return Err(Error::NotReady { name });
         }
-        let len = check_size(st.st_size.max(0) as u64)?;
-        let writable = !(have.contains(Seals::WRITE) || have.contains(Seals::FUTURE_WRITE));
-        let ptr = sys::map_fd(&fd, len, writable, false)?;
+        if !want.accepts(actual) {
+            return Err(Error::SizeMismatch {
+                name,
+                expected: want,
+                actual,
+            });
+        }
+        let len = check_size(actual)?;
+        let access_rw = rustix::fs::fcntl_getfl(&fd)? & OFlags::RWMODE == OFlags::RDWR;
+        let writable =
+            access_rw && !(have.contains(Seals::WRITE) || have.contains(Seals::FUTURE_WRITE));
+        let mut map =
+            Map::fd(fd.as_fd(), len, writable, false).map_err(|e| map_error(&name, actual, e))?;
+        map.freeze(fd.as_fd());
         Ok(Memfd {
-            region: Region::new(ptr, len, writable, Release::Munmap),
+            region: Region::new(map),
             fd,
-            len,
-            frozen: have.contains(Seals::WRITE | Seals::SHRINK),
+            name,
         })
+    }
+
+    /// Claims descriptor number `fd`, inherited from the parent (placed there with
+    /// [`ChildFds`](crate::ChildFds)), and maps it as [`from_fd`](Self::from_fd) does. The
+    /// number must be above 2, open, a regular file, and not claimed before in this process; it
+    /// is made close-on-exec, so it is not passed on further by accident.
+    ///
+    /// ```no_run
+    /// // In a child started with `ChildFds::new().fd_at(3, memfd)?`:
+    /// let m = ipc_shm::Memfd::from_inherited(3, ipc_shm::Seals::SIZE, 4096)?;
+    /// # Ok::<(), ipc_shm::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidDescriptor`], and as [`from_fd`](Self::from_fd).
+    pub fn from_inherited(fd: RawFd, required: Seals, size: impl Into<Size>) -> Result<Memfd> {
+        let owned =
+            sys::claim_inherited(fd).map_err(|reason| Error::InvalidDescriptor { fd, reason })?;
+        Memfd::from_fd(owned, required, size)
     }
 
     /// Adds seals. Sealing [`Seals::WRITE`] first unmaps the writable mapping (the kernel refuses
@@ -191,32 +265,31 @@ impl Memfd {
     #[doc(alias = "F_ADD_SEALS")]
     pub fn seal(&mut self, seals: Seals) -> Result<()> {
         let add = SealFlags::from_bits_retain(seals.0);
+        let len = self.region.len();
         if !seals.contains(Seals::WRITE) {
-            rustix::fs::fcntl_add_seals(&self.fd, add)?;
+            rustix::fs::fcntl_add_seals(&self.fd, add).map_err(|e| Error::at(&self.name, e))?;
             // E.g. SHRINK added to a file already sealed against writes (and so mapped
-            // read-only, the full length).
-            self.frozen = !self.region.is_writable()
-                && self.region.len() == self.len
-                && self.seals()?.contains(Seals::WRITE | Seals::SHRINK);
+            // read-only).
+            self.region.map_mut().freeze(self.fd.as_fd());
             return Ok(());
         }
         // The kernel refuses F_SEAL_WRITE while any shared mapping that may write exists, so
         // unmap ours first (a one-page placeholder holds the place), seal, then map read-only.
         let was_writable = self.region.is_writable();
-        let placeholder = sys::map_anon(1, false)?;
+        let placeholder = Map::anon(1, false)?;
         drop(std::mem::replace(
             &mut self.region,
-            Region::new(placeholder, 1, false, Release::Munmap),
+            Region::new(placeholder),
         ));
         if let Err(e) = rustix::fs::fcntl_add_seals(&self.fd, add) {
-            if let Ok(p) = sys::map_fd(&self.fd, self.len, was_writable, false) {
-                self.region = Region::new(p, self.len, was_writable, Release::Munmap);
+            if let Ok(m) = Map::fd(self.fd.as_fd(), len, was_writable, false) {
+                self.region = Region::new(m);
             }
-            return Err(e.into());
+            return Err(Error::at(&self.name, e));
         }
-        let ro = sys::map_fd(&self.fd, self.len, false, false)?;
-        self.region = Region::new(ro, self.len, false, Release::Munmap);
-        self.frozen = self.seals()?.contains(Seals::WRITE | Seals::SHRINK);
+        let mut ro = Map::fd(self.fd.as_fd(), len, false, false)?;
+        ro.freeze(self.fd.as_fd());
+        self.region = Region::new(ro);
         Ok(())
     }
 
@@ -229,14 +302,11 @@ impl Memfd {
     }
 
     /// The contents as a byte slice, only when sealed against writes and shrinking
-    /// ([`Seals::WRITE`] and [`Seals::SHRINK`]): then no process can change them or cut them
-    /// off (a write seal alone still lets a peer `ftruncate` the file, after which touching the
-    /// slice would raise SIGBUS), so a `&[u8]` is sound. `None` otherwise.
+    /// ([`Seals::WRITE`] and [`Seals::SHRINK`]) and mapped read-only: then no process can change
+    /// them or cut them off (a write seal alone still lets a peer `ftruncate` the file, after
+    /// which touching the slice would raise SIGBUS), so a `&[u8]` is sound. `None` otherwise.
     pub fn sealed_bytes(&self) -> Option<&[u8]> {
-        if !self.frozen {
-            return None;
-        }
-        Some(sys::sealed_slice(&self.region))
+        self.region.map().frozen_bytes()
     }
 
     /// The descriptor, for passing to another process (the mapping is released).

@@ -1,27 +1,22 @@
-//! POSIX named shared memory: `shm_open`, `posix_fallocate`, `mmap`, `shm_unlink`.
+//! POSIX named shared memory: `/dev/shm/NAME`, opened as glibc's `shm_open` does, reserved with
+//! `fallocate`, mapped; the lifetime model (owner, opener, `remove_stale`).
 
 use std::fmt;
 use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use rustix::fs::{FallocateFlags, FileType, Mode};
-use rustix::shm::OFlags;
+use rustix::fs::{FallocateFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 use crate::name;
-use crate::region::{Region, Release, Segment, check_size};
-use crate::sys;
-
-/// `O_NOFOLLOW`, which `rustix::shm::open` does not add by itself (it adds `O_CLOEXEC`).
-fn nofollow() -> OFlags {
-    OFlags::from_bits_retain(rustix::fs::OFlags::NOFOLLOW.bits())
-}
-
-/// `O_NONBLOCK`, so that opening something that is not a regular file cannot block.
-fn nonblock() -> OFlags {
-    OFlags::from_bits_retain(rustix::fs::OFlags::NONBLOCK.bits())
-}
+use crate::owner::{
+    self, FileId, OPEN_OR_CREATE_ATTEMPTS, OnDrop, Opened, OwnerCheck, Unlinked, unlink_if_ours,
+};
+use crate::region::{Region, Segment};
+use crate::size::{Size, check_file_size, check_size};
+use crate::sys::{self, Map};
 
 /// Read-write or read-only access to a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -31,17 +26,6 @@ pub enum Access {
     ReadWrite,
     /// Open and map read-only: writes through the region are [`Error::ReadOnly`].
     ReadOnly,
-}
-
-/// Whose objects [`ShmOptions::open`] accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Owner {
-    /// Only objects owned by our effective uid (the default): another user's object is
-    /// [`Error::WrongOwner`].
-    #[default]
-    Me,
-    /// Objects of any owner (permissions still apply).
-    Anyone,
 }
 
 /// Normal or huge pages.
@@ -54,22 +38,78 @@ pub enum Pages {
     Huge,
 }
 
-/// Whether [`ShmOptions::open_or_create`] created the segment or opened an existing one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Opened {
-    /// This call created it: the handle is the owner.
-    Created,
-    /// It existed: the handle is an opener.
-    Existing,
+/// Checks permission bits before any system call.
+pub(crate) fn check_mode(mode: u32) -> Result<()> {
+    if mode & !0o777 != 0 {
+        return Err(Error::InvalidMode { mode });
+    }
+    Ok(())
+}
+
+/// How many times an interrupted `fallocate` is restarted (each restart begins again; the
+/// kernel undoes an interrupted one) before `EINTR` is reported.
+const FALLOCATE_RETRIES: u32 = 64;
+
+/// `fallocate(fd, 0, 0, size)`, restarted on `EINTR`.
+pub(crate) fn reserve(fd: BorrowedFd<'_>, size: u64) -> std::result::Result<(), Errno> {
+    let mut tries = 0;
+    loop {
+        match rustix::fs::fallocate(fd, FallocateFlags::empty(), 0, size) {
+            Err(Errno::INTR) if tries < FALLOCATE_RETRIES => tries += 1,
+            r => return r,
+        }
+    }
+}
+
+/// What a failed `mmap` of `size` bytes of `name` means.
+pub(crate) fn map_error(name: &str, size: u64, e: std::io::Error) -> Error {
+    match Errno::from_io_error(&e) {
+        Some(Errno::NOMEM) => Error::LimitExceeded {
+            what: "address space or memory for the mapping (mmap: ENOMEM)",
+            requested: size,
+            limit: crate::size::max_size(),
+        },
+        // A descriptor opened for writing only, or read-only where writing was asked.
+        Some(Errno::ACCESS | Errno::PERM) => Error::PermissionDenied {
+            name: name.to_owned(),
+        },
+        // A file that cannot be mapped at all.
+        Some(Errno::NODEV) => Error::NotRegular {
+            name: name.to_owned(),
+        },
+        _ => Error::Io(e),
+    }
 }
 
 /// Options for creating or opening a POSIX named segment; see [`Shm::options`].
+///
+/// After fork: the options are plain values (copying them is fine anywhere), but the
+/// terminals (`create`, `open`, ...) allocate and make system calls that are not
+/// async-signal-safe: not for a child forked from a multi-threaded parent before it execs.
+///
+/// ```
+/// use std::time::Duration;
+/// use ipc_shm::{Access, OnDrop, OwnerCheck, Shm};
+/// # let name = format!("/ipcrs-doc-opts-{}", std::process::id());
+/// let owner = Shm::options().size(8192).mode(0o640).on_drop(OnDrop::Remove).create(&name)?;
+/// let reader = Shm::options()
+///     .max_size(1 << 20)                 // the creator chose the size: accept up to 1 MiB
+///     .access(Access::ReadOnly)
+///     .owner_check(OwnerCheck::SameUid)  // the default
+///     .wait_ready(Duration::from_secs(1))
+///     .open(&name)?;
+/// assert_eq!(reader.len(), 8192);
+/// # Ok::<(), ipc_shm::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ShmOptions {
     size: Option<u64>,
+    max_size: Option<u64>,
     mode: u32,
     access: Access,
-    owner: Owner,
+    owner_check: OwnerCheck,
+    on_drop: OnDrop,
+    replace_stale: bool,
     pages: Pages,
     ready_wait: Duration,
 }
@@ -81,28 +121,40 @@ impl Default for ShmOptions {
 }
 
 impl ShmOptions {
-    /// Defaults: no size, mode 0600, read-write, our own objects only, normal pages, no wait.
+    /// Defaults: no size, mode 0600, read-write, our own objects only, removed on drop, no
+    /// stale replacement, normal pages, no wait for a creator.
     pub const fn new() -> ShmOptions {
         ShmOptions {
             size: None,
+            max_size: None,
             mode: 0o600,
             access: Access::ReadWrite,
-            owner: Owner::Me,
+            owner_check: OwnerCheck::SameUid,
+            on_drop: OnDrop::Remove,
+            replace_stale: false,
             pages: Pages::Normal,
             ready_wait: Duration::ZERO,
         }
     }
 
-    /// The size in bytes: required to create; when opening, the size the object must have.
+    /// The size in bytes: required to create; when opening, the exact size the object must
+    /// have.
     pub const fn size(mut self, bytes: u64) -> Self {
         self.size = Some(bytes);
         self
     }
 
+    /// When opening without [`size`](Self::size): the largest size accepted (the segment is
+    /// mapped at the size its creator chose, if that is at most `bytes`).
+    pub const fn max_size(mut self, bytes: u64) -> Self {
+        self.max_size = Some(bytes);
+        self
+    }
+
     /// Permission bits for create (default 0600), applied with `fchmod` so the umask cannot
-    /// change them.
+    /// change them. Bits outside `0o777` are [`Error::InvalidMode`] before any system call.
     pub const fn mode(mut self, mode: u32) -> Self {
-        self.mode = mode & 0o777;
+        self.mode = mode;
         self
     }
 
@@ -113,82 +165,142 @@ impl ShmOptions {
     }
 
     /// Whose objects `open` accepts: ours only (default) or anyone's.
-    pub const fn owner(mut self, owner: Owner) -> Self {
-        self.owner = owner;
+    pub const fn owner_check(mut self, check: OwnerCheck) -> Self {
+        self.owner_check = check;
         self
     }
 
-    /// [`Pages::Huge`] asks for (transparent) huge pages: tmpfs backs `/dev/shm`, so this is the `MADV_HUGEPAGE`
-    /// hint, honoured where `/sys/kernel/mm/transparent_hugepage/shmem_enabled` allows. For
-    /// guaranteed huge pages use [`Memfd`](crate::Memfd) or [`Anon`](crate::Anon).
+    /// What the owner does with the name when dropped: remove it (default) or keep it.
+    pub const fn on_drop(mut self, on_drop: OnDrop) -> Self {
+        self.on_drop = on_drop;
+        self
+    }
+
+    /// For a server restarted after a crash: `create` first removes a stale segment at the name
+    /// (one whose owner is dead, as [`remove_stale`]), then creates. A live owner's segment is
+    /// [`Error::OwnerAlive`].
+    pub const fn replace_stale(mut self) -> Self {
+        self.replace_stale = true;
+        self
+    }
+
+    /// [`Pages::Huge`] asks for (transparent) huge pages: tmpfs backs `/dev/shm`, so this is the
+    /// `MADV_HUGEPAGE` hint, honoured where `/sys/kernel/mm/transparent_hugepage/shmem_enabled`
+    /// allows. For guaranteed huge pages use [`Memfd`](crate::Memfd) or [`Anon`](crate::Anon).
     pub const fn pages(mut self, pages: Pages) -> Self {
         self.pages = pages;
         self
     }
 
     /// When opening finds a size-0 object (its creator has not sized it yet), keep checking for
-    /// up to `limit` instead of failing at once with [`Error::NotReady`].
+    /// up to `limit` (`Duration::MAX`: forever) instead of failing at once with
+    /// [`Error::NotReady`]. The check is repeated every millisecond.
     pub const fn wait_ready(mut self, limit: Duration) -> Self {
         self.ready_wait = limit;
         self
     }
 
-    /// `shm_open(O_CREAT|O_EXCL|O_NOFOLLOW)`—Creates a new segment exclusively, mode set with
-    /// `fchmod`, memory reserved with `posix_fallocate`, then maps it. Returns the owner, which
-    /// unlinks the name on drop. New segments read as zeros.
+    /// Opens `/dev/shm/NAME` with `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`—Creates a new segment
+    /// exclusively: takes the owner lock ([`OWNER_LOCK`](crate::OWNER_LOCK)), sets the mode with
+    /// `fchmod`, maps it, then reserves its memory with `fallocate` (so a full `/dev/shm` is
+    /// [`Error::NoSpace`] now, not SIGBUS later). Returns the owner. New segments read as
+    /// zeros.
+    ///
+    /// Name, mode and size are checked before any system call; on any later failure the name
+    /// is removed again, after checking it still names the file this call created.
     ///
     /// # Errors
-    /// [`Error::InvalidName`], [`Error::InvalidSize`] (before any syscall),
-    /// [`Error::AlreadyExists`] (also for a symlink planted at the name), [`Error::NoSpace`] when
-    /// `/dev/shm` is full (nothing is left behind), [`Error::PermissionDenied`].
+    /// [`Error::InvalidName`], [`Error::InvalidMode`], [`Error::InvalidSize`] (zero, above
+    /// [`MAX_SIZE`](crate::MAX_SIZE), `RLIMIT_AS` or `RLIMIT_FSIZE`), [`Error::SizeRequired`]
+    /// (no [`size`](Self::size)), [`Error::AlreadyExists`] (also for a symlink planted at the
+    /// name), [`Error::OwnerAlive`] (with [`replace_stale`](Self::replace_stale)),
+    /// [`Error::NoSpace`], [`Error::PermissionDenied`], [`Error::LimitExceeded`] (`mmap`'s
+    /// `ENOMEM`).
     #[doc(alias = "shm_open")]
     pub fn create(&self, name: &str) -> Result<Shm> {
-        name::validate(name)?;
-        let size = check_size(self.size.unwrap_or(0))?;
-        let fd = rustix::shm::open(
-            name,
-            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | nofollow(),
+        let path = name::validate(name)?;
+        check_mode(self.mode)?;
+        let size = self.size.ok_or(Error::SizeRequired)?;
+        let len = check_file_size(size)?;
+        if self.replace_stale {
+            match remove_stale(name) {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
-        )?;
-        // From here on, undo the create on any error.
+        )
+        .map_err(|e| Error::at(name, e))?;
+        // Without our file's identity we could not tell it from a newcomer's: leave the name
+        // (an fstat of a descriptor just opened does not fail in practice).
+        let id = FileId::of(fd.as_fd()).map_err(|e| Error::at(name, e))?;
         let undo = |e: Error| {
-            let _ = rustix::shm::unlink(name);
+            let _ = unlink_if_ours(&path, id);
             e
         };
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(self.mode)).map_err(|e| undo(e.into()))?;
-        rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, size as u64).map_err(|e| {
+        owner::hold(&fd).map_err(|e| undo(Error::at(name, e)))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(self.mode))
+            .map_err(|e| undo(Error::at(name, e)))?;
+        // Map first: a size the address space cannot hold fails here, cheaply, before any
+        // memory is reserved.
+        let map =
+            Map::fd(fd.as_fd(), len, true, false).map_err(|e| undo(map_error(name, size, e)))?;
+        reserve(fd.as_fd(), size).map_err(|e| {
             undo(match e {
-                rustix::io::Errno::FBIG | rustix::io::Errno::INVAL => {
-                    Error::InvalidSize { size: size as u64 }
-                }
-                e => e.into(),
+                Errno::NOSPC | Errno::NOMEM => Error::NoSpace {
+                    name: name.to_owned(),
+                },
+                Errno::FBIG | Errno::INVAL => Error::InvalidSize {
+                    size,
+                    reason: "larger than the file system allows",
+                },
+                e => Error::at(name, e),
             })
         })?;
-        let ptr = sys::map_fd(&fd, size, true, false).map_err(|e| undo(e.into()))?;
         if self.pages == Pages::Huge {
-            let _ = sys::advise_huge(ptr, size);
+            map.advise_huge();
         }
         Ok(Shm {
-            region: Region::new(ptr, size, true, Release::Munmap),
-            fd,
-            name: Name {
+            naming: Naming {
                 name: name.to_owned(),
-                owner_pid: Some(std::process::id()),
+                path: Some(path),
+                owner: Some(OwnerState {
+                    pid: std::process::id(),
+                    id,
+                    on_drop: self.on_drop,
+                }),
             },
+            region: Region::new(map),
+            fd,
         })
     }
 
-    /// `shm_open(O_NOFOLLOW|O_NONBLOCK)` + `fstat`—Opens an existing segment: refuses symlinks,
-    /// anything but a regular file (a FIFO or directory planted at the name: without blocking),
-    /// objects of another user (unless [`Owner::Anyone`]), and a
-    /// size other than [`size`](Self::size) if one was given. Returns a non-owner.
+    /// The size this opener accepts.
+    fn open_size(&self) -> Result<Size> {
+        match (self.size, self.max_size) {
+            (Some(n), _) => Size::Exact(n).check(),
+            (None, Some(n)) => Size::AtMost(n).check(),
+            (None, None) => Err(Error::SizeRequired),
+        }
+    }
+
+    /// Opens `/dev/shm/NAME` with `O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC` + `fstat`—Opens an existing
+    /// segment: refuses symlinks, anything but a regular file (a FIFO or directory planted at
+    /// the name: without blocking), objects of another user (unless
+    /// [`OwnerCheck::AnyUid`]), and a size this opener does not accept ([`size`](Self::size) or
+    /// [`max_size`](Self::max_size); one of them is required). Returns an opener, which never
+    /// removes anything.
     ///
     /// # Errors
-    /// [`Error::NotFound`], [`Error::Symlink`], [`Error::NotRegular`], [`Error::WrongOwner`],
-    /// [`Error::SizeMismatch`], [`Error::NotReady`] (size 0 after the wait),
-    /// [`Error::PermissionDenied`].
+    /// [`Error::InvalidName`], [`Error::SizeRequired`], [`Error::NotFound`], [`Error::Symlink`],
+    /// [`Error::NotRegular`], [`Error::WrongOwner`], [`Error::SizeMismatch`],
+    /// [`Error::NotReady`] (size 0 after the wait), [`Error::PermissionDenied`].
     pub fn open(&self, name: &str) -> Result<Shm> {
-        name::validate(name)?;
+        let path = name::validate(name)?;
+        let want = self.open_size()?;
         let (oflags, writable) = match self.access {
             Access::ReadWrite => (OFlags::RDWR, true),
             Access::ReadOnly => (OFlags::RDONLY, false),
@@ -196,77 +308,106 @@ impl ShmOptions {
         // O_NONBLOCK: a FIFO planted at the name (anyone may create files in /dev/shm) would
         // otherwise block a read-only open until a writer appears. It changes nothing for a
         // regular file, and is cleared again once the object is known to be one.
-        let fd = rustix::shm::open(name, oflags | nofollow() | nonblock(), Mode::empty()).map_err(
-            |e| match e {
-                rustix::io::Errno::ISDIR | rustix::io::Errno::NXIO => Error::NotRegular,
-                e => e.into(),
-            },
-        )?;
-        let size = self.checked_size(&fd)?;
+        let fd = rustix::fs::open(
+            &path,
+            oflags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::at(name, e))?;
+        let (size, len) = self.checked_size(name, &fd, want)?;
         let fl = rustix::fs::fcntl_getfl(&fd)?;
-        rustix::fs::fcntl_setfl(&fd, fl - rustix::fs::OFlags::NONBLOCK)?;
-        let ptr = sys::map_fd(&fd, size, writable, false)?;
+        rustix::fs::fcntl_setfl(&fd, fl - OFlags::NONBLOCK)?;
+        let map =
+            Map::fd(fd.as_fd(), len, writable, false).map_err(|e| map_error(name, size, e))?;
         Ok(Shm {
-            region: Region::new(ptr, size, writable, Release::Munmap),
-            fd,
-            name: Name {
+            naming: Naming {
                 name: name.to_owned(),
-                owner_pid: None,
+                path: Some(path),
+                owner: None,
             },
+            region: Region::new(map),
+            fd,
         })
     }
 
-    /// Opens the segment if it exists, else creates it; says which happened.
+    /// Opens the segment if it exists, else creates it; says which happened. A create that
+    /// finds the name taken and an open that finds it gone again are retried a few times, then
+    /// [`Error::Contended`]. With [`replace_stale`](Self::replace_stale), a stale segment is
+    /// replaced, and a live owner's segment is opened.
     ///
     /// # Errors
-    /// As [`create`](Self::create) and [`open`](Self::open).
+    /// As [`create`](Self::create) and [`open`](Self::open); [`Error::Contended`].
     pub fn open_or_create(&self, name: &str) -> Result<(Shm, Opened)> {
-        loop {
+        for _ in 0..OPEN_OR_CREATE_ATTEMPTS {
             match self.create(name) {
                 Ok(s) => return Ok((s, Opened::Created)),
-                Err(Error::AlreadyExists) => {}
+                Err(Error::AlreadyExists { .. } | Error::OwnerAlive { .. }) => {}
                 Err(e) => return Err(e),
             }
             match self.open(name) {
                 Ok(s) => return Ok((s, Opened::Existing)),
-                Err(Error::NotFound) => continue,
+                Err(Error::NotFound { .. }) => continue,
                 Err(e) => return Err(e),
             }
         }
+        Err(Error::Contended {
+            name: name.to_owned(),
+            attempts: OPEN_OR_CREATE_ATTEMPTS,
+        })
     }
 
-    fn checked_size(&self, fd: &OwnedFd) -> Result<usize> {
+    fn checked_size(&self, name: &str, fd: &OwnedFd, want: Size) -> Result<(u64, usize)> {
         let deadline = Instant::now().checked_add(self.ready_wait);
         loop {
             let st = rustix::fs::fstat(fd)?;
             if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-                return Err(Error::NotRegular);
+                return Err(Error::NotRegular {
+                    name: name.to_owned(),
+                });
             }
-            if self.owner == Owner::Me && st.st_uid != rustix::process::geteuid().as_raw() {
-                return Err(Error::WrongOwner { uid: st.st_uid });
+            if let Err((expected, found)) = self.owner_check.check(st.st_uid) {
+                return Err(Error::WrongOwner {
+                    name: name.to_owned(),
+                    expected,
+                    found,
+                });
             }
-            let actual = st.st_size.max(0) as u64;
+            let actual = u64::try_from(st.st_size).unwrap_or(0);
             if actual == 0 {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(Error::NotReady);
+                    return Err(Error::NotReady {
+                        name: name.to_owned(),
+                    });
                 }
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
-            if let Some(expected) = self.size {
-                if expected != actual {
-                    return Err(Error::SizeMismatch { expected, actual });
-                }
+            if !want.accepts(actual) {
+                return Err(Error::SizeMismatch {
+                    name: name.to_owned(),
+                    expected: want,
+                    actual,
+                });
             }
-            return check_size(actual);
+            return Ok((actual, check_size(actual)?));
         }
     }
 }
 
+/// The owner's part of a [`Shm`]: who created it, which file, and what to do on drop.
+#[derive(Debug, Clone, Copy)]
+struct OwnerState {
+    pid: u32,
+    id: FileId,
+    on_drop: OnDrop,
+}
+
 /// A POSIX named shared-memory segment (`/dev/shm/NAME` on Linux), mapped.
 ///
-/// Dereferences to its [`Region`]. The owner (from [`create`](ShmOptions::create)) unlinks the
-/// name on drop, only in the process that created it; an opener never removes anything.
+/// Dereferences to its [`Region`]. The owner (from [`create`](ShmOptions::create)) holds the
+/// owner lock ([`OWNER_LOCK`](crate::OWNER_LOCK)) on its descriptor and, on drop, removes the
+/// name, only in the process that created it and only if the name still refers to the file it
+/// created; an opener never removes anything.
 ///
 /// ```
 /// use ipc_shm::Shm;
@@ -277,28 +418,45 @@ impl ShmOptions {
 /// assert_eq!(other.read::<u64>(0)?, 42);
 /// # Ok::<(), ipc_shm::Error>(())
 /// ```
+///
+/// # After fork
+/// A forked child shares the mapping. In a child forked from a multi-threaded parent it may use
+/// the [`Region`] (see there), [`is_owner`](Self::is_owner) (`getpid`, and `false` there),
+/// [`name`](Self::name), `as_fd`, and drop the handle: the drop is `munmap` and `close`, removes
+/// nothing, and leaves the owner lock to the parent. Everything that opens, creates or removes
+/// (and so allocates) is not for such a child. While the child keeps its copy of the owner's
+/// descriptor open (until it exits or execs), the segment counts as alive for
+/// [`remove_stale`], even if the parent dies.
 pub struct Shm {
+    // Field order is drop order: the name is removed while the descriptor still pins the
+    // inode (so the identity check cannot match a newcomer that reused the inode number).
+    naming: Naming,
     region: Region,
     fd: OwnedFd,
-    name: Name,
 }
 
-/// The name, and who unlinks it on drop.
-struct Name {
+/// A segment's name and, for the owner, what to remove on drop.
+struct Naming {
     name: String,
-    owner_pid: Option<u32>,
+    /// `/dev/shm/NAME`; `None` for a segment received as a descriptor.
+    path: Option<String>,
+    owner: Option<OwnerState>,
 }
 
-impl Name {
+impl Naming {
     fn is_owner(&self) -> bool {
-        self.owner_pid == Some(std::process::id())
+        self.owner
+            .is_some_and(|o| o.on_drop == OnDrop::Remove && o.pid == std::process::id())
     }
 }
 
-impl Drop for Name {
+impl Drop for Naming {
     fn drop(&mut self) {
-        if self.is_owner() {
-            let _ = rustix::shm::unlink(self.name.as_str());
+        if !self.is_owner() {
+            return; // an opener, a forked child's copy, or kept: remove nothing
+        }
+        if let (Some(o), Some(path)) = (self.owner, &self.path) {
+            let _ = unlink_if_ours(path, o.id);
         }
     }
 }
@@ -306,7 +464,7 @@ impl Drop for Name {
 impl fmt::Debug for Shm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shm")
-            .field("name", &self.name.name)
+            .field("name", &self.naming.name)
             .field("len", &self.region.len())
             .field("owner", &self.is_owner())
             .field("fd", &self.fd)
@@ -328,28 +486,122 @@ impl Shm {
         ShmOptions::new().size(size).create(name)
     }
 
-    /// Opens an existing segment that must have `size` bytes (see [`ShmOptions::open`]).
+    /// Opens an existing segment of the size `size` accepts: a `u64` is an exact size,
+    /// [`Size::AtMost`] a bound (see [`ShmOptions::open`]).
     ///
     /// # Errors
     /// As [`ShmOptions::open`].
-    pub fn open(name: &str, size: u64) -> Result<Shm> {
-        ShmOptions::new().size(size).open(name)
+    pub fn open(name: &str, size: impl Into<Size>) -> Result<Shm> {
+        match size.into() {
+            Size::Exact(n) => ShmOptions::new().size(n),
+            Size::AtMost(n) => ShmOptions::new().max_size(n),
+        }
+        .open(name)
     }
 
-    /// The segment's name.
+    /// Opens the segment, or creates it with `size` bytes (see [`ShmOptions::open_or_create`]).
+    ///
+    /// # Errors
+    /// As [`ShmOptions::open_or_create`].
+    pub fn open_or_create(name: &str, size: u64) -> Result<(Shm, Opened)> {
+        ShmOptions::new().size(size).open_or_create(name)
+    }
+
+    /// Maps a segment received as a descriptor (a POSIX segment's, or any tmpfs file's), of a
+    /// size `size` accepts, read-only if the descriptor is. The handle is not an owner; its
+    /// [`name`](Self::name) is `fd N`.
+    ///
+    /// # Errors
+    /// [`Error::NotRegular`], [`Error::NotReady`] (size 0), [`Error::SizeMismatch`],
+    /// [`Error::InvalidSize`].
+    pub fn from_fd(fd: OwnedFd, size: impl Into<Size>) -> Result<Shm> {
+        let name = format!("fd {}", fd.as_raw_fd());
+        let want = size.into().check()?;
+        let st = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(Error::NotRegular { name });
+        }
+        let actual = u64::try_from(st.st_size).unwrap_or(0);
+        if actual == 0 {
+            return Err(Error::NotReady { name });
+        }
+        if !want.accepts(actual) {
+            return Err(Error::SizeMismatch {
+                name,
+                expected: want,
+                actual,
+            });
+        }
+        let len = check_size(actual)?;
+        let writable = rustix::fs::fcntl_getfl(&fd)? & OFlags::RWMODE == OFlags::RDWR;
+        let map =
+            Map::fd(fd.as_fd(), len, writable, false).map_err(|e| map_error(&name, actual, e))?;
+        Ok(Shm {
+            naming: Naming {
+                name,
+                path: None,
+                owner: None,
+            },
+            region: Region::new(map),
+            fd,
+        })
+    }
+
+    /// Claims descriptor number `fd`, inherited from the parent (placed there with
+    /// [`ChildFds`](crate::ChildFds)), and maps it as [`from_fd`](Self::from_fd) does. The
+    /// number must be above 2, open, a regular file, and not claimed before in this process; it
+    /// is made close-on-exec.
+    ///
+    /// # Errors
+    /// [`Error::InvalidDescriptor`], and as [`from_fd`](Self::from_fd).
+    pub fn from_inherited(fd: RawFd, size: impl Into<Size>) -> Result<Shm> {
+        let owned =
+            sys::claim_inherited(fd).map_err(|reason| Error::InvalidDescriptor { fd, reason })?;
+        Shm::from_fd(owned, size)
+    }
+
+    /// The segment's name (`fd N` for one received as a descriptor).
     pub fn name(&self) -> &str {
-        &self.name.name
+        &self.naming.name
     }
 
-    /// Whether this handle created the segment and will unlink it on drop.
+    /// Whether this handle is the owner: it created the segment, in this process (false in a
+    /// forked child), and will remove it on drop (false after [`persist`](Self::persist) or
+    /// with [`OnDrop::Keep`]).
     pub fn is_owner(&self) -> bool {
-        self.name.is_owner()
+        self.naming.is_owner()
     }
 
-    /// Keeps the name after drop: the segment stays until [`unlink`] (or a reboot).
-    pub fn persist(mut self) -> Shm {
-        self.name.owner_pid = None;
-        self
+    /// Keeps the name after the owner is dropped: the segment stays until [`unlink`], or until
+    /// [`remove_stale`] finds no live owner (this handle holds the owner lock until it is
+    /// dropped).
+    pub fn persist(&mut self) {
+        if let Some(o) = &mut self.naming.owner {
+            o.on_drop = OnDrop::Keep;
+        }
+    }
+
+    /// Removes the name now, reporting errors, if it still refers to this segment.
+    ///
+    /// # Errors
+    /// [`Error::NotOwner`] unless [`is_owner`](Self::is_owner) (nothing is removed);
+    /// [`Error::NotFound`] if the name is gone or names another segment now (left alone);
+    /// [`Error::PermissionDenied`].
+    pub fn remove(mut self) -> Result<()> {
+        let naming = &mut self.naming;
+        let name = naming.name.clone();
+        if !naming.is_owner() {
+            return Err(Error::NotOwner { name });
+        }
+        let (Some(o), Some(path)) = (naming.owner.take(), &naming.path) else {
+            return Err(Error::NotOwner { name });
+        };
+        // `self` (and so the descriptor pinning the inode) lives until the end of this call.
+        match unlink_if_ours(path, o.id) {
+            Ok(Unlinked::Ours) => Ok(()),
+            Ok(Unlinked::Gone | Unlinked::Replaced) => Err(Error::NotFound { name }),
+            Err(e) => Err(Error::at(&name, e)),
+        }
     }
 
     /// Checks that the object still has the size we mapped. Another process with write access
@@ -359,24 +611,111 @@ impl Shm {
     /// # Errors
     /// [`Error::SizeMismatch`] if it shrank or grew.
     pub fn check_size(&self) -> Result<()> {
-        let actual = rustix::fs::fstat(&self.fd)?.st_size.max(0) as u64;
+        let actual = u64::try_from(rustix::fs::fstat(&self.fd)?.st_size).unwrap_or(0);
         let expected = self.region.len() as u64;
         if actual != expected {
-            return Err(Error::SizeMismatch { expected, actual });
+            return Err(Error::SizeMismatch {
+                name: self.naming.name.clone(),
+                expected: Size::Exact(expected),
+                actual,
+            });
         }
         Ok(())
     }
+
+    /// A new descriptor of this segment on a new open file description (through
+    /// `/proc/self/fd`), close-on-exec, read-only if asked: what to hand to another process.
+    /// Unlike a duplicate of [`as_fd`](AsFd::as_fd), it does not share the owner's lock, so a
+    /// child that holds it does not keep the owner "alive" for [`remove_stale`].
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] (read-write from a read-only handle may be refused),
+    /// [`Error::NotFound`] without `/proc` when the name no longer refers to this segment.
+    pub fn try_clone_fd(&self, access: Access) -> Result<OwnedFd> {
+        let flags = match access {
+            Access::ReadWrite => OFlags::RDWR,
+            Access::ReadOnly => OFlags::RDONLY,
+        } | OFlags::CLOEXEC
+            | OFlags::NONBLOCK;
+        let proc_path = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
+        let fd = match rustix::fs::open(&proc_path, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => {
+                // No /proc: open the name, and keep it only if it is still this segment.
+                let path = self.naming.path.as_deref().ok_or(Error::NotFound {
+                    name: self.naming.name.clone(),
+                })?;
+                let fd = rustix::fs::open(path, flags | OFlags::NOFOLLOW, Mode::empty())
+                    .map_err(|e| Error::at(&self.naming.name, e))?;
+                let same = FileId::of(fd.as_fd()) == FileId::of(self.fd.as_fd());
+                if !same {
+                    return Err(Error::NotFound {
+                        name: self.naming.name.clone(),
+                    });
+                }
+                fd
+            }
+            Err(e) => return Err(Error::at(&self.naming.name, e)),
+        };
+        let fl = rustix::fs::fcntl_getfl(&fd)?;
+        rustix::fs::fcntl_setfl(&fd, fl - OFlags::NONBLOCK)?;
+        Ok(fd)
+    }
 }
 
-/// `shm_unlink(name)`—Removes a name (a stale segment); mappings stay valid until unmapped.
+/// Removes the name `/dev/shm/NAME`, whoever made it (explicit clean-up); mappings and
+/// descriptors of the segment stay valid until released. Prefer [`remove_stale`], which leaves
+/// a live owner's segment alone.
 ///
 /// # Errors
-/// [`Error::InvalidName`], [`Error::NotFound`], [`Error::PermissionDenied`].
+/// [`Error::InvalidName`], [`Error::NotFound`], [`Error::PermissionDenied`],
+/// [`Error::NotRegular`] (a directory).
 #[doc(alias = "shm_unlink")]
 pub fn unlink(name: &str) -> Result<()> {
-    name::validate(name)?;
-    rustix::shm::unlink(name)?;
-    Ok(())
+    let path = name::validate(name)?;
+    rustix::fs::unlink(&path).map_err(|e| Error::at(name, e))
+}
+
+/// Removes the segment `name` only if no live owner holds it: its creator was killed, is a
+/// zombie, or dropped it with [`OnDrop::Keep`]; segments made without this crate carry no owner
+/// lock and count as ownerless. Checks, before it unlinks, that the name still refers to the
+/// segment it probed.
+///
+/// ```
+/// use ipc_shm::{OnDrop, Shm};
+/// # let name = format!("/ipcrs-doc-stale-{}", std::process::id());
+/// let owner = Shm::create(&name, 4096)?;
+/// assert!(matches!(ipc_shm::remove_stale(&name), Err(ipc_shm::Error::OwnerAlive { .. })));
+/// let mut owner = owner;
+/// owner.persist();
+/// drop(owner);                        // kept, and now ownerless
+/// ipc_shm::remove_stale(&name)?;      // so it is removed
+/// # Ok::<(), ipc_shm::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::OwnerAlive`], [`Error::NotFound`], [`Error::InvalidName`], [`Error::Symlink`],
+/// [`Error::NotRegular`], [`Error::PermissionDenied`] (probing opens the segment for reading).
+pub fn remove_stale(name: &str) -> Result<()> {
+    let path = name::validate(name)?;
+    let fd = owner::open_probe(&path).map_err(|e| Error::at(name, e))?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(Error::NotRegular {
+            name: name.to_owned(),
+        });
+    }
+    if owner::owner_alive(&fd).map_err(|e| Error::at(name, e))? {
+        return Err(Error::OwnerAlive {
+            name: name.to_owned(),
+        });
+    }
+    let id = FileId::of(fd.as_fd()).map_err(|e| Error::at(name, e))?;
+    match unlink_if_ours(&path, id) {
+        // Gone or replaced meanwhile: the stale segment is no longer at the name either way.
+        Ok(_) => Ok(()),
+        Err(e) => Err(Error::at(name, e)),
+    }
 }
 
 impl Deref for Shm {
@@ -399,10 +738,14 @@ impl AsFd for Shm {
 }
 
 impl From<Shm> for OwnedFd {
-    /// The descriptor, e.g. to pass to another process. The mapping is released, and an owner
-    /// still unlinks the name (the object lives on while a descriptor or mapping refers to it).
+    /// The descriptor. The mapping is released, and an owner still removes the name, as on drop
+    /// (the segment lives on while a descriptor or mapping refers to it). The descriptor is the
+    /// owner's: it carries the owner lock while open.
     fn from(shm: Shm) -> OwnedFd {
-        shm.fd
+        let Shm { naming, region, fd } = shm;
+        drop(naming); // removes the name (if the owner's) while `fd` pins the inode
+        drop(region);
+        fd
     }
 }
 

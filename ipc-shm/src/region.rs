@@ -2,18 +2,10 @@
 
 use std::fmt;
 use std::mem::{align_of, size_of};
-use std::ptr::NonNull;
 
 use crate::error::{Error, Result};
 use crate::safe::{ShmAtomic, ShmSafe};
-use crate::sys;
-
-/// How a region is released.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Release {
-    Munmap,
-    Shmdt,
-}
+use crate::sys::Map;
 
 /// A mapping of shared memory: a raw pointer and a length, unmapped on drop.
 ///
@@ -36,70 +28,78 @@ pub(crate) enum Release {
 /// assert!(anon.read::<u8>(4096).is_err()); // out of bounds: an error, not a panic
 /// # Ok::<(), ipc_shm::Error>(())
 /// ```
+///
+/// # After fork
+/// A forked child shares the mapping (`MAP_SHARED`, System V attachments are inherited). Every
+/// method of a region is plain loads, stores and copies with no system call, no lock and no
+/// allocation, except [`read_vec`](Self::read_vec), which allocates: all of them may be called
+/// in a child forked from a multi-threaded parent (`read_vec` only where the C library's
+/// allocator survives `fork`, as glibc's does). Dropping it there is one `munmap`/`shmdt`.
 pub struct Region {
-    ptr: NonNull<u8>,
-    len: usize,
-    writable: bool,
-    release: Release,
+    map: Map,
 }
 
 impl fmt::Debug for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Region")
-            .field("ptr", &self.ptr)
-            .field("len", &self.len)
-            .field("writable", &self.writable)
+            .field("ptr", &self.map.addr())
+            .field("len", &self.map.len())
+            .field("writable", &self.map.writable())
             .finish()
     }
 }
 
 impl Region {
-    pub(crate) fn new(ptr: NonNull<u8>, len: usize, writable: bool, release: Release) -> Region {
-        Region {
-            ptr,
-            len,
-            writable,
-            release,
-        }
+    pub(crate) fn new(map: Map) -> Region {
+        Region { map }
+    }
+
+    pub(crate) fn map(&self) -> &Map {
+        &self.map
+    }
+
+    pub(crate) fn map_mut(&mut self) -> &mut Map {
+        &mut self.map
     }
 
     /// The length of the mapping in bytes.
     pub fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
     /// Whether the region is empty (never, for a region made by this crate).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.map.len() == 0
     }
 
     /// Whether the mapping is writable (false for read-only mappings).
     pub fn is_writable(&self) -> bool {
-        self.writable
+        self.map.writable()
     }
 
     /// The address of the mapping, for FFI. Dereferencing it is up to you (and `unsafe`).
     pub fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
+        self.map.addr()
     }
 
-    /// The pointer to `offset..offset+len`, after checking the range.
-    fn at(&self, offset: usize, len: usize) -> Result<*mut u8> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.len => Ok(self.ptr.as_ptr().wrapping_add(offset)),
-            _ => Err(Error::OutOfBounds {
-                offset,
-                len,
-                region: self.len,
-            }),
+    fn out_of_bounds(&self, offset: usize, len: usize) -> Error {
+        Error::OutOfBounds {
+            offset,
+            len,
+            region: self.len(),
         }
     }
 
-    fn at_mut(&self, offset: usize, len: usize) -> Result<*mut u8> {
-        if !self.writable {
+    /// Checks `offset..offset+len` (and, for writes, that the mapping is writable) to report
+    /// the precise error; the mapping checks again before it touches memory.
+    fn check(&self, offset: usize, len: usize, write: bool) -> Result<()> {
+        if write && !self.is_writable() {
             return Err(Error::ReadOnly);
         }
-        self.at(offset, len)
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(self.out_of_bounds(offset, len)),
+        }
     }
 
     /// Copies `buf.len()` bytes at `offset` out of the region.
@@ -107,9 +107,12 @@ impl Region {
     /// # Errors
     /// [`Error::OutOfBounds`] if the range is not inside the region.
     pub fn read_bytes(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
-        let p = self.at(offset, buf.len())?;
-        sys::copy_out(p, buf);
-        Ok(())
+        self.check(offset, buf.len(), false)?;
+        if self.map.read(offset, buf) {
+            Ok(())
+        } else {
+            Err(self.out_of_bounds(offset, buf.len()))
+        }
     }
 
     /// Copies `data` into the region at `offset`.
@@ -118,9 +121,12 @@ impl Region {
     /// [`Error::OutOfBounds`] if the range is not inside the region, [`Error::ReadOnly`] if the
     /// mapping is read-only.
     pub fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<()> {
-        let p = self.at_mut(offset, data.len())?;
-        sys::copy_in(data, p);
-        Ok(())
+        self.check(offset, data.len(), true)?;
+        if self.map.write(offset, data) {
+            Ok(())
+        } else {
+            Err(self.out_of_bounds(offset, data.len()))
+        }
     }
 
     /// Reads a copy of the `T` at `offset` (any alignment).
@@ -128,8 +134,10 @@ impl Region {
     /// # Errors
     /// [`Error::OutOfBounds`] if it is not inside the region.
     pub fn read<T: ShmSafe>(&self, offset: usize) -> Result<T> {
-        let p = self.at(offset, size_of::<T>())?;
-        Ok(sys::read_value(p))
+        self.check(offset, size_of::<T>(), false)?;
+        self.map
+            .read_value(offset)
+            .ok_or_else(|| self.out_of_bounds(offset, size_of::<T>()))
     }
 
     /// Writes `value` at `offset` (any alignment).
@@ -137,26 +145,38 @@ impl Region {
     /// # Errors
     /// [`Error::OutOfBounds`], [`Error::ReadOnly`].
     pub fn write<T: ShmSafe + Copy>(&self, offset: usize, value: &T) -> Result<()> {
-        let p = self.at_mut(offset, size_of::<T>())?;
-        sys::write_value(p, *value);
-        Ok(())
+        self.check(offset, size_of::<T>(), true)?;
+        if self.map.write_value(offset, *value) {
+            Ok(())
+        } else {
+            Err(self.out_of_bounds(offset, size_of::<T>()))
+        }
     }
 
     /// Reads `count` consecutive `T`s at `offset` into a new vector (one copy); `count *
-    /// size_of::<T>()` is checked against the region before anything is allocated.
+    /// size_of::<T>()` is checked against the region before anything is allocated, so the
+    /// allocation is never larger than the region.
     ///
     /// # Errors
-    /// [`Error::OutOfBounds`] if the range overflows or is not inside the region.
+    /// [`Error::OutOfBounds`] if the range overflows or is not inside the region;
+    /// [`Error::LimitExceeded`] if the memory for the copy cannot be allocated.
     pub fn read_vec<T: ShmSafe>(&self, offset: usize, count: usize) -> Result<Vec<T>> {
         let bytes = count
             .checked_mul(size_of::<T>())
-            .ok_or(Error::OutOfBounds {
-                offset,
-                len: usize::MAX,
-                region: self.len,
+            .ok_or_else(|| self.out_of_bounds(offset, usize::MAX))?;
+        self.check(offset, bytes, false)?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(count)
+            .map_err(|_| Error::LimitExceeded {
+                what: "memory for the copy",
+                requested: bytes as u64,
+                limit: 0,
             })?;
-        let p = self.at(offset, bytes)?;
-        Ok(sys::read_vec(p, count))
+        if self.map.read_into_vec(offset, count, &mut out) {
+            Ok(out)
+        } else {
+            Err(self.out_of_bounds(offset, bytes))
+        }
     }
 
     /// Writes the `T`s of `values` consecutively at `offset` (one copy).
@@ -164,7 +184,13 @@ impl Region {
     /// # Errors
     /// [`Error::OutOfBounds`], [`Error::ReadOnly`].
     pub fn write_slice<T: ShmSafe + Copy>(&self, offset: usize, values: &[T]) -> Result<()> {
-        self.write_bytes(offset, sys::bytes_of(values))
+        let len = size_of_val(values);
+        self.check(offset, len, true)?;
+        if self.map.write_slice(offset, values) {
+            Ok(())
+        } else {
+            Err(self.out_of_bounds(offset, len))
+        }
     }
 
     /// Fills `len` bytes at `offset` with `byte`.
@@ -172,15 +198,12 @@ impl Region {
     /// # Errors
     /// [`Error::OutOfBounds`], [`Error::ReadOnly`].
     pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<()> {
-        self.at_mut(offset, len)?;
-        let chunk = [byte; 4096];
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(chunk.len());
-            self.write_bytes(offset + done, &chunk[..n])?;
-            done += n;
+        self.check(offset, len, true)?;
+        if self.map.fill(offset, len, byte) {
+            Ok(())
+        } else {
+            Err(self.out_of_bounds(offset, len))
         }
-        Ok(())
     }
 
     /// A shared reference to the atomics-only `T` at `offset`, which must be aligned for `T`.
@@ -193,23 +216,19 @@ impl Region {
     /// # Errors
     /// [`Error::ReadOnly`], [`Error::OutOfBounds`], [`Error::Misaligned`].
     pub fn atomic<T: ShmAtomic>(&self, offset: usize) -> Result<&T> {
-        let p = self.at_mut(offset, size_of::<T>())?;
-        if !(p as usize).is_multiple_of(align_of::<T>()) {
+        self.check(offset, size_of::<T>(), true)?;
+        if !(self.map.addr() as usize)
+            .wrapping_add(offset)
+            .is_multiple_of(align_of::<T>())
+        {
             return Err(Error::Misaligned {
                 offset,
                 align: align_of::<T>(),
             });
         }
-        Ok(sys::atomic_ref(self, p))
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        match self.release {
-            Release::Munmap => sys::unmap(self.ptr, self.len),
-            Release::Shmdt => sys::shmdt(self.ptr),
-        }
+        self.map
+            .atomic(offset)
+            .ok_or_else(|| self.out_of_bounds(offset, size_of::<T>()))
     }
 }
 
@@ -241,13 +260,5 @@ impl<T: Segment + ?Sized> Segment for std::sync::Arc<T> {
 impl<T: Segment + ?Sized> Segment for Box<T> {
     fn region(&self) -> &Region {
         (**self).region()
-    }
-}
-
-/// Checks a caller's size: non-zero, fits `usize` and `isize::MAX`.
-pub(crate) fn check_size(size: u64) -> Result<usize> {
-    match usize::try_from(size) {
-        Ok(s) if s > 0 && s <= isize::MAX as usize => Ok(s),
-        _ => Err(Error::InvalidSize { size }),
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::futex;
 use crate::header::Header;
-use crate::region::Segment;
+use crate::region::{Region, Segment};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCRSRNG");
 const VERSION: u32 = 1;
@@ -29,42 +29,30 @@ const SPIN: Duration = Duration::from_micros(50);
 /// The longest single futex sleep: how often a parked side re-checks that its peer lives.
 const SLICE: Duration = Duration::from_millis(50);
 
-/// Fields written rarely: capacity and who the endpoints are.
-#[repr(C)]
-#[derive(Debug)]
-struct Meta {
-    capacity: AtomicU64,
-    writer_pid: AtomicU32,
-    reader_pid: AtomicU32,
-    writer_closed: AtomicU32,
-    reader_closed: AtomicU32,
-    /// The one CPU each side is pinned to, or `ANY_CPU`.
-    writer_cpu: AtomicU32,
-    reader_cpu: AtomicU32,
+crate::shm_atomic! {
+    /// Fields written rarely: capacity and who the endpoints are.
+    #[derive(Debug)]
+    struct Meta {
+        capacity: AtomicU64,
+        writer_pid: AtomicU32,
+        reader_pid: AtomicU32,
+        writer_closed: AtomicU32,
+        reader_closed: AtomicU32,
+        /// The one CPU each side is pinned to, or `ANY_CPU`.
+        writer_cpu: AtomicU32,
+        reader_cpu: AtomicU32,
+    }
 }
-crate::shm_atomic!(Meta {
-    capacity: AtomicU64,
-    writer_pid: AtomicU32,
-    reader_pid: AtomicU32,
-    writer_closed: AtomicU32,
-    reader_closed: AtomicU32,
-    writer_cpu: AtomicU32,
-    reader_cpu: AtomicU32,
-});
 
-/// One side's hot line: its position, and the flag the *other* side sets when it sleeps on it.
-#[repr(C)]
-#[derive(Debug)]
-struct Line {
-    pos: AtomicU64,
-    sleeping: AtomicU32,
-    spare: AtomicU32,
+crate::shm_atomic! {
+    /// One side's hot line: its position, and the flag the *other* side sets when it sleeps on it.
+    #[derive(Debug)]
+    struct Line {
+        pos: AtomicU64,
+        sleeping: AtomicU32,
+        spare: AtomicU32,
+    }
 }
-crate::shm_atomic!(Line {
-    pos: AtomicU64,
-    sleeping: AtomicU32,
-    spare: AtomicU32,
-});
 
 /// How a blocked side waits for its peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -233,9 +221,18 @@ fn my_pid() -> u32 {
 /// A forked child must not use an endpoint its parent keeps using (single producer, single
 /// consumer).
 ///
+/// # After fork
+/// A forked child shares the ring's memory. In a child forked from a multi-threaded parent, an
+/// endpoint (or a `Ring`) it inherited may only be dropped: the drop sees that it is not the
+/// process that claimed the role (`getpid`) and touches nothing, so the parent's endpoint stays
+/// open and claimed. Sending and receiving in such a child are not supported: they may read
+/// `/proc` (allocating) to check the peer, and the role belongs to the parent; a child that
+/// should be an endpoint claims its own role after `exec`, or (single-threaded parent) with
+/// `Ring::open(..)?.into_writer()` after the parent's endpoint is dropped.
+///
 /// ```
 /// use ipc_shm::{Anon, Ring};
-/// let seg = Anon::new(Ring::<Anon>::segment_size(1 << 16) as u64)?;
+/// let seg = Anon::new(Ring::segment_size(1 << 16)?)?;
 /// let mut w = Ring::create(&seg)?.into_writer()?;  // usually: in one process
 /// let mut r = Ring::open(&seg)?.into_reader()?;    // and this in another
 /// w.send(b"hello")?;
@@ -256,16 +253,48 @@ impl<S: Segment> fmt::Debug for Ring<S> {
     }
 }
 
-impl<S: Segment> Ring<S> {
-    /// The segment size a ring of `capacity` data bytes needs (`capacity` a power of two).
-    /// Saturates instead of overflowing: a size that large is then refused by the segment's
-    /// constructor as [`Error::InvalidSize`].
-    pub const fn segment_size(capacity: usize) -> usize {
-        DATA_OFF.saturating_add(capacity)
+impl Ring<Region> {
+    /// The segment size a ring of `capacity` data bytes needs: the control block (384 bytes)
+    /// plus `capacity`, ready for a segment constructor (`Shm::create(name,
+    /// Ring::segment_size(1 << 20)?)`). Works for a ring on any segment type (it is written on
+    /// `Ring<Region>` only so that no type needs naming).
+    ///
+    /// `capacity` must be a power of two of at least 64 bytes: anything else is refused, never
+    /// rounded.
+    ///
+    /// ```
+    /// use ipc_shm::Ring;
+    /// assert_eq!(Ring::segment_size(1 << 16)?, 384 + (1 << 16));
+    /// assert!(matches!(Ring::segment_size(1000), Err(ipc_shm::Error::InvalidSize { .. })));
+    /// # Ok::<(), ipc_shm::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidSize`] for a capacity that is not a power of two, is below 64, or makes
+    /// a segment larger than [`MAX_SIZE`](crate::MAX_SIZE).
+    pub fn segment_size(capacity: usize) -> Result<u64> {
+        let size = capacity as u64;
+        if !capacity.is_power_of_two() || capacity < MIN_CAPACITY {
+            return Err(Error::InvalidSize {
+                size,
+                reason: "a ring's capacity is a power of two of at least 64 bytes",
+            });
+        }
+        match size.checked_add(DATA_OFF as u64) {
+            Some(total) if total <= crate::MAX_SIZE => Ok(total),
+            _ => Err(Error::InvalidSize {
+                size,
+                reason: "larger than the address space can map (ipc_shm::MAX_SIZE)",
+            }),
+        }
     }
+}
 
-    /// Lays a new ring out in `seg`, with the largest power-of-two capacity that fits, and
-    /// publishes its header last. Use it on a segment nobody else uses yet.
+impl<S: Segment> Ring<S> {
+    /// Lays a new ring out in `seg` and publishes its header last. Use it on a segment nobody
+    /// else uses yet. The capacity is the largest power of two that fits after the control
+    /// block: exactly the one asked for when the segment was sized with
+    /// [`segment_size`](Ring::segment_size) (any bytes beyond it stay unused).
     ///
     /// # Errors
     /// [`Error::InvalidSize`] if the segment holds less than 64 data bytes,
@@ -276,6 +305,7 @@ impl<S: Segment> Ring<S> {
         if room < MIN_CAPACITY {
             return Err(Error::InvalidSize {
                 size: region.len() as u64,
+                reason: "a ring needs a segment of at least 448 bytes (Ring::segment_size(64))",
             });
         }
         let cap = 1usize << (usize::BITS - 1 - room.leading_zeros());
@@ -289,14 +319,14 @@ impl<S: Segment> Ring<S> {
     /// Opens a ring another process created in `seg`, checking its header and capacity.
     ///
     /// # Errors
-    /// [`Error::NotReady`] (not published yet: see [`open_timeout`](Self::open_timeout)),
+    /// [`Error::NotPublished`] (not published yet: see [`open_timeout`](Self::open_timeout)),
     /// [`Error::Incompatible`], [`Error::ReadOnly`] (both ends write their position).
     pub fn open(seg: S) -> Result<Ring<S>> {
         let region = seg.region();
         let header = Header::at(region, 0)?;
         let layout = header.layout_size();
         if layout == 0 {
-            return Err(Error::NotReady);
+            return Err(Error::NotPublished);
         }
         let cap = region
             .atomic::<Meta>(META_OFF)?
@@ -530,6 +560,9 @@ fn publish(line: &Line, pos: u64) {
 }
 
 /// The writing end of a [`Ring`]: copies messages in.
+///
+/// After fork: see [`Ring`]; in a child forked from a multi-threaded parent, an inherited
+/// writer may only be dropped (which touches nothing).
 pub struct RingWriter<S: Segment> {
     seg: S,
     cap: usize,
@@ -672,6 +705,9 @@ impl<S: Segment> Drop for RingWriter<S> {
 }
 
 /// The reading end of a [`Ring`]: validates and copies messages out.
+///
+/// After fork: see [`Ring`]; in a child forked from a multi-threaded parent, an inherited
+/// reader may only be dropped (which touches nothing).
 pub struct RingReader<S: Segment> {
     seg: S,
     cap: usize,
@@ -744,14 +780,44 @@ impl<S: Segment> RingReader<S> {
         self.recv_until(buf, Deadline::after(limit))
     }
 
-    /// Receives the next message into a new vector (at most [`max_message`](Self::max_message)
-    /// bytes are allocated, whatever the writer claims).
+    /// Receives the next message into a new vector, waiting while the ring is empty. At most
+    /// [`max_message`](Self::max_message) bytes are allocated, whatever the writer claims: the
+    /// ring's capacity is bounded by the segment, whose size the opener accepted.
     ///
     /// # Errors
-    /// As [`recv`](Self::recv).
+    /// As [`recv`](Self::recv); [`Error::LimitExceeded`] if the memory cannot be allocated (the
+    /// message stays queued).
     pub fn recv_vec(&mut self) -> Result<Vec<u8>> {
-        let rest = self.next_len(Deadline::Never)? - self.consumed;
-        let mut v = vec![0; rest];
+        self.recv_vec_until(Deadline::Never)
+    }
+
+    /// Receives a message into a new vector if one is there now.
+    ///
+    /// # Errors
+    /// [`Error::WouldBlock`] when empty, and as [`recv_vec`](Self::recv_vec).
+    pub fn try_recv_vec(&mut self) -> Result<Vec<u8>> {
+        self.recv_vec_until(Deadline::Now)
+    }
+
+    /// Receives a message into a new vector, waiting at most `limit` (`Duration::MAX`:
+    /// forever).
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`], and as [`recv_vec`](Self::recv_vec).
+    pub fn recv_vec_timeout(&mut self, limit: Duration) -> Result<Vec<u8>> {
+        self.recv_vec_until(Deadline::after(limit))
+    }
+
+    fn recv_vec_until(&mut self, dl: Deadline) -> Result<Vec<u8>> {
+        let rest = self.next_len(dl)? - self.consumed;
+        let mut v = Vec::new();
+        v.try_reserve_exact(rest)
+            .map_err(|_| Error::LimitExceeded {
+                what: "memory for the message",
+                requested: rest as u64,
+                limit: 0,
+            })?;
+        v.resize(rest, 0);
         self.take(&mut v)?;
         Ok(v)
     }
@@ -869,7 +935,7 @@ impl<S: Segment> std::io::Read for RingReader<S> {
 ///
 /// ```
 /// use std::io::{Read, Write};
-/// let seg = ipc_shm::Anon::new(ipc_shm::Ring::<ipc_shm::Anon>::segment_size(4096) as u64)?;
+/// let seg = ipc_shm::Anon::new(ipc_shm::Ring::segment_size(4096)?)?;
 /// let mut w = ipc_shm::Ring::create(&seg)?.into_writer()?;
 /// let mut r = ipc_shm::Ring::open(&seg)?.into_reader()?;
 /// w.write_all(b"a byte stream, ")?;

@@ -1,8 +1,11 @@
-//! The only file with unsafe code: mapping and unmapping memory, copying bytes across the
-//! process boundary, handing out references to atomics in shared memory, and System V calls.
+//! The ground floor: the only file with unsafe code. It owns mappings ([`Map`]), copies bytes
+//! and plain values across the process boundary, lends references to atomics in shared memory,
+//! wraps the System V calls that have no safe binding, and places descriptors in a spawned
+//! child. It takes and returns raw or std types (and its own [`Map`]) and depends on nothing
+//! above it: the concept files (`region.rs`, `posix.rs`, ...) wrap it.
 //!
-//! Every block is one call with a `// SAFETY:` comment. The rest of the crate is safe code that
-//! checks offsets and lengths before it calls in here.
+//! Every block is one call with a `// SAFETY:` comment. Soundness never depends on a caller's
+//! check: every access through a [`Map`] checks its range (and alignment, and writability) here.
 //!
 //! The memory model. A mapping may be written at any moment by another process, which no
 //! Rust-level synchronisation can order, so the crate treats it the way a driver treats device
@@ -20,26 +23,19 @@
 
 use std::ffi::{CStr, c_void};
 use std::io;
-use std::os::fd::AsFd;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::ptr::{self, NonNull};
-
-use rustix::mm::{Advice, MapFlags, ProtFlags};
-
+use std::sync::Mutex;
 use std::sync::atomic::{
     AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize, AtomicU8, AtomicU16, AtomicU32,
     AtomicU64, AtomicUsize,
 };
 
-use crate::region::Region;
-
-// SAFETY: a `Region` owns its mapping (a raw pointer and a length) and releases it once, in
-// `Drop`; `munmap`/`shmdt` may be called from any thread, and no thread-local state is involved.
-unsafe impl Send for Region {}
-// SAFETY: through `&Region` a thread can only copy bytes and `ShmSafe` values in and out through
-// raw pointers, borrow `ShmAtomic` types (themselves `Sync`), or borrow the bytes of a frozen
-// memfd that nothing can write. Concurrent copies from several threads are the same as copies
-// concurrent with another process: see the memory model in the module docs.
-unsafe impl Sync for Region {}
+use rustix::fs::SealFlags;
+use rustix::mm::{Advice, MapFlags, ProtFlags};
 
 // The marker traits live here because declaring and implementing an `unsafe trait` is unsafe
 // code; `crate::safe` re-exports them and holds the macros for users' structs.
@@ -52,7 +48,7 @@ unsafe impl Sync for Region {}
 /// value (a peer may write anything), with a stable layout (`#[repr(C)]` or a primitive), no
 /// padding bytes (they would leak private memory into the segment), and no pointers or references
 /// (they mean nothing in another process). Use [`shm_safe!`](crate::shm_safe) for your structs:
-/// it checks the layout at compile time.
+/// it declares the struct `#[repr(C)]` itself and checks the layout at compile time.
 ///
 /// `bool`, `char`, enums, references and `NonZero*` have invalid bit patterns and so do not
 /// implement it:
@@ -85,8 +81,8 @@ pub unsafe trait ShmSafe: Sized + 'static {}
 ///
 /// # Safety
 /// Every byte of `Self` must be part of an atomic (no plain fields, no padding), every bit
-/// pattern valid, layout stable (`#[repr(C)]`). Use [`shm_atomic!`](crate::shm_atomic) for your
-/// structs.
+/// pattern valid, layout stable (`#[repr(C)]`), every field at an offset aligned for it. Use
+/// [`shm_atomic!`](crate::shm_atomic) for your structs.
 ///
 /// ```compile_fail,E0277
 /// fn needs<T: ipc_shm::ShmAtomic>() {}
@@ -117,6 +113,37 @@ impl_marker!(ShmAtomic: AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, 
 // SAFETY: arrays of atomics are atomics back to back, with no padding.
 unsafe impl<T: ShmAtomic, const N: usize> ShmAtomic for [T; N] {}
 
+/// How a [`Map`] is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    Munmap,
+    Shmdt,
+}
+
+/// A mapping of shared memory this process owns: a pointer and a length, released once on
+/// drop. Every access checks its range here, so no caller can reach outside the mapping.
+#[derive(Debug)]
+pub(crate) struct Map {
+    ptr: NonNull<u8>,
+    len: usize,
+    writable: bool,
+    release: Release,
+    /// (device, inode) of the file mapped, for mappings of a descriptor.
+    file: Option<(u64, u64)>,
+    /// Checked by [`Map::freeze`]: a read-only mapping of a file sealed against writes and
+    /// shrinking, which no process can change or cut short.
+    frozen: bool,
+}
+
+// SAFETY: a `Map` owns its mapping (a raw pointer and a length) and releases it once, in `Drop`;
+// `munmap`/`shmdt` may be called from any thread, and no thread-local state is involved.
+unsafe impl Send for Map {}
+// SAFETY: through `&Map` a thread can only copy bytes and `ShmSafe` values in and out through raw
+// pointers, borrow `ShmAtomic` types (themselves `Sync`), or borrow the bytes of a frozen memfd
+// that nothing can write. Concurrent copies from several threads are the same as copies
+// concurrent with another process: see the memory model in the module docs.
+unsafe impl Sync for Map {}
+
 fn prot(writable: bool) -> ProtFlags {
     if writable {
         ProtFlags::READ | ProtFlags::WRITE
@@ -125,129 +152,288 @@ fn prot(writable: bool) -> ProtFlags {
     }
 }
 
-/// `mmap(NULL, len, prot, MAP_SHARED [| MAP_HUGETLB], fd, 0)`.
-pub(crate) fn map_fd(
-    fd: impl AsFd,
-    len: usize,
-    writable: bool,
-    huge: bool,
-) -> io::Result<NonNull<u8>> {
-    let mut flags = MapFlags::SHARED;
-    if huge {
-        flags |= MapFlags::HUGETLB;
+impl Map {
+    /// `mmap(NULL, len, prot, MAP_SHARED [| MAP_HUGETLB], fd, 0)`.
+    pub(crate) fn fd(
+        fd: BorrowedFd<'_>,
+        len: usize,
+        writable: bool,
+        huge: bool,
+    ) -> io::Result<Map> {
+        let st = rustix::fs::fstat(fd)?;
+        let mut flags = MapFlags::SHARED;
+        if huge {
+            flags |= MapFlags::HUGETLB;
+        }
+        // SAFETY: a NULL hint lets the kernel choose fresh addresses, so no existing Rust object
+        // is replaced or aliased; the `Map` owns the returned mapping and unmaps it once.
+        let p = unsafe { rustix::mm::mmap(ptr::null_mut(), len, prot(writable), flags, fd, 0) }?;
+        let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
+        Ok(Map {
+            ptr,
+            len,
+            writable,
+            release: Release::Munmap,
+            file: Some((st.st_dev, st.st_ino)),
+            frozen: false,
+        })
     }
-    // SAFETY: a NULL hint lets the kernel choose fresh addresses, so no existing Rust object is
-    // replaced or aliased; the caller owns the returned mapping and unmaps it exactly once.
-    let p = unsafe { rustix::mm::mmap(ptr::null_mut(), len, prot(writable), flags, fd, 0) }?;
-    NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned NULL"))
-}
 
-/// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_ANONYMOUS [| MAP_HUGETLB], -1, 0)`.
-pub(crate) fn map_anon(len: usize, huge: bool) -> io::Result<NonNull<u8>> {
-    let mut flags = MapFlags::SHARED;
-    if huge {
-        flags |= MapFlags::HUGETLB;
+    /// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_ANONYMOUS [| MAP_HUGETLB], -1, 0)`.
+    pub(crate) fn anon(len: usize, huge: bool) -> io::Result<Map> {
+        let mut flags = MapFlags::SHARED;
+        if huge {
+            flags |= MapFlags::HUGETLB;
+        }
+        // SAFETY: as in `fd`: fresh addresses, owned by the returned `Map`.
+        let p = unsafe { rustix::mm::mmap_anonymous(ptr::null_mut(), len, prot(true), flags) }?;
+        let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
+        Ok(Map {
+            ptr,
+            len,
+            writable: true,
+            release: Release::Munmap,
+            file: None,
+            frozen: false,
+        })
     }
-    // SAFETY: as in `map_fd`: fresh addresses, owned by the caller.
-    let p = unsafe { rustix::mm::mmap_anonymous(ptr::null_mut(), len, prot(true), flags) }?;
-    NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned NULL"))
+
+    /// `shmat(id, NULL, flags)`, then `IPC_STAT`: the attachment and the segment's state, measured
+    /// while attached (so it is the segment mapped, even if its id is removed meanwhile: the
+    /// kernel keeps an attached segment and its id).
+    pub(crate) fn shm_attach(id: i32, writable: bool) -> io::Result<(Map, ShmStat)> {
+        let flags = if writable { 0 } else { libc::SHM_RDONLY };
+        // SAFETY: a NULL address lets the kernel choose fresh addresses (no Rust object is
+        // replaced); the `Map` built below owns the attachment and detaches it once.
+        let p = unsafe { libc::shmat(id, ptr::null(), flags) };
+        if p as isize == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("shmat returned NULL"))?;
+        let mut map = Map {
+            ptr,
+            len: 0,
+            writable,
+            release: Release::Shmdt,
+            file: None,
+            frozen: false,
+        };
+        let st = shm_stat(id)?; // on error, dropping `map` detaches
+        map.len = usize::try_from(st.size).map_err(|_| io::Error::other("segment size"))?;
+        Ok((map, st))
+    }
+
+    /// The length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping may be written.
+    pub(crate) fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The address, for FFI and alignment arithmetic.
+    pub(crate) fn addr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The pointer to `offset..offset+len`, if that range is inside the mapping.
+    fn at(&self, offset: usize, len: usize) -> Option<*mut u8> {
+        let end = offset.checked_add(len)?;
+        (end <= self.len).then(|| self.ptr.as_ptr().wrapping_add(offset))
+    }
+
+    fn at_mut(&self, offset: usize, len: usize) -> Option<*mut u8> {
+        if self.writable {
+            self.at(offset, len)
+        } else {
+            None
+        }
+    }
+
+    /// Copies `dst.len()` bytes at `offset` out of the mapping; false if out of range.
+    pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) -> bool {
+        let Some(src) = self.at(offset, dst.len()) else {
+            return false;
+        };
+        // SAFETY: the source range is inside this live readable mapping (checked above) and
+        // cannot overlap `dst`, which is private memory borrowed mutably; no reference to the
+        // source is created. A peer may write the source concurrently: the copy then yields
+        // arbitrary bytes (see the module docs), every bit pattern of `u8` is valid, and callers
+        // treat what they read as untrusted.
+        unsafe { ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
+        true
+    }
+
+    /// Copies `src` into the mapping at `offset`; false if out of range or read-only.
+    pub(crate) fn write(&self, offset: usize, src: &[u8]) -> bool {
+        let Some(dst) = self.at_mut(offset, src.len()) else {
+            return false;
+        };
+        // SAFETY: the destination range is inside this live writable mapping (checked above).
+        // The only references ever lent into a writable mapping are to `ShmAtomic` types, whose
+        // bytes are inside `UnsafeCell`s and so may change under a shared reference: no `&`/
+        // `&mut` is invalidated. `src` is private and cannot overlap the mapping.
+        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+        true
+    }
+
+    /// Sets `len` bytes at `offset` to `byte`; false if out of range or read-only.
+    pub(crate) fn fill(&self, offset: usize, len: usize, byte: u8) -> bool {
+        let Some(dst) = self.at_mut(offset, len) else {
+            return false;
+        };
+        // SAFETY: as in `write`: a checked range of this live writable mapping, under which only
+        // references to atomics can exist.
+        unsafe { ptr::write_bytes(dst, byte, len) };
+        true
+    }
+
+    /// Reads a `T` at `offset` (any alignment); `None` if out of range.
+    pub(crate) fn read_value<T: ShmSafe>(&self, offset: usize) -> Option<T> {
+        let src = self.at(offset, size_of::<T>())?;
+        // SAFETY: `src..src+size_of::<T>()` is inside this live mapping (checked above);
+        // `read_unaligned` needs no alignment, and `T: ShmSafe` means every bit pattern is a
+        // valid `T`, so whatever a peer wrote (even mid-write, even torn) is a valid value.
+        Some(unsafe { src.cast::<T>().read_unaligned() })
+    }
+
+    /// Writes `value` at `offset` (any alignment); false if out of range or read-only.
+    pub(crate) fn write_value<T: ShmSafe + Copy>(&self, offset: usize, value: T) -> bool {
+        let Some(dst) = self.at_mut(offset, size_of::<T>()) else {
+            return false;
+        };
+        // SAFETY: a checked range of this live writable mapping; as in `write`, only references
+        // to atomics exist into it, which tolerate the change; `write_unaligned` needs no
+        // alignment; `T: ShmSafe` has no padding, so no uninitialised byte reaches the peer.
+        unsafe { dst.cast::<T>().write_unaligned(value) };
+        true
+    }
+
+    /// Writes the `T`s of `values` consecutively at `offset`, in one copy; false if out of
+    /// range or read-only.
+    pub(crate) fn write_slice<T: ShmSafe + Copy>(&self, offset: usize, values: &[T]) -> bool {
+        let bytes = size_of_val(values);
+        let Some(dst) = self.at_mut(offset, bytes) else {
+            return false;
+        };
+        // SAFETY: a checked range of this live writable mapping (as in `write`); `values` is a
+        // private slice of `bytes` bytes, all initialised because `T: ShmSafe` has no padding,
+        // and unchanging during the copy because `T: Copy` rules out `UnsafeCell`; the ranges
+        // cannot overlap.
+        unsafe { ptr::copy_nonoverlapping(values.as_ptr().cast::<u8>(), dst, bytes) };
+        true
+    }
+
+    /// Appends `count` consecutive `T`s read at `offset` to `out`, in one copy. False, with `out`
+    /// unchanged, if the range is outside the mapping or `out` has not reserved room for them.
+    pub(crate) fn read_into_vec<T: ShmSafe>(
+        &self,
+        offset: usize,
+        count: usize,
+        out: &mut Vec<T>,
+    ) -> bool {
+        let Some(bytes) = count.checked_mul(size_of::<T>()) else {
+            return false;
+        };
+        let Some(src) = self.at(offset, bytes) else {
+            return false;
+        };
+        if out.capacity() - out.len() < count {
+            return false;
+        }
+        let spare = out.spare_capacity_mut();
+        // SAFETY: `src..src+bytes` is inside this live mapping and `spare` (private memory of at
+        // least `count` elements, checked above) has room for `bytes` bytes; they cannot
+        // overlap. A peer writing concurrently yields arbitrary bytes: see the module docs.
+        unsafe { ptr::copy_nonoverlapping(src, spare.as_mut_ptr().cast::<u8>(), bytes) };
+        let len = out.len() + count;
+        // SAFETY: the capacity is at least `len` (checked above); the `count` elements after the
+        // old length were just written, and `T: ShmSafe` makes any bytes a valid `T` (for a
+        // zero-sized `T` there is nothing to write and any count is valid).
+        unsafe { out.set_len(len) };
+        true
+    }
+
+    /// A shared reference to the atomics-only `T` at `offset`: `None` unless the range is inside
+    /// the mapping, the address is aligned for `T` and the mapping is writable (a store through
+    /// an atomic into a read-only mapping would kill the process with SIGSEGV).
+    pub(crate) fn atomic<T: ShmAtomic>(&self, offset: usize) -> Option<&T> {
+        let p = self.at_mut(offset, size_of::<T>())?;
+        if !(p as usize).is_multiple_of(align_of::<T>()) {
+            return None;
+        }
+        // SAFETY: `p..p+size_of::<T>()` is inside this live mapping and `p` is aligned for `T`
+        // (checked above); `T: ShmAtomic` means every byte of `T` is inside an atomic, so
+        // concurrent writes by a peer are atomic operations, not data races, and every bit
+        // pattern is valid. The lifetime is tied to `&self`, so the mapping outlives it.
+        Some(unsafe { &*p.cast::<T>() })
+    }
+
+    /// `madvise(MADV_HUGEPAGE)`: a hint; errors are ignored.
+    pub(crate) fn advise_huge(&self) {
+        // SAFETY: `ptr..ptr+len` is this live mapping; the advice does not change its contents.
+        let _ = unsafe {
+            rustix::mm::madvise(self.ptr.as_ptr().cast(), self.len, Advice::LinuxHugepage)
+        };
+    }
+
+    /// Marks the mapping frozen if it is a read-only mapping of `fd`'s file (same device and
+    /// inode), lying within the file's size, and the file carries `F_SEAL_WRITE` and
+    /// `F_SEAL_SHRINK`. Returns whether it is frozen now.
+    pub(crate) fn freeze(&mut self, fd: BorrowedFd<'_>) -> bool {
+        if self.writable || self.release != Release::Munmap {
+            return false;
+        }
+        let (Ok(st), Ok(seals)) = (rustix::fs::fstat(fd), rustix::fs::fcntl_get_seals(fd)) else {
+            return false;
+        };
+        let within =
+            u64::try_from(self.len).is_ok_and(|l| i64::try_from(l).is_ok_and(|l| l <= st.st_size));
+        if self.file == Some((st.st_dev, st.st_ino))
+            && within
+            && seals.contains(SealFlags::WRITE | SealFlags::SHRINK)
+        {
+            self.frozen = true;
+        }
+        self.frozen
+    }
+
+    /// The whole mapping as bytes, if [`freeze`](Self::freeze) found it frozen.
+    pub(crate) fn frozen_bytes(&self) -> Option<&[u8]> {
+        if !self.frozen {
+            return None;
+        }
+        // SAFETY: `freeze` checked that this is a read-only mapping of a file that carries
+        // `F_SEAL_WRITE` and `F_SEAL_SHRINK` and is at least as long as the mapping. Seals are
+        // never removed: for the rest of the file's life the kernel refuses every write, every
+        // writable mapping and every truncation, from any process, so the bytes neither change
+        // nor vanish (no SIGBUS) while borrowed; the mapping is live and readable for `self`'s
+        // lifetime, which bounds the borrow, and is `len` bytes long.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) })
+    }
 }
 
-/// `madvise(MADV_HUGEPAGE)`: a hint, errors ignored by the caller.
-pub(crate) fn advise_huge(p: NonNull<u8>, len: usize) -> io::Result<()> {
-    // SAFETY: `p..p+len` is a mapping owned by the caller; the advice does not change contents.
-    unsafe { rustix::mm::madvise(p.as_ptr().cast(), len, Advice::LinuxHugepage) }?;
-    Ok(())
-}
-
-/// `munmap(p, len)`.
-pub(crate) fn unmap(p: NonNull<u8>, len: usize) {
-    // SAFETY: `p, len` is a mapping made by `map_fd`/`map_anon`, unmapped once, by the `Region`
-    // that owns it, after every borrow of it (which borrow the `Region`) has ended.
-    let _ = unsafe { rustix::mm::munmap(p.as_ptr().cast(), len) };
-}
-
-/// Copies `dst.len()` bytes from shared memory at `src` into private memory.
-///
-/// The caller checked that `src..src+dst.len()` is inside a live mapping.
-pub(crate) fn copy_out(src: *const u8, dst: &mut [u8]) {
-    // SAFETY: the source range is inside a live readable mapping (checked by the caller) and
-    // cannot overlap `dst`, which is private memory borrowed mutably; no reference to the
-    // source is created. A peer may write the source concurrently: the copy then yields
-    // arbitrary bytes (see the module docs), every bit pattern of `u8` is valid, and callers
-    // treat what they read as untrusted.
-    unsafe { ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
-}
-
-/// Copies `src` (private memory) into shared memory at `dst`.
-///
-/// The caller checked that `dst..dst+src.len()` is inside a live writable mapping.
-pub(crate) fn copy_in(src: &[u8], dst: *mut u8) {
-    // SAFETY: the destination range is inside a live writable mapping (checked by the caller).
-    // The only references ever lent into a writable mapping are to `ShmAtomic` types, whose
-    // bytes are inside `UnsafeCell`s and so may change under a shared reference: no `&`/`&mut`
-    // is invalidated. `src` is private and cannot overlap the mapping.
-    unsafe { ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
-}
-
-/// Reads a `T` from shared memory at `src` (any alignment).
-pub(crate) fn read_value<T: ShmSafe>(src: *const u8) -> T {
-    // SAFETY: the caller checked that `src..src+size_of::<T>()` is inside a live mapping;
-    // `read_unaligned` needs no alignment, and `T: ShmSafe` means every bit pattern is a valid
-    // `T`, so whatever a peer wrote (even mid-write, even torn) is a valid value.
-    unsafe { src.cast::<T>().read_unaligned() }
-}
-
-/// Writes a `T` into shared memory at `dst` (any alignment).
-pub(crate) fn write_value<T: ShmSafe + Copy>(dst: *mut u8, value: T) {
-    // SAFETY: the caller checked that `dst..dst+size_of::<T>()` is inside a live writable
-    // mapping; as in `copy_in`, only references to atomics exist into it, which tolerate the
-    // change; `write_unaligned` needs no alignment; `T: ShmSafe` has no padding, so no
-    // uninitialised byte of ours reaches the peer.
-    unsafe { dst.cast::<T>().write_unaligned(value) };
-}
-
-/// Copies `count` consecutive `T`s from shared memory at `src` into a new vector, in one copy.
-///
-/// The caller checked that `src..src+count*size_of::<T>()` is inside a live mapping (so the
-/// product does not overflow and the allocation is bounded by the mapping's size).
-pub(crate) fn read_vec<T: ShmSafe>(src: *const u8, count: usize) -> Vec<T> {
-    let mut out = Vec::<T>::with_capacity(count);
-    copy_out_raw(src, out.as_mut_ptr().cast::<u8>(), count * size_of::<T>());
-    // SAFETY: the capacity is at least `count`; the first `count * size_of::<T>()` bytes were
-    // just written, so every element is initialised, and `T: ShmSafe` makes any bytes a valid
-    // `T` (for a zero-sized `T` there is nothing to write and any `count` is valid).
-    unsafe { out.set_len(count) };
-    out
-}
-
-/// `copy_out` into raw private memory: `len` bytes from shared `src` to `dst`.
-fn copy_out_raw(src: *const u8, dst: *mut u8, len: usize) {
-    // SAFETY: `src..src+len` is inside a live readable mapping (checked by `read_vec`'s caller);
-    // `dst` is a fresh private allocation of at least `len` bytes, so the ranges cannot overlap.
-    // A peer writing concurrently yields arbitrary bytes: see the module docs.
-    unsafe { ptr::copy_nonoverlapping(src, dst, len) };
-}
-
-/// The bytes of a slice of plain values (no padding, so every byte is initialised).
-pub(crate) fn bytes_of<T: ShmSafe + Copy>(values: &[T]) -> &[u8] {
-    // SAFETY: `values` is a live slice of `size_of_val(values)` bytes; `T: ShmSafe` has no
-    // padding, so all of them are initialised, and `T: Copy` rules out `UnsafeCell` (no byte can
-    // change while the borrow lasts); `u8` has alignment 1; the lifetime is `values`'.
-    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), size_of_val(values)) }
-}
-
-/// A shared reference to a `T` of atomics at `p`, borrowed from `region`.
-pub(crate) fn atomic_ref<T: ShmAtomic>(_region: &Region, p: *const u8) -> &T {
-    // SAFETY: the caller checked that `p..p+size_of::<T>()` is inside `region`'s live mapping and
-    // that `p` is aligned for `T`; `T: ShmAtomic` means every byte of `T` is inside an atomic,
-    // so concurrent writes by a peer are atomic operations, not data races, and every bit
-    // pattern is valid. The lifetime is tied to `&Region`, so the mapping outlives the reference.
-    unsafe { &*p.cast::<T>() }
+impl Drop for Map {
+    fn drop(&mut self) {
+        match self.release {
+            Release::Munmap => {
+                // SAFETY: `ptr, len` is the mapping this `Map` made and owns; it is unmapped once,
+                // here, after every borrow of it (which borrow the `Map`) has ended.
+                let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+            }
+            Release::Shmdt => {
+                // SAFETY: `ptr` came from `shmat` and is detached once, here, after every borrow
+                // of it has ended.
+                let _ = unsafe { libc::shmdt(self.ptr.as_ptr().cast::<c_void>()) };
+            }
+        }
+    }
 }
 
 /// `ftok(path, proj_id)`.
-pub(crate) fn ftok(path: &CStr, proj_id: u8) -> io::Result<libc::key_t> {
+pub(crate) fn ftok(path: &CStr, proj_id: u8) -> io::Result<i32> {
     // SAFETY: `path` is NUL-terminated and outlives the call; ftok only reads it.
     let k = unsafe { libc::ftok(path.as_ptr(), libc::c_int::from(proj_id)) };
     if k == -1 {
@@ -268,24 +454,6 @@ pub(crate) fn shmget(key: i32, size: usize, flags: i32) -> io::Result<i32> {
     }
 }
 
-/// `shmat(id, NULL, flags)`.
-pub(crate) fn shmat(id: i32, flags: i32) -> io::Result<NonNull<u8>> {
-    // SAFETY: a NULL address lets the kernel choose fresh addresses (no Rust object is
-    // replaced); the caller owns the attachment and detaches it once.
-    let p = unsafe { libc::shmat(id, ptr::null(), flags) };
-    if p as isize == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    NonNull::new(p.cast()).ok_or_else(|| io::Error::other("shmat returned NULL"))
-}
-
-/// `shmdt(p)`.
-pub(crate) fn shmdt(p: NonNull<u8>) {
-    // SAFETY: `p` came from `shmat` and is detached once, by the `Region` that owns it, after
-    // every borrow of it has ended.
-    let _ = unsafe { libc::shmdt(p.as_ptr().cast::<c_void>()) };
-}
-
 /// `shmctl(id, IPC_RMID, NULL)`.
 pub(crate) fn shm_rmid(id: i32) -> io::Result<()> {
     // SAFETY: IPC_RMID reads no buffer; NULL is allowed.
@@ -297,30 +465,180 @@ pub(crate) fn shm_rmid(id: i32) -> io::Result<()> {
     }
 }
 
-/// `shmctl(id, IPC_STAT)`: (owner uid, size in bytes, mode bits).
-pub(crate) fn shm_stat(id: i32) -> io::Result<(u32, u64, u32)> {
-    // SAFETY: `shmid_ds` is a plain C struct for which all-zero bytes are a valid value.
-    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
-    // SAFETY: `ds` is a valid, writable `shmid_ds` for the duration of the call.
-    let r = unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) };
+/// `SHM_DEST` in `shm_perm.mode` (linux/shm.h): marked for removal, destroyed at the last detach.
+pub(crate) const SHM_DEST: u32 = 0o1000;
+
+/// What `shmctl(IPC_STAT)` says about a segment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ShmStat {
+    /// The owner's uid (`shm_perm.uid`).
+    pub(crate) uid: u32,
+    /// The creator's uid (`shm_perm.cuid`).
+    pub(crate) cuid: u32,
+    /// The size in bytes.
+    pub(crate) size: u64,
+    /// `shm_perm.mode`: permission bits and the `SHM_DEST` flag.
+    pub(crate) mode: u32,
+}
+
+/// `shmctl(id, IPC_STAT)`.
+pub(crate) fn shm_stat(id: i32) -> io::Result<ShmStat> {
+    let mut ds = MaybeUninit::<libc::shmid_ds>::zeroed();
+    // SAFETY: `ds` is a valid, writable `shmid_ds` (all-zero bytes are a valid value of this
+    // plain C struct) for the duration of the call.
+    let r = unsafe { libc::shmctl(id, libc::IPC_STAT, ds.as_mut_ptr()) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((
-        ds.shm_perm.uid,
-        ds.shm_segsz as u64,
-        u32::from(ds.shm_perm.mode) & 0o777,
-    ))
+    // SAFETY: zero-initialised above and filled by the kernel on success; every bit pattern of
+    // this plain C struct is valid.
+    let ds = unsafe { ds.assume_init() };
+    Ok(ShmStat {
+        uid: ds.shm_perm.uid,
+        cuid: ds.shm_perm.cuid,
+        size: ds.shm_segsz as u64,
+        mode: u32::from(ds.shm_perm.mode),
+    })
 }
 
-/// The whole region as a byte slice; only for the read-only mapping of a memfd sealed with
-/// `F_SEAL_WRITE` and `F_SEAL_SHRINK`.
-pub(crate) fn sealed_slice(region: &Region) -> &[u8] {
-    // SAFETY: the caller checked that `region` is a read-only mapping of the whole of a memfd
-    // that carries `F_SEAL_WRITE` and `F_SEAL_SHRINK`. Seals are never removed: for the rest of
-    // the file's life the kernel refuses every write, every writable mapping and every
-    // truncation, from any process, so the bytes neither change nor vanish (no SIGBUS) while
-    // borrowed; the mapping is live and readable for `region`'s lifetime, which bounds the
-    // borrow, and is `region.len()` bytes long.
-    unsafe { std::slice::from_raw_parts(region.as_ptr(), region.len()) }
+/// Arranges for the child of `cmd` to find each `(fd, target)` at descriptor number `target`,
+/// not close-on-exec, whatever numbers the descriptors have in the parent (the same scheme as
+/// ipc-pipe's `ChildFds`).
+///
+/// The parent keeps the descriptors open, close-on-exec (they live in the closure, owned by
+/// `cmd`), until `cmd` is dropped, so no other child spawned meanwhile inherits them. In the
+/// child, between `fork` and `exec`, only `fcntl` and `dup2` run: both are async-signal-safe
+/// (POSIX.1-2017, 2.4.3), and the closure neither allocates nor locks.
+pub(crate) fn install_fd_map(cmd: &mut Command, map: Vec<(OwnedFd, RawFd)>) {
+    // Raw numbers, computed now so the child allocates nothing. `work[i]` is where descriptor i
+    // is found in the child during the two phases below.
+    let raw: Vec<(RawFd, RawFd)> = map.iter().map(|(fd, t)| (fd.as_raw_fd(), *t)).collect();
+    let mut work: Vec<RawFd> = raw.iter().map(|&(s, _)| s).collect();
+    let above = raw
+        .iter()
+        .map(|&(_, t)| t)
+        .max()
+        .unwrap_or(2)
+        .saturating_add(1);
+    let hook = move || -> io::Result<()> {
+        let _keep_open = &map;
+        // Phase 1: a source that sits on another entry's target would be overwritten by that
+        // entry's dup2: move it above every target first.
+        for (i, slot) in work.iter_mut().enumerate() {
+            let clash = raw
+                .iter()
+                .enumerate()
+                .any(|(j, &(_, t))| j != i && t == *slot);
+            if clash {
+                // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor this process owns (inherited
+                // from the parent's `map`); async-signal-safe.
+                let moved = unsafe { libc::fcntl(*slot, libc::F_DUPFD_CLOEXEC, above) };
+                if moved < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                *slot = moved;
+            }
+        }
+        // Phase 2: put each one in place. dup2 clears FD_CLOEXEC on the new number; a source
+        // already at its target only has the flag cleared.
+        for (i, &(_, target)) in raw.iter().enumerate() {
+            if work[i] == target {
+                // SAFETY: fcntl(F_SETFD, 0) on an open descriptor; async-signal-safe.
+                let r = unsafe { libc::fcntl(target, libc::F_SETFD, 0) };
+                if r < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else {
+                // SAFETY: dup2 between two descriptor numbers; `target` is not the source of any
+                // other entry (phase 1); async-signal-safe.
+                let r = unsafe { libc::dup2(work[i], target) };
+                if r < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only calls async-signal-safe functions (fcntl, dup2) on numbers computed
+    // before the fork, reads memory the closure owns, and does not allocate, lock or unwind.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
+/// The descriptor numbers already claimed by [`claim_inherited`] in this process.
+static CLAIMED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+
+/// Why [`claim_inherited`] refused a descriptor number.
+pub(crate) type Refusal = &'static str;
+
+/// Takes ownership of descriptor `fd`, inherited from the parent at exec, after checking that it
+/// is open, a regular file (a memfd or a POSIX segment), not 0..=2 (the standard streams belong
+/// to `std::io`), and not claimed before in this process. Marks it close-on-exec so it is not
+/// passed on further by accident.
+pub(crate) fn claim_inherited(fd: RawFd) -> Result<OwnedFd, Refusal> {
+    if fd <= 2 {
+        return Err(
+            "descriptors 0, 1 and 2 are the standard streams: take them with std::io::stdin().as_fd()",
+        );
+    }
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+    if claimed.contains(&fd) {
+        return Err("this descriptor was already claimed in this process");
+    }
+    // SAFETY: `fcntl(F_GETFD)` only inspects the descriptor table; an unknown number is EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err("no such open descriptor");
+    }
+    // SAFETY: `fd` is open (checked just above) and is borrowed only for the checks below, which
+    // complete before this function returns.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let regular = rustix::fs::fstat(borrowed).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+    });
+    if !regular {
+        return Err("not a shared-memory file (a memfd or a POSIX segment)");
+    }
+    if rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC).is_err() {
+        return Err("cannot make it close-on-exec");
+    }
+    claimed.push(fd);
+    // SAFETY: the descriptor is open and was inherited at exec (by the caller's contract with its
+    // parent); the CLAIMED registry guarantees no other handle of this crate owns it, and numbers
+    // above 2 are not owned by std. This is the same argument as systemd's `sd_listen_fds`.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The byte of a file whose open-file-description lock says "an owner holds this object"
+/// (ARCHITECTURE.md, the lifetime model): far past any real size, so no data lock touches it.
+pub(crate) const OWNER_LOCK_OFFSET: u64 = 0x7fff_ffff_ffff_fffe;
+
+/// A `flock` describing one byte at [`OWNER_LOCK_OFFSET`] with lock type `l_type`.
+fn owner_flock(l_type: libc::c_int) -> libc::flock {
+    // SAFETY: `flock` is a plain C struct of integers (and, on some targets, padding), for which
+    // all-zero bytes are a valid value; the fields that matter are set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = l_type as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = OWNER_LOCK_OFFSET as libc::off_t;
+    fl.l_len = 1;
+    fl.l_pid = 0; // required by F_OFD_*
+    fl
+}
+
+/// `fcntl(fd, F_OFD_SETLK, read lock on OWNER_LOCK)`—Takes the owner lock; it lasts as long as
+/// the open file description (every duplicate of `fd`, in any process) stays open.
+pub(crate) fn hold_owner_lock(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let fl = owner_flock(libc::F_RDLCK);
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_OFD_SETLK(&fl))
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
+/// `fcntl(fd, F_OFD_GETLK, write lock on OWNER_LOCK)`—Whether another open file description
+/// holds the owner lock of the file `fd` refers to (`fd` is the prober's own descriptor).
+pub(crate) fn owner_lock_held(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut fl = owner_flock(libc::F_WRLCK);
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl)).map_err(io::Error::from)?;
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
 }

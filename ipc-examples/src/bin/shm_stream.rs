@@ -76,7 +76,7 @@ fn main() -> ExitCode {
 
 fn writer() -> Result<String, DemoError> {
     let name = demo_name("stream");
-    let size = Ring::<Shm>::segment_size(RING) as u64;
+    let size = Ring::segment_size(RING)?;
     let seg = Shm::create(&name, size)?;
     say!(
         "writer",
@@ -133,7 +133,7 @@ fn writer() -> Result<String, DemoError> {
 fn reader() -> Result<(), DemoError> {
     let name = std::env::var("SHM_STREAM_NAME")?;
     let expected: u64 = std::env::var("SHM_STREAM_SUM")?.parse()?;
-    let size = Ring::<Shm>::segment_size(RING) as u64;
+    let size = Ring::segment_size(RING)?;
     let mut rx = Ring::open(Shm::open(&name, size)?)?.into_reader()?;
     say!(
         "reader",

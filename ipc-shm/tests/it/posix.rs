@@ -3,7 +3,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use ipc_shm::{Error, Opened, Shm};
+use ipc_shm::{Error, Opened, Shm, Size};
 use ipc_testkit::{Proc, Watchdog, child, posix_name, role, test_path};
 
 use crate::dev_shm;
@@ -23,7 +23,7 @@ fn create_is_exclusive_zeroed_and_unlinked_on_drop() {
     );
     assert!(matches!(
         Shm::create(&name, 4096),
-        Err(Error::AlreadyExists)
+        Err(Error::AlreadyExists { .. })
     ));
     let opener = Shm::open(&name, 3 * 4096).unwrap();
     assert!(!opener.is_owner());
@@ -32,15 +32,19 @@ fn create_is_exclusive_zeroed_and_unlinked_on_drop() {
     assert!(matches!(
         Shm::open(&name, 4096),
         Err(Error::SizeMismatch {
-            expected: 4096,
-            actual: 12288
+            expected: Size::Exact(4096),
+            actual: 12288,
+            ..
         })
     ));
     drop(opener);
     assert!(dev_shm(&name).exists(), "an opener removes nothing");
     drop(owner);
     assert!(!dev_shm(&name).exists(), "the owner unlinks on drop");
-    assert!(matches!(Shm::open(&name, 4096), Err(Error::NotFound)));
+    assert!(matches!(
+        Shm::open(&name, 4096),
+        Err(Error::NotFound { .. })
+    ));
 }
 
 #[test]
@@ -52,7 +56,9 @@ fn open_or_create_says_which_happened_and_persist_keeps_the_name() {
     assert_eq!((how_a, how_b), (Opened::Created, Opened::Existing));
     assert!(a.is_owner() && !b.is_owner());
     drop(b);
-    let kept = a.persist();
+    let mut kept = a;
+    kept.persist();
+    assert!(!kept.is_owner());
     drop(kept);
     assert!(dev_shm(&name).exists());
     ipc_shm::posix::unlink(&name).unwrap();
@@ -63,31 +69,29 @@ fn open_or_create_says_which_happened_and_persist_keeps_the_name() {
 fn bad_names_and_sizes_fail_before_any_side_effect() {
     for bad in ["noslash", "/", "/a/b", "/..", "/."] {
         assert!(
-            matches!(Shm::create(bad, 4096), Err(Error::InvalidName)),
+            matches!(Shm::create(bad, 4096), Err(Error::InvalidName { .. })),
             "{bad}"
         );
-        assert!(matches!(Shm::open(bad, 4096), Err(Error::InvalidName)));
+        assert!(matches!(
+            Shm::open(bad, 4096),
+            Err(Error::InvalidName { .. })
+        ));
     }
     let long = format!("/{}", "x".repeat(256));
-    assert!(matches!(Shm::create(&long, 4096), Err(Error::InvalidName)));
+    assert!(matches!(
+        Shm::create(&long, 4096),
+        Err(Error::InvalidName { .. })
+    ));
+    // Huge sizes are tested in a child under RLIMIT_AS (sizes.rs); zero here.
     let name = posix_name("size");
-    for size in [0, u64::MAX, 1 << 63] {
-        assert!(
-            matches!(Shm::create(&name, size), Err(Error::InvalidSize { .. })),
-            "{size}"
-        );
-        assert!(!dev_shm(&name).exists());
-    }
-    // Fits isize but not the file system: refused and cleaned up.
-    let r = Shm::create(&name, 1 << 62);
-    assert!(
-        matches!(r, Err(Error::InvalidSize { .. } | Error::NoSpace)),
-        "{r:?}"
-    );
+    assert!(matches!(
+        Shm::create(&name, 0),
+        Err(Error::InvalidSize { size: 0, .. })
+    ));
     assert!(!dev_shm(&name).exists());
     assert!(matches!(
         ipc_shm::Anon::new(0),
-        Err(Error::InvalidSize { size: 0 })
+        Err(Error::InvalidSize { size: 0, .. })
     ));
 }
 
@@ -97,6 +101,7 @@ fn read_only_open_refuses_writes() {
     let owner = Shm::create(&name, 4096).unwrap();
     owner.write_bytes(0, b"abc").unwrap();
     let ro = Shm::options()
+        .size(4096)
         .access(ipc_shm::Access::ReadOnly)
         .open(&name)
         .unwrap();
@@ -117,11 +122,15 @@ fn size_zero_object_is_not_ready() {
     let name = posix_name("zero");
     let _rm = crate::RmOnDrop(dev_shm(&name));
     std::fs::File::create(dev_shm(&name)).unwrap();
-    assert!(matches!(Shm::open(&name, 4096), Err(Error::NotReady)));
+    assert!(matches!(
+        Shm::open(&name, 4096),
+        Err(Error::NotReady { .. })
+    ));
     let r = Shm::options()
+        .max_size(4096)
         .wait_ready(Duration::from_millis(20))
         .open(&name);
-    assert!(matches!(r, Err(Error::NotReady)));
+    assert!(matches!(r, Err(Error::NotReady { .. })));
 }
 
 /// A peer with write access shrinks a named segment: the documented outcome is that
@@ -137,8 +146,9 @@ fn a_peer_shrinking_a_named_segment_is_detected_and_past_the_end_is_sigbus() {
         assert!(matches!(
             seg.check_size(),
             Err(Error::SizeMismatch {
-                expected: 8192,
-                actual: 4096
+                expected: Size::Exact(8192),
+                actual: 4096,
+                ..
             })
         ));
         assert_eq!(seg.read::<u64>(0).unwrap(), 7, "the first page still works");
@@ -176,7 +186,7 @@ fn full_dev_shm_is_a_clean_no_space_error() {
     if role().as_deref() == Some("full") {
         let name = posix_name("full");
         let r = Shm::create(&name, 8 << 20);
-        assert!(matches!(r, Err(Error::NoSpace)), "{r:?}");
+        assert!(matches!(r, Err(Error::NoSpace { .. })), "{r:?}");
         assert!(!dev_shm(&name).exists(), "nothing left behind");
         let entries = std::fs::read_dir("/dev/shm").unwrap().count();
         assert_eq!(entries, 0);
@@ -230,4 +240,45 @@ fn into_owned_fd_keeps_the_object_alive_after_the_owner_unlinks() {
     let mut buf = [0u8; 10];
     std::io::Read::read_exact(&mut file, &mut buf).unwrap();
     assert_eq!(&buf, b"still here");
+}
+
+/// One limit for names, before any system call: 255 bytes after the slash work for create,
+/// open, open_or_create, remove_stale and unlink; 256 are InvalidName for all of them.
+#[test]
+fn a_255_byte_name_works_everywhere_and_256_fails_everywhere_alike() {
+    let base = posix_name("n");
+    let long = format!("{base}{}", "x".repeat(256 - base.len()));
+    assert_eq!(long.len(), 256, "a slash and 255 bytes");
+    let owner = Shm::create(&long, 4096).unwrap();
+    let opener = Shm::open(&long, 4096).unwrap();
+    let (again, how) = Shm::open_or_create(&long, 4096).unwrap();
+    assert_eq!(how, Opened::Existing);
+    assert!(matches!(
+        ipc_shm::remove_stale(&long),
+        Err(Error::OwnerAlive { .. })
+    ));
+    drop((opener, again));
+    let mut owner = owner;
+    owner.persist();
+    drop(owner);
+    ipc_shm::unlink(&long).unwrap();
+    assert!(!dev_shm(&long).exists());
+
+    let too_long = format!("{long}y");
+    let checks: [(&str, ipc_shm::Result<()>); 5] = [
+        ("create", Shm::create(&too_long, 4096).map(drop)),
+        ("open", Shm::open(&too_long, 4096).map(drop)),
+        (
+            "open_or_create",
+            Shm::open_or_create(&too_long, 4096).map(drop),
+        ),
+        ("remove_stale", ipc_shm::remove_stale(&too_long)),
+        ("unlink", ipc_shm::unlink(&too_long)),
+    ];
+    for (what, r) in checks {
+        assert!(
+            matches!(&r, Err(Error::InvalidName { name, reason }) if *name == too_long && reason.contains("255")),
+            "{what}: {r:?}"
+        );
+    }
 }

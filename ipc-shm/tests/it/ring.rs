@@ -23,7 +23,7 @@ fn payload_start(seq: u64) -> usize {
 
 #[test]
 fn ring_carries_256_mib_between_processes_intact() {
-    let seg_size = Ring::<Shm>::segment_size(RING_CAP) as u64;
+    let seg_size = Ring::segment_size(RING_CAP).unwrap();
     if role().as_deref() == Some("writer") {
         let name = std::env::var("SHM_NAME").unwrap();
         let seg = Shm::open(&name, seg_size).unwrap();
@@ -93,7 +93,7 @@ fn ring_carries_256_mib_between_processes_intact() {
 #[test]
 fn a_hostile_writer_cannot_crash_the_reader_or_push_it_out_of_bounds() {
     const CAP: usize = 1 << 16;
-    let seg_size = Ring::<Shm>::segment_size(CAP) as u64;
+    let seg_size = Ring::segment_size(CAP).unwrap();
     if role().as_deref() == Some("hostile") {
         let name = std::env::var("SHM_NAME").unwrap();
         let seg = Shm::open(&name, seg_size).unwrap();
@@ -188,7 +188,7 @@ fn a_hostile_writer_cannot_crash_the_reader_or_push_it_out_of_bounds() {
 
 #[test]
 fn a_writer_that_exits_without_closing_is_noticed_after_its_messages() {
-    let seg_size = Ring::<Shm>::segment_size(1 << 16) as u64;
+    let seg_size = Ring::segment_size(1 << 16).unwrap();
     if role().as_deref() == Some("quitter") {
         let seg = Shm::open(&std::env::var("SHM_NAME").unwrap(), seg_size).unwrap();
         let mut w = Ring::open(seg).unwrap().into_writer().unwrap();
@@ -224,7 +224,7 @@ fn a_writer_that_exits_without_closing_is_noticed_after_its_messages() {
 #[test]
 fn threads_wrap_around_a_small_ring_and_closing_is_seen_both_ways() {
     let _wd = Watchdog::new("threads", Duration::from_secs(60));
-    let seg = Anon::new(Ring::<Anon>::segment_size(4096) as u64).unwrap();
+    let seg = Anon::new(Ring::segment_size(4096).unwrap()).unwrap();
     let mut w = Ring::create(&seg).unwrap().into_writer().unwrap();
     let mut r = Ring::open(&seg).unwrap().into_reader().unwrap();
     assert!(matches!(
@@ -281,7 +281,7 @@ fn threads_wrap_around_a_small_ring_and_closing_is_seen_both_ways() {
 #[test]
 fn try_and_timeout_forms_and_size_errors() {
     let _wd = Watchdog::new("timeouts", Duration::from_secs(30));
-    let seg = Anon::new(Ring::<Anon>::segment_size(256) as u64).unwrap();
+    let seg = Anon::new(Ring::segment_size(256).unwrap()).unwrap();
     let mut w = Ring::create(&seg).unwrap().into_writer().unwrap();
     let mut r = Ring::open(&seg).unwrap().into_reader().unwrap();
     let mut buf = [0u8; 256];
@@ -317,7 +317,7 @@ fn try_and_timeout_forms_and_size_errors() {
         Err(Error::InvalidSize { .. })
     ));
     let blank = Anon::new(4096).unwrap();
-    assert!(matches!(Ring::open(&blank), Err(Error::NotReady)));
+    assert!(matches!(Ring::open(&blank), Err(Error::NotPublished)));
     assert!(matches!(
         Ring::open_timeout(&blank, Duration::from_millis(10)),
         Err(Error::TimedOut)
@@ -328,11 +328,11 @@ fn try_and_timeout_forms_and_size_errors() {
 fn a_ring_in_a_sealed_memfd_passed_to_a_child() {
     use std::os::fd::{AsFd, OwnedFd};
 
-    use ipc_shm::{Memfd, Seals};
+    use ipc_shm::{Memfd, Seals, Size};
     const N: u32 = 10_000;
     if role().as_deref() == Some("memfd-reader") {
         let fd: OwnedFd = std::io::stdin().as_fd().try_clone_to_owned().unwrap();
-        let seg = Memfd::from_fd(fd, Seals::SIZE).unwrap(); // a peer cannot shrink it: no SIGBUS
+        let seg = Memfd::from_fd(fd, Seals::SIZE, Size::AtMost(1 << 20)).unwrap(); // sealed: no SIGBUS
         let mut r = Ring::open(seg).unwrap().into_reader().unwrap();
         let mut buf = [0u8; 64];
         for i in 0..N {
@@ -343,7 +343,7 @@ fn a_ring_in_a_sealed_memfd_passed_to_a_child() {
         return;
     }
     let _wd = Watchdog::new("memfd ring", Duration::from_secs(30));
-    let mut seg = Memfd::create("ring", Ring::<Memfd>::segment_size(1 << 12) as u64).unwrap();
+    let mut seg = Memfd::create("ring", Ring::segment_size(1 << 12).unwrap()).unwrap();
     seg.seal(Seals::SIZE).unwrap();
     let fd = seg.as_fd().try_clone_to_owned().unwrap();
     let mut w = Ring::create(seg).unwrap().into_writer().unwrap();
@@ -366,7 +366,7 @@ fn a_ring_in_a_sealed_memfd_passed_to_a_child() {
 
 #[test]
 fn a_corrupt_reader_position_is_a_typed_error_for_the_writer() {
-    let seg = Anon::new(Ring::<Anon>::segment_size(256) as u64).unwrap();
+    let seg = Anon::new(Ring::segment_size(256).unwrap()).unwrap();
     let mut w = Ring::create(&seg).unwrap().into_writer().unwrap();
     w.send(&[1; 150]).unwrap();
     // The reader's published position (offset 256 of the layout) jumps past the writer's.
@@ -389,7 +389,7 @@ fn adaptive_round_trips_with_both_sides_pinned_to_one_cpu() {
         .unwrap();
     let mut one = rustix::thread::CpuSet::new();
     one.set(cpu);
-    let size = Ring::<Anon>::segment_size(1 << 12) as u64;
+    let size = Ring::segment_size(1 << 12).unwrap();
     let (a, b) = (Anon::new(size).unwrap(), Anon::new(size).unwrap());
     let (ping, pong) = (Ring::create(&a).unwrap(), Ring::create(&b).unwrap());
     const N: u32 = 5_000;
@@ -423,7 +423,7 @@ fn adaptive_round_trips_with_both_sides_pinned_to_one_cpu() {
 fn read_and_write_make_the_ring_a_byte_stream() {
     use std::io::Read;
     let _wd = Watchdog::new("stream", Duration::from_secs(60));
-    let seg = Anon::new(Ring::<Anon>::segment_size(1 << 16) as u64).unwrap();
+    let seg = Anon::new(Ring::segment_size(1 << 16).unwrap()).unwrap();
     let mut w = Ring::create(&seg).unwrap().into_writer().unwrap();
     let mut r = Ring::open(&seg).unwrap().into_reader().unwrap();
     // Partial reads keep the rest of a message; recv then returns that rest.
@@ -461,7 +461,7 @@ fn positions_near_the_top_wrap_and_misaligned_positions_are_refused() {
     let _wd = Watchdog::new("wrap", Duration::from_secs(30));
     const WRITER_POS: usize = 128;
     const READER_POS: usize = 256;
-    let seg = Anon::new(Ring::<Anon>::segment_size(1024) as u64).unwrap();
+    let seg = Anon::new(Ring::segment_size(1024).unwrap()).unwrap();
     let ring = Ring::create(&seg).unwrap();
     let top = u64::MAX - 63; // the last record boundary below the wrap
     seg.write::<u64>(WRITER_POS, &top).unwrap();
@@ -483,7 +483,7 @@ fn positions_near_the_top_wrap_and_misaligned_positions_are_refused() {
 
     // The writer's position off a record boundary: no writer can attach; a reader sees a
     // partial record.
-    let seg = Anon::new(Ring::<Anon>::segment_size(1024) as u64).unwrap();
+    let seg = Anon::new(Ring::segment_size(1024).unwrap()).unwrap();
     let ring = Ring::create(&seg).unwrap();
     seg.write::<u64>(WRITER_POS, &4).unwrap();
     let w = Ring::open(&seg).unwrap().into_writer();
@@ -491,16 +491,97 @@ fn positions_near_the_top_wrap_and_misaligned_positions_are_refused() {
     let mut r = ring.into_reader().unwrap();
     assert!(matches!(r.try_recv(&mut buf), Err(Error::Corrupt { .. })));
     // The reader's position off a record boundary: neither end can attach.
-    let seg = Anon::new(Ring::<Anon>::segment_size(1024) as u64).unwrap();
+    let seg = Anon::new(Ring::segment_size(1024).unwrap()).unwrap();
     let ring = Ring::create(&seg).unwrap();
     seg.write::<u64>(READER_POS, &(u64::MAX - 3)).unwrap();
     let r = Ring::open(&seg).unwrap().into_reader();
     assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
     let w = ring.into_writer();
     assert!(matches!(w, Err(Error::Corrupt { .. })), "{w:?}");
-    assert_eq!(Ring::<Anon>::segment_size(usize::MAX), usize::MAX);
     assert!(matches!(
-        Anon::new(Ring::<Anon>::segment_size(usize::MAX) as u64),
+        Ring::segment_size(1 << 63),
         Err(Error::InvalidSize { .. })
     ));
+}
+
+/// `Ring::segment_size` needs no type, refuses (never rounds) a capacity that is not a power of
+/// two, and the ring made in a segment of that size has exactly that capacity.
+#[test]
+fn segment_size_refuses_what_is_not_a_power_of_two_and_is_exact() {
+    for bad in [0, 1, 63, 100, 1000, 4097, (1 << 20) + 64] {
+        assert!(
+            matches!(Ring::segment_size(bad), Err(Error::InvalidSize { .. })),
+            "{bad}"
+        );
+    }
+    for cap in [64usize, 4096, 1 << 20] {
+        let size = Ring::segment_size(cap).unwrap();
+        assert_eq!(size, 384 + cap as u64);
+        let seg = Anon::new(size).unwrap();
+        assert_eq!(Ring::create(&seg).unwrap().capacity(), cap);
+    }
+}
+
+/// Timed waits end at their deadline, not before and not never, while a stream of signals
+/// (a handler without SA_RESTART) interrupts them: the ring's futex waits and the header's.
+#[test]
+fn timed_waits_survive_a_stream_of_signals() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    if role().as_deref() == Some("signals") {
+        extern "C" fn nothing(_: i32) {}
+        let act = SigAction::new(
+            SigHandler::Handler(nothing),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handler does nothing (async-signal-safe); this process is a child that
+        // exists for this test, so changing the disposition affects nothing else.
+        #[allow(unsafe_code)]
+        unsafe {
+            sigaction(Signal::SIGUSR1, &act).unwrap();
+        }
+        let main = nix::sys::pthread::pthread_self();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = nix::sys::pthread::pthread_kill(main, Signal::SIGUSR1);
+                    std::thread::sleep(Duration::from_micros(500)); // a signal rate, not a sync
+                }
+            });
+            let seg = Anon::new(Ring::segment_size(4096).unwrap()).unwrap();
+            let header = ipc_shm::Header::at(&seg, 0).unwrap();
+            let limit = Duration::from_millis(300);
+            let t = Instant::now();
+            assert!(matches!(header.wait_ready(limit), Err(Error::TimedOut)));
+            assert!(t.elapsed() >= limit, "wait_ready ended early");
+            let mut w = Ring::create(&seg).unwrap().into_writer().unwrap();
+            let mut r = Ring::open(&seg).unwrap().into_reader().unwrap();
+            for wait in [Wait::Park, Wait::Adaptive] {
+                r.set_wait(wait);
+                let mut buf = [0u8; 64];
+                let t = Instant::now();
+                let got = r.recv_timeout(&mut buf, limit);
+                assert!(matches!(got, Err(Error::TimedOut)), "{got:?}");
+                assert!(t.elapsed() >= limit, "recv_timeout ended early");
+            }
+            w.set_wait(Wait::Park);
+            while w.try_send(&[7; 1000]).is_ok() {}
+            let t = Instant::now();
+            assert!(matches!(
+                w.send_timeout(&[7; 1000], limit),
+                Err(Error::TimedOut)
+            ));
+            assert!(t.elapsed() >= limit, "send_timeout ended early");
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        return;
+    }
+    let _wd = Watchdog::new("signals", Duration::from_secs(60));
+    Proc::spawn(&mut child(
+        &test_path!(timed_waits_survive_a_stream_of_signals),
+        "signals",
+    ))
+    .unwrap()
+    .expect_success(Duration::from_secs(50));
 }

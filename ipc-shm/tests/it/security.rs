@@ -21,12 +21,15 @@ fn a_planted_symlink_is_refused_by_create_and_open_and_its_target_is_unchanged()
 
     assert!(matches!(
         Shm::create(&name, 4096),
-        Err(Error::AlreadyExists)
+        Err(Error::AlreadyExists { .. })
     ));
-    assert!(matches!(Shm::open(&name, 8), Err(Error::Symlink)));
+    assert!(matches!(Shm::open(&name, 8), Err(Error::Symlink { .. })));
     assert!(matches!(
-        Shm::options().owner(ipc_shm::Owner::Anyone).open(&name),
-        Err(Error::Symlink)
+        Shm::options()
+            .size(8)
+            .owner_check(ipc_shm::OwnerCheck::AnyUid)
+            .open(&name),
+        Err(Error::Symlink { .. })
     ));
     assert_eq!(std::fs::read(&target).unwrap(), b"precious");
     assert!(
@@ -47,16 +50,16 @@ fn an_object_of_another_user_is_refused_by_default() {
 
     assert!(matches!(
         Shm::create(&name, 4096),
-        Err(Error::AlreadyExists)
+        Err(Error::AlreadyExists { .. })
     ));
     assert!(matches!(
         Shm::open(&name, 4096),
-        Err(Error::WrongOwner { uid: 65534 })
+        Err(Error::WrongOwner { found: 65534, .. })
     ));
     // Explicitly accepting any owner works (root may open it).
     let seg = Shm::options()
         .size(4096)
-        .owner(ipc_shm::Owner::Anyone)
+        .owner_check(ipc_shm::OwnerCheck::AnyUid)
         .open(&name)
         .unwrap();
     assert!(!seg.is_owner());
@@ -116,8 +119,11 @@ fn another_uid_cannot_open_a_0600_segment() {
     if role().as_deref() == Some("nobody") {
         let name = std::env::var("SHM_NAME").unwrap();
         assert_eq!(rustix_free_geteuid(), 65534);
-        let r = Shm::options().owner(ipc_shm::Owner::Anyone).open(&name);
-        assert!(matches!(r, Err(Error::PermissionDenied)), "{r:?}");
+        let r = Shm::options()
+            .size(4096)
+            .owner_check(ipc_shm::OwnerCheck::AnyUid)
+            .open(&name);
+        assert!(matches!(r, Err(Error::PermissionDenied { .. })), "{r:?}");
         return;
     }
     let _wd = Watchdog::new("nobody", Duration::from_secs(20));
@@ -158,12 +164,15 @@ fn a_planted_fifo_or_directory_is_refused_without_blocking() {
     )
     .unwrap();
     for access in [ipc_shm::Access::ReadOnly, ipc_shm::Access::ReadWrite] {
-        let r = Shm::options().access(access).open(&name);
-        assert!(matches!(r, Err(Error::NotRegular)), "{access:?}: {r:?}");
+        let r = Shm::options().max_size(4096).access(access).open(&name);
+        assert!(
+            matches!(r, Err(Error::NotRegular { .. })),
+            "{access:?}: {r:?}"
+        );
     }
     assert!(matches!(
         Shm::create(&name, 4096),
-        Err(Error::AlreadyExists)
+        Err(Error::AlreadyExists { .. })
     ));
     assert!(
         std::fs::symlink_metadata(&path)
@@ -183,7 +192,10 @@ fn a_planted_fifo_or_directory_is_refused_without_blocking() {
     }
     let _rm_dir = RmDir(dir);
     for access in [ipc_shm::Access::ReadOnly, ipc_shm::Access::ReadWrite] {
-        let r = Shm::options().access(access).open(&dir_name);
-        assert!(matches!(r, Err(Error::NotRegular)), "{access:?}: {r:?}");
+        let r = Shm::options().max_size(4096).access(access).open(&dir_name);
+        assert!(
+            matches!(r, Err(Error::NotRegular { .. })),
+            "{access:?}: {r:?}"
+        );
     }
 }

@@ -4,33 +4,24 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use ipc_shm::{Anon, Error, Header, shm_atomic, shm_safe};
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Point {
-    x: f64,
-    y: f64,
-    tag: u32,
-    pad: [u8; 4],
+shm_safe! {
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    struct Point {
+        x: f64,
+        y: f64,
+        tag: u32,
+        pad: [u8; 4],
+    }
 }
-shm_safe!(Point {
-    x: f64,
-    y: f64,
-    tag: u32,
-    pad: [u8; 4]
-});
 
-#[repr(C)]
-#[derive(Debug)]
-struct Stats {
-    sent: AtomicU64,
-    dropped: AtomicU32,
-    flags: AtomicU32,
+shm_atomic! {
+    #[derive(Debug)]
+    struct Stats {
+        sent: AtomicU64,
+        dropped: AtomicU32,
+        flags: AtomicU32,
+    }
 }
-shm_atomic!(Stats {
-    sent: AtomicU64,
-    dropped: AtomicU32,
-    flags: AtomicU32
-});
 
 #[test]
 fn typed_values_round_trip_at_any_offset() {
@@ -147,7 +138,10 @@ fn header_tells_half_built_and_foreign_segments_apart() {
     const MAGIC: u64 = u64::from_le_bytes(*b"TESTHDR1");
     let a = Anon::new(4096).unwrap();
     let h = Header::at(&a, 0).unwrap();
-    assert!(matches!(h.validate(MAGIC, 1, 4096), Err(Error::NotReady)));
+    assert!(matches!(
+        h.validate(MAGIC, 1, 4096),
+        Err(Error::NotPublished)
+    ));
     assert!(matches!(
         h.wait_ready(std::time::Duration::from_millis(10)),
         Err(Error::TimedOut)
