@@ -96,7 +96,7 @@ pub fn harness_name(module_path: &str, function: &str) -> String {
 /// with [`ROLE_ENV`] set to `role`. The test checks [`role`] first and plays the child.
 ///
 /// The child's standard output (its test harness's banners, and whatever it prints) goes to a
-/// private in-memory file that [`Proc`] shows only if the child fails, so a passing run prints
+/// private unnamed temporary file that [`Proc`] shows only if the child fails, so a passing run prints
 /// nothing; its standard error (panic messages) is inherited and always shown. A test that
 /// reads the child's stdout sets `.stdout(..)` itself, which replaces this.
 ///
@@ -119,11 +119,17 @@ const LOG_ENV: &str = "IPC_TESTKIT_CHILD_LOG";
 /// Captured stdouts of child commands not yet spawned, by id.
 static LOGS: std::sync::Mutex<Vec<(u64, std::fs::File)>> = std::sync::Mutex::new(Vec::new());
 
-/// A new in-memory file for a child's stdout: its id and a second handle for the child.
+/// A new unnamed temporary file for a child's stdout: its id and a second handle for the child.
 fn child_log() -> Option<(u64, std::fs::File)> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let fd = rustix::fs::memfd_create("ipc-testkit-child-stdout", rustix::fs::MemfdFlags::CLOEXEC)
-        .ok()?;
+    // An unnamed temporary file, not a memfd: tests that look for shared-memory descriptors
+    // (memfds, /dev/shm files) in a child must not find its stdout among them.
+    let fd = rustix::fs::open(
+        std::env::temp_dir(),
+        rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .ok()?;
     let file = std::fs::File::from(fd);
     let for_child = file.try_clone().ok()?;
     let id = NEXT.fetch_add(1, Ordering::Relaxed);
