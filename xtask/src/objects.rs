@@ -460,6 +460,23 @@ pub struct Cleaned {
 /// # Errors
 /// When POSIX message queues cannot be listed or removed.
 pub fn remove_all() -> Result<Cleaned> {
+    let mut all = remove_all_once()?;
+    // A process killed a moment ago may still show its locks for a little while (its last
+    // descriptors are released just after it is seen to end, and a child it was spawning holds
+    // copies until exec): look again, briefly, before calling such an owner alive.
+    for _ in 0..4 {
+        if all.kept.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        let again = remove_all_once()?;
+        all.removed.extend(again.removed);
+        all.kept = again.kept;
+    }
+    Ok(all)
+}
+
+fn remove_all_once() -> Result<Cleaned> {
     let mut out = Cleaned::default();
     let snap = Snapshot::take();
     let locks = Locks::read();
