@@ -17,6 +17,49 @@ use rustix::pipe::SpliceFlags;
 use crate::pipe::wait;
 use crate::{Error, PipeReader, PipeWriter, Result, pipe, sys};
 
+/// `vmsplice(fd, [data], 0)`—Maps the pages under `data` into the pipe instead of copying them.
+///
+/// Returns how many bytes were spliced (possibly fewer than `data.len()`, like `write`). Blocks
+/// while the pipe is full unless the writer is non-blocking. Honours the writer's
+/// [`SigpipePolicy`](crate::SigpipePolicy).
+///
+/// # Safety
+/// The pipe keeps *references* to the pages of `data`, not copies, until the reader has consumed
+/// the bytes. Until then the caller must neither modify `data` nor free it (a freed buffer is
+/// reused by the allocator, and the reader would then read whatever is written there next, which
+/// may be another part of the program's secrets). "Consumed" means the reader copied the bytes
+/// out (`read`, `splice` into a regular file); if the reader `splice`s or `tee`s them into another
+/// pipe or a socket, the references travel on and the rule holds until *that* consumer is done.
+///
+/// The simplest safe way to meet the contract is [`ZeroCopyWriter`], which owns its buffer
+/// and reuses a piece only after the pipe can no longer refer to it.
+///
+/// ```
+/// use std::io::Read;
+/// let (mut r, w) = ipc_pipe::pipe()?;
+/// let data: &'static [u8] = b"static bytes never change"; // meets the contract trivially
+/// // SAFETY: `data` is immutable and lives for the whole program.
+/// let n = unsafe { ipc_pipe::vmsplice(&w, data)? };
+/// let mut got = vec![0; n];
+/// r.read_exact(&mut got)?;
+/// assert_eq!(got, data);
+/// # Ok::<(), ipc_pipe::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::NoReader`] when there is no reader, [`Error::WouldBlock`] on a full non-blocking
+/// pipe, [`Error::Io`] (`EINTR` is reported as `Interrupted`, not retried).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/vmsplice.2.html)
+#[doc(alias = "SPLICE_F_GIFT")]
+#[allow(unsafe_code, unsafe_op_in_unsafe_fn)]
+pub unsafe fn vmsplice(writer: &PipeWriter, data: &[u8]) -> Result<usize> {
+    // SAFETY: this function's contract is `sys::vmsplice`'s, passed on to our caller. It is the
+    // one unsafe call here, so no unsafe block (those live in sys.rs only).
+    Ok(writer.guarded(|| sys::vmsplice(writer.as_fd(), data))?)
+}
+
 /// `splice(from, NULL, to, NULL, len, 0)`—Moves up to `len` bytes from `from` to `to` without
 /// copying them through user space. One of the two must be a pipe. Returns the number of bytes
 /// moved; 0 means end of file on `from` (or `len == 0`).
@@ -77,6 +120,7 @@ pub fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> Result<usize> {
 /// # References
 ///  - [Linux](https://man7.org/linux/man-pages/man2/tee.2.html)
 pub fn tee(from: &PipeReader, to: &PipeWriter, len: usize) -> Result<usize> {
+    // Honours `to`'s SIGPIPE policy.
     loop {
         match to.guarded(|| rustix::pipe::tee(from, to, len, SpliceFlags::empty())) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -285,23 +329,25 @@ fn write_all_fd(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<()> {
 
 /// A writer that sends its own pages into a pipe with `vmsplice`: the caller fills each piece in
 /// place ([`ZeroCopyWriter::send_with`]) and the reader copies it out of those very pages, one
-/// copy instead of two. This is the safe way to use [`vmsplice`](crate::vmsplice).
+/// copy instead of two. This is the safe way to use [`vmsplice`].
 ///
-/// How it keeps `vmsplice`'s contract: a pipe of capacity `P` holds at most `P` bytes, so it can
-/// refer only to the last `P` bytes inserted into it. The writer cycles pieces of at most `P`
-/// bytes through a page-aligned ring of `2 P` bytes and remembers, for each recent piece, how
-/// many bytes the stream had when it was sent. It hands out a region of the ring again only if
-/// at least `P` bytes were inserted since anything in that region was sent. When pieces of
-/// varying sizes make that not yet true, the piece goes through a private buffer and a plain
-/// `write` instead (correct, just not zero-copy). The capacity is re-read at each wrap, and the
-/// ring grows if someone grew the pipe. When dropped, the writer frees its ring only if the pipe
-/// is empty; otherwise it leaks it (2 `P`, at most a few MiB) rather than let the allocator
+/// How it keeps `vmsplice`'s contract: a pipe of capacity `P` holds at most `P / page` buffers,
+/// and every buffer this writer inserts holds at most a page, so once `P` more of its bytes have
+/// gone in after a piece, the pipe no longer refers to that piece (whatever other writers
+/// insert). The writer cycles pieces of at most `P` bytes through a page-aligned ring of `2 P`
+/// bytes and remembers, for each recent piece, how many bytes it had inserted when the piece
+/// went in. It hands out a region of the ring again only if at least `P` bytes were inserted
+/// since anything in that region was sent; when pieces of varying sizes make that not yet true,
+/// the piece goes through a private buffer and a plain `write` instead (correct, just not
+/// zero-copy). The capacity is read before every piece (one `fcntl`): if anyone grew the pipe
+/// (this process or the reader's), the writer moves to a new ring sized for it and never writes
+/// to the old one again. When dropped, the writer frees its rings only if the pipe is empty;
+/// otherwise it leaks them (a few times `P`, at most a few MiB) rather than let the allocator
 /// reuse pages the reader has not seen yet.
 ///
 /// The reader must *copy* the data out (`read`, or `splice` into a regular file): a reader that
 /// `splice`s or `tee`s the pages on to another pipe or a socket takes the references with it,
-/// and may then see later contents of the ring. Growing the pipe from the other end while this
-/// writer runs voids the bound until the next wrap.
+/// and may then see later contents of the ring.
 ///
 /// ```
 /// use std::io::Read;
@@ -376,7 +422,7 @@ impl<'a> ZeroCopyWriter<'a> {
         let cap = pipe.capacity()?;
         Ok(ZeroCopyWriter {
             pipe,
-            ring: Ring::new(2 * cap),
+            ring: Ring::new(cap.saturating_mul(2)),
             retired: Vec::new(),
             cap,
             pos: 0,
@@ -386,7 +432,8 @@ impl<'a> ZeroCopyWriter<'a> {
         })
     }
 
-    /// The largest piece [`Self::send_with`] accepts: the pipe's capacity.
+    /// The largest piece [`Self::send_with`] accepts: the pipe's capacity (as last read; a pipe
+    /// grown since is noticed at the next piece).
     pub fn max_piece(&self) -> usize {
         self.cap
     }
@@ -395,9 +442,15 @@ impl<'a> ZeroCopyWriter<'a> {
     /// waiting for room as a blocking write would (also on a non-blocking pipe).
     ///
     /// # Errors
-    /// [`Error::MessageTooLarge`] if `len` exceeds [`Self::max_piece`]; [`Error::NoReader`];
+    /// [`Error::MessageTooLarge`] if `len` exceeds the pipe's capacity; [`Error::NoReader`];
     /// [`Error::Io`]. After an error part of the piece may have been sent.
     pub fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
+        // Anyone holding an end may have grown the pipe since the last piece: then it can refer
+        // to more of the past than this ring's bound assumes. Move to a ring sized for it.
+        let cap = self.pipe.capacity()?;
+        if cap > self.cap {
+            self.grow(cap);
+        }
         if len > self.cap {
             return Err(Error::MessageTooLarge {
                 len: len as u64,
@@ -408,7 +461,7 @@ impl<'a> ZeroCopyWriter<'a> {
             return Ok(());
         }
         if self.pos + len > self.ring.len {
-            self.wrap()?;
+            self.pos = 0;
         }
         let (start, end) = (self.pos, self.pos + len);
         let cap = self.cap as u64;
@@ -433,7 +486,8 @@ impl<'a> ZeroCopyWriter<'a> {
         let mut sent = 0;
         while sent < len {
             let piece = &self.ring.piece(start + sent, len - sent)[..];
-            match sys::vmsplice_ring(self.pipe, piece) {
+            let fd = self.pipe.as_fd();
+            match self.pipe.guarded(|| sys::vmsplice_ring(fd, piece)) {
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -469,16 +523,14 @@ impl<'a> ZeroCopyWriter<'a> {
         self.send_with(data.len(), |piece| piece.copy_from_slice(data))
     }
 
-    fn wrap(&mut self) -> Result<()> {
+    /// Retires the ring (the pipe may still refer to it: it is never written again, and freed
+    /// only with the writer) and starts a new one for capacity `cap`.
+    fn grow(&mut self, cap: usize) {
+        let old = std::mem::replace(&mut self.ring, Ring::new(cap.saturating_mul(2)));
+        self.retired.push(old);
+        self.recent.clear();
+        self.cap = cap;
         self.pos = 0;
-        let cap = self.pipe.capacity()?;
-        if cap > self.cap {
-            let old = std::mem::replace(&mut self.ring, Ring::new(2 * cap));
-            self.retired.push(old);
-            self.recent.clear();
-            self.cap = cap;
-        }
-        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::io::{ErrorKind, Write};
 
-use ipc_pipe::{ChildFds, Error, FramedReader, FramedWriter, PipeWriter, pipe};
+use ipc_pipe::{ChildFds, Error, FramedReader, FramedWriter, pipe};
 use ipc_testkit::{Watchdog, child, role, test_path};
 
 use crate::{LIMIT, spawn};
@@ -12,7 +12,7 @@ use crate::{LIMIT, spawn};
 fn from_child(test: &str, role: &str) -> Vec<u8> {
     let (r, w) = pipe().unwrap();
     let mut cmd = child(test, role);
-    ChildFds::new().fd_at(3, w).apply(&mut cmd);
+    ChildFds::new().fd_at(3, w).apply(&mut cmd).unwrap();
     let p = spawn(cmd);
     let mut all = Vec::new();
     std::io::Read::read_to_end(&mut &r, &mut all).unwrap();
@@ -23,7 +23,7 @@ fn from_child(test: &str, role: &str) -> Vec<u8> {
 #[test]
 fn a_hostile_length_is_refused_before_any_allocation() {
     if role().is_some() {
-        let mut w = PipeWriter::from_inherited(3).unwrap();
+        let mut w = crate::inherited_writer(3);
         w.write_all(&u32::MAX.to_le_bytes()).unwrap();
         w.write_all(b"and then nothing").unwrap();
         return;
@@ -33,7 +33,7 @@ fn a_hostile_length_is_refused_before_any_allocation() {
     // Read straight from the pipe while the child is alive: the header alone decides.
     let (r, w) = pipe().unwrap();
     let mut cmd = child(&test, "h");
-    ChildFds::new().fd_at(3, w).apply(&mut cmd);
+    ChildFds::new().fd_at(3, w).apply(&mut cmd).unwrap();
     let p = spawn(cmd);
     let mut rx = FramedReader::new(&r).max_frame(1 << 20);
     let mut buf = Vec::new();
@@ -61,7 +61,7 @@ fn a_hostile_length_is_refused_before_any_allocation() {
 #[test]
 fn a_frame_cut_short_is_unexpected_eof() {
     if let Some(role) = role() {
-        let w = PipeWriter::from_inherited(3).unwrap();
+        let w = crate::inherited_writer(3);
         let mut tx = FramedWriter::new(&w);
         tx.write_frame(b"a whole frame").unwrap();
         match role.as_str() {
@@ -91,7 +91,7 @@ fn a_frame_cut_short_is_unexpected_eof() {
 #[test]
 fn frames_larger_than_the_pipe_cross_whole() {
     if role().is_some() {
-        let w = PipeWriter::from_inherited(3).unwrap();
+        let w = crate::inherited_writer(3);
         let mut tx = FramedWriter::new(&w).max_frame(4 << 20);
         for i in 0..8u64 {
             tx.write_frame(&crate::payload(i, (i as usize + 1) * 300_001))
@@ -106,7 +106,7 @@ fn frames_larger_than_the_pipe_cross_whole() {
     let _wd = Watchdog::new("large frames", LIMIT);
     let (r, w) = pipe().unwrap();
     let mut cmd = child(&test_path!(frames_larger_than_the_pipe_cross_whole), "big");
-    ChildFds::new().fd_at(3, w).apply(&mut cmd);
+    ChildFds::new().fd_at(3, w).apply(&mut cmd).unwrap();
     let p = spawn(cmd);
     let mut rx = FramedReader::new(&r).max_frame(4 << 20);
     let mut buf = Vec::new();

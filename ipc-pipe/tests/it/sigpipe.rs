@@ -28,7 +28,7 @@ fn run(test: &str, role: &str) -> std::process::ExitStatus {
     let (mut r, w) = pipe().unwrap();
     let mut cmd = child(test, role);
     cmd.stdout(std::process::Stdio::null());
-    ChildFds::new().fd_at(3, w).apply(&mut cmd);
+    ChildFds::new().fd_at(3, w).apply(&mut cmd).unwrap();
     let mut p = Proc::spawn(&mut cmd).unwrap();
     drop(cmd);
     let mut hello = [0; 5];
@@ -42,7 +42,7 @@ fn run(test: &str, role: &str) -> std::process::ExitStatus {
 fn a_rust_writer_gets_broken_pipe_when_the_reader_died() {
     if role().is_some() {
         assert_eq!(sigpipe::disposition().unwrap(), Disposition::Ignore);
-        let w = PipeWriter::from_inherited(3).unwrap();
+        let w = crate::inherited_writer(3);
         let e = write_until_the_reader_is_gone(&w);
         assert_eq!(e.kind(), ErrorKind::BrokenPipe);
         assert!(matches!(w.write_atomic(b"x"), Err(Error::NoReader)));
@@ -63,7 +63,7 @@ fn with_sigpipe_at_default_the_suppress_policy_still_gives_an_error() {
         // What a C host looks like: SIGPIPE at its default action (terminate).
         assert_eq!(sigpipe::restore_default().unwrap(), Disposition::Ignore);
         assert_eq!(sigpipe::disposition().unwrap(), Disposition::Default);
-        let mut w = PipeWriter::from_inherited(3).unwrap();
+        let mut w = crate::inherited_writer(3);
         w.set_sigpipe_policy(SigpipePolicy::Suppress);
         let e = write_until_the_reader_is_gone(&w);
         assert_eq!(e.kind(), ErrorKind::BrokenPipe);
@@ -116,7 +116,7 @@ fn with_sigpipe_at_default_the_suppress_policy_still_gives_an_error() {
 fn with_sigpipe_at_default_a_plain_write_kills_the_writer() {
     if role().is_some() {
         sigpipe::restore_default().unwrap();
-        let w = PipeWriter::from_inherited(3).unwrap();
+        let w = crate::inherited_writer(3);
         let _ = write_until_the_reader_is_gone(&w);
         // Not reached: SIGPIPE terminated the process. Exit with a distinct status otherwise.
         std::process::exit(42);
@@ -133,7 +133,7 @@ fn ignore_makes_a_default_host_safe() {
     if role().is_some() {
         sigpipe::restore_default().unwrap();
         assert_eq!(sigpipe::ignore().unwrap(), Disposition::Default);
-        let w = PipeWriter::from_inherited(3).unwrap();
+        let w = crate::inherited_writer(3);
         assert_eq!(
             write_until_the_reader_is_gone(&w).kind(),
             ErrorKind::BrokenPipe

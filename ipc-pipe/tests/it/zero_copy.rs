@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 
-use ipc_pipe::{ChildFds, PipeReader, PipeWriter, ZeroCopyWriter, pipe};
+use ipc_pipe::{ChildFds, PipeReader, ZeroCopyWriter, pipe};
 use ipc_testkit::{Watchdog, child, fnv1a64, role, test_path};
 
 use crate::{LIMIT, payload, spawn};
@@ -22,14 +22,14 @@ fn expected() -> (Vec<u8>, u64) {
 fn child_writer(test: &str, role: &str) -> (PipeReader, ipc_testkit::Proc) {
     let (r, w) = pipe().unwrap();
     let mut cmd = child(test, role);
-    ChildFds::new().fd_at(3, w).apply(&mut cmd);
+    ChildFds::new().fd_at(3, w).apply(&mut cmd).unwrap();
     (r, spawn(cmd))
 }
 
 #[test]
 fn sixty_four_mib_through_vmsplice_arrive_intact() {
     if role().is_some() {
-        let w = PipeWriter::from_inherited(3).unwrap();
+        let w = crate::inherited_writer(3);
         w.set_capacity(1 << 20).unwrap();
         let data = payload(SEED, TOTAL);
         let mut z = ZeroCopyWriter::new(&w).unwrap();
@@ -61,7 +61,7 @@ fn sixty_four_mib_through_vmsplice_arrive_intact() {
 #[test]
 fn sixty_four_mib_through_splice_and_tee_arrive_intact() {
     if role().is_some() {
-        let mut w = PipeWriter::from_inherited(3).unwrap();
+        let mut w = crate::inherited_writer(3);
         w.write_all(&payload(SEED, TOTAL)).unwrap();
         return;
     }
@@ -109,7 +109,7 @@ fn sixty_four_mib_through_splice_and_tee_arrive_intact() {
 fn sixty_four_mib_through_the_fast_copy_arrive_intact() {
     if role().is_some() {
         // Child: copies a file into the pipe at fd 3 (file -> pipe: splice).
-        let w = PipeWriter::from_inherited(3).unwrap();
+        let w = crate::inherited_writer(3);
         let path = std::env::var("SRC").unwrap();
         let f = std::fs::File::open(path).unwrap();
         assert_eq!(ipc_pipe::copy(&f, &w, None).unwrap(), TOTAL as u64);
@@ -128,7 +128,7 @@ fn sixty_four_mib_through_the_fast_copy_arrive_intact() {
         "c",
     );
     cmd.env("SRC", &src);
-    ChildFds::new().fd_at(3, w).apply(&mut cmd);
+    ChildFds::new().fd_at(3, w).apply(&mut cmd).unwrap();
     let p = spawn(cmd);
     // Parent: pipe -> file, also by splice.
     let out = std::fs::File::create(&dst).unwrap();
