@@ -254,6 +254,13 @@ impl Duplex {
     /// As for [`PipeReader::from_inherited`], for both numbers: nothing else in this process
     /// may own `read_fd` or `write_fd`, because the duplex closes them when dropped.
     ///
+    /// ```compile_fail,E0133
+    /// use std::os::fd::AsRawFd;
+    /// let (r, w) = std::io::pipe()?;
+    /// let stolen = ipc_pipe::Duplex::from_inherited(r.as_raw_fd(), w.as_raw_fd());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// [`crate::Error::NotAPipe`] or [`crate::Error::InvalidDescriptor`] when a check fails.
     /// If `read_fd` was claimed and `write_fd` then fails, the claimed read end is closed.

@@ -266,6 +266,15 @@ impl PipeReader {
     ///
     /// After `fork` in a multi-threaded process this takes a lock: do not call it there.
     ///
+    /// Safe code cannot call it, so it cannot take over a number that a `File` owns:
+    ///
+    /// ```compile_fail,E0133
+    /// use std::os::fd::AsRawFd;
+    /// let file = std::fs::File::open("/dev/null")?;
+    /// let stolen = ipc_pipe::PipeReader::from_inherited(file.as_raw_fd());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::NotAPipe`] if `fd` is something else; [`Error::InvalidDescriptor`] when another
     /// check fails. In both cases `fd` is left open and unclaimed.
@@ -396,6 +405,13 @@ impl PipeWriter {
     /// # Safety
     /// As for [`PipeReader::from_inherited`]: nothing else in this process may own descriptor
     /// `fd`, because the returned writer closes it when dropped.
+    ///
+    /// ```compile_fail,E0133
+    /// use std::os::fd::AsRawFd;
+    /// let (r, w) = std::io::pipe()?; // std's own pipe owns both numbers
+    /// let stolen = ipc_pipe::PipeWriter::from_inherited(w.as_raw_fd());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::NotAPipe`] if `fd` is something else; [`Error::InvalidDescriptor`] when another

@@ -119,13 +119,36 @@ fn timeouts_saturate_instead_of_panicking() {
 }
 
 #[test]
-fn write_all_timeout_times_out_on_a_full_pipe() {
+fn write_all_timeout_says_how_much_it_wrote_so_the_rest_can_follow() {
+    let (r, w) = pipe().unwrap();
+    let data = crate::payload(11, 300_000);
+    // Nobody reads: the pipe fills, then time runs out. `written` is exactly what went in.
+    let written = match w.write_all_timeout(&data, Duration::from_millis(30)) {
+        Err(Error::TimedOut { written }) => written,
+        other => panic!("expected TimedOut, got {other:?}"),
+    };
+    assert_eq!(written, r.available().unwrap());
+    assert!(written < data.len());
+    // Resume from there while a reader drains the pipe: every byte arrives once, in order.
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        (&r).read_to_end(&mut got).unwrap();
+        got
+    });
+    w.write_all_timeout(&data[written..], Duration::from_secs(30))
+        .unwrap();
+    drop(w);
+    let got = reader.join().unwrap();
+    assert!(got == data, "the resumed stream is not the data");
+    // Nothing to write is done at once, and a timeout before any byte says 0.
     let (_r, w) = pipe().unwrap();
-    let big = vec![0; 200_000];
-    let err = w
-        .write_all_timeout(&big, Duration::from_millis(30))
-        .unwrap_err();
-    assert!(matches!(err, Error::TimedOut { .. }), "{err:?}");
+    w.write_all_timeout(&[], Duration::ZERO).unwrap();
+    w.write_all_timeout(&vec![0; 65536], Duration::from_secs(5))
+        .unwrap();
+    assert!(matches!(
+        w.write_all_timeout(b"more", Duration::from_millis(1)),
+        Err(Error::TimedOut { written: 0 })
+    ));
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod basics;
 mod children;
 mod eintr;
 mod frames;
+mod inherit;
 mod records;
 mod sigpipe;
 mod zero_copy;
