@@ -190,3 +190,81 @@ fn duplex_request_reply_with_a_child() {
     assert!(rest.is_empty());
     proc.expect_success(LIMIT);
 }
+
+#[test]
+fn bad_target_numbers_are_typed_errors_not_panics() {
+    let (_r, w) = pipe().unwrap();
+    let mut cmd = std::process::Command::new("true");
+    match ChildFds::new().fd_at(-1, w).apply(&mut cmd) {
+        Err(ipc_pipe::Error::InvalidDescriptor { fd: -1, reason }) => {
+            assert!(reason.contains("negative"), "{reason}");
+        }
+        other => panic!("expected InvalidDescriptor, got {other:?}"),
+    }
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap();
+    for target in [i32::try_from(limit).unwrap_or(i32::MAX), i32::MAX] {
+        let (_r, w) = pipe().unwrap();
+        match ChildFds::new().fd_at(target, w).apply(&mut cmd) {
+            Err(ipc_pipe::Error::InvalidDescriptor { fd, reason }) => {
+                assert_eq!(fd, target);
+                assert!(reason.contains("RLIMIT_NOFILE"), "{reason}");
+            }
+            other => panic!("target {target}: expected InvalidDescriptor, got {other:?}"),
+        }
+    }
+    // The refused mapping left `cmd` as it was: it still runs.
+    assert!(cmd.status().unwrap().success());
+}
+
+/// The lowest two free descriptor numbers (probed with duplicates of `fd`): where `spawn` will
+/// put its exec-error pipe, read end first.
+fn next_two_free(fd: &impl std::os::fd::AsFd) -> (i32, i32) {
+    let a = rustix::io::fcntl_dupfd_cloexec(fd, 0).unwrap();
+    let b = rustix::io::fcntl_dupfd_cloexec(fd, 0).unwrap();
+    (a.as_raw_fd(), b.as_raw_fd())
+}
+
+#[test]
+fn a_target_where_spawn_puts_its_own_pipe_breaks_neither() {
+    if role().is_some() {
+        // This process has one test thread: nothing else opens descriptors meanwhile. std's
+        // spawn reports a failed exec through a pipe it creates at the lowest free numbers;
+        // its write end would sit on `target` in the child.
+        let (r, w) = pipe().unwrap();
+        let (_, target) = next_two_free(&w);
+        let mut cmd = std::process::Command::new("/nonexistent/ipcrs-no-such-program");
+        ChildFds::new().fd_at(target, w).apply(&mut cmd).unwrap();
+        let err = cmd
+            .spawn()
+            .expect_err("spawning a program that does not exist");
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+        drop(cmd);
+        let mut junk = Vec::new();
+        (&r).read_to_end(&mut junk).unwrap();
+        assert!(
+            junk.is_empty(),
+            "spawn's error report went into our pipe: {junk:?}"
+        );
+        // And a program that exists finds our pipe at that number.
+        let (mut r, w) = pipe().unwrap();
+        let (_, target) = next_two_free(&w);
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", &format!("echo at {target} >&{target}")]);
+        ChildFds::new().fd_at(target, w).apply(&mut cmd).unwrap();
+        let mut child = cmd.spawn().unwrap();
+        drop(cmd);
+        let mut out = String::new();
+        r.read_to_string(&mut out).unwrap();
+        assert_eq!(out, format!("at {target}\n"));
+        assert!(child.wait().unwrap().success());
+        return;
+    }
+    let _wd = Watchdog::new("spawn's own pipe", LIMIT);
+    let cmd = child(
+        &test_path!(a_target_where_spawn_puts_its_own_pipe_breaks_neither),
+        "x",
+    );
+    spawn(cmd).expect_success(LIMIT);
+}
