@@ -140,3 +140,39 @@ fn sixty_four_mib_through_the_fast_copy_arrive_intact() {
     assert_eq!(n.unwrap(), TOTAL as u64);
     assert_eq!(fnv1a64(&got.unwrap()), sum);
 }
+
+#[test]
+fn zero_copy_pieces_stay_intact_when_the_pipe_grows_under_the_writer() {
+    const PIECE: usize = 32 * 1024;
+    let piece = |i: u64| payload(0x2c00 + i, PIECE);
+    let (mut r, w) = pipe().unwrap();
+    assert_eq!(w.capacity().unwrap(), 2 * PIECE);
+    let mut z = ZeroCopyWriter::new(&w).unwrap();
+    let mut read = |n: usize| {
+        let mut got = vec![0; n];
+        r.read_exact(&mut got).unwrap();
+        got
+    };
+    // Pieces 1 and 2 fill the pipe and are read; 3 and 4 fill it again; 3 is read.
+    z.send(&piece(1)).unwrap();
+    z.send(&piece(2)).unwrap();
+    assert!(read(2 * PIECE) == [piece(1), piece(2)].concat());
+    z.send(&piece(3)).unwrap();
+    z.send(&piece(4)).unwrap();
+    assert!(read(PIECE) == piece(3));
+    // Piece 5 wraps around the ring; then the pipe grows (any holder of an end may do this),
+    // so it can now hold pieces 4 to 8 at once: piece 4's pages are still in the pipe when
+    // the writer reaches them again.
+    z.send(&piece(5)).unwrap();
+    w.set_capacity(1 << 20).unwrap();
+    for i in 6..=8 {
+        z.send(&piece(i)).unwrap();
+    }
+    drop(z);
+    for i in 4..=8 {
+        assert!(
+            read(PIECE) == piece(i),
+            "piece {i} was overwritten in the pipe"
+        );
+    }
+}
