@@ -59,8 +59,29 @@ pub struct FramedWriter<W> {
     cut: Option<(u64, u64)>,
 }
 
-/// Reads length-prefixed frames from any [`Read`]; see [`FramedWriter`] and the
-/// [module docs](self).
+/// Reads length-prefixed frames (a 4-byte little-endian length, then that many bytes) from any
+/// [`Read`]; see [`FramedWriter`].
+///
+/// The length is hostile: one above the maximum ([`Self::max_frame`]) is refused before
+/// anything is allocated, the buffer grows with the bytes that actually arrive (never beyond
+/// the announced length), and a stream that ends inside a frame is `UnexpectedEof`, never a
+/// short message. The reader keeps its place: on a non-blocking descriptor, or with the
+/// `_timeout` and `try_` forms, a frame that has only partly arrived is kept and completed by
+/// the next call, so no byte is lost and the stream never gets out of step. After a refused or
+/// truncated frame every later call returns the same error: what follows cannot be trusted to
+/// start a frame.
+///
+/// ```
+/// use ipc_pipe::{Error, FramedReader};
+/// let (r, w) = ipc_pipe::pipe()?;
+/// r.set_nonblocking(true)?;
+/// let mut rx = FramedReader::new(&r);
+/// w.write_atomic(&[3, 0, 0])?; // part of a header
+/// assert!(matches!(rx.read_frame(), Err(Error::WouldBlock)));
+/// w.write_atomic(&[0, b'a', b'b', b'c'])?;
+/// assert_eq!(rx.read_frame()?.as_deref(), Some(&b"abc"[..]));
+/// # Ok::<(), ipc_pipe::Error>(())
+/// ```
 pub struct FramedReader<R> {
     inner: R,
     max: u32,

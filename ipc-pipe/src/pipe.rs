@@ -314,7 +314,7 @@ impl PipeReader {
     /// - [`Error::Io`] with `EMFILE` when the process is out of descriptors.
     #[doc(alias = "dup")]
     pub fn dup_stdin() -> Result<PipeReader> {
-        let fd = dup_std(std::io::stdin().as_fd(), 0, Direction::Read)?;
+        let fd = dup_std(0, Direction::Read)?;
         Ok(PipeReader { fd })
     }
 
@@ -447,7 +447,7 @@ impl PipeWriter {
     /// - [`Error::Io`] with `EMFILE` when the process is out of descriptors.
     #[doc(alias = "dup")]
     pub fn dup_stdout() -> Result<PipeWriter> {
-        let fd = dup_std(std::io::stdout().as_fd(), 1, Direction::Write)?;
+        let fd = dup_std(1, Direction::Write)?;
         Ok(PipeWriter::from(fd))
     }
 
@@ -457,7 +457,7 @@ impl PipeWriter {
     /// As [`Self::dup_stdout`], with `fd: 2`.
     #[doc(alias = "dup")]
     pub fn dup_stderr() -> Result<PipeWriter> {
-        let fd = dup_std(std::io::stderr().as_fd(), 2, Direction::Write)?;
+        let fd = dup_std(2, Direction::Write)?;
         Ok(PipeWriter::from(fd))
     }
 
@@ -682,14 +682,37 @@ impl PipeWriter {
     }
 }
 
+/// Reads a number from a `/proc/sys` file into a stack buffer: no allocation, so this (and the
+/// capacity calls) can run in a child forked from a multi-threaded process.
 fn read_proc_u64(path: &'static str) -> Result<u64> {
-    let text = std::fs::read_to_string(path)?;
-    text.trim().parse().map_err(|_| {
-        Error::Io(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{path}: not a number: {text:?}"),
-        ))
-    })
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let mut buf = [0u8; 32];
+    let mut len = 0;
+    while len < buf.len() {
+        match rustix::io::read(&fd, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    std::str::from_utf8(&buf[..len])
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or_else(|| {
+            Error::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{path}: not a number: {:?}",
+                    String::from_utf8_lossy(&buf[..len])
+                ),
+            ))
+        })
 }
 
 /// The value of [`PIPE_MAX_SIZE_FILE`]: the largest capacity an unprivileged process may set.
@@ -868,12 +891,12 @@ pub(crate) fn refused(fd: RawFd, why: sys::Claim<Error>) -> Error {
     }
 }
 
-/// A close-on-exec duplicate (at 3 or above) of standard stream `std` (number `number`),
-/// checked to be a pipe end for `dir`. The duplicate is checked, not the original, so what is
-/// checked is what is kept.
-fn dup_std(std: BorrowedFd<'_>, number: RawFd, dir: Direction) -> Result<OwnedFd> {
-    let fd = match rustix::io::fcntl_dupfd_cloexec(std, 3) {
-        Err(Errno::BADF) => return Err(not_open(number)),
+/// A close-on-exec duplicate (at 3 or above) of standard stream `number`, checked to be a pipe
+/// end for `dir`. The duplicate is checked, not the original, so what is checked is what is
+/// kept.
+fn dup_std(number: RawFd, dir: Direction) -> Result<OwnedFd> {
+    let fd = match sys::dup_stdio(number) {
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => return Err(not_open(number)),
         other => other?,
     };
     check_end(fd.as_fd(), number, dir)?;

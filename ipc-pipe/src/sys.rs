@@ -7,6 +7,7 @@
 //!   call returns.
 //! - [`install_fd_map`]: `pre_exec` runs between `fork` and `exec` in the child.
 //! - [`claim_inherited`]: turns a descriptor number inherited at exec into an `OwnedFd`.
+//! - [`dup_stdio`]: duplicates a standard stream by number, without touching `std::io`.
 //! - [`set_sigpipe`], [`sigpipe`], [`without_sigpipe`]: signal dispositions, masks and the
 //!   pending set.
 #![allow(unsafe_code)]
@@ -114,6 +115,25 @@ pub(crate) fn install_fd_map(cmd: &mut Command, map: Vec<(OwnedFd, RawFd)>, keep
     unsafe {
         cmd.pre_exec(hook);
     }
+}
+
+/// `fcntl(n, F_DUPFD_CLOEXEC, 3)` for standard stream `n` (0, 1 or 2): a new close-on-exec
+/// descriptor, at 3 or above, that only the caller owns.
+///
+/// Unlike `std::io::stdin().as_fd()`, this does not initialise std's stream (its buffer and
+/// its once-lock), so it is async-signal-safe: one `fcntl`.
+pub(crate) fn dup_stdio(n: RawFd) -> io::Result<OwnedFd> {
+    if !(0..=2).contains(&n) {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    // SAFETY: F_DUPFD_CLOEXEC only reads the descriptor table: a closed number is EBADF, an open
+    // one is left as it is (std lends the standard streams to everyone, `Stdin::as_fd`).
+    let fd = unsafe { libc::fcntl(n, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor that nothing else knows about.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Why [`claim_inherited`] refused a descriptor number.

@@ -7,6 +7,7 @@
 mod basics;
 mod children;
 mod eintr;
+mod fork;
 mod frames;
 mod inherit;
 mod records;
