@@ -281,3 +281,36 @@ fn the_per_user_page_limit_is_a_typed_error_naming_it() {
     );
     crate::spawn(cmd).expect_success(crate::LIMIT);
 }
+
+#[test]
+fn pipe_ends_never_pose_as_standard_streams() {
+    if ipc_testkit::role().is_some() {
+        // A process started with standard input closed: the lowest free number is 0. (std
+        // reopens a closed 0 on /dev/null before main, so close it here; nothing reads it.)
+        #[allow(unsafe_code)]
+        // SAFETY: descriptor 0 is std's stdin, which this child never uses.
+        let closed = unsafe { libc::close(0) };
+        assert_eq!(closed, 0);
+        let (r, w) = pipe().unwrap();
+        let r2 = r.try_clone().unwrap();
+        let w2 = w.try_clone().unwrap();
+        for fd in [
+            &r.as_raw_fd(),
+            &w.as_raw_fd(),
+            &r2.as_raw_fd(),
+            &w2.as_raw_fd(),
+        ] {
+            assert!(*fd > 2, "a pipe end at {fd}, a standard stream's number");
+        }
+        // And 0 is still free: the next descriptor anyone opens takes it, not ours.
+        let next = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(next.as_raw_fd(), 0);
+        return;
+    }
+    let _wd = ipc_testkit::Watchdog::new("no stdio numbers", crate::LIMIT);
+    let cmd = ipc_testkit::child(
+        &ipc_testkit::test_path!(pipe_ends_never_pose_as_standard_streams),
+        "closed-stdin",
+    );
+    crate::spawn(cmd).expect_success(crate::LIMIT);
+}
