@@ -9,12 +9,13 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
 
 use rustix::event::PollFlags;
 use rustix::io::Errno;
 use rustix::pipe::SpliceFlags;
 
-use crate::pipe::wait;
+use crate::pipe::{deadline, wait};
 use crate::{Error, PipeReader, PipeWriter, Result, pipe, sys};
 
 /// `vmsplice(fd, [data], 0)`—Maps the pages under `data` into the pipe instead of copying them.
@@ -96,6 +97,63 @@ pub fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> Result<usize> {
     }
 }
 
+/// [`splice`], waiting at most `timeout` (`Duration::MAX`: forever) for `from` to be readable
+/// and `to` writable. `EINTR` is retried against the same deadline.
+///
+/// The pipe side never blocks past the deadline (`poll` first, then `SPLICE_F_NONBLOCK`); a
+/// side that is not a pipe blocks as its descriptor says, so make a socket non-blocking too
+/// where the bound must be strict (regular files never wait).
+///
+/// ```
+/// use std::time::Duration;
+/// use ipc_pipe::Error;
+/// let (r1, w1) = ipc_pipe::pipe()?;
+/// let (r2, w2) = ipc_pipe::pipe()?;
+/// assert!(matches!(ipc_pipe::splice_timeout(&r1, &w2, 64, Duration::from_millis(5)),
+///     Err(Error::TimedOut { .. })));
+/// assert!(matches!(ipc_pipe::try_splice(&r1, &w2, 64), Err(Error::WouldBlock)));
+/// w1.write_atomic(b"now")?;
+/// assert_eq!(ipc_pipe::splice_timeout(&r1, &w2, 64, Duration::MAX)?, 3);
+/// assert_eq!(r2.available()?, 3);
+/// # Ok::<(), ipc_pipe::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`splice`], and [`Error::TimedOut`] (nothing was moved).
+pub fn splice_timeout(
+    from: impl AsFd,
+    to: impl AsFd,
+    len: usize,
+    timeout: Duration,
+) -> Result<usize> {
+    let (from, to) = (from.as_fd(), to.as_fd());
+    if len == 0 {
+        return Ok(0);
+    }
+    let deadline = deadline(timeout);
+    loop {
+        wait(to, PollFlags::OUT, deadline)?;
+        wait(from, PollFlags::IN, deadline)?;
+        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        match rustix::pipe::splice(from, None, to, None, len, flags) {
+            // Another process took the data or the room first: wait again.
+            Err(Errno::INTR | Errno::AGAIN) => continue,
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// [`splice`] without waiting.
+///
+/// # Errors
+/// As [`splice`]; [`Error::WouldBlock`] if `from` has nothing or `to` has no room now.
+pub fn try_splice(from: impl AsFd, to: impl AsFd, len: usize) -> Result<usize> {
+    match splice_timeout(from, to, len, Duration::ZERO) {
+        Err(Error::TimedOut { .. }) => Err(Error::WouldBlock),
+        other => other,
+    }
+}
+
 /// `tee(from, to, len, 0)`—Duplicates up to `len` bytes at the head of pipe `from` into pipe
 /// `to` without consuming them: `from` still yields the same bytes afterwards. Returns the
 /// number of bytes duplicated; 0 if `from` is empty and has no writer.
@@ -129,6 +187,62 @@ pub fn tee(from: &PipeReader, to: &PipeWriter, len: usize) -> Result<usize> {
     }
 }
 
+/// [`tee`], waiting at most `timeout` (`Duration::MAX`: forever) for data in `from` and room in
+/// `to`; both are pipes, so the bound is strict (`poll`, then `SPLICE_F_NONBLOCK`). `EINTR` is
+/// retried against the same deadline.
+///
+/// ```
+/// use std::time::Duration;
+/// use ipc_pipe::Error;
+/// let (r1, w1) = ipc_pipe::pipe()?;
+/// let (_r2, w2) = ipc_pipe::pipe()?;
+/// assert!(matches!(ipc_pipe::try_tee(&r1, &w2, 64), Err(Error::WouldBlock)));
+/// w1.write_atomic(b"twice")?;
+/// assert_eq!(ipc_pipe::tee_timeout(&r1, &w2, 64, Duration::from_secs(5))?, 5);
+/// assert_eq!(r1.available()?, 5); // still there
+/// # Ok::<(), ipc_pipe::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`tee`], and [`Error::TimedOut`] (nothing was duplicated).
+pub fn tee_timeout(
+    from: &PipeReader,
+    to: &PipeWriter,
+    len: usize,
+    timeout: Duration,
+) -> Result<usize> {
+    if len == 0 {
+        return Ok(0);
+    }
+    let deadline = deadline(timeout);
+    loop {
+        wait(to.as_fd(), PollFlags::OUT, deadline)?;
+        wait(from.as_fd(), PollFlags::IN, deadline)?;
+        match to.guarded(|| rustix::pipe::tee(from, to, len, SpliceFlags::NONBLOCK)) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                continue;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// [`tee`] without waiting.
+///
+/// # Errors
+/// As [`tee`]; [`Error::WouldBlock`] if `from` is empty or `to` is full now.
+pub fn try_tee(from: &PipeReader, to: &PipeWriter, len: usize) -> Result<usize> {
+    match tee_timeout(from, to, len, Duration::ZERO) {
+        Err(Error::TimedOut { .. }) => Err(Error::WouldBlock),
+        other => other,
+    }
+}
+
 /// Copies `len` bytes (or everything up to end of file when `len` is `None`) from `from` to
 /// `to`, the fastest way the two descriptors allow, and returns how many bytes were copied:
 ///
@@ -141,6 +255,11 @@ pub fn tee(from: &PipeReader, to: &PipeWriter, len: usize) -> Result<usize> {
 /// non-blocking descriptors are waited for with `poll`. A `to` without reader raises SIGPIPE
 /// as the process's disposition says; wrap the call in [`crate::sigpipe::suppressed`] where
 /// that may be the default.
+///
+/// `copy` waits as long as the descriptors make it wait: it has no `_timeout` form, because
+/// bytes already taken from `from` into its internal pipe could not be given back when time
+/// ran out. For a bound, loop over [`splice_timeout`] (when one side is a pipe, nothing is in
+/// flight between calls), or use non-blocking descriptors and `poll`.
 ///
 /// ```
 /// use std::io::Read;
@@ -445,6 +564,59 @@ impl<'a> ZeroCopyWriter<'a> {
     /// [`Error::MessageTooLarge`] if `len` exceeds the pipe's capacity; [`Error::NoReader`];
     /// [`Error::Io`]. After an error part of the piece may have been sent.
     pub fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
+        self.send_until(len, fill, None)
+    }
+
+    /// [`Self::send_with`], waiting at most `timeout` for room (`Duration::MAX`: forever): each
+    /// `vmsplice` is preceded by a `poll` and does not block (`SPLICE_F_NONBLOCK`), so the
+    /// deadline holds.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_pipe::{Error, ZeroCopyWriter};
+    /// let (r, w) = ipc_pipe::pipe()?;
+    /// let mut z = ZeroCopyWriter::new(&w)?;
+    /// z.send_timeout(&[1; 40_000], Duration::from_secs(5))?;
+    /// // Nobody reads: the next piece fits only in part.
+    /// let piece = [2; 40_000];
+    /// match z.send_timeout(&piece, Duration::from_millis(10)) {
+    ///     Err(Error::TimedOut { written }) => {
+    ///         assert!(written < piece.len());
+    ///         assert_eq!(r.available()?, 40_000 + written); // the rest is `piece[written..]`
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), ipc_pipe::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Self::send_with`], and [`Error::TimedOut`] whose `written` says how many bytes of
+    /// the piece went into the pipe before the deadline.
+    pub fn send_with_timeout(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<()> {
+        self.send_until(len, fill, Some(deadline(timeout)))
+    }
+
+    /// [`Self::send`] within `timeout`; see [`Self::send_with_timeout`].
+    ///
+    /// # Errors
+    /// As [`Self::send_with_timeout`].
+    pub fn send_timeout(&mut self, data: &[u8], timeout: Duration) -> Result<()> {
+        self.send_with_timeout(data.len(), timeout, |piece| piece.copy_from_slice(data))
+    }
+
+    /// The body of the send calls; `bound` is `None` for no bound, `Some(deadline)` for a
+    /// deadline (`Some(None)`: one too far away to express, so none).
+    fn send_until(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+        bound: Option<Option<Instant>>,
+    ) -> Result<()> {
         // Anyone holding an end may have grown the pipe since the last piece: then it can refer
         // to more of the past than this ring's bound assumes. Move to a ring sized for it.
         let cap = self.pipe.capacity()?;
@@ -477,23 +649,52 @@ impl<'a> ZeroCopyWriter<'a> {
             // The pipe may still refer to part of this region: copy this piece instead.
             self.scratch.resize(len, 0);
             fill(&mut self.scratch);
-            let mut w = self.pipe;
-            w.write_all(&self.scratch)?;
+            let w = self.pipe;
+            let r = match bound {
+                None => {
+                    let mut w = w;
+                    w.write_all(&self.scratch).map_err(Error::from)
+                }
+                Some(deadline) => {
+                    let left = deadline.map_or(Duration::MAX, |d| {
+                        d.saturating_duration_since(Instant::now())
+                    });
+                    w.write_all_timeout(&self.scratch, left)
+                }
+            };
+            // On an error, what went in is not counted: the regions stay busy a little longer.
+            r?;
             self.inserted += len as u64;
             return Ok(());
         }
         fill(self.ring.piece(start, len));
         let mut sent = 0;
+        let fd = self.pipe.as_fd();
         while sent < len {
+            if let Some(deadline) = bound {
+                if let Err(e) = wait(fd, PollFlags::OUT, deadline) {
+                    self.sent(start, end, sent);
+                    return Err(match e {
+                        Error::TimedOut { .. } => Error::TimedOut { written: sent },
+                        other => other,
+                    });
+                }
+            }
             let piece = &self.ring.piece(start + sent, len - sent)[..];
-            let fd = self.pipe.as_fd();
-            match self.pipe.guarded(|| sys::vmsplice_ring(fd, piece)) {
+            let nonblock = bound.is_some();
+            match self
+                .pipe
+                .guarded(|| sys::vmsplice_ring(fd, piece, nonblock))
+            {
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = wait(self.pipe.as_fd(), PollFlags::OUT, None) {
-                        self.sent(start, end, sent);
-                        return Err(e);
+                    // Bounded: the loop polls again. Unbounded: wait here, as `write` would.
+                    if bound.is_none() {
+                        if let Err(e) = wait(fd, PollFlags::OUT, None) {
+                            self.sent(start, end, sent);
+                            return Err(e);
+                        }
                     }
                 }
                 Err(e) => {

@@ -40,13 +40,22 @@ pub(crate) unsafe fn vmsplice(fd: BorrowedFd<'_>, data: &[u8]) -> rustix::io::Re
 /// Only `ZeroCopyWriter` calls this. It never writes to a piece again while the pipe may still
 /// refer to it (it checks the pipe's capacity before every piece, see its docs), and it never
 /// frees its ring while the pipe may refer to it.
-pub(crate) fn vmsplice_ring(fd: BorrowedFd<'_>, piece: &[u8]) -> rustix::io::Result<usize> {
+pub(crate) fn vmsplice_ring(
+    fd: BorrowedFd<'_>,
+    piece: &[u8],
+    nonblock: bool,
+) -> rustix::io::Result<usize> {
     let iov = [IoSliceRaw::from_slice(piece)];
+    let flags = if nonblock {
+        SpliceFlags::NONBLOCK
+    } else {
+        SpliceFlags::empty()
+    };
     // SAFETY: the kernel only reads `piece`. The piece belongs to a ZeroCopyWriter ring, which
     // does not write to it again until more bytes than the pipe can hold (its capacity, read
     // before each piece) were inserted after it, and which leaks rather than frees its ring if
     // the pipe may still refer to it when dropped.
-    unsafe { rustix::pipe::vmsplice(fd, &iov, SpliceFlags::empty()) }
+    unsafe { rustix::pipe::vmsplice(fd, &iov, flags) }
 }
 
 /// Arranges for the child of `cmd` to find each `(fd, target)` at descriptor number `target`,

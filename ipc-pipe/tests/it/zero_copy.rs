@@ -176,3 +176,95 @@ fn zero_copy_pieces_stay_intact_when_the_pipe_grows_under_the_writer() {
         );
     }
 }
+
+#[test]
+fn bounded_zero_copy_calls_time_out_with_nothing_lost_and_resume() {
+    use ipc_pipe::{Error, splice_timeout, tee_timeout, try_splice, try_tee};
+    use std::time::Duration;
+    let short = Duration::from_millis(5);
+    let (r1, mut w1) = pipe().unwrap();
+    let (mut r2, mut w2) = pipe().unwrap();
+    // Nothing to move: a timeout, and the non-waiting forms say WouldBlock.
+    assert!(matches!(
+        splice_timeout(&r1, &w2, 4096, short),
+        Err(Error::TimedOut { written: 0 })
+    ));
+    assert!(matches!(try_splice(&r1, &w2, 4096), Err(Error::WouldBlock)));
+    assert!(matches!(try_tee(&r1, &w2, 4096), Err(Error::WouldBlock)));
+    // Data, but no room at the other end: a timeout again, and the data stays where it was.
+    let data = payload(0xb0, 1000);
+    w1.write_all(&data).unwrap();
+    w2.write_all(&vec![0; 65_536]).unwrap();
+    assert!(matches!(
+        splice_timeout(&r1, &w2, 4096, short),
+        Err(Error::TimedOut { .. })
+    ));
+    assert!(matches!(
+        tee_timeout(&r1, &w2, 4096, short),
+        Err(Error::TimedOut { .. })
+    ));
+    assert_eq!(r1.available().unwrap(), 1000);
+    // Room again: tee, then splice, the same bytes.
+    let mut drain = vec![0; 65_536];
+    r2.read_exact(&mut drain).unwrap();
+    assert_eq!(tee_timeout(&r1, &w2, 4096, Duration::MAX).unwrap(), 1000);
+    assert_eq!(
+        splice_timeout(&r1, &w2, 4096, Duration::from_secs(5)).unwrap(),
+        1000
+    );
+    let mut got = vec![0; 2000];
+    r2.read_exact(&mut got).unwrap();
+    assert!(got == [&data[..], &data[..]].concat());
+    // The reader gone: an error, not a wait.
+    drop(r2);
+    w1.write_all(b"x").unwrap();
+    assert!(matches!(
+        splice_timeout(&r1, &w2, 1, Duration::MAX),
+        Err(Error::NoReader)
+    ));
+    assert!(matches!(
+        tee_timeout(&r1, &w2, 1, Duration::MAX),
+        Err(Error::NoReader)
+    ));
+}
+
+#[test]
+fn a_zero_copy_piece_cut_by_its_deadline_resumes_where_it_stopped() {
+    use ipc_pipe::Error;
+    use std::time::Duration;
+    let (r, w) = pipe().unwrap();
+    let r = &r;
+    let mut z = ZeroCopyWriter::new(&w).unwrap();
+    let data = payload(0xcc, 3 * 40_000);
+    let data = &data;
+    let mut sent = 0;
+    let mut cut = 0;
+    // Nobody reads at first: pieces go in until one is cut by its deadline; then a reader
+    // takes everything, and each piece resumes from what its timeout said.
+    let reader = std::thread::scope(|s| {
+        let mut started = None;
+        while sent < data.len() {
+            let piece = &data[sent..(sent + 40_000).min(data.len())];
+            match z.send_timeout(piece, Duration::from_millis(10)) {
+                Ok(()) => sent += piece.len(),
+                Err(Error::TimedOut { written }) => {
+                    assert!(written < piece.len());
+                    sent += written;
+                    cut += 1;
+                    started.get_or_insert_with(|| {
+                        s.spawn(move || {
+                            let mut got = vec![0; data.len()];
+                            let mut rd = r;
+                            rd.read_exact(&mut got).unwrap();
+                            got
+                        })
+                    });
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        started.map(|t| t.join().unwrap())
+    });
+    assert!(cut > 0, "a piece was cut by its deadline");
+    assert!(reader.unwrap() == *data, "the stream changed");
+}
