@@ -155,15 +155,17 @@ impl<W: Write> FramedWriter<W> {
     /// - [`Error::NoReader`]; [`Error::Io`] (after which the stream may hold part of the frame,
     ///   and later frames are refused with [`Error::FrameCutShort`]).
     pub fn write_frame(&mut self, payload: &[u8]) -> Result<()> {
-        self.write_frame_with(payload, |_| Ok(usize::MAX))
+        self.write_frame_with(payload, false, |_| Ok(usize::MAX))
     }
 
     /// The common part of [`Self::write_frame`] and [`Self::write_frame_timeout`]: before each
     /// `write`, `before(&inner)` may wait (its error ends the frame) and says how many bytes to
-    /// write at most.
+    /// write at most. With `waits`, a `write` that would block is tried again after `before`
+    /// (another writer took the room that `poll` saw).
     fn write_frame_with(
         &mut self,
         payload: &[u8],
+        waits: bool,
         mut before: impl FnMut(&W) -> Result<usize>,
     ) -> Result<()> {
         if let Some((written, len)) = self.cut {
@@ -217,6 +219,7 @@ impl<W: Write> FramedWriter<W> {
                     b = &b[n..];
                 }
                 Err(Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(Error::WouldBlock) if waits => {}
                 Err(e) if written == 0 => return Err(e),
                 Err(e) => {
                     let cut = (written as u64, total as u64);
@@ -274,7 +277,7 @@ impl<W: Write + AsFd> FramedWriter<W> {
         let deadline = deadline(timeout);
         let blocking =
             !rustix::fs::fcntl_getfl(self.inner.as_fd())?.contains(rustix::fs::OFlags::NONBLOCK);
-        self.write_frame_with(payload, |w| {
+        self.write_frame_with(payload, true, |w| {
             wait(w.as_fd(), PollFlags::OUT, deadline)?;
             Ok(if blocking { PIPE_BUF } else { usize::MAX })
         })
@@ -509,7 +512,14 @@ impl<R: Read + AsFd> FramedReader<R> {
         timeout: Duration,
     ) -> Result<Option<usize>> {
         let deadline = deadline(timeout);
-        self.read_frame_with(buf, |r| wait(r.as_fd(), PollFlags::IN, deadline))
+        loop {
+            match self.read_frame_with(buf, |r| wait(r.as_fd(), PollFlags::IN, deadline)) {
+                // Another reader of a non-blocking descriptor took what `poll` saw: the place
+                // is kept, wait again (the deadline ends this with TimedOut).
+                Err(Error::WouldBlock) => {}
+                other => return other,
+            }
+        }
     }
 
     /// [`Self::read_frame_into`] without waiting: what has arrived of the next frame is taken

@@ -4,7 +4,9 @@
 //! descriptor; a fresh `Vec` per frame).
 //!
 //! Input: `[max lo, max hi, mode, piece seed, stream...]`; the maximum frame is the first two
-//! bytes (0..=65535, so both refusals and acceptances are common).
+//! bytes shifted left by the mode byte's top three bits (0..=65535 << 0..=7, so refusals and
+//! acceptances are both common, and frames large enough for the reader's buffer to grow in
+//! several steps are allowed).
 //!
 //! Promises checked: no panic; every frame returned is at most the maximum long and equal to
 //! what a plain parser of the stream finds; the stream ends the way that parser says (clean
@@ -127,7 +129,7 @@ fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {
         return;
     }
-    let max = u32::from(u16::from_le_bytes([data[0], data[1]]));
+    let max = u32::from(u16::from_le_bytes([data[0], data[1]])) << (data[2] >> 5);
     let mode = data[2] % 4;
     let mut seed = u32::from(data[3]) | 1;
     let stream = &data[4..];
