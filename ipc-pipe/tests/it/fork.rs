@@ -119,6 +119,17 @@ fn in_the_child(h: Handles) -> Result<(), i32> {
     ok(41, w.write_atomic(b"[spliced]"))?;
     check(42, ok(43, ipc_pipe::tee(&r, &out, 64))? == 9)?;
     check(44, ok(45, ipc_pipe::splice(&r, &out, 64))? == 9)?;
+    ok(46, w.write_atomic(b"[timed]"))?;
+    let five = Duration::from_secs(5);
+    check(47, ok(48, ipc_pipe::tee_timeout(&r, &out, 64, five))? == 7)?;
+    check(
+        49,
+        ok(38, ipc_pipe::splice_timeout(&r, &out, 64, five))? == 7,
+    )?;
+    check(
+        39,
+        matches!(ipc_pipe::try_splice(&r, &out, 64), Err(Error::WouldBlock)),
+    )?;
     drop((r, w));
     // 5. SIGPIPE: at its default action here, a suppressing writer still only gets an error.
     check(50, ok(51, sigpipe::disposition())? == Disposition::Default)?;
@@ -155,7 +166,7 @@ fn expected() -> Vec<u8> {
         v.extend(frame);
     }
     v.extend(FIXED);
-    v.extend(b"[spliced][spliced]");
+    v.extend(b"[spliced][spliced][timed][timed]");
     v
 }
 
