@@ -278,10 +278,22 @@ pub fn try_tee(from: &PipeReader, to: &PipeWriter, len: usize) -> Result<usize> 
 /// ```
 ///
 /// # Errors
-/// [`Error::NoReader`] when `to` is a pipe without reader; [`Error::Io`] for the rest, after
-/// some bytes may have been copied.
+/// [`Error::NoReader`] when `to` is a pipe without reader; [`Error::InvalidDescriptor`] when
+/// `len` is `None` and `to` is the same file or pipe as `from`; [`Error::Io`] for the rest,
+/// after some bytes may have been copied.
 pub fn copy(from: impl AsFd, to: impl AsFd, len: Option<u64>) -> Result<u64> {
     let (from, to) = (from.as_fd(), to.as_fd());
+    if len.is_none() {
+        // Copying a file or pipe into itself "up to end of file" never reaches it.
+        let (a, b) = (rustix::fs::fstat(from)?, rustix::fs::fstat(to)?);
+        if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) {
+            return Err(Error::InvalidDescriptor {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&to),
+                reason: "the same file or pipe as `from`: copying it into itself up to end of \
+                         file never ends (give a length)",
+            });
+        }
+    }
     let mut copier = Copier {
         from,
         to,
@@ -460,7 +472,9 @@ fn write_all_fd(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<()> {
 /// the piece goes through a private buffer and a plain `write` instead (correct, just not
 /// zero-copy). The capacity is read before every piece (one `fcntl`): if anyone grew the pipe
 /// (this process or the reader's), the writer moves to a new ring sized for it and never writes
-/// to the old one again. When dropped, the writer frees its rings only if the pipe is empty;
+/// to the old one again; beyond 16 MiB (only privileged processes can grow a pipe past
+/// `pipe-max-size`) it keeps no ring and copies every piece, so that a peer cannot make it
+/// allocate twice a huge capacity. When dropped, the writer frees its rings only if the pipe is empty;
 /// otherwise it leaks them (a few times `P`, at most a few MiB) rather than let the allocator
 /// reuse pages the reader has not seen yet.
 ///
@@ -493,7 +507,14 @@ pub struct ZeroCopyWriter<'a> {
     recent: VecDeque<(usize, usize, u64)>,
     /// The copying fallback's buffer.
     scratch: Vec<u8>,
+    /// The pipe grew beyond [`RING_LIMIT`]: every piece is copied (plain `write`), no ring.
+    copying: bool,
 }
+
+/// The largest pipe capacity a [`ZeroCopyWriter`] keeps a ring for (the ring is twice as large).
+/// Beyond it (only privileged processes can grow a pipe past `pipe-max-size`, 1 MiB by default)
+/// it copies instead, so that a peer that grows the pipe cannot make it allocate gigabytes.
+const RING_LIMIT: usize = 16 << 20;
 
 /// A page-aligned byte buffer.
 struct Ring {
@@ -539,15 +560,17 @@ impl<'a> ZeroCopyWriter<'a> {
     /// If the pipe's capacity cannot be read.
     pub fn new(pipe: &'a PipeWriter) -> Result<ZeroCopyWriter<'a>> {
         let cap = pipe.capacity()?;
+        let copying = cap > RING_LIMIT;
         Ok(ZeroCopyWriter {
             pipe,
-            ring: Ring::new(cap.saturating_mul(2)),
+            ring: Ring::new(if copying { 0 } else { cap * 2 }),
             retired: Vec::new(),
             cap,
             pos: 0,
             inserted: 0,
             recent: VecDeque::new(),
             scratch: Vec::new(),
+            copying,
         })
     }
 
@@ -644,9 +667,10 @@ impl<'a> ZeroCopyWriter<'a> {
         {
             self.recent.pop_front();
         }
-        let busy = self.recent.iter().any(|&(s, e, _)| s < end && start < e);
+        let busy = self.copying || self.recent.iter().any(|&(s, e, _)| s < end && start < e);
         if busy {
-            // The pipe may still refer to part of this region: copy this piece instead.
+            // The pipe may still refer to part of this region (or there is no ring): copy this
+            // piece instead.
             self.scratch.resize(len, 0);
             fill(&mut self.scratch);
             let w = self.pipe;
@@ -726,8 +750,11 @@ impl<'a> ZeroCopyWriter<'a> {
 
     /// Retires the ring (the pipe may still refer to it: it is never written again, and freed
     /// only with the writer) and starts a new one for capacity `cap`.
+    /// Beyond [`RING_LIMIT`] there is no new ring: the writer copies from then on.
     fn grow(&mut self, cap: usize) {
-        let old = std::mem::replace(&mut self.ring, Ring::new(cap.saturating_mul(2)));
+        self.copying |= cap > RING_LIMIT;
+        let ring = Ring::new(if self.copying { 0 } else { cap * 2 });
+        let old = std::mem::replace(&mut self.ring, ring);
         self.retired.push(old);
         self.recent.clear();
         self.cap = cap;

@@ -268,3 +268,117 @@ fn a_zero_copy_piece_cut_by_its_deadline_resumes_where_it_stopped() {
     assert!(cut > 0, "a piece was cut by its deadline");
     assert!(reader.unwrap() == *data, "the stream changed");
 }
+
+#[test]
+fn copying_a_pipe_or_file_into_itself_to_the_end_is_refused_not_endless() {
+    use ipc_pipe::Error;
+    if role().is_some() {
+        // Bounds for the old behaviour, which never ended: a file may not grow past 4 MiB.
+        rustix::process::setrlimit(
+            rustix::process::Resource::Fsize,
+            rustix::process::Rlimit {
+                current: Some(4 << 20),
+                maximum: Some(4 << 20),
+            },
+        )
+        .unwrap();
+        let (r, mut w) = pipe().unwrap();
+        w.write_all(b"round and round").unwrap();
+        match ipc_pipe::copy(&r, &w, None) {
+            Err(Error::InvalidDescriptor { reason, .. }) => assert!(reason.contains("itself")),
+            other => panic!("a pipe into itself: {other:?}"),
+        }
+        assert_eq!(r.available().unwrap(), 15, "nothing moved");
+        let path = std::env::temp_dir().join(ipc_testkit::unique("self-copy"));
+        std::fs::write(&path, payload(1, 1000)).unwrap();
+        let src = std::fs::File::open(&path).unwrap();
+        let dst = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let refused = ipc_pipe::copy(&src, &dst, None);
+        // With a length the copy ends, into itself too.
+        let copied = ipc_pipe::copy(&src, &dst, Some(1000));
+        let len = std::fs::metadata(&path).unwrap().len();
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            matches!(refused, Err(Error::InvalidDescriptor { .. })),
+            "a file into itself: {refused:?}"
+        );
+        assert_eq!(copied.unwrap(), 1000);
+        assert_eq!(len, 2000);
+        return;
+    }
+    let _wd = Watchdog::new("copy into itself", LIMIT);
+    let cmd = child(
+        &test_path!(copying_a_pipe_or_file_into_itself_to_the_end_is_refused_not_endless),
+        "self",
+    );
+    let mut p = spawn(cmd);
+    let status = p.wait_timeout(std::time::Duration::from_secs(20));
+    assert!(
+        matches!(&status, Ok(s) if s.success()),
+        "the child hung or failed: {status:?}"
+    );
+}
+
+/// Virtual memory of this process, from /proc/self/status.
+fn vm_size() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kib * 1024
+}
+
+#[test]
+fn a_peer_that_grows_the_pipe_huge_cannot_make_the_zero_copy_writer_allocate_it_twice() {
+    if role().is_some() {
+        let (mut r, w) = pipe().unwrap();
+        let mut z = ZeroCopyWriter::new(&w).unwrap();
+        // The peer (as root: beyond pipe-max-size) grows the pipe to 64 MiB.
+        match rustix::pipe::fcntl_setpipe_size(&r, 64 << 20) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::PERM) => {
+                eprintln!("not privileged: a pipe cannot grow beyond pipe-max-size here");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        // Not 128 MiB more of address space: a ring that size cannot be allocated now.
+        let headroom = 48 << 20;
+        let limit = vm_size() + headroom;
+        rustix::process::setrlimit(
+            rustix::process::Resource::As,
+            rustix::process::Rlimit {
+                current: Some(limit),
+                maximum: Some(limit),
+            },
+        )
+        .unwrap();
+        // Enough pieces to wrap the first ring: each may look at the capacity again.
+        let data = payload(0x61, 1 << 20);
+        for piece in data.chunks(65_536) {
+            z.send(piece).unwrap();
+        }
+        drop(z);
+        let mut got = vec![0; data.len()];
+        r.read_exact(&mut got).unwrap();
+        assert!(got == data, "the stream changed");
+        return;
+    }
+    let _wd = Watchdog::new("huge pipe", LIMIT);
+    let cmd = child(
+        &test_path!(
+            a_peer_that_grows_the_pipe_huge_cannot_make_the_zero_copy_writer_allocate_it_twice
+        ),
+        "huge",
+    );
+    spawn(cmd).expect_success(LIMIT);
+}
