@@ -198,6 +198,22 @@ impl Duplex {
         &self.writer
     }
 
+    /// Sets the write end's [`SigpipePolicy`](crate::SigpipePolicy): what writing to a peer
+    /// that has gone does to this process (see [`crate::sigpipe`]).
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use ipc_pipe::SigpipePolicy;
+    /// let (mut ours, theirs) = ipc_pipe::duplex()?;
+    /// ours.set_sigpipe_policy(SigpipePolicy::Suppress);
+    /// drop(theirs);
+    /// assert_eq!(ours.write(b"x").unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+    /// # Ok::<(), ipc_pipe::Error>(())
+    /// ```
+    pub fn set_sigpipe_policy(&mut self, policy: crate::SigpipePolicy) {
+        self.writer.set_sigpipe_policy(policy);
+    }
+
     /// Makes this duplex the child's standard input and output.
     pub fn attach_stdio(self, cmd: &mut Command) -> &mut Command {
         cmd.stdin(Stdio::from(self.reader))
