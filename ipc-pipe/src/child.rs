@@ -8,10 +8,12 @@
 
 use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command, Stdio};
 
-use crate::{PipeReader, PipeWriter, Result, pipe, sys};
+use rustix::io::Errno;
+
+use crate::{Error, PipeReader, PipeWriter, Result, pipe, sys};
 
 /// Descriptors to place at chosen numbers in a child process (3 and up, usually), whatever their
 /// numbers in the parent.
@@ -22,6 +24,11 @@ use crate::{PipeReader, PipeWriter, Result, pipe, sys};
 /// without close-on-exec; the parent keeps its copies open until the `Command` is dropped, so
 /// drop the `Command` (or the whole builder) after spawning if the parent needs end-of-file.
 ///
+/// A target number must not be taken, in the child, by one of `spawn`'s own descriptors (std
+/// reports a failed `exec` through a pipe it makes during `spawn`, at the lowest free numbers):
+/// [`ChildFds::apply`] therefore holds every target that is free in the parent with a
+/// close-on-exec placeholder until the `Command` is dropped.
+///
 /// ```
 /// use std::io::Read;
 /// use std::process::Command;
@@ -30,14 +37,14 @@ use crate::{PipeReader, PipeWriter, Result, pipe, sys};
 /// let (mut r, w) = ipc_pipe::pipe()?;
 /// let mut cmd = Command::new("sh");
 /// cmd.args(["-c", "echo via fd 5 >&5"]);
-/// ChildFds::new().fd_at(5, w).apply(&mut cmd);
+/// ChildFds::new().fd_at(5, w).apply(&mut cmd)?;
 /// let mut child = cmd.spawn()?;
 /// drop(cmd); // the parent's copy of the write end goes with the Command
 /// let mut out = String::new();
 /// r.read_to_string(&mut out)?;
 /// assert_eq!(out, "via fd 5\n");
 /// assert!(child.wait()?.success());
-/// # Ok::<(), std::io::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Default)]
 pub struct ChildFds {
@@ -62,25 +69,53 @@ impl ChildFds {
     }
 
     /// Places `fd` at number `target` in the child; a later entry for the same target replaces
-    /// an earlier one. Targets 0..=2 override what the `Command` set as standard streams
-    /// (prefer `cmd.stdin(..)` for those).
-    ///
-    /// # Panics
-    /// If `target` is negative.
+    /// an earlier one (whose descriptor is closed). Targets 0..=2 override what the `Command`
+    /// set as standard streams (prefer `cmd.stdin(..)` for those). A negative target, or one at
+    /// or above the limit on open descriptors, is refused by [`Self::apply`].
     #[must_use]
     pub fn fd_at(mut self, target: RawFd, fd: impl Into<OwnedFd>) -> ChildFds {
-        assert!(target >= 0, "descriptor numbers are not negative");
         self.map.retain(|(_, t)| *t != target);
         self.map.push((fd.into(), target));
         self
     }
 
-    /// Installs the mapping on `cmd` (one `pre_exec` hook). The descriptors now belong to `cmd`.
-    pub fn apply(self, cmd: &mut Command) -> &mut Command {
-        if !self.map.is_empty() {
-            sys::install_fd_map(cmd, self.map);
+    /// Installs the mapping on `cmd` (one `pre_exec` hook). The descriptors now belong to `cmd`,
+    /// and so do the placeholders that hold free target numbers in the parent.
+    ///
+    /// # Errors
+    /// [`Error::InvalidDescriptor`] (naming the target) if a target is negative or at or above
+    /// the process's limit on open descriptors (`RLIMIT_NOFILE`); the descriptors are closed and
+    /// `cmd` is unchanged. [`Error::Io`] if the process is out of descriptors.
+    pub fn apply(self, cmd: &mut Command) -> Result<&mut Command> {
+        let mut placeholders = Vec::new();
+        for &(ref fd, target) in &self.map {
+            if target < 0 {
+                return Err(Error::InvalidDescriptor {
+                    fd: target,
+                    reason: "descriptor numbers are not negative",
+                });
+            }
+            if self.map.iter().any(|(s, _)| s.as_raw_fd() == target) {
+                continue; // held by one of the sources themselves
+            }
+            // The lowest free number at or above `target`: `target` itself if it is free.
+            match rustix::io::fcntl_dupfd_cloexec(fd.as_fd(), target) {
+                Ok(held) if held.as_raw_fd() == target => placeholders.push(held),
+                // Taken in the parent by another descriptor, which keeps it from `spawn`.
+                Ok(_) => {}
+                Err(Errno::INVAL) => {
+                    return Err(Error::InvalidDescriptor {
+                        fd: target,
+                        reason: "at or above the limit on open descriptors (RLIMIT_NOFILE)",
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        cmd
+        if !self.map.is_empty() {
+            sys::install_fd_map(cmd, self.map, placeholders);
+        }
+        Ok(cmd)
     }
 }
 
@@ -126,8 +161,8 @@ pub struct Duplex {
 /// ```
 ///
 /// # Errors
-/// `EMFILE`/`ENFILE` when out of descriptors.
-pub fn duplex() -> io::Result<(Duplex, Duplex)> {
+/// [`Error::Io`] with `EMFILE`/`ENFILE` when out of descriptors.
+pub fn duplex() -> Result<(Duplex, Duplex)> {
     let (ra, wb) = pipe()?;
     let (rb, wa) = pipe()?;
     Ok((
@@ -163,6 +198,22 @@ impl Duplex {
         &self.writer
     }
 
+    /// Sets the write end's [`SigpipePolicy`](crate::SigpipePolicy): what writing to a peer
+    /// that has gone does to this process (see [`crate::sigpipe`]).
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use ipc_pipe::SigpipePolicy;
+    /// let (mut ours, theirs) = ipc_pipe::duplex()?;
+    /// ours.set_sigpipe_policy(SigpipePolicy::Suppress);
+    /// drop(theirs);
+    /// assert_eq!(ours.write(b"x").unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+    /// # Ok::<(), ipc_pipe::Error>(())
+    /// ```
+    pub fn set_sigpipe_policy(&mut self, policy: crate::SigpipePolicy) {
+        self.writer.set_sigpipe_policy(policy);
+    }
+
     /// Makes this duplex the child's standard input and output.
     pub fn attach_stdio(self, cmd: &mut Command) -> &mut Command {
         cmd.stdin(Stdio::from(self.reader))
@@ -170,7 +221,7 @@ impl Duplex {
     }
 
     /// Places this duplex at descriptors `read_fd` and `write_fd` in the child, which claims
-    /// them with [`Duplex::from_inherited`].
+    /// them with [`Duplex::from_inherited`] (see [`ChildFds`]).
     ///
     /// ```
     /// use std::io::{Read, Write};
@@ -178,7 +229,7 @@ impl Duplex {
     /// let (mut ours, theirs) = ipc_pipe::duplex()?;
     /// let mut cmd = Command::new("sh");
     /// cmd.args(["-c", "read line <&3; echo \"got $line\" >&4"]);
-    /// theirs.attach_at(&mut cmd, 3, 4);
+    /// theirs.attach_at(&mut cmd, 3, 4)?;
     /// let mut child = cmd.spawn()?;
     /// drop(cmd);
     /// ours.write_all(b"hi\n")?;
@@ -186,9 +237,17 @@ impl Duplex {
     /// ours.read_to_string(&mut reply)?;
     /// assert_eq!(reply, "got hi\n");
     /// assert!(child.wait()?.success());
-    /// # Ok::<(), std::io::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn attach_at(self, cmd: &mut Command, read_fd: RawFd, write_fd: RawFd) -> &mut Command {
+    ///
+    /// # Errors
+    /// As [`ChildFds::apply`].
+    pub fn attach_at(
+        self,
+        cmd: &mut Command,
+        read_fd: RawFd,
+        write_fd: RawFd,
+    ) -> Result<&mut Command> {
         ChildFds::new()
             .fd_at(read_fd, self.reader)
             .fd_at(write_fd, self.writer)
@@ -198,9 +257,33 @@ impl Duplex {
     /// In the child: claims the two descriptors placed by [`Duplex::attach_at`] (see
     /// [`PipeReader::from_inherited`] for the checks).
     ///
+    /// ```no_run
+    /// use ipc_pipe::Duplex;
+    /// // In a child started with `theirs.attach_at(&mut cmd, 3, 4)`:
+    /// // SAFETY: the parent placed the duplex's ends at 3 and 4, and nothing else in this
+    /// // process took ownership of those descriptors.
+    /// let d = unsafe { Duplex::from_inherited(3, 4) }?;
+    /// # Ok::<(), ipc_pipe::Error>(())
+    /// ```
+    ///
+    /// # Safety
+    /// As for [`PipeReader::from_inherited`], for both numbers: nothing else in this process
+    /// may own `read_fd` or `write_fd`, because the duplex closes them when dropped.
+    ///
+    /// ```compile_fail,E0133
+    /// use std::os::fd::AsRawFd;
+    /// let (r, w) = std::io::pipe()?;
+    /// let stolen = ipc_pipe::Duplex::from_inherited(r.as_raw_fd(), w.as_raw_fd());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
-    /// [`crate::Error::InvalidDescriptor`] when a check fails.
-    pub fn from_inherited(read_fd: RawFd, write_fd: RawFd) -> Result<Duplex> {
+    /// [`crate::Error::NotAPipe`] or [`crate::Error::InvalidDescriptor`] when a check fails.
+    /// If `read_fd` was claimed and `write_fd` then fails, the claimed read end is closed.
+    #[allow(unsafe_code, unsafe_op_in_unsafe_fn)]
+    pub unsafe fn from_inherited(read_fd: RawFd, write_fd: RawFd) -> Result<Duplex> {
+        // SAFETY: this function's contract is the two claims' contract, passed on to our
+        // caller; the two unsafe calls are those, so no unsafe block (those live in sys.rs).
         Ok(Duplex {
             reader: PipeReader::from_inherited(read_fd)?,
             writer: PipeWriter::from_inherited(write_fd)?,
@@ -212,13 +295,13 @@ impl Duplex {
     /// returns, so each side sees end-of-file when the other is done.
     ///
     /// # Errors
-    /// What `pipe2` or `spawn` fail with.
-    pub fn spawn(cmd: &mut Command) -> io::Result<(Child, Duplex)> {
+    /// What `pipe2` or `spawn` fail with ([`Error::Io`]).
+    pub fn spawn(cmd: &mut Command) -> Result<(Child, Duplex)> {
         let (ours, theirs) = duplex()?;
         let child = theirs.attach_stdio(cmd).spawn();
         // `cmd` still holds the child's ends as Stdio; replace them so they close now.
         cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit());
-        Ok((child?, ours))
+        Ok((child.map_err(Error::Io)?, ours))
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::fd::RawFd;
 
 /// What went wrong in an `ipc-pipe` call that is not `Read`/`Write` (those use [`io::Error`]).
 ///
@@ -40,10 +41,38 @@ pub enum Error {
     NoReader,
     /// The descriptor is non-blocking, or a `try_` call found it not ready (`EAGAIN`).
     WouldBlock,
-    /// A `_timeout` call's time ran out before the descriptor became ready.
-    TimedOut,
-    /// A descriptor is not what the call needs (not a pipe, wrong direction, reserved number).
-    InvalidDescriptor(&'static str),
+    /// A `_timeout` call's time ran out before it could finish.
+    TimedOut {
+        /// How many bytes of the caller's buffer were written before the time ran out: the
+        /// place to resume from. Only [`PipeWriter::write_all_timeout`](crate::PipeWriter::write_all_timeout)
+        /// can have written some; it is 0 for every other call (reads, and writes that succeed
+        /// with a count or are all-or-nothing).
+        written: usize,
+    },
+    /// A descriptor is not a pipe or FIFO (`fstat` says what it is instead).
+    NotAPipe {
+        /// The descriptor number, in this process.
+        fd: RawFd,
+        /// What it is: `"a regular file"`, `"a character device (a terminal, /dev/null, ...)"`, ...
+        found: &'static str,
+    },
+    /// A descriptor is not what the call needs: not open, opened for the other direction, a
+    /// reserved number, claimed already.
+    InvalidDescriptor {
+        /// The descriptor number (in this process, or the target number in a child).
+        fd: RawFd,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A frame was cut short: part of it went out, then a write failed (it would block, or the
+    /// time ran out). The stream is out of step — its reader would take the next bytes for the
+    /// rest of this frame — so the writer refuses every later frame with this error too.
+    FrameCutShort {
+        /// How many bytes of the frame (length prefix included) went out.
+        written: u64,
+        /// The frame's length, prefix included.
+        len: u64,
+    },
     /// Any other system error.
     Io(io::Error),
 }
@@ -67,8 +96,20 @@ impl fmt::Display for Error {
             ),
             Error::NoReader => f.write_str("the pipe has no reader left (broken pipe)"),
             Error::WouldBlock => f.write_str("the operation would block"),
-            Error::TimedOut => f.write_str("the operation timed out"),
-            Error::InvalidDescriptor(why) => write!(f, "invalid descriptor: {why}"),
+            Error::TimedOut { written: 0 } => f.write_str("the operation timed out"),
+            Error::TimedOut { written } => {
+                write!(f, "the operation timed out after writing {written} bytes")
+            }
+            Error::NotAPipe { fd, found } => {
+                write!(f, "descriptor {fd} is not a pipe or FIFO but {found}")
+            }
+            Error::InvalidDescriptor { fd, reason } => {
+                write!(f, "invalid descriptor {fd}: {reason}")
+            }
+            Error::FrameCutShort { written, len } => write!(
+                f,
+                "a frame was cut short after {written} of its {len} bytes; the stream is out of step and takes no more frames"
+            ),
             Error::Io(e) => write!(f, "{e}"),
         }
     }
@@ -106,13 +147,14 @@ impl From<Error> for io::Error {
                 let Error::Io(inner) = e else { unreachable!() };
                 return inner;
             }
-            Error::MessageTooLarge { .. } | Error::InvalidDescriptor(_) => {
-                io::ErrorKind::InvalidInput
-            }
+            Error::MessageTooLarge { .. }
+            | Error::InvalidDescriptor { .. }
+            | Error::NotAPipe { .. } => io::ErrorKind::InvalidInput,
             Error::LimitExceeded { .. } => io::ErrorKind::QuotaExceeded,
             Error::NoReader => io::ErrorKind::BrokenPipe,
             Error::WouldBlock => io::ErrorKind::WouldBlock,
-            Error::TimedOut => io::ErrorKind::TimedOut,
+            Error::TimedOut { .. } => io::ErrorKind::TimedOut,
+            Error::FrameCutShort { .. } => io::ErrorKind::Other,
         };
         io::Error::new(kind, e)
     }
@@ -143,5 +185,52 @@ mod tests {
             Error::from(io::Error::from(io::ErrorKind::BrokenPipe)),
             Error::NoReader
         ));
+        assert_eq!(
+            io::Error::from(Error::TimedOut { written: 5 }).kind(),
+            io::ErrorKind::TimedOut
+        );
+    }
+
+    #[test]
+    fn messages_are_lowercase_without_a_full_stop() {
+        let all = [
+            Error::MessageTooLarge { len: 2, max: 1 },
+            Error::LimitExceeded {
+                what: "/proc/sys/fs/pipe-max-size",
+                requested: 2,
+                limit: 1,
+            },
+            Error::NoReader,
+            Error::WouldBlock,
+            Error::TimedOut { written: 0 },
+            Error::TimedOut { written: 7 },
+            Error::NotAPipe {
+                fd: 0,
+                found: "a regular file",
+            },
+            Error::InvalidDescriptor {
+                fd: 3,
+                reason: "not open",
+            },
+            Error::FrameCutShort { written: 4, len: 9 },
+        ];
+        for e in all {
+            let s = e.to_string();
+            assert!(!s.starts_with(|c: char| c.is_uppercase()), "{s}");
+            assert!(!s.ends_with('.'), "{s}");
+        }
+        assert!(
+            Error::TimedOut { written: 7 }
+                .to_string()
+                .contains("7 bytes")
+        );
+        assert!(
+            Error::NotAPipe {
+                fd: 1,
+                found: "a regular file"
+            }
+            .to_string()
+            .contains("descriptor 1")
+        );
     }
 }

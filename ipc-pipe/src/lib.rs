@@ -21,5 +21,6 @@ pub use pipe::{
     PipeWriter, pipe, pipe_max_size,
 };
 pub use sigpipe::SigpipePolicy;
-pub use splice::{ZeroCopyWriter, copy, splice, tee};
-pub use sys::vmsplice;
+pub use splice::{
+    ZeroCopyWriter, copy, splice, splice_timeout, tee, tee_timeout, try_splice, try_tee, vmsplice,
+};

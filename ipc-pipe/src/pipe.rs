@@ -7,7 +7,7 @@ use std::process::{ChildStderr, ChildStdin, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
-use rustix::fs::OFlags;
+use rustix::fs::{FileType, OFlags};
 use rustix::io::Errno;
 use rustix::pipe::PipeFlags;
 
@@ -43,15 +43,35 @@ pub const PIPE_USER_PAGES_HARD_FILE: &str = "/proc/sys/fs/pipe-user-pages-hard";
 /// ```
 ///
 /// # Errors
-/// `EMFILE`/`ENFILE` when the process or system is out of descriptors.
+/// [`Error::Io`] with `EMFILE`/`ENFILE` when the process or system is out of descriptors.
 ///
 /// # References
 ///  - [POSIX](https://pubs.opengroup.org/onlinepubs/9799919799/functions/pipe.html)
 ///  - [Linux](https://man7.org/linux/man-pages/man2/pipe.2.html)
 #[doc(alias = "pipe2")]
-pub fn pipe() -> io::Result<(PipeReader, PipeWriter)> {
+pub fn pipe() -> Result<(PipeReader, PipeWriter)> {
     let (r, w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
-    Ok((PipeReader { fd: r }, PipeWriter::from(w)))
+    Ok((
+        PipeReader {
+            fd: above_stdio(r)?,
+        },
+        PipeWriter::from(above_stdio(w)?),
+    ))
+}
+
+/// `fd` itself, or (if it landed on 0, 1 or 2 because the process runs with a standard stream
+/// closed) a duplicate at 3 or above: a pipe end must not pose as a standard stream, or a
+/// `println!` would write into it.
+fn above_stdio(fd: OwnedFd) -> Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    dup_above_stdio(fd.as_fd())
+}
+
+/// `fcntl(F_DUPFD_CLOEXEC, 3)`: a close-on-exec duplicate that is not a standard stream.
+fn dup_above_stdio(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
 }
 
 /// The reading end of a pipe. `Read` is implemented for `PipeReader` and `&PipeReader`.
@@ -104,7 +124,7 @@ macro_rules! common_methods {
         ///
         /// # Errors
         /// Only if the descriptor is invalid.
-        pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        pub fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
             let flags = rustix::fs::fcntl_getfl(&self.fd)?;
             let want = if nonblocking {
                 flags | OFlags::NONBLOCK
@@ -121,7 +141,7 @@ macro_rules! common_methods {
         ///
         /// # Errors
         /// Only if the descriptor is invalid.
-        pub fn is_nonblocking(&self) -> io::Result<bool> {
+        pub fn is_nonblocking(&self) -> Result<bool> {
             Ok(rustix::fs::fcntl_getfl(&self.fd)?.contains(OFlags::NONBLOCK))
         }
 
@@ -137,7 +157,7 @@ macro_rules! common_methods {
         /// # Errors
         /// Only if the descriptor is invalid.
         #[doc(alias = "FIONREAD")]
-        pub fn available(&self) -> io::Result<usize> {
+        pub fn available(&self) -> Result<usize> {
             let n = rustix::io::ioctl_fionread(&self.fd)?;
             Ok(usize::try_from(n).unwrap_or(usize::MAX))
         }
@@ -196,8 +216,9 @@ macro_rules! common_methods {
 impl PipeReader {
     common_methods!();
 
-    /// Duplicates this end (`F_DUPFD_CLOEXEC`): both handles refer to the same end, and the
-    /// pipe sees end-of-file (or a broken pipe) only when all of them are closed.
+    /// Duplicates this end (`F_DUPFD_CLOEXEC`, at number 3 or above): both handles refer to the
+    /// same end, and the pipe sees end-of-file (or a broken pipe) only when all of them are
+    /// closed.
     ///
     /// ```
     /// let (r, w) = ipc_pipe::pipe()?;
@@ -209,31 +230,92 @@ impl PipeReader {
     /// ```
     ///
     /// # Errors
-    /// `EMFILE` when the process is out of descriptors.
+    /// [`Error::Io`] with `EMFILE` when the process is out of descriptors.
     #[doc(alias = "dup")]
-    pub fn try_clone(&self) -> io::Result<PipeReader> {
-        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)?;
-        Ok(PipeReader { fd })
+    pub fn try_clone(&self) -> Result<PipeReader> {
+        Ok(PipeReader {
+            fd: dup_above_stdio(self.fd.as_fd())?,
+        })
     }
 
-    /// Claims a read end that the parent placed at descriptor `fd` (see [`crate::ChildFds`]),
-    /// after checking that `fd` is open, is a pipe or FIFO, was opened for reading, is not one of
-    /// the standard streams 0..=2 and was not claimed before in this process (a number is
+    /// Claims a read end that the parent placed at descriptor number `fd` (see
+    /// [`crate::ChildFds`]), after checking that `fd` is open, is a pipe or FIFO, can read (opened
+    /// `O_RDONLY`, or `O_RDWR` for a FIFO), is not one of the standard streams 0..=2 (use
+    /// [`Self::dup_stdin`] for those) and was not claimed before in this process (a number is
     /// claimed at most once per process, even after the handle is dropped). The descriptor is
-    /// made close-on-exec, so it is not passed on further by accident.
+    /// then made close-on-exec, so it is not passed on further by accident; claim it before the
+    /// process starts children.
     ///
     /// ```no_run
+    /// use ipc_pipe::PipeReader;
     /// // In a child started with `ChildFds::new().fd_at(3, reader)`:
-    /// let r = ipc_pipe::PipeReader::from_inherited(3)?;
+    /// // SAFETY: the parent placed a pipe end at 3 for us, and nothing else in this process
+    /// // took ownership of descriptor 3.
+    /// let r = unsafe { PipeReader::from_inherited(3) }?;
     /// # Ok::<(), ipc_pipe::Error>(())
     /// ```
     ///
+    /// # Safety
+    /// As for [`FromRawFd::from_raw_fd`](std::os::fd::FromRawFd::from_raw_fd): nothing else in
+    /// this process may own descriptor `fd` (a `File`, an `OwnedFd`, a socket, another crate's
+    /// handle, or code that will close it), because the returned reader closes it when dropped.
+    /// The checks catch many mistakes (a number that is not open, not a pipe, the wrong way
+    /// round, claimed twice through this crate), but they cannot see who else holds a number,
+    /// and a second close would close whatever reused it. A number inherited at `exec` that no
+    /// other code has claimed meets the contract.
+    ///
+    /// After `fork` in a multi-threaded process this takes a lock: do not call it there.
+    ///
+    /// Safe code cannot call it, so it cannot take over a number that a `File` owns:
+    ///
+    /// ```compile_fail,E0133
+    /// use std::os::fd::AsRawFd;
+    /// let file = std::fs::File::open("/dev/null")?;
+    /// let stolen = ipc_pipe::PipeReader::from_inherited(file.as_raw_fd());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
-    /// [`Error::InvalidDescriptor`] when one of the checks fails.
-    pub fn from_inherited(fd: RawFd) -> Result<PipeReader> {
-        Ok(PipeReader {
-            fd: sys::claim_inherited(fd, OFlags::RDONLY)?,
-        })
+    /// [`Error::NotAPipe`] if `fd` is something else; [`Error::InvalidDescriptor`] when another
+    /// check fails. In both cases `fd` is left open and unclaimed.
+    #[allow(unsafe_code, unsafe_op_in_unsafe_fn)]
+    pub unsafe fn from_inherited(fd: RawFd) -> Result<PipeReader> {
+        not_stdio(fd)?;
+        // SAFETY: this function's contract is `claim_inherited`'s, passed on to our caller. It
+        // is the one unsafe call here, so no unsafe block (those live in sys.rs only).
+        let owned = sys::claim_inherited(fd, |b| check_end(b, fd, Direction::Read))
+            .map_err(|e| refused(fd, e))?;
+        Ok(PipeReader { fd: owned })
+    }
+
+    /// A read end for this process's standard input, when that is a pipe or FIFO (a child
+    /// started with `cmd.stdin(reader)`, or a shell's `producer | this`): a close-on-exec
+    /// duplicate of descriptor 0 (`F_DUPFD_CLOEXEC`, at number 3 or above), checked with `fstat`.
+    ///
+    /// Safe, unlike [`Self::from_inherited`]: descriptor 0 belongs to `std::io::stdin()`, which
+    /// lends it, and the duplicate is a new descriptor that only the returned reader owns.
+    /// Both refer to the same pipe end: non-blocking mode is shared, the pipe sees end-of-file
+    /// only when both are closed (descriptor 0 stays open), and bytes already buffered by
+    /// `std::io::stdin()` are not seen through the duplicate.
+    ///
+    /// ```no_run
+    /// use std::io::Read;
+    /// // In `producer | consumer`, the consumer:
+    /// let mut input = ipc_pipe::PipeReader::dup_stdin()?;
+    /// println!("{} bytes are waiting", input.available()?);
+    /// let mut all = Vec::new();
+    /// input.read_to_end(&mut all)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// - [`Error::NotAPipe`] (`fd: 0`) if standard input is a terminal, a file, a socket, ...
+    /// - [`Error::InvalidDescriptor`] (`fd: 0`) if it is closed, or opened for writing only.
+    /// - [`Error::Io`] with `EMFILE` when the process is out of descriptors.
+    #[doc(alias = "dup")]
+    pub fn dup_stdin() -> Result<PipeReader> {
+        let fd = dup_std(0, Direction::Read)?;
+        Ok(PipeReader { fd })
     }
 
     /// Reads what is available, waiting at most `timeout` for data (or end-of-file) to arrive.
@@ -247,7 +329,7 @@ impl PipeReader {
     /// use std::time::Duration;
     /// let (r, w) = ipc_pipe::pipe()?;
     /// let mut buf = [0; 16];
-    /// assert!(matches!(r.read_timeout(&mut buf, Duration::from_millis(10)), Err(ipc_pipe::Error::TimedOut)));
+    /// assert!(matches!(r.read_timeout(&mut buf, Duration::from_millis(10)), Err(ipc_pipe::Error::TimedOut { .. })));
     /// w.write_atomic(b"data")?;
     /// assert_eq!(r.read_timeout(&mut buf, Duration::MAX)?, 4);
     /// assert!(matches!(r.try_read(&mut buf), Err(ipc_pipe::Error::WouldBlock)));
@@ -276,7 +358,7 @@ impl PipeReader {
     /// [`Error::WouldBlock`] if the pipe is empty and a writer is still open.
     pub fn try_read(&self, buf: &mut [u8]) -> Result<usize> {
         match self.read_timeout(buf, Duration::ZERO) {
-            Err(Error::TimedOut) => Err(Error::WouldBlock),
+            Err(Error::TimedOut { .. }) => Err(Error::WouldBlock),
             other => other,
         }
     }
@@ -285,9 +367,9 @@ impl PipeReader {
 impl PipeWriter {
     common_methods!();
 
-    /// Duplicates this end (`F_DUPFD_CLOEXEC`): both handles refer to the same end, and the
-    /// pipe sees end-of-file (or a broken pipe) only when all of them are closed. The copy keeps
-    /// this writer's [`SigpipePolicy`].
+    /// Duplicates this end (`F_DUPFD_CLOEXEC`, at number 3 or above): both handles refer to the
+    /// same end, and the pipe sees end-of-file (or a broken pipe) only when all of them are
+    /// closed. The copy keeps this writer's [`SigpipePolicy`].
     ///
     /// ```
     /// let (r, w) = ipc_pipe::pipe()?;
@@ -298,23 +380,85 @@ impl PipeWriter {
     /// ```
     ///
     /// # Errors
-    /// `EMFILE` when the process is out of descriptors.
+    /// [`Error::Io`] with `EMFILE` when the process is out of descriptors.
     #[doc(alias = "dup")]
-    pub fn try_clone(&self) -> io::Result<PipeWriter> {
-        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)?;
+    pub fn try_clone(&self) -> Result<PipeWriter> {
         Ok(PipeWriter {
-            fd,
+            fd: dup_above_stdio(self.fd.as_fd())?,
             sigpipe: self.sigpipe,
         })
     }
 
-    /// Claims a write end that the parent placed at descriptor `fd`; the checks are those of
-    /// [`PipeReader::from_inherited`], for writing.
+    /// Claims a write end that the parent placed at descriptor number `fd`; the checks are
+    /// those of [`PipeReader::from_inherited`], for writing (`O_WRONLY`, or `O_RDWR` for a FIFO).
+    ///
+    /// ```no_run
+    /// use ipc_pipe::PipeWriter;
+    /// // In a child started with `ChildFds::new().fd_at(3, writer)`:
+    /// // SAFETY: the parent placed a pipe end at 3 for us, and nothing else in this process
+    /// // took ownership of descriptor 3.
+    /// let w = unsafe { PipeWriter::from_inherited(3) }?;
+    /// w.write_atomic(b"hello, parent")?;
+    /// # Ok::<(), ipc_pipe::Error>(())
+    /// ```
+    ///
+    /// # Safety
+    /// As for [`PipeReader::from_inherited`]: nothing else in this process may own descriptor
+    /// `fd`, because the returned writer closes it when dropped.
+    ///
+    /// ```compile_fail,E0133
+    /// use std::os::fd::AsRawFd;
+    /// let (r, w) = std::io::pipe()?; // std's own pipe owns both numbers
+    /// let stolen = ipc_pipe::PipeWriter::from_inherited(w.as_raw_fd());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidDescriptor`] when one of the checks fails.
-    pub fn from_inherited(fd: RawFd) -> Result<PipeWriter> {
-        Ok(PipeWriter::from(sys::claim_inherited(fd, OFlags::WRONLY)?))
+    /// [`Error::NotAPipe`] if `fd` is something else; [`Error::InvalidDescriptor`] when another
+    /// check fails. In both cases `fd` is left open and unclaimed.
+    #[allow(unsafe_code, unsafe_op_in_unsafe_fn)]
+    pub unsafe fn from_inherited(fd: RawFd) -> Result<PipeWriter> {
+        not_stdio(fd)?;
+        // SAFETY: this function's contract is `claim_inherited`'s, passed on to our caller. It
+        // is the one unsafe call here, so no unsafe block (those live in sys.rs only).
+        let owned = sys::claim_inherited(fd, |b| check_end(b, fd, Direction::Write))
+            .map_err(|e| refused(fd, e))?;
+        Ok(PipeWriter::from(owned))
+    }
+
+    /// A write end for this process's standard output, when that is a pipe or FIFO (a child
+    /// started with `cmd.stdout(writer)`, or a shell's `this | consumer`): a close-on-exec
+    /// duplicate of descriptor 1, checked with `fstat`, as [`PipeReader::dup_stdin`] does for
+    /// descriptor 0. Its [`SigpipePolicy`] is `Inherit`.
+    ///
+    /// Writes through it bypass `std::io::stdout()`'s buffer: flush that first if both are used.
+    /// The pipe sees end-of-file only when both descriptor 1 and the duplicate are closed.
+    ///
+    /// ```no_run
+    /// // In `this | consumer`: records that never interleave with other writers.
+    /// let out = ipc_pipe::PipeWriter::dup_stdout()?;
+    /// out.write_atomic(b"one whole record\n")?;
+    /// # Ok::<(), ipc_pipe::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// - [`Error::NotAPipe`] (`fd: 1`) if standard output is a terminal, a file, a socket, ...
+    /// - [`Error::InvalidDescriptor`] (`fd: 1`) if it is closed, or opened for reading only.
+    /// - [`Error::Io`] with `EMFILE` when the process is out of descriptors.
+    #[doc(alias = "dup")]
+    pub fn dup_stdout() -> Result<PipeWriter> {
+        let fd = dup_std(1, Direction::Write)?;
+        Ok(PipeWriter::from(fd))
+    }
+
+    /// [`Self::dup_stdout`] for standard error (descriptor 2).
+    ///
+    /// # Errors
+    /// As [`Self::dup_stdout`], with `fd: 2`.
+    #[doc(alias = "dup")]
+    pub fn dup_stderr() -> Result<PipeWriter> {
+        let fd = dup_std(2, Direction::Write)?;
+        Ok(PipeWriter::from(fd))
     }
 
     /// Chooses what a write to a pipe without reader does to this process; see
@@ -419,7 +563,7 @@ impl PipeWriter {
     /// As [`Self::write_atomic`], and [`Error::WouldBlock`] if there is no room now.
     pub fn try_write_atomic(&self, record: &[u8]) -> Result<()> {
         match self.write_atomic_timeout(record, Duration::ZERO) {
-            Err(Error::TimedOut) => Err(Error::WouldBlock),
+            Err(Error::TimedOut { .. }) => Err(Error::WouldBlock),
             other => other,
         }
     }
@@ -436,7 +580,7 @@ impl PipeWriter {
     /// assert!(matches!(w.try_write(b"more"), Err(ipc_pipe::Error::WouldBlock)));
     /// assert!(matches!(
     ///     w.write_timeout(b"more", Duration::from_millis(10)),
-    ///     Err(ipc_pipe::Error::TimedOut)
+    ///     Err(ipc_pipe::Error::TimedOut { .. })
     /// ));
     /// drop(r);
     /// assert!(matches!(w.try_write(b"more"), Err(ipc_pipe::Error::NoReader)));
@@ -469,20 +613,44 @@ impl PipeWriter {
         }
     }
 
-    /// Writes all of `buf` before the deadline `timeout` from now; short writes are continued
-    /// and `EINTR` is retried, so no byte is lost or repeated.
+    /// Writes all of `buf` before the deadline `timeout` from now (`Duration::MAX`: no
+    /// deadline); short writes are continued and `EINTR` is retried, so no byte is lost or
+    /// repeated. Each `write` is preceded by a `poll` and, on a blocking pipe, writes at most
+    /// [`PIPE_BUF`] bytes, so the deadline holds (unless other writers take the room first).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_pipe::Error;
+    /// let (r, w) = ipc_pipe::pipe()?;
+    /// let data = vec![7; 100_000]; // more than the pipe holds (64 KiB) while nobody reads
+    /// match w.write_all_timeout(&data, Duration::from_millis(20)) {
+    ///     Err(Error::TimedOut { written }) => {
+    ///         assert_eq!(written, 65536);
+    ///         assert_eq!(r.available()?, written); // the rest is `data[written..]`
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), ipc_pipe::Error>(())
+    /// ```
     ///
     /// # Errors
-    /// [`Error::TimedOut`] (some bytes may have been written: the error says how many are
-    /// missing only through `available` on the other side), [`Error::NoReader`], [`Error::Io`].
-    pub fn write_all_timeout(&self, mut buf: &[u8], timeout: Duration) -> Result<()> {
+    /// - [`Error::TimedOut`] whose `written` says how many bytes of `buf` went into the pipe
+    ///   before the deadline: resume with `&buf[written..]`.
+    /// - [`Error::NoReader`] (nobody will read what was written), [`Error::Io`].
+    pub fn write_all_timeout(&self, buf: &[u8], timeout: Duration) -> Result<()> {
         let deadline = deadline(timeout);
-        while !buf.is_empty() {
+        let mut written = 0;
+        while written < buf.len() {
             let left = deadline.map_or(Duration::MAX, |d| {
                 d.saturating_duration_since(Instant::now())
             });
-            let n = self.write_timeout(buf, left)?;
-            buf = &buf[n..];
+            match self.write_timeout(&buf[written..], left) {
+                Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
+                // `write_timeout` returns at most what it was given.
+                Ok(n) => written += n.min(buf.len() - written),
+                Err(Error::TimedOut { .. }) => return Err(Error::TimedOut { written }),
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -493,7 +661,7 @@ impl PipeWriter {
     /// [`Error::WouldBlock`] if the pipe is full; [`Error::NoReader`]; [`Error::Io`].
     pub fn try_write(&self, buf: &[u8]) -> Result<usize> {
         match self.write_timeout(buf, Duration::ZERO) {
-            Err(Error::TimedOut) => Err(Error::WouldBlock),
+            Err(Error::TimedOut { .. }) => Err(Error::WouldBlock),
             other => other,
         }
     }
@@ -503,25 +671,48 @@ impl PipeWriter {
         self.guarded(|| rustix::io::write(&self.fd, buf))
     }
 
-    /// Runs `f`, one system call that writes into this end, under this end's SIGPIPE policy.
+    /// Runs `f`, one system call that writes into this end, under this end's SIGPIPE policy:
+    /// with `Suppress`, a SIGPIPE that `f` raises is consumed whatever `f` returns (a short
+    /// write whose reader went away raises one too, not only `EPIPE`).
     pub(crate) fn guarded<T>(&self, f: impl FnOnce() -> rustix::io::Result<T>) -> io::Result<T> {
         match self.sigpipe {
             SigpipePolicy::Inherit => Ok(f()?),
-            SigpipePolicy::Suppress => {
-                Ok(sys::without_sigpipe(f, |r| matches!(r, Err(Errno::PIPE)))??)
-            }
+            SigpipePolicy::Suppress => Ok(sys::without_sigpipe(f)??),
         }
     }
 }
 
+/// Reads a number from a `/proc/sys` file into a stack buffer: no allocation, so this (and the
+/// capacity calls) can run in a child forked from a multi-threaded process.
 fn read_proc_u64(path: &'static str) -> Result<u64> {
-    let text = std::fs::read_to_string(path)?;
-    text.trim().parse().map_err(|_| {
-        Error::Io(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{path}: not a number: {text:?}"),
-        ))
-    })
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let mut buf = [0u8; 32];
+    let mut len = 0;
+    while len < buf.len() {
+        match rustix::io::read(&fd, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    std::str::from_utf8(&buf[..len])
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or_else(|| {
+            Error::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{path}: not a number: {:?}",
+                    String::from_utf8_lossy(&buf[..len])
+                ),
+            ))
+        })
 }
 
 /// The value of [`PIPE_MAX_SIZE_FILE`]: the largest capacity an unprivileged process may set.
@@ -547,6 +738,14 @@ fn set_capacity(fd: BorrowedFd<'_>, bytes: usize) -> Result<usize> {
                 limit: max,
             });
         }
+    }
+    if i32::try_from(bytes).is_err() {
+        // F_SETPIPE_SZ takes an int (rustix would report this as EPERM, the per-user limit).
+        return Err(Error::LimitExceeded {
+            what: "F_SETPIPE_SZ's argument (an int)",
+            requested: bytes as u64,
+            limit: i32::MAX as u64,
+        });
     }
     match rustix::pipe::fcntl_setpipe_size(fd, bytes) {
         Ok(n) => Ok(n),
@@ -586,16 +785,122 @@ pub(crate) fn wait(fd: BorrowedFd<'_>, events: PollFlags, deadline: Option<Insta
         });
         let mut fds = [PollFd::new(&fd, events)];
         match rustix::event::poll(&mut fds, ts.as_ref()) {
-            Ok(0) => return Err(Error::TimedOut),
+            Ok(0) => return Err(Error::TimedOut { written: 0 }),
             Ok(_) => return Ok(()),
             Err(Errno::INTR) => {
                 if left.is_some_and(|l| l.is_zero()) {
-                    return Err(Error::TimedOut);
+                    return Err(Error::TimedOut { written: 0 });
                 }
             }
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Which way a pipe end carries data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Read,
+    Write,
+}
+
+/// Checks that `fd` (number `number` in this process) is a pipe or FIFO end that can carry data
+/// in direction `dir`.
+pub(crate) fn check_end(fd: BorrowedFd<'_>, number: RawFd, dir: Direction) -> Result<()> {
+    let st = match rustix::fs::fstat(fd) {
+        Err(Errno::BADF) => return Err(not_open(number)),
+        other => other?,
+    };
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if kind != FileType::Fifo {
+        return Err(Error::NotAPipe {
+            fd: number,
+            found: describe(kind),
+        });
+    }
+    let flags = rustix::fs::fcntl_getfl(fd)?;
+    if flags.contains(OFlags::PATH) {
+        return Err(Error::InvalidDescriptor {
+            fd: number,
+            reason: "an O_PATH descriptor, which can neither read nor write",
+        });
+    }
+    let access = flags & OFlags::RWMODE;
+    match dir {
+        Direction::Read if access == OFlags::WRONLY => Err(Error::InvalidDescriptor {
+            fd: number,
+            reason: "a write end (opened O_WRONLY) where a read end was expected",
+        }),
+        Direction::Write if access == OFlags::RDONLY => Err(Error::InvalidDescriptor {
+            fd: number,
+            reason: "a read end (opened O_RDONLY) where a write end was expected",
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn not_open(fd: RawFd) -> Error {
+    Error::InvalidDescriptor {
+        fd,
+        reason: "not an open descriptor",
+    }
+}
+
+/// What a file type is, in words, for [`Error::NotAPipe`].
+fn describe(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symbolic link",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device (a terminal, /dev/null, ...)",
+        FileType::BlockDevice => "a block device",
+        FileType::Fifo => "a pipe or FIFO",
+        _ => "an unknown kind of file",
+    }
+}
+
+/// Refuses the standard streams' numbers for `from_inherited`: they belong to `std::io`.
+pub(crate) fn not_stdio(fd: RawFd) -> Result<()> {
+    if (0..=2).contains(&fd) {
+        return Err(Error::InvalidDescriptor {
+            fd,
+            reason: "0, 1 and 2 are the standard streams, owned by std::io: use dup_stdin, \
+                     dup_stdout or dup_stderr",
+        });
+    }
+    if fd < 0 {
+        return Err(Error::InvalidDescriptor {
+            fd,
+            reason: "descriptor numbers are not negative",
+        });
+    }
+    Ok(())
+}
+
+/// The error for a number that `sys::claim_inherited` refused.
+pub(crate) fn refused(fd: RawFd, why: sys::Claim<Error>) -> Error {
+    match why {
+        sys::Claim::NotOpen => not_open(fd),
+        sys::Claim::AlreadyClaimed => Error::InvalidDescriptor {
+            fd,
+            reason: "claimed before in this process (a number is claimed at most once)",
+        },
+        sys::Claim::Refused(e) => e,
+        sys::Claim::Io(e) => Error::from(e),
+    }
+}
+
+/// A close-on-exec duplicate (at 3 or above) of standard stream `number`, checked to be a pipe
+/// end for `dir`. The duplicate is checked, not the original, so what is checked is what is
+/// kept.
+fn dup_std(number: RawFd, dir: Direction) -> Result<OwnedFd> {
+    let fd = match sys::dup_stdio(number) {
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => return Err(not_open(number)),
+        other => other?,
+    };
+    check_end(fd.as_fd(), number, dir)?;
+    Ok(fd)
 }
 
 impl Read for &PipeReader {

@@ -13,13 +13,28 @@
 //!   [`ignore`] from Rust, at start-up, before threads exist), or install a handler, or let this
 //!   crate write with [`SigpipePolicy::Suppress`].
 //!
-//! [`SigpipePolicy::Suppress`] is the safe way *either way*: it changes nothing process-wide. It
-//! blocks SIGPIPE in the writing thread around each `write`, and if the write failed with
-//! `EPIPE`, removes the signal that the write queued for that thread before restoring the mask.
-//! The cost is two extra system calls per write (`pthread_sigmask`), so it is opt-in. A writer's
-//! policy covers everything that writes through it: its `Write` impls (and so a
-//! [`crate::FramedWriter`] over it), its own methods, [`crate::ZeroCopyWriter`],
-//! [`crate::vmsplice`] and [`crate::tee`] into it.
+//! Linux raises SIGPIPE not only when a write fails with `EPIPE`: a write that has put part of
+//! its bytes into the pipe when the last reader goes away returns that short count *and*
+//! raises SIGPIPE. So a 1 MiB `write_all` into a full pipe whose reader closes meanwhile kills a
+//! default-disposition host on its first, successful-looking `write`.
+//!
+//! [`SigpipePolicy::Suppress`] is the safe way *either way*: it changes nothing process-wide.
+//! Around each system call that writes, it blocks SIGPIPE in the writing thread, notes whether
+//! one is pending already (`sigpending`), and afterwards — whatever the call returned —
+//! removes the SIGPIPE the call raised (`sigtimedwait` with a zero timeout) unless one was
+//! pending before, then restores the mask. A SIGPIPE that was pending before is left pending:
+//! it is the caller's, and one raised by the write merges with it (a signal is pending at most
+//! once). This is the classic recipe (libpq's `pq_block_sigpipe`); it works whether or not the
+//! thread had SIGPIPE blocked already. The cost is four extra system calls per write
+//! (`pthread_sigmask` twice, `sigpending`, `sigtimedwait`), so it is opt-in. A writer's policy
+//! covers everything that writes through it: its `Write` impls (`write`, `write_vectored`,
+//! `write_all`, and so a [`crate::FramedWriter`] over it), its own methods (`write_atomic`,
+//! `write_timeout`, `write_all_timeout`, ...), [`crate::ZeroCopyWriter`], [`crate::vmsplice`]
+//! and [`crate::tee`] into it.
+//!
+//! One race is left, and no library can close it: a SIGPIPE that another process sends with
+//! `kill` exactly while a suppressed write runs, into a thread that had none pending, is taken
+//! for the write's own and consumed.
 //!
 //! [`crate::splice`] and [`crate::copy`] take any descriptor, so they cannot know a writer's
 //! policy: in a host that may leave SIGPIPE at its default, run them inside [`suppressed`].
@@ -35,9 +50,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-use std::io;
-
-use crate::sys;
+use crate::{Result, sys};
 
 /// What a [`crate::PipeWriter`] does about SIGPIPE when it writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -47,9 +60,10 @@ pub enum SigpipePolicy {
     /// process dies.
     #[default]
     Inherit,
-    /// Block SIGPIPE in the writing thread around each write and discard the one a failed write
-    /// raised: the write fails with `BrokenPipe` whatever the disposition. Two extra syscalls per
-    /// write.
+    /// Block SIGPIPE in the writing thread around each write and discard the one the write
+    /// raised (failed with `EPIPE`, or cut short because the reader went away meanwhile): the
+    /// write fails with `BrokenPipe` (or returns its short count) whatever the disposition.
+    /// Four extra system calls per write.
     Suppress,
 }
 
@@ -69,14 +83,22 @@ pub enum Disposition {
 /// ```
 /// // The Rust runtime ignores SIGPIPE before `main` (and before the test harness).
 /// assert_eq!(ipc_pipe::sigpipe::disposition()?, ipc_pipe::sigpipe::Disposition::Ignore);
-/// # Ok::<(), std::io::Error>(())
+/// # Ok::<(), ipc_pipe::Error>(())
 /// ```
 ///
 /// # Errors
 /// Only if `sigaction` fails, which it does not for SIGPIPE.
 #[doc(alias = "sigaction")]
-pub fn disposition() -> io::Result<Disposition> {
-    sys::sigpipe()
+pub fn disposition() -> Result<Disposition> {
+    Ok(disposition_of(sys::sigpipe()?))
+}
+
+fn disposition_of(handler: libc::sighandler_t) -> Disposition {
+    match handler {
+        libc::SIG_IGN => Disposition::Ignore,
+        libc::SIG_DFL => Disposition::Default,
+        _ => Disposition::Handler,
+    }
 }
 
 /// `signal(SIGPIPE, SIG_IGN)`—Makes the whole process ignore SIGPIPE, as Rust binaries do;
@@ -87,13 +109,13 @@ pub fn disposition() -> io::Result<Disposition> {
 /// ```no_run
 /// // In a library's initialisation, when loaded by a C host that left SIGPIPE at its default:
 /// let before = ipc_pipe::sigpipe::ignore()?;
-/// # Ok::<(), std::io::Error>(())
+/// # Ok::<(), ipc_pipe::Error>(())
 /// ```
 ///
 /// # Errors
 /// Only if `sigaction` fails, which it does not for SIGPIPE.
-pub fn ignore() -> io::Result<Disposition> {
-    sys::set_sigpipe(Disposition::Ignore)
+pub fn ignore() -> Result<Disposition> {
+    Ok(disposition_of(sys::set_sigpipe(true)?))
 }
 
 /// `signal(SIGPIPE, SIG_DFL)`—Restores the default action (terminate), for a program that wants
@@ -103,13 +125,13 @@ pub fn ignore() -> io::Result<Disposition> {
 /// ```no_run
 /// // A filter that should end quietly when its reader (`head`, say) goes away.
 /// ipc_pipe::sigpipe::restore_default()?;
-/// # Ok::<(), std::io::Error>(())
+/// # Ok::<(), ipc_pipe::Error>(())
 /// ```
 ///
 /// # Errors
 /// Only if `sigaction` fails, which it does not for SIGPIPE.
-pub fn restore_default() -> io::Result<Disposition> {
-    sys::set_sigpipe(Disposition::Default)
+pub fn restore_default() -> Result<Disposition> {
+    Ok(disposition_of(sys::set_sigpipe(false)?))
 }
 
 /// Runs `f` with SIGPIPE suppressed in the calling thread, as [`SigpipePolicy::Suppress`] does
@@ -130,13 +152,15 @@ pub fn restore_default() -> io::Result<Disposition> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
-/// If the thread already blocks SIGPIPE, `f` simply runs: a pending SIGPIPE stays the
-/// caller's. Costs three system calls around `f` (two `pthread_sigmask`, one `sigtimedwait`).
+/// Every SIGPIPE that `f` raises is consumed before this returns (they merge into one while
+/// blocked), whatever `f` returned, also if it panicked. A SIGPIPE that was pending before is
+/// left pending, for the caller. Costs four system calls around `f` (two `pthread_sigmask`,
+/// `sigpending`, `sigtimedwait`).
 ///
 /// # Errors
-/// Only if the thread's signal mask cannot be changed, which `pthread_sigmask` does not refuse
-/// for SIGPIPE; `f` has not run then.
+/// Only if the thread's signal mask or pending set cannot be read, which does not happen for
+/// SIGPIPE; `f` has not run then.
 #[doc(alias = "pthread_sigmask")]
-pub fn suppressed<R>(f: impl FnOnce() -> R) -> io::Result<R> {
-    sys::without_sigpipe(f, |_| true)
+pub fn suppressed<R>(f: impl FnOnce() -> R) -> Result<R> {
+    Ok(sys::without_sigpipe(f)?)
 }

@@ -9,13 +9,57 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
 
 use rustix::event::PollFlags;
 use rustix::io::Errno;
 use rustix::pipe::SpliceFlags;
 
-use crate::pipe::wait;
+use crate::pipe::{deadline, wait};
 use crate::{Error, PipeReader, PipeWriter, Result, pipe, sys};
+
+/// `vmsplice(fd, [data], 0)`—Maps the pages under `data` into the pipe instead of copying them.
+///
+/// Returns how many bytes were spliced (possibly fewer than `data.len()`, like `write`). Blocks
+/// while the pipe is full unless the writer is non-blocking. Honours the writer's
+/// [`SigpipePolicy`](crate::SigpipePolicy).
+///
+/// # Safety
+/// The pipe keeps *references* to the pages of `data`, not copies, until the reader has consumed
+/// the bytes. Until then the caller must neither modify `data` nor free it (a freed buffer is
+/// reused by the allocator, and the reader would then read whatever is written there next, which
+/// may be another part of the program's secrets). "Consumed" means the reader copied the bytes
+/// out (`read`, `splice` into a regular file); if the reader `splice`s or `tee`s them into another
+/// pipe or a socket, the references travel on and the rule holds until *that* consumer is done.
+///
+/// The simplest safe way to meet the contract is [`ZeroCopyWriter`], which owns its buffer
+/// and reuses a piece only after the pipe can no longer refer to it.
+///
+/// ```
+/// use std::io::Read;
+/// let (mut r, w) = ipc_pipe::pipe()?;
+/// let data: &'static [u8] = b"static bytes never change"; // meets the contract trivially
+/// // SAFETY: `data` is immutable and lives for the whole program.
+/// let n = unsafe { ipc_pipe::vmsplice(&w, data)? };
+/// let mut got = vec![0; n];
+/// r.read_exact(&mut got)?;
+/// assert_eq!(got, data);
+/// # Ok::<(), ipc_pipe::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::NoReader`] when there is no reader, [`Error::WouldBlock`] on a full non-blocking
+/// pipe, [`Error::Io`] (`EINTR` is reported as `Interrupted`, not retried).
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/vmsplice.2.html)
+#[doc(alias = "SPLICE_F_GIFT")]
+#[allow(unsafe_code, unsafe_op_in_unsafe_fn)]
+pub unsafe fn vmsplice(writer: &PipeWriter, data: &[u8]) -> Result<usize> {
+    // SAFETY: this function's contract is `sys::vmsplice`'s, passed on to our caller. It is the
+    // one unsafe call here, so no unsafe block (those live in sys.rs only).
+    Ok(writer.guarded(|| sys::vmsplice(writer.as_fd(), data))?)
+}
 
 /// `splice(from, NULL, to, NULL, len, 0)`—Moves up to `len` bytes from `from` to `to` without
 /// copying them through user space. One of the two must be a pipe. Returns the number of bytes
@@ -53,6 +97,63 @@ pub fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> Result<usize> {
     }
 }
 
+/// [`splice`], waiting at most `timeout` (`Duration::MAX`: forever) for `from` to be readable
+/// and `to` writable. `EINTR` is retried against the same deadline.
+///
+/// The pipe side never blocks past the deadline (`poll` first, then `SPLICE_F_NONBLOCK`); a
+/// side that is not a pipe blocks as its descriptor says, so make a socket non-blocking too
+/// where the bound must be strict (regular files never wait).
+///
+/// ```
+/// use std::time::Duration;
+/// use ipc_pipe::Error;
+/// let (r1, w1) = ipc_pipe::pipe()?;
+/// let (r2, w2) = ipc_pipe::pipe()?;
+/// assert!(matches!(ipc_pipe::splice_timeout(&r1, &w2, 64, Duration::from_millis(5)),
+///     Err(Error::TimedOut { .. })));
+/// assert!(matches!(ipc_pipe::try_splice(&r1, &w2, 64), Err(Error::WouldBlock)));
+/// w1.write_atomic(b"now")?;
+/// assert_eq!(ipc_pipe::splice_timeout(&r1, &w2, 64, Duration::MAX)?, 3);
+/// assert_eq!(r2.available()?, 3);
+/// # Ok::<(), ipc_pipe::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`splice`], and [`Error::TimedOut`] (nothing was moved).
+pub fn splice_timeout(
+    from: impl AsFd,
+    to: impl AsFd,
+    len: usize,
+    timeout: Duration,
+) -> Result<usize> {
+    let (from, to) = (from.as_fd(), to.as_fd());
+    if len == 0 {
+        return Ok(0);
+    }
+    let deadline = deadline(timeout);
+    loop {
+        wait(to, PollFlags::OUT, deadline)?;
+        wait(from, PollFlags::IN, deadline)?;
+        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        match rustix::pipe::splice(from, None, to, None, len, flags) {
+            // Another process took the data or the room first: wait again.
+            Err(Errno::INTR | Errno::AGAIN) => continue,
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// [`splice`] without waiting.
+///
+/// # Errors
+/// As [`splice`]; [`Error::WouldBlock`] if `from` has nothing or `to` has no room now.
+pub fn try_splice(from: impl AsFd, to: impl AsFd, len: usize) -> Result<usize> {
+    match splice_timeout(from, to, len, Duration::ZERO) {
+        Err(Error::TimedOut { .. }) => Err(Error::WouldBlock),
+        other => other,
+    }
+}
+
 /// `tee(from, to, len, 0)`—Duplicates up to `len` bytes at the head of pipe `from` into pipe
 /// `to` without consuming them: `from` still yields the same bytes afterwards. Returns the
 /// number of bytes duplicated; 0 if `from` is empty and has no writer.
@@ -77,11 +178,68 @@ pub fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> Result<usize> {
 /// # References
 ///  - [Linux](https://man7.org/linux/man-pages/man2/tee.2.html)
 pub fn tee(from: &PipeReader, to: &PipeWriter, len: usize) -> Result<usize> {
+    // Honours `to`'s SIGPIPE policy.
     loop {
         match to.guarded(|| rustix::pipe::tee(from, to, len, SpliceFlags::empty())) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return Ok(other?),
         }
+    }
+}
+
+/// [`tee`], waiting at most `timeout` (`Duration::MAX`: forever) for data in `from` and room in
+/// `to`; both are pipes, so the bound is strict (`poll`, then `SPLICE_F_NONBLOCK`). `EINTR` is
+/// retried against the same deadline.
+///
+/// ```
+/// use std::time::Duration;
+/// use ipc_pipe::Error;
+/// let (r1, w1) = ipc_pipe::pipe()?;
+/// let (_r2, w2) = ipc_pipe::pipe()?;
+/// assert!(matches!(ipc_pipe::try_tee(&r1, &w2, 64), Err(Error::WouldBlock)));
+/// w1.write_atomic(b"twice")?;
+/// assert_eq!(ipc_pipe::tee_timeout(&r1, &w2, 64, Duration::from_secs(5))?, 5);
+/// assert_eq!(r1.available()?, 5); // still there
+/// # Ok::<(), ipc_pipe::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`tee`], and [`Error::TimedOut`] (nothing was duplicated).
+pub fn tee_timeout(
+    from: &PipeReader,
+    to: &PipeWriter,
+    len: usize,
+    timeout: Duration,
+) -> Result<usize> {
+    if len == 0 {
+        return Ok(0);
+    }
+    let deadline = deadline(timeout);
+    loop {
+        wait(to.as_fd(), PollFlags::OUT, deadline)?;
+        wait(from.as_fd(), PollFlags::IN, deadline)?;
+        match to.guarded(|| rustix::pipe::tee(from, to, len, SpliceFlags::NONBLOCK)) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                continue;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// [`tee`] without waiting.
+///
+/// # Errors
+/// As [`tee`]; [`Error::WouldBlock`] if `from` is empty or `to` is full now.
+pub fn try_tee(from: &PipeReader, to: &PipeWriter, len: usize) -> Result<usize> {
+    match tee_timeout(from, to, len, Duration::ZERO) {
+        Err(Error::TimedOut { .. }) => Err(Error::WouldBlock),
+        other => other,
     }
 }
 
@@ -97,6 +255,11 @@ pub fn tee(from: &PipeReader, to: &PipeWriter, len: usize) -> Result<usize> {
 /// non-blocking descriptors are waited for with `poll`. A `to` without reader raises SIGPIPE
 /// as the process's disposition says; wrap the call in [`crate::sigpipe::suppressed`] where
 /// that may be the default.
+///
+/// `copy` waits as long as the descriptors make it wait: it has no `_timeout` form, because
+/// bytes already taken from `from` into its internal pipe could not be given back when time
+/// ran out. For a bound, loop over [`splice_timeout`] (when one side is a pipe, nothing is in
+/// flight between calls), or use non-blocking descriptors and `poll`.
 ///
 /// ```
 /// use std::io::Read;
@@ -115,10 +278,22 @@ pub fn tee(from: &PipeReader, to: &PipeWriter, len: usize) -> Result<usize> {
 /// ```
 ///
 /// # Errors
-/// [`Error::NoReader`] when `to` is a pipe without reader; [`Error::Io`] for the rest, after
-/// some bytes may have been copied.
+/// [`Error::NoReader`] when `to` is a pipe without reader; [`Error::InvalidDescriptor`] when
+/// `len` is `None` and `to` is the same file or pipe as `from`; [`Error::Io`] for the rest,
+/// after some bytes may have been copied.
 pub fn copy(from: impl AsFd, to: impl AsFd, len: Option<u64>) -> Result<u64> {
     let (from, to) = (from.as_fd(), to.as_fd());
+    if len.is_none() {
+        // Copying a file or pipe into itself "up to end of file" never reaches it.
+        let (a, b) = (rustix::fs::fstat(from)?, rustix::fs::fstat(to)?);
+        if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) {
+            return Err(Error::InvalidDescriptor {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&to),
+                reason: "the same file or pipe as `from`: copying it into itself up to end of \
+                         file never ends (give a length)",
+            });
+        }
+    }
     let mut copier = Copier {
         from,
         to,
@@ -285,23 +460,27 @@ fn write_all_fd(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<()> {
 
 /// A writer that sends its own pages into a pipe with `vmsplice`: the caller fills each piece in
 /// place ([`ZeroCopyWriter::send_with`]) and the reader copies it out of those very pages, one
-/// copy instead of two. This is the safe way to use [`vmsplice`](crate::vmsplice).
+/// copy instead of two. This is the safe way to use [`vmsplice`].
 ///
-/// How it keeps `vmsplice`'s contract: a pipe of capacity `P` holds at most `P` bytes, so it can
-/// refer only to the last `P` bytes inserted into it. The writer cycles pieces of at most `P`
-/// bytes through a page-aligned ring of `2 P` bytes and remembers, for each recent piece, how
-/// many bytes the stream had when it was sent. It hands out a region of the ring again only if
-/// at least `P` bytes were inserted since anything in that region was sent. When pieces of
-/// varying sizes make that not yet true, the piece goes through a private buffer and a plain
-/// `write` instead (correct, just not zero-copy). The capacity is re-read at each wrap, and the
-/// ring grows if someone grew the pipe. When dropped, the writer frees its ring only if the pipe
-/// is empty; otherwise it leaks it (2 `P`, at most a few MiB) rather than let the allocator
+/// How it keeps `vmsplice`'s contract: a pipe of capacity `P` holds at most `P / page` buffers,
+/// and every buffer this writer inserts holds at most a page, so once `P` more of its bytes have
+/// gone in after a piece, the pipe no longer refers to that piece (whatever other writers
+/// insert). The writer cycles pieces of at most `P` bytes through a page-aligned ring of `2 P`
+/// bytes and remembers, for each recent piece, how many bytes it had inserted when the piece
+/// went in. It hands out a region of the ring again only if at least `P` bytes were inserted
+/// since anything in that region was sent; when pieces of varying sizes make that not yet true,
+/// the piece goes through a private buffer and a plain `write` instead (correct, just not
+/// zero-copy). The capacity is read before every piece (one `fcntl`): if anyone grew the pipe
+/// (this process or the reader's), the writer moves to a new ring sized for it and never writes
+/// to the old one again; beyond 16 MiB (only privileged processes can grow a pipe past
+/// `pipe-max-size`) it keeps no ring and copies every piece, so that a peer cannot make it
+/// allocate twice a huge capacity. When dropped, the writer frees its rings only if the pipe is empty;
+/// otherwise it leaks them (a few times `P`, at most a few MiB) rather than let the allocator
 /// reuse pages the reader has not seen yet.
 ///
 /// The reader must *copy* the data out (`read`, or `splice` into a regular file): a reader that
 /// `splice`s or `tee`s the pages on to another pipe or a socket takes the references with it,
-/// and may then see later contents of the ring. Growing the pipe from the other end while this
-/// writer runs voids the bound until the next wrap.
+/// and may then see later contents of the ring.
 ///
 /// ```
 /// use std::io::Read;
@@ -328,7 +507,14 @@ pub struct ZeroCopyWriter<'a> {
     recent: VecDeque<(usize, usize, u64)>,
     /// The copying fallback's buffer.
     scratch: Vec<u8>,
+    /// The pipe grew beyond [`RING_LIMIT`]: every piece is copied (plain `write`), no ring.
+    copying: bool,
 }
+
+/// The largest pipe capacity a [`ZeroCopyWriter`] keeps a ring for (the ring is twice as large).
+/// Beyond it (only privileged processes can grow a pipe past `pipe-max-size`, 1 MiB by default)
+/// it copies instead, so that a peer that grows the pipe cannot make it allocate gigabytes.
+const RING_LIMIT: usize = 16 << 20;
 
 /// A page-aligned byte buffer.
 struct Ring {
@@ -374,19 +560,22 @@ impl<'a> ZeroCopyWriter<'a> {
     /// If the pipe's capacity cannot be read.
     pub fn new(pipe: &'a PipeWriter) -> Result<ZeroCopyWriter<'a>> {
         let cap = pipe.capacity()?;
+        let copying = cap > RING_LIMIT;
         Ok(ZeroCopyWriter {
             pipe,
-            ring: Ring::new(2 * cap),
+            ring: Ring::new(if copying { 0 } else { cap * 2 }),
             retired: Vec::new(),
             cap,
             pos: 0,
             inserted: 0,
             recent: VecDeque::new(),
             scratch: Vec::new(),
+            copying,
         })
     }
 
-    /// The largest piece [`Self::send_with`] accepts: the pipe's capacity.
+    /// The largest piece [`Self::send_with`] accepts: the pipe's capacity (as last read; a pipe
+    /// grown since is noticed at the next piece).
     pub fn max_piece(&self) -> usize {
         self.cap
     }
@@ -395,9 +584,68 @@ impl<'a> ZeroCopyWriter<'a> {
     /// waiting for room as a blocking write would (also on a non-blocking pipe).
     ///
     /// # Errors
-    /// [`Error::MessageTooLarge`] if `len` exceeds [`Self::max_piece`]; [`Error::NoReader`];
+    /// [`Error::MessageTooLarge`] if `len` exceeds the pipe's capacity; [`Error::NoReader`];
     /// [`Error::Io`]. After an error part of the piece may have been sent.
     pub fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
+        self.send_until(len, fill, None)
+    }
+
+    /// [`Self::send_with`], waiting at most `timeout` for room (`Duration::MAX`: forever): each
+    /// `vmsplice` is preceded by a `poll` and does not block (`SPLICE_F_NONBLOCK`), so the
+    /// deadline holds.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_pipe::{Error, ZeroCopyWriter};
+    /// let (r, w) = ipc_pipe::pipe()?;
+    /// let mut z = ZeroCopyWriter::new(&w)?;
+    /// z.send_timeout(&[1; 40_000], Duration::from_secs(5))?;
+    /// // Nobody reads: the next piece fits only in part.
+    /// let piece = [2; 40_000];
+    /// match z.send_timeout(&piece, Duration::from_millis(10)) {
+    ///     Err(Error::TimedOut { written }) => {
+    ///         assert!(written < piece.len());
+    ///         assert_eq!(r.available()?, 40_000 + written); // the rest is `piece[written..]`
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), ipc_pipe::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Self::send_with`], and [`Error::TimedOut`] whose `written` says how many bytes of
+    /// the piece went into the pipe before the deadline.
+    pub fn send_with_timeout(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<()> {
+        self.send_until(len, fill, Some(deadline(timeout)))
+    }
+
+    /// [`Self::send`] within `timeout`; see [`Self::send_with_timeout`].
+    ///
+    /// # Errors
+    /// As [`Self::send_with_timeout`].
+    pub fn send_timeout(&mut self, data: &[u8], timeout: Duration) -> Result<()> {
+        self.send_with_timeout(data.len(), timeout, |piece| piece.copy_from_slice(data))
+    }
+
+    /// The body of the send calls; `bound` is `None` for no bound, `Some(deadline)` for a
+    /// deadline (`Some(None)`: one too far away to express, so none).
+    fn send_until(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+        bound: Option<Option<Instant>>,
+    ) -> Result<()> {
+        // Anyone holding an end may have grown the pipe since the last piece: then it can refer
+        // to more of the past than this ring's bound assumes. Move to a ring sized for it.
+        let cap = self.pipe.capacity()?;
+        if cap > self.cap {
+            self.grow(cap);
+        }
         if len > self.cap {
             return Err(Error::MessageTooLarge {
                 len: len as u64,
@@ -408,7 +656,7 @@ impl<'a> ZeroCopyWriter<'a> {
             return Ok(());
         }
         if self.pos + len > self.ring.len {
-            self.wrap()?;
+            self.pos = 0;
         }
         let (start, end) = (self.pos, self.pos + len);
         let cap = self.cap as u64;
@@ -419,27 +667,58 @@ impl<'a> ZeroCopyWriter<'a> {
         {
             self.recent.pop_front();
         }
-        let busy = self.recent.iter().any(|&(s, e, _)| s < end && start < e);
+        let busy = self.copying || self.recent.iter().any(|&(s, e, _)| s < end && start < e);
         if busy {
-            // The pipe may still refer to part of this region: copy this piece instead.
+            // The pipe may still refer to part of this region (or there is no ring): copy this
+            // piece instead.
             self.scratch.resize(len, 0);
             fill(&mut self.scratch);
-            let mut w = self.pipe;
-            w.write_all(&self.scratch)?;
+            let w = self.pipe;
+            let r = match bound {
+                None => {
+                    let mut w = w;
+                    w.write_all(&self.scratch).map_err(Error::from)
+                }
+                Some(deadline) => {
+                    let left = deadline.map_or(Duration::MAX, |d| {
+                        d.saturating_duration_since(Instant::now())
+                    });
+                    w.write_all_timeout(&self.scratch, left)
+                }
+            };
+            // On an error, what went in is not counted: the regions stay busy a little longer.
+            r?;
             self.inserted += len as u64;
             return Ok(());
         }
         fill(self.ring.piece(start, len));
         let mut sent = 0;
+        let fd = self.pipe.as_fd();
         while sent < len {
+            if let Some(deadline) = bound {
+                if let Err(e) = wait(fd, PollFlags::OUT, deadline) {
+                    self.sent(start, end, sent);
+                    return Err(match e {
+                        Error::TimedOut { .. } => Error::TimedOut { written: sent },
+                        other => other,
+                    });
+                }
+            }
             let piece = &self.ring.piece(start + sent, len - sent)[..];
-            match sys::vmsplice_ring(self.pipe, piece) {
+            let nonblock = bound.is_some();
+            match self
+                .pipe
+                .guarded(|| sys::vmsplice_ring(fd, piece, nonblock))
+            {
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = wait(self.pipe.as_fd(), PollFlags::OUT, None) {
-                        self.sent(start, end, sent);
-                        return Err(e);
+                    // Bounded: the loop polls again. Unbounded: wait here, as `write` would.
+                    if bound.is_none() {
+                        if let Err(e) = wait(fd, PollFlags::OUT, None) {
+                            self.sent(start, end, sent);
+                            return Err(e);
+                        }
                     }
                 }
                 Err(e) => {
@@ -469,16 +748,17 @@ impl<'a> ZeroCopyWriter<'a> {
         self.send_with(data.len(), |piece| piece.copy_from_slice(data))
     }
 
-    fn wrap(&mut self) -> Result<()> {
+    /// Retires the ring (the pipe may still refer to it: it is never written again, and freed
+    /// only with the writer) and starts a new one for capacity `cap`.
+    /// Beyond [`RING_LIMIT`] there is no new ring: the writer copies from then on.
+    fn grow(&mut self, cap: usize) {
+        self.copying |= cap > RING_LIMIT;
+        let ring = Ring::new(if self.copying { 0 } else { cap * 2 });
+        let old = std::mem::replace(&mut self.ring, ring);
+        self.retired.push(old);
+        self.recent.clear();
+        self.cap = cap;
         self.pos = 0;
-        let cap = self.pipe.capacity()?;
-        if cap > self.cap {
-            let old = std::mem::replace(&mut self.ring, Ring::new(2 * cap));
-            self.retired.push(old);
-            self.recent.clear();
-            self.cap = cap;
-        }
-        Ok(())
     }
 }
 

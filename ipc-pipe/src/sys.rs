@@ -1,11 +1,15 @@
 //! The only file of the crate with unsafe code: one FFI call per block, each with `// SAFETY:`.
 //!
-//! What lives here and why it needs `unsafe`:
-//! - [`vmsplice`] and the ring of [`crate::ZeroCopyWriter`]: the kernel keeps references to user
-//!   pages after the call returns.
+//! This is the ground floor: it takes and returns raw and `std` types only (descriptor numbers,
+//! `BorrowedFd`/`OwnedFd`, byte slices, `io::Result`, libc's signal values) and imports nothing
+//! from the concept files above it; they wrap it. What lives here and why it needs `unsafe`:
+//! - [`vmsplice`] and [`vmsplice_ring`]: the kernel keeps references to user pages after the
+//!   call returns.
 //! - [`install_fd_map`]: `pre_exec` runs between `fork` and `exec` in the child.
 //! - [`claim_inherited`]: turns a descriptor number inherited at exec into an `OwnedFd`.
-//! - [`set_sigpipe`], [`sigpipe`], [`without_sigpipe`]: signal dispositions and masks.
+//! - [`dup_stdio`]: duplicates a standard stream by number, without touching `std::io`.
+//! - [`set_sigpipe`], [`sigpipe`], [`without_sigpipe`]: signal dispositions, masks and the
+//!   pending set.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -17,83 +21,64 @@ use std::sync::Mutex;
 
 use rustix::pipe::{IoSliceRaw, SpliceFlags};
 
-use crate::PipeWriter;
-use crate::sigpipe::Disposition;
-
-/// `vmsplice(fd, [data], 0)`—Maps the pages under `data` into the pipe instead of copying them.
-///
-/// Returns how many bytes were spliced (possibly fewer than `data.len()`, like `write`). Blocks
-/// while the pipe is full unless the writer is non-blocking.
+/// `vmsplice(fd, [data], 0)`: maps the pages under `data` into the pipe `fd` instead of copying
+/// them. Returns how many bytes went in (possibly fewer than `data.len()`, like `write`).
 ///
 /// # Safety
-/// The pipe keeps *references* to the pages of `data`, not copies, until the reader has consumed
-/// the bytes. Until then the caller must neither modify `data` nor free it (a freed buffer is
-/// reused by the allocator, and the reader would then read whatever is written there next, which
-/// may be another part of the program's secrets). "Consumed" means the reader copied the bytes
-/// out (`read`, `splice` into a regular file); if the reader `splice`s or `tee`s them into another
-/// pipe or a socket, the references travel on and the rule holds until *that* consumer is done.
-///
-/// The simplest safe way to meet the contract is [`crate::ZeroCopyWriter`], which owns its buffer
-/// and reuses a piece only after the pipe can no longer refer to it.
-///
-/// ```
-/// use std::io::Read;
-/// let (mut r, w) = ipc_pipe::pipe()?;
-/// let data: &'static [u8] = b"static bytes never change"; // meets the contract trivially
-/// // SAFETY: `data` is immutable and lives for the whole program.
-/// let n = unsafe { ipc_pipe::vmsplice(&w, data)? };
-/// let mut got = vec![0; n];
-/// r.read_exact(&mut got)?;
-/// assert_eq!(got, data);
-/// # Ok::<(), std::io::Error>(())
-/// ```
-///
-/// # Errors
-/// `BrokenPipe` when there is no reader, `WouldBlock` on a full non-blocking pipe.
-///
-/// # References
-///  - [Linux](https://man7.org/linux/man-pages/man2/vmsplice.2.html)
-#[doc(alias = "SPLICE_F_GIFT")]
-pub unsafe fn vmsplice(writer: &PipeWriter, data: &[u8]) -> io::Result<usize> {
+/// The pipe keeps references to the pages of `data` until its reader has consumed the bytes:
+/// until then the caller must neither modify nor free `data` (see the public
+/// `ipc_pipe::vmsplice`, whose contract this is).
+pub(crate) unsafe fn vmsplice(fd: BorrowedFd<'_>, data: &[u8]) -> rustix::io::Result<usize> {
     let iov = [IoSliceRaw::from_slice(data)];
-    writer.guarded(|| {
-        // SAFETY: `writer` is the write end of a pipe, so the kernel only reads `data`; the
-        // caller promises (this function's contract) that `data` stays unchanged until it is
-        // consumed.
-        unsafe { rustix::pipe::vmsplice(writer, &iov, SpliceFlags::empty()) }
-    })
+    // SAFETY: the kernel only reads `data` (a pipe's write end); the caller promises (this
+    // function's contract) that `data` stays unchanged and alive until it is consumed.
+    unsafe { rustix::pipe::vmsplice(fd, &iov, SpliceFlags::empty()) }
 }
 
-/// `vmsplice` of `buf[start..start + len]`, a piece of a [`crate::ZeroCopyWriter`]'s own ring.
+/// `vmsplice` of `piece`, a piece of a `ZeroCopyWriter`'s own ring, into the pipe `fd`.
 ///
-/// Only `ZeroCopyWriter` calls this; it never hands out `&mut` access to a piece that the pipe may
-/// still reference (see its docs), and it never frees its ring while the pipe may reference it.
-pub(crate) fn vmsplice_ring(writer: &PipeWriter, piece: &[u8]) -> io::Result<usize> {
+/// Only `ZeroCopyWriter` calls this. It never writes to a piece again while the pipe may still
+/// refer to it (it checks the pipe's capacity before every piece, see its docs), and it never
+/// frees its ring while the pipe may refer to it.
+pub(crate) fn vmsplice_ring(
+    fd: BorrowedFd<'_>,
+    piece: &[u8],
+    nonblock: bool,
+) -> rustix::io::Result<usize> {
     let iov = [IoSliceRaw::from_slice(piece)];
-    writer.guarded(|| {
-        // SAFETY: `writer` is a pipe's write end, so the kernel only reads `piece`. The piece
-        // belongs to a ZeroCopyWriter ring, which does not write to it again until at least one
-        // pipe capacity of newer bytes has been inserted after it (a pipe holds at most its
-        // capacity, so it no longer refers to it), and which leaks rather than frees its ring if
-        // the pipe may still refer to it when dropped.
-        unsafe { rustix::pipe::vmsplice(writer, &iov, SpliceFlags::empty()) }
-    })
+    let flags = if nonblock {
+        SpliceFlags::NONBLOCK
+    } else {
+        SpliceFlags::empty()
+    };
+    // SAFETY: the kernel only reads `piece`. The piece belongs to a ZeroCopyWriter ring, which
+    // does not write to it again until more bytes than the pipe can hold (its capacity, read
+    // before each piece) were inserted after it, and which leaks rather than frees its ring if
+    // the pipe may still refer to it when dropped.
+    unsafe { rustix::pipe::vmsplice(fd, &iov, flags) }
 }
 
 /// Arranges for the child of `cmd` to find each `(fd, target)` at descriptor number `target`,
 /// not close-on-exec, whatever numbers the descriptors have in the parent.
 ///
 /// The parent keeps the descriptors open (they live in the closure, owned by `cmd`) until `cmd`
-/// is dropped. In the child, between `fork` and `exec`, only `fcntl` and `dup2` run: both are
-/// async-signal-safe (POSIX.1-2017, 2.4.3), and the closure neither allocates nor locks.
-pub(crate) fn install_fd_map(cmd: &mut Command, map: Vec<(OwnedFd, RawFd)>) {
+/// is dropped, and `keep` with them (placeholders that hold target numbers in the parent, so
+/// that `spawn`'s own descriptors cannot take them). In the child, between `fork` and `exec`,
+/// only `fcntl` and `dup2` run: both are async-signal-safe (POSIX.1-2017, 2.4.3), and the closure
+/// neither allocates nor locks.
+pub(crate) fn install_fd_map(cmd: &mut Command, map: Vec<(OwnedFd, RawFd)>, keep: Vec<OwnedFd>) {
     // Raw numbers, computed now so the child allocates nothing. `work[i]` is where descriptor i
     // is found in the child during the two phases below.
     let raw: Vec<(RawFd, RawFd)> = map.iter().map(|(fd, t)| (fd.as_raw_fd(), *t)).collect();
     let mut work: Vec<RawFd> = raw.iter().map(|&(s, _)| s).collect();
-    let above = raw.iter().map(|&(_, t)| t).max().unwrap_or(2) + 1;
+    let above = raw
+        .iter()
+        .map(|&(_, t)| t)
+        .max()
+        .unwrap_or(2)
+        .saturating_add(1);
     let hook = move || -> io::Result<()> {
-        let _keep_open = &map;
+        let _keep_open = (&map, &keep);
         // Phase 1: a source that sits on another entry's target would be overwritten by that
         // entry's dup2: move it above every target first.
         for (i, slot) in work.iter_mut().enumerate() {
@@ -122,7 +107,9 @@ pub(crate) fn install_fd_map(cmd: &mut Command, map: Vec<(OwnedFd, RawFd)>) {
                 }
             } else {
                 // SAFETY: dup2 between two descriptor numbers; `target` is not the source of any
-                // other entry (phase 1); async-signal-safe.
+                // other entry (phase 1) and is not one of `spawn`'s own descriptors (a
+                // placeholder in `keep`, or a descriptor of the parent's, holds it); async-
+                // signal-safe.
                 let r = unsafe { libc::dup2(work[i], target) };
                 if r < 0 {
                     return Err(io::Error::last_os_error());
@@ -132,72 +119,86 @@ pub(crate) fn install_fd_map(cmd: &mut Command, map: Vec<(OwnedFd, RawFd)>) {
         Ok(())
     };
     // SAFETY: the hook only calls async-signal-safe functions (fcntl, dup2) on numbers computed
-    // before the fork, reads memory the closure owns, and does not allocate, lock or unwind.
+    // before the fork, reads and writes memory the closure owns, and does not allocate, lock or
+    // unwind.
     unsafe {
         cmd.pre_exec(hook);
     }
 }
 
-/// The descriptor numbers already claimed by [`claim_inherited`] in this process.
-static CLAIMED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
-
-/// Takes ownership of descriptor `fd`, inherited from the parent at exec, after checking that it
-/// is open, a pipe or FIFO, opened with `want` (`O_RDONLY` or `O_WRONLY` access), not 0..=2 (the
-/// standard streams belong to `std::io`), and not claimed before in this process. Marks it
-/// close-on-exec so it is not passed on further by accident.
-pub(crate) fn claim_inherited(fd: RawFd, want: rustix::fs::OFlags) -> crate::Result<OwnedFd> {
-    use crate::Error;
-    if fd <= 2 {
-        return Err(Error::InvalidDescriptor(
-            "descriptors 0, 1 and 2 are the standard streams; use std::io::stdin/stdout/stderr",
-        ));
+/// `fcntl(n, F_DUPFD_CLOEXEC, 3)` for standard stream `n` (0, 1 or 2): a new close-on-exec
+/// descriptor, at 3 or above, that only the caller owns.
+///
+/// Unlike `std::io::stdin().as_fd()`, this does not initialise std's stream (its buffer and
+/// its once-lock), so it is async-signal-safe: one `fcntl`.
+pub(crate) fn dup_stdio(n: RawFd) -> io::Result<OwnedFd> {
+    if !(0..=2).contains(&n) {
+        return Err(io::ErrorKind::InvalidInput.into());
     }
-    let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
-    if claimed.contains(&fd) {
-        return Err(Error::InvalidDescriptor(
-            "this descriptor was already claimed in this process",
-        ));
+    // SAFETY: F_DUPFD_CLOEXEC only reads the descriptor table: a closed number is EBADF, an open
+    // one is left as it is (std lends the standard streams to everyone, `Stdin::as_fd`).
+    let fd = unsafe { libc::fcntl(n, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
     }
-    // SAFETY: `fcntl(F_GETFD)` only inspects the descriptor table; an unknown number is EBADF.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(Error::InvalidDescriptor("no such open descriptor"));
-    }
-    // SAFETY: `fd` is open (checked just above) and is borrowed only for the checks below, which
-    // complete before this function returns.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    let st = rustix::fs::fstat(borrowed)?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Fifo {
-        return Err(Error::InvalidDescriptor("not a pipe or FIFO"));
-    }
-    let access = rustix::fs::fcntl_getfl(borrowed)? & rustix::fs::OFlags::RWMODE;
-    if access != want {
-        return Err(Error::InvalidDescriptor(
-            "opened for the other direction (a read end where a write end was expected, or the reverse)",
-        ));
-    }
-    rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC)?;
-    claimed.push(fd);
-    // SAFETY: the descriptor is open and was inherited at exec (by the caller's contract with its
-    // parent); the CLAIMED registry guarantees no other handle of this crate owns it, and numbers
-    // above 2 are not owned by std. This is the same argument as systemd's `sd_listen_fds`.
+    // SAFETY: `fd` is a new descriptor that nothing else knows about.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// `sigaction(SIGPIPE, ..)`: sets the process-wide disposition of SIGPIPE.
-pub(crate) fn set_sigpipe(disposition: Disposition) -> io::Result<Disposition> {
-    let handler = match disposition {
-        Disposition::Ignore => libc::SIG_IGN,
-        Disposition::Default => libc::SIG_DFL,
-        Disposition::Handler => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "installing a handler is the host program's business",
-            ));
-        }
-    };
+/// Why [`claim_inherited`] refused a descriptor number.
+#[derive(Debug)]
+pub(crate) enum Claim<E> {
+    /// No descriptor is open at that number.
+    NotOpen,
+    /// This process claimed that number before.
+    AlreadyClaimed,
+    /// The caller's check refused it.
+    Refused(E),
+    /// Making it close-on-exec failed.
+    Io(io::Error),
+}
+
+/// The descriptor numbers already claimed by [`claim_inherited`] in this process.
+static CLAIMED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+
+/// Takes ownership of descriptor `fd`, after checking that it is open, was not claimed before in
+/// this process and passes `check`. Marks it close-on-exec so it is not passed on further by
+/// accident.
+///
+/// # Safety
+/// `fd` must be an open descriptor that nothing else in this process owns or will close (one
+/// inherited at exec and not claimed by other code): the returned `OwnedFd` closes it.
+pub(crate) unsafe fn claim_inherited<E>(
+    fd: RawFd,
+    check: impl FnOnce(BorrowedFd<'_>) -> Result<(), E>,
+) -> Result<OwnedFd, Claim<E>> {
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+    if claimed.contains(&fd) {
+        return Err(Claim::AlreadyClaimed);
+    }
+    // SAFETY: `fcntl(F_GETFD)` only inspects the descriptor table; an unknown number is EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(Claim::NotOpen);
+    }
+    // SAFETY: `fd` is open (checked just above) and, by this function's contract, owned by no
+    // one else, so it stays open while it is borrowed for the checks below.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    check(borrowed).map_err(Claim::Refused)?;
+    rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC)
+        .map_err(|e| Claim::Io(e.into()))?;
+    claimed.push(fd);
+    // SAFETY: the descriptor is open, and this function's caller promises that nothing else in
+    // this process owns it; the CLAIMED registry makes sure this crate hands it out only once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `sigaction(SIGPIPE, ..)`: sets the process-wide disposition of SIGPIPE to `SIG_IGN` (if
+/// `ignore`) or `SIG_DFL`; returns the previous handler value (`SIG_IGN`, `SIG_DFL` or a
+/// function's address).
+pub(crate) fn set_sigpipe(ignore: bool) -> io::Result<libc::sighandler_t> {
     // SAFETY: an all-zero `sigaction` is a valid value (empty mask, no flags, SIG_DFL).
     let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
-    new.sa_sigaction = handler;
+    new.sa_sigaction = if ignore { libc::SIG_IGN } else { libc::SIG_DFL };
     let mut old = MaybeUninit::<libc::sigaction>::zeroed();
     // SAFETY: both pointers are valid; SIG_IGN and SIG_DFL are not functions, so no handler can
     // run with broken assumptions.
@@ -206,11 +207,12 @@ pub(crate) fn set_sigpipe(disposition: Disposition) -> io::Result<Disposition> {
     }
     // SAFETY: sigaction succeeded and filled `old`.
     let old = unsafe { old.assume_init() };
-    Ok(disposition_of(old.sa_sigaction))
+    Ok(old.sa_sigaction)
 }
 
-/// `sigaction(SIGPIPE, NULL, &old)`: the process-wide disposition of SIGPIPE.
-pub(crate) fn sigpipe() -> io::Result<Disposition> {
+/// `sigaction(SIGPIPE, NULL, &old)`: the process-wide disposition of SIGPIPE (`SIG_IGN`,
+/// `SIG_DFL` or a function's address).
+pub(crate) fn sigpipe() -> io::Result<libc::sighandler_t> {
     let mut old = MaybeUninit::<libc::sigaction>::zeroed();
     // SAFETY: a null new action only queries; `old` is valid for writing.
     if unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), old.as_mut_ptr()) } < 0 {
@@ -218,15 +220,7 @@ pub(crate) fn sigpipe() -> io::Result<Disposition> {
     }
     // SAFETY: sigaction succeeded and filled `old`.
     let old = unsafe { old.assume_init() };
-    Ok(disposition_of(old.sa_sigaction))
-}
-
-fn disposition_of(h: libc::sighandler_t) -> Disposition {
-    match h {
-        libc::SIG_IGN => Disposition::Ignore,
-        libc::SIG_DFL => Disposition::Default,
-        _ => Disposition::Handler,
-    }
+    Ok(old.sa_sigaction)
 }
 
 /// A signal set holding only SIGPIPE.
@@ -240,17 +234,33 @@ fn sigpipe_set() -> libc::sigset_t {
     unsafe { set.assume_init() }
 }
 
-/// Runs `f` so that it cannot raise SIGPIPE in this process, whatever the disposition:
-/// SIGPIPE is blocked in the calling thread while `f` runs; afterwards, if `raised(&result)`
-/// says `f` may have hit a pipe without reader (or if `f` panicked), the SIGPIPE that this
-/// queued for the thread is taken off the queue before the mask is restored.
+/// `sigpending`: whether a SIGPIPE is pending for this thread or for the process.
+pub(crate) fn sigpipe_pending() -> io::Result<bool> {
+    let mut set = MaybeUninit::<libc::sigset_t>::zeroed();
+    // SAFETY: `set` is valid for writing; sigpending fills it.
+    if unsafe { libc::sigpending(set.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: sigpending succeeded and filled `set`.
+    let set = unsafe { set.assume_init() };
+    // SAFETY: `set` is an initialised signal set; SIGPIPE is a valid signal number.
+    Ok(unsafe { libc::sigismember(&set, libc::SIGPIPE) } == 1)
+}
+
+/// Runs `f` so that it cannot raise SIGPIPE in this process, whatever the disposition, the
+/// classic way (as libpq does):
 ///
-/// If the caller had SIGPIPE blocked already, `f` runs plainly: a pending SIGPIPE is then the
-/// caller's to handle.
-pub(crate) fn without_sigpipe<R>(
-    f: impl FnOnce() -> R,
-    raised: impl FnOnce(&R) -> bool,
-) -> io::Result<R> {
+/// 1. block SIGPIPE in the calling thread (if it was not blocked already);
+/// 2. note whether a SIGPIPE is pending *before* `f` runs (only possible if it was blocked);
+/// 3. run `f`;
+/// 4. if none was pending before, take the one `f` may have raised off the queue — whatever
+///    `f` returned: Linux raises SIGPIPE on a short write whose reader went away too, not only
+///    on `EPIPE` — (also if `f` panicked);
+/// 5. restore the mask.
+///
+/// A SIGPIPE that was pending before `f` ran is left pending: it is the caller's. One raised by
+/// `f` merges with it (a standard signal is pending at most once per thread).
+pub(crate) fn without_sigpipe<R>(f: impl FnOnce() -> R) -> io::Result<R> {
     let only_pipe = sigpipe_set();
     let mut old = MaybeUninit::<libc::sigset_t>::zeroed();
     // SAFETY: valid pointers; blocking a signal in this thread only.
@@ -266,17 +276,18 @@ pub(crate) fn without_sigpipe<R>(
         old,
         only_pipe,
         restore: !was_blocked,
-        // Until `f` returns normally: a panic drains too.
-        drain: true,
+        drain: false,
     };
+    // SIGPIPE is blocked now, so what is pending stays pending until the guard is done. (If
+    // this fails, the guard restores the mask and `f` does not run.)
+    guard.drain = !sigpipe_pending()?;
     let result = f();
-    guard.drain = raised(&result);
     drop(guard);
     Ok(result)
 }
 
-/// Restores the thread's signal mask (after taking a queued SIGPIPE, if asked) when dropped,
-/// also while unwinding.
+/// Takes a SIGPIPE raised meanwhile off the queue (if asked), then restores the thread's signal
+/// mask, when dropped, also while unwinding.
 struct MaskGuard {
     old: libc::sigset_t,
     only_pipe: libc::sigset_t,
@@ -286,17 +297,14 @@ struct MaskGuard {
 
 impl Drop for MaskGuard {
     fn drop(&mut self) {
-        if !self.restore {
-            return;
-        }
         if self.drain {
             let zero = libc::timespec {
                 tv_sec: 0,
                 tv_nsec: 0,
             };
             loop {
-                // SAFETY: valid set and timeout; a null info pointer is allowed. Takes the
-                // SIGPIPE queued for this thread, if any (EAGAIN if none).
+                // SAFETY: valid set and timeout; a null info pointer is allowed. Takes a SIGPIPE
+                // pending for this thread (or the process), if any: EAGAIN at once if none.
                 let got =
                     unsafe { libc::sigtimedwait(&self.only_pipe, std::ptr::null_mut(), &zero) };
                 if got >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
@@ -304,8 +312,10 @@ impl Drop for MaskGuard {
                 }
             }
         }
-        // SAFETY: restores the mask that pthread_sigmask returned in `without_sigpipe`; with
-        // valid arguments it cannot fail.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+        if self.restore {
+            // SAFETY: restores the mask that pthread_sigmask returned in `without_sigpipe`; with
+            // valid arguments it cannot fail.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::process::{Child, ExitCode};
 
 use ipc_examples::{DemoError, ensure, role, run, say, spawn_role};
-use ipc_pipe::{Duplex, FramedReader, FramedWriter, pipe};
+use ipc_pipe::{Duplex, FramedReader, FramedWriter, PipeReader, PipeWriter, pipe};
 
 /// How many numbers the producer emits.
 const N: u64 = 100_000;
@@ -100,12 +100,15 @@ fn counter() -> Result<(), DemoError> {
 }
 
 fn squarer() -> Result<(), DemoError> {
+    // Its stdin and stdout are the duplex's two pipes: take them as pipe ends (duplicates that
+    // fstat confirmed are pipes; a terminal or a file would be a typed error here).
+    let (input, output) = (PipeReader::dup_stdin()?, PipeWriter::dup_stdout()?);
     note(
         "squarer",
-        "serving requests on stdin, replies on stdout (framed)",
+        "serving requests on stdin, replies on stdout (framed; both are pipes)",
     );
-    let mut rx = FramedReader::new(std::io::stdin().lock()).max_frame(64);
-    let mut tx = FramedWriter::new(std::io::stdout().lock());
+    let mut rx = FramedReader::new(&input).max_frame(64);
+    let mut tx = FramedWriter::new(&output);
     let mut served = 0;
     while let Some(req) = rx.read_frame()? {
         let n = u64::from_le_bytes(req.as_slice().try_into()?);

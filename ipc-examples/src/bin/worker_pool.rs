@@ -17,7 +17,11 @@
 //! Exactly once: a worker *commits* a task by storing its result and then incrementing the
 //! task's run count in shared memory. When a worker dies holding a task, the supervisor re-queues
 //! the task only if its run count is still zero.
-#![forbid(unsafe_code)]
+//!
+//! One `unsafe` call, in the worker: claiming the control duplex that the supervisor placed at
+//! descriptors 3 and 4 (`Duplex::from_inherited`). Only the program itself can promise that
+//! nothing else in it owns those numbers, as with `FromRawFd`.
+#![deny(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -119,8 +123,17 @@ impl Lines {
 // ------------------------------------------------------------------------------------------
 // The worker.
 
+/// The worker's control duplex, at the numbers the supervisor placed it.
+#[allow(unsafe_code)]
+fn control() -> Result<Duplex, DemoError> {
+    // SAFETY: the supervisor placed this worker's control pipes at CTL_IN and CTL_OUT
+    // (`Duplex::attach_at`), and nothing else in this process owns those numbers: the worker
+    // claims them once, first thing.
+    Ok(unsafe { Duplex::from_inherited(CTL_IN, CTL_OUT) }?)
+}
+
 fn worker() -> Result<(), DemoError> {
-    let ctl = Duplex::from_inherited(CTL_IN, CTL_OUT)?;
+    let ctl = control()?;
     // The completion semaphore arrived as standard input.
     let done = EventSemaphore::from(std::io::stdin().as_fd().try_clone_to_owned()?);
     let shm = Shm::open(&std::env::var(SHM_ENV)?, SEGMENT_LEN as u64)?;
@@ -217,7 +230,7 @@ impl Pool {
         cmd.env(SHM_ENV, &self.shm_name)
             .env(QUEUE_ENV, &self.queue_name)
             .stdin(Stdio::from(OwnedFd::from(self.done.try_clone()?)));
-        theirs.attach_at(&mut cmd, CTL_IN, CTL_OUT);
+        theirs.attach_at(&mut cmd, CTL_IN, CTL_OUT)?;
         let child = cmd.spawn()?;
         // The command holds the child's ends: drop them so a dead worker means end of file.
         drop(cmd);

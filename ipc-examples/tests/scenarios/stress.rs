@@ -128,7 +128,10 @@ fn writer(kind: &str) {
     };
     match kind {
         "pipe" => {
-            let w = PipeWriter::from_inherited(PIPE_FD).expect("inherited pipe");
+            #[allow(unsafe_code)]
+            // SAFETY: the parent placed a pipe end at PIPE_FD (`ChildFds`), and nothing else in
+            // this re-run test process owns that number: it is claimed once, here.
+            let w = unsafe { PipeWriter::from_inherited(PIPE_FD) }.expect("inherited pipe");
             loop {
                 let rec = next(&mut rng, seq);
                 w.write_atomic(&rec).expect("pipe write");
@@ -301,7 +304,8 @@ fn run_stress() {
                 "pipe" => {
                     ChildFds::new()
                         .fd_at(PIPE_FD, pipe_w.try_clone().expect("clone"))
-                        .apply(&mut cmd);
+                        .apply(&mut cmd)
+                        .expect("place the pipe end at PIPE_FD");
                 }
                 "fifo" => {
                     cmd.env(PATH_ENV, fifo.path());

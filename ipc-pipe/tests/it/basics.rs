@@ -98,7 +98,7 @@ fn read_timeout_waits_about_as_long_as_asked() {
     let mut buf = [0; 8];
     assert!(matches!(
         r.read_timeout(&mut buf, Duration::from_millis(50)),
-        Err(Error::TimedOut)
+        Err(Error::TimedOut { .. })
     ));
     let took = start.elapsed();
     assert!(
@@ -119,13 +119,36 @@ fn timeouts_saturate_instead_of_panicking() {
 }
 
 #[test]
-fn write_all_timeout_times_out_on_a_full_pipe() {
+fn write_all_timeout_says_how_much_it_wrote_so_the_rest_can_follow() {
+    let (r, w) = pipe().unwrap();
+    let data = crate::payload(11, 300_000);
+    // Nobody reads: the pipe fills, then time runs out. `written` is exactly what went in.
+    let written = match w.write_all_timeout(&data, Duration::from_millis(30)) {
+        Err(Error::TimedOut { written }) => written,
+        other => panic!("expected TimedOut, got {other:?}"),
+    };
+    assert_eq!(written, r.available().unwrap());
+    assert!(written < data.len());
+    // Resume from there while a reader drains the pipe: every byte arrives once, in order.
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        (&r).read_to_end(&mut got).unwrap();
+        got
+    });
+    w.write_all_timeout(&data[written..], Duration::from_secs(30))
+        .unwrap();
+    drop(w);
+    let got = reader.join().unwrap();
+    assert!(got == data, "the resumed stream is not the data");
+    // Nothing to write is done at once, and a timeout before any byte says 0.
     let (_r, w) = pipe().unwrap();
-    let big = vec![0; 200_000];
-    let err = w
-        .write_all_timeout(&big, Duration::from_millis(30))
-        .unwrap_err();
-    assert!(matches!(err, Error::TimedOut), "{err:?}");
+    w.write_all_timeout(&[], Duration::ZERO).unwrap();
+    w.write_all_timeout(&vec![0; 65536], Duration::from_secs(5))
+        .unwrap();
+    assert!(matches!(
+        w.write_all_timeout(b"more", Duration::from_millis(1)),
+        Err(Error::TimedOut { written: 0 })
+    ));
 }
 
 #[test]
@@ -255,6 +278,39 @@ fn the_per_user_page_limit_is_a_typed_error_naming_it() {
     let cmd = ipc_testkit::child(
         &ipc_testkit::test_path!(the_per_user_page_limit_is_a_typed_error_naming_it),
         "nobody",
+    );
+    crate::spawn(cmd).expect_success(crate::LIMIT);
+}
+
+#[test]
+fn pipe_ends_never_pose_as_standard_streams() {
+    if ipc_testkit::role().is_some() {
+        // A process started with standard input closed: the lowest free number is 0. (std
+        // reopens a closed 0 on /dev/null before main, so close it here; nothing reads it.)
+        #[allow(unsafe_code)]
+        // SAFETY: descriptor 0 is std's stdin, which this child never uses.
+        let closed = unsafe { libc::close(0) };
+        assert_eq!(closed, 0);
+        let (r, w) = pipe().unwrap();
+        let r2 = r.try_clone().unwrap();
+        let w2 = w.try_clone().unwrap();
+        for fd in [
+            &r.as_raw_fd(),
+            &w.as_raw_fd(),
+            &r2.as_raw_fd(),
+            &w2.as_raw_fd(),
+        ] {
+            assert!(*fd > 2, "a pipe end at {fd}, a standard stream's number");
+        }
+        // And 0 is still free: the next descriptor anyone opens takes it, not ours.
+        let next = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(next.as_raw_fd(), 0);
+        return;
+    }
+    let _wd = ipc_testkit::Watchdog::new("no stdio numbers", crate::LIMIT);
+    let cmd = ipc_testkit::child(
+        &ipc_testkit::test_path!(pipe_ends_never_pose_as_standard_streams),
+        "closed-stdin",
     );
     crate::spawn(cmd).expect_success(crate::LIMIT);
 }

@@ -2,10 +2,9 @@
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::process::Stdio;
 use std::time::Duration;
 
-use ipc_pipe::{ChildFds, Duplex, FramedReader, FramedWriter, PipeReader, PipeWriter, pipe};
+use ipc_pipe::{ChildFds, Duplex, FramedReader, FramedWriter, pipe};
 use ipc_testkit::{Proc, Watchdog, child, fnv1a64, role, test_path};
 
 use crate::{LIMIT, payload, spawn};
@@ -68,8 +67,8 @@ fn parent_to_child_and_back_through_stdin_and_stdout() {
 fn pipes_at_chosen_descriptor_numbers_even_when_numbers_collide() {
     if role().is_some() {
         // Child: requests on fd 3.. are answered on fd 4.., framed, until end-of-file.
-        let r = PipeReader::from_inherited(std::env::var("RFD").unwrap().parse().unwrap()).unwrap();
-        let w = PipeWriter::from_inherited(std::env::var("WFD").unwrap().parse().unwrap()).unwrap();
+        let r = crate::inherited_reader(std::env::var("RFD").unwrap().parse().unwrap());
+        let w = crate::inherited_writer(std::env::var("WFD").unwrap().parse().unwrap());
         let mut rx = FramedReader::new(&r);
         let mut tx = FramedWriter::new(&w);
         while let Some(req) = rx.read_frame().unwrap() {
@@ -91,7 +90,8 @@ fn pipes_at_chosen_descriptor_numbers_even_when_numbers_collide() {
     ChildFds::new()
         .fd_at(rfd, child_r)
         .fd_at(wfd, child_w)
-        .apply(&mut cmd);
+        .apply(&mut cmd)
+        .unwrap();
     let proc = spawn(cmd);
     let mut tx = FramedWriter::new(&mut to_child);
     let mut rx = FramedReader::new(&mut from_child);
@@ -156,7 +156,10 @@ fn a_child_spawned_meanwhile_holds_no_stray_pipe_end() {
 #[test]
 fn duplex_request_reply_with_a_child() {
     if role().is_some() {
-        let mut d = Duplex::from_inherited(3, 4).unwrap();
+        #[allow(unsafe_code)]
+        // SAFETY: the parent placed the duplex at 3 and 4 (attach_at); nothing else in this
+        // re-run test process owns those numbers.
+        let mut d = unsafe { Duplex::from_inherited(3, 4) }.unwrap();
         let mut line = [0u8; 8];
         loop {
             match d.read_exact(&mut line) {
@@ -172,7 +175,7 @@ fn duplex_request_reply_with_a_child() {
     let _wd = Watchdog::new("duplex", LIMIT);
     let (mut ours, theirs) = ipc_pipe::duplex().unwrap();
     let mut cmd = child(&test_path!(duplex_request_reply_with_a_child), "square");
-    theirs.attach_at(&mut cmd, 3, 4);
+    theirs.attach_at(&mut cmd, 3, 4).unwrap();
     let proc = spawn(cmd);
     for n in 0..1000u64 {
         ours.write_all(&n.to_le_bytes()).unwrap();
@@ -189,21 +192,79 @@ fn duplex_request_reply_with_a_child() {
 }
 
 #[test]
-fn from_inherited_checks_what_it_claims() {
-    let (r, w) = pipe().unwrap();
-    // Standard streams are not ours to claim.
-    assert!(PipeReader::from_inherited(0).is_err());
-    // A write end is not a read end.
-    assert!(PipeReader::from_inherited(w.as_raw_fd()).is_err());
-    // Not open at all.
-    assert!(PipeReader::from_inherited(9999).is_err());
-    // A regular file is not a pipe.
-    let f = std::fs::File::open("/proc/self/exe").unwrap();
-    assert!(PipeReader::from_inherited(f.as_raw_fd()).is_err());
-    // The right kind is accepted once; hand ownership over first so nothing closes it twice.
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(r);
-    let claimed = PipeReader::from_inherited(fd).unwrap();
-    assert!(PipeReader::from_inherited(fd).is_err(), "claimed twice");
-    drop(claimed);
-    drop(Stdio::null());
+fn bad_target_numbers_are_typed_errors_not_panics() {
+    let (_r, w) = pipe().unwrap();
+    let mut cmd = std::process::Command::new("true");
+    match ChildFds::new().fd_at(-1, w).apply(&mut cmd) {
+        Err(ipc_pipe::Error::InvalidDescriptor { fd: -1, reason }) => {
+            assert!(reason.contains("negative"), "{reason}");
+        }
+        other => panic!("expected InvalidDescriptor, got {other:?}"),
+    }
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap();
+    for target in [i32::try_from(limit).unwrap_or(i32::MAX), i32::MAX] {
+        let (_r, w) = pipe().unwrap();
+        match ChildFds::new().fd_at(target, w).apply(&mut cmd) {
+            Err(ipc_pipe::Error::InvalidDescriptor { fd, reason }) => {
+                assert_eq!(fd, target);
+                assert!(reason.contains("RLIMIT_NOFILE"), "{reason}");
+            }
+            other => panic!("target {target}: expected InvalidDescriptor, got {other:?}"),
+        }
+    }
+    // The refused mapping left `cmd` as it was: it still runs.
+    assert!(cmd.status().unwrap().success());
+}
+
+/// The lowest two free descriptor numbers (probed with duplicates of `fd`): where `spawn` will
+/// put its exec-error pipe, read end first.
+fn next_two_free(fd: &impl std::os::fd::AsFd) -> (i32, i32) {
+    let a = rustix::io::fcntl_dupfd_cloexec(fd, 0).unwrap();
+    let b = rustix::io::fcntl_dupfd_cloexec(fd, 0).unwrap();
+    (a.as_raw_fd(), b.as_raw_fd())
+}
+
+#[test]
+fn a_target_where_spawn_puts_its_own_pipe_breaks_neither() {
+    if role().is_some() {
+        // This process has one test thread: nothing else opens descriptors meanwhile. std's
+        // spawn reports a failed exec through a pipe it creates at the lowest free numbers;
+        // its write end would sit on `target` in the child.
+        let (r, w) = pipe().unwrap();
+        let (_, target) = next_two_free(&w);
+        let mut cmd = std::process::Command::new("/nonexistent/ipcrs-no-such-program");
+        ChildFds::new().fd_at(target, w).apply(&mut cmd).unwrap();
+        let err = cmd
+            .spawn()
+            .expect_err("spawning a program that does not exist");
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+        drop(cmd);
+        let mut junk = Vec::new();
+        (&r).read_to_end(&mut junk).unwrap();
+        assert!(
+            junk.is_empty(),
+            "spawn's error report went into our pipe: {junk:?}"
+        );
+        // And a program that exists finds our pipe at that number.
+        let (mut r, w) = pipe().unwrap();
+        let (_, target) = next_two_free(&w);
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", &format!("echo at {target} >&{target}")]);
+        ChildFds::new().fd_at(target, w).apply(&mut cmd).unwrap();
+        let mut child = cmd.spawn().unwrap();
+        drop(cmd);
+        let mut out = String::new();
+        r.read_to_string(&mut out).unwrap();
+        assert_eq!(out, format!("at {target}\n"));
+        assert!(child.wait().unwrap().success());
+        return;
+    }
+    let _wd = Watchdog::new("spawn's own pipe", LIMIT);
+    let cmd = child(
+        &test_path!(a_target_where_spawn_puts_its_own_pipe_breaks_neither),
+        "x",
+    );
+    spawn(cmd).expect_success(LIMIT);
 }

@@ -21,8 +21,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ipc_pipe::{
-    ChildFds, FramedReader, FramedWriter, PipeReader, PipeWriter, SigpipePolicy, ZeroCopyWriter,
-    pipe,
+    ChildFds, FramedReader, FramedWriter, PipeReader, SigpipePolicy, ZeroCopyWriter, pipe,
 };
 use ipc_testkit::{SplitMix64, Watchdog, child, fnv1a64, role, test_path};
 
@@ -261,7 +260,8 @@ fn whole_transfers_survive_a_stream_of_interrupting_signals() {
         .fd_at(3, down_r)
         .fd_at(4, up_w)
         .fd_at(5, notify_w)
-        .apply(&mut cmd);
+        .apply(&mut cmd)
+        .unwrap();
     let mut p = spawn(cmd);
     let notify = &notify_r;
     // The phases in the child's order; each direction paced by the child's signals.
@@ -335,11 +335,11 @@ fn whole_transfers_survive_a_stream_of_interrupting_signals() {
 
 fn interrupted_child() {
     let _wd = Watchdog::new("EINTR child", LIMIT);
-    let down = PipeReader::from_inherited(3).unwrap();
-    let mut up = PipeWriter::from_inherited(4).unwrap();
+    let down = crate::inherited_reader(3);
+    let mut up = crate::inherited_writer(4);
     assert_eq!(down.set_capacity(CAPACITY).unwrap(), CAPACITY);
     assert_eq!(up.set_capacity(CAPACITY).unwrap(), CAPACITY);
-    let notify = PipeWriter::from_inherited(5).unwrap();
+    let notify = crate::inherited_writer(5);
     notify.set_nonblocking(true).unwrap();
     NOTIFY_FD.store(notify.as_raw_fd(), Ordering::Relaxed);
     let timer = Interrupter::start(EVERY);

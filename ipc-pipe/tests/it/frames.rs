@@ -2,7 +2,7 @@
 
 use std::io::{ErrorKind, Write};
 
-use ipc_pipe::{ChildFds, Error, FramedReader, FramedWriter, PipeWriter, pipe};
+use ipc_pipe::{ChildFds, Error, FramedReader, FramedWriter, pipe};
 use ipc_testkit::{Watchdog, child, role, test_path};
 
 use crate::{LIMIT, spawn};
@@ -12,7 +12,7 @@ use crate::{LIMIT, spawn};
 fn from_child(test: &str, role: &str) -> Vec<u8> {
     let (r, w) = pipe().unwrap();
     let mut cmd = child(test, role);
-    ChildFds::new().fd_at(3, w).apply(&mut cmd);
+    ChildFds::new().fd_at(3, w).apply(&mut cmd).unwrap();
     let p = spawn(cmd);
     let mut all = Vec::new();
     std::io::Read::read_to_end(&mut &r, &mut all).unwrap();
@@ -23,7 +23,7 @@ fn from_child(test: &str, role: &str) -> Vec<u8> {
 #[test]
 fn a_hostile_length_is_refused_before_any_allocation() {
     if role().is_some() {
-        let mut w = PipeWriter::from_inherited(3).unwrap();
+        let mut w = crate::inherited_writer(3);
         w.write_all(&u32::MAX.to_le_bytes()).unwrap();
         w.write_all(b"and then nothing").unwrap();
         return;
@@ -33,7 +33,7 @@ fn a_hostile_length_is_refused_before_any_allocation() {
     // Read straight from the pipe while the child is alive: the header alone decides.
     let (r, w) = pipe().unwrap();
     let mut cmd = child(&test, "h");
-    ChildFds::new().fd_at(3, w).apply(&mut cmd);
+    ChildFds::new().fd_at(3, w).apply(&mut cmd).unwrap();
     let p = spawn(cmd);
     let mut rx = FramedReader::new(&r).max_frame(1 << 20);
     let mut buf = Vec::new();
@@ -61,7 +61,7 @@ fn a_hostile_length_is_refused_before_any_allocation() {
 #[test]
 fn a_frame_cut_short_is_unexpected_eof() {
     if let Some(role) = role() {
-        let w = PipeWriter::from_inherited(3).unwrap();
+        let w = crate::inherited_writer(3);
         let mut tx = FramedWriter::new(&w);
         tx.write_frame(b"a whole frame").unwrap();
         match role.as_str() {
@@ -91,7 +91,7 @@ fn a_frame_cut_short_is_unexpected_eof() {
 #[test]
 fn frames_larger_than_the_pipe_cross_whole() {
     if role().is_some() {
-        let w = PipeWriter::from_inherited(3).unwrap();
+        let w = crate::inherited_writer(3);
         let mut tx = FramedWriter::new(&w).max_frame(4 << 20);
         for i in 0..8u64 {
             tx.write_frame(&crate::payload(i, (i as usize + 1) * 300_001))
@@ -106,7 +106,7 @@ fn frames_larger_than_the_pipe_cross_whole() {
     let _wd = Watchdog::new("large frames", LIMIT);
     let (r, w) = pipe().unwrap();
     let mut cmd = child(&test_path!(frames_larger_than_the_pipe_cross_whole), "big");
-    ChildFds::new().fd_at(3, w).apply(&mut cmd);
+    ChildFds::new().fd_at(3, w).apply(&mut cmd).unwrap();
     let p = spawn(cmd);
     let mut rx = FramedReader::new(&r).max_frame(4 << 20);
     let mut buf = Vec::new();
@@ -117,4 +117,226 @@ fn frames_larger_than_the_pipe_cross_whole() {
     }
     assert_eq!(rx.read_frame().unwrap(), None);
     p.expect_success(LIMIT);
+}
+
+/// The bytes of `frames`, framed.
+fn framed(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut stream = Vec::new();
+    for f in frames {
+        stream.extend((f.len() as u32).to_le_bytes());
+        stream.extend(f);
+    }
+    stream
+}
+
+#[test]
+fn a_non_blocking_reader_keeps_its_place_in_frames_that_arrive_in_pieces() {
+    let frames: Vec<Vec<u8>> = (0..40u64)
+        .map(|i| crate::payload(i, [0, 1, 3, 4, 5, 100, 4096, 70_000][i as usize % 8]))
+        .collect();
+    let stream = framed(&frames);
+    // Pieces that end everywhere: inside headers, between them, inside payloads.
+    let mut rng = ipc_testkit::SplitMix64::new(9);
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    while at < stream.len() {
+        let len = [1, 2, 3, 5, 777, 4096, 30_000][rng.range(0, 6) as usize].min(stream.len() - at);
+        pieces.push(&stream[at..at + len]);
+        at += len;
+    }
+    let (r, mut w) = pipe().unwrap();
+    r.set_nonblocking(true).unwrap();
+    let mut rx = FramedReader::new(&r).max_frame(1 << 20);
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    let mut would_block = 0;
+    for piece in pieces {
+        w.write_all(piece).unwrap();
+        loop {
+            match rx.read_frame_into(&mut buf) {
+                Ok(Some(n)) => {
+                    assert_eq!(n, buf.len());
+                    got.push(buf.clone());
+                }
+                Err(Error::WouldBlock) => {
+                    would_block += 1;
+                    break;
+                }
+                other => panic!("frame {}: {other:?}", got.len()),
+            }
+        }
+    }
+    drop(w);
+    assert!(matches!(rx.read_frame_into(&mut buf), Ok(None)));
+    assert!(would_block > frames.len(), "the pieces did split frames");
+    assert_eq!(got.len(), frames.len());
+    assert!(got == frames, "frames arrived changed");
+}
+
+#[test]
+fn try_and_timeout_forms_keep_a_partial_frame_for_the_next_call() {
+    let (r, mut w) = pipe().unwrap();
+    let mut rx = FramedReader::new(&r);
+    let frame = crate::payload(5, 10_000);
+    let stream = framed(std::slice::from_ref(&frame));
+    let mut buf = Vec::new();
+    assert!(matches!(
+        rx.try_read_frame_into(&mut buf),
+        Err(Error::WouldBlock)
+    ));
+    w.write_all(&stream[..2]).unwrap();
+    assert!(matches!(
+        rx.try_read_frame_into(&mut buf),
+        Err(Error::WouldBlock)
+    ));
+    w.write_all(&stream[2..5000]).unwrap();
+    assert!(matches!(
+        rx.read_frame_into_timeout(&mut buf, std::time::Duration::from_millis(5)),
+        Err(Error::TimedOut { written: 0 })
+    ));
+    assert!(
+        buf.is_empty(),
+        "nothing is handed out before the frame is whole"
+    );
+    w.write_all(&stream[5000..]).unwrap();
+    assert_eq!(rx.try_read_frame().unwrap(), Some(frame));
+    drop(w);
+    assert_eq!(
+        rx.read_frame_timeout(std::time::Duration::MAX).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn after_a_refused_or_truncated_frame_the_reader_never_reads_on() {
+    // A frame above the maximum, followed by bytes that look like a small frame: refused,
+    // and refused again, never taken for the frame "abc".
+    let mut stream = 11u32.to_le_bytes().to_vec();
+    stream.extend([3, 0, 0, 0, b'a', b'b', b'c']);
+    let mut rx = FramedReader::new(&stream[..]).max_frame(10);
+    for _ in 0..3 {
+        assert!(matches!(
+            rx.read_frame(),
+            Err(Error::MessageTooLarge { len: 11, max: 10 })
+        ));
+    }
+    // A stream that ends inside a frame: UnexpectedEof, every time, never a clean end.
+    for cut in [&[7u8, 0][..], &[3, 0, 0, 0, b'x'][..]] {
+        let mut rx = FramedReader::new(cut);
+        for _ in 0..3 {
+            let err = rx.read_frame().unwrap_err();
+            assert_eq!(std::io::Error::from(err).kind(), ErrorKind::UnexpectedEof);
+        }
+    }
+}
+
+#[test]
+fn a_frame_buffer_never_grows_beyond_the_announced_length() {
+    for len in [1usize, 4095, 65_536, 65_537, 100_000, 300_001, 1 << 20] {
+        let frame = crate::payload(len as u64, len);
+        let stream = framed(std::slice::from_ref(&frame));
+        // Through a real pipe, read in whatever pieces the pipe yields.
+        let (r, w) = pipe().unwrap();
+        let writer = std::thread::spawn(move || (&w).write_all(&stream));
+        let mut rx = FramedReader::new(&r).max_frame(len as u32);
+        let mut buf = Vec::new();
+        assert_eq!(rx.read_frame_into(&mut buf).unwrap(), Some(len));
+        writer.join().unwrap().unwrap();
+        assert!(buf == frame, "frame of {len} bytes changed");
+        assert!(
+            buf.capacity() <= len,
+            "{} bytes allocated for a frame of {len} (the maximum)",
+            buf.capacity()
+        );
+    }
+}
+
+/// A `Read` that claims to have read more than it was given.
+struct Lying;
+
+impl std::io::Read for Lying {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        buf.fill(0);
+        buf[0] = 9;
+        Ok(buf.len() + 7)
+    }
+}
+
+/// A `Write` that claims to have written more than it was given.
+struct Boasting;
+
+impl std::io::Write for Boasting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len() + 7)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn inner_readers_and_writers_that_overstate_counts_cause_no_panic() {
+    // The header reads as 9: above a maximum of 8, refused; within the default, a frame of
+    // what the reader really put there. No panic either way.
+    let mut rx = FramedReader::new(Lying).max_frame(8);
+    assert!(matches!(
+        rx.read_frame(),
+        Err(Error::MessageTooLarge { len: 9, max: 8 })
+    ));
+    let mut rx = FramedReader::new(Lying);
+    assert_eq!(
+        rx.read_frame().unwrap().unwrap(),
+        [9, 0, 0, 0, 0, 0, 0, 0, 0]
+    );
+    let mut tx = FramedWriter::new(Boasting);
+    assert!(matches!(tx.write_frame(b"small"), Err(Error::Io(_))));
+    assert!(matches!(tx.write_frame(&[0; 10_000]), Err(Error::Io(_))));
+}
+
+#[test]
+fn a_frame_cut_short_by_a_full_non_blocking_pipe_stops_the_writer() {
+    let (r, w) = pipe().unwrap();
+    w.set_nonblocking(true).unwrap();
+    let mut tx = FramedWriter::new(&w);
+    tx.write_frame(&[1; 60_000]).unwrap();
+    // Room for about 5 KiB more: this frame goes out in part, and is cut.
+    let err = tx.write_frame(&[2; 20_000]).unwrap_err();
+    let Error::FrameCutShort { written, len } = err else {
+        panic!("expected FrameCutShort, got {err:?}");
+    };
+    assert_eq!(len, 20_004);
+    assert!(written > 0 && written < len);
+    // The reader takes the first frame, so there is room again; but a retry would start a new
+    // header inside the cut frame: refused, now and later.
+    let mut rx = FramedReader::new(&r);
+    assert_eq!(rx.read_frame().unwrap().unwrap(), vec![1; 60_000]);
+    for _ in 0..2 {
+        assert!(matches!(
+            tx.write_frame(b"next"),
+            Err(Error::FrameCutShort { .. })
+        ));
+    }
+    let _ = tx.into_inner();
+    drop(w);
+    // The reader sees a frame that ends early: never a wrong frame.
+    let err = rx.read_frame().unwrap_err();
+    assert_eq!(std::io::Error::from(err).kind(), ErrorKind::UnexpectedEof);
+    // Nothing went out: a full pipe says WouldBlock (or TimedOut) and the writer stays usable.
+    let (r, w) = pipe().unwrap();
+    let mut tx = FramedWriter::new(&w);
+    (&w).write_all(&[0; 65_536]).unwrap();
+    assert!(matches!(
+        tx.write_frame_timeout(b"late", std::time::Duration::from_millis(5)),
+        Err(Error::TimedOut { written: 0 })
+    ));
+    w.set_nonblocking(true).unwrap();
+    assert!(matches!(tx.write_frame(b"late"), Err(Error::WouldBlock)));
+    let mut drain = vec![0; 65_536];
+    std::io::Read::read_exact(&mut &r, &mut drain).unwrap();
+    tx.write_frame(b"late").unwrap();
+    assert_eq!(
+        FramedReader::new(&r).read_frame().unwrap().unwrap(),
+        b"late"
+    );
 }

@@ -7,14 +7,18 @@
 mod basics;
 mod children;
 mod eintr;
+mod fork;
 mod frames;
+mod inherit;
 mod records;
 mod sigpipe;
 mod zero_copy;
 
+use std::os::fd::RawFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use ipc_pipe::{PipeReader, PipeWriter};
 use ipc_testkit::Proc;
 
 /// How long any child may run before the test fails.
@@ -34,4 +38,19 @@ pub fn payload(seed: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
     ipc_testkit::SplitMix64::new(seed).fill(&mut v);
     v
+}
+
+/// In a re-run child: claims the read end its parent placed at `fd` with `ChildFds`.
+#[allow(unsafe_code)]
+pub fn inherited_reader(fd: RawFd) -> PipeReader {
+    // SAFETY: the parent placed a pipe end at `fd` (ChildFds) and nothing else in this re-run
+    // test process owns that number: each test claims each of its numbers once.
+    unsafe { PipeReader::from_inherited(fd) }.expect("the read end placed by the parent")
+}
+
+/// In a re-run child: claims the write end its parent placed at `fd` with `ChildFds`.
+#[allow(unsafe_code)]
+pub fn inherited_writer(fd: RawFd) -> PipeWriter {
+    // SAFETY: as for `inherited_reader`.
+    unsafe { PipeWriter::from_inherited(fd) }.expect("the write end placed by the parent")
 }

@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use ipc_pipe::{ChildFds, Error, PIPE_BUF, PipeWriter, pipe};
+use ipc_pipe::{ChildFds, Error, PIPE_BUF, pipe};
 use ipc_testkit::{SplitMix64, Watchdog, child, fnv1a64, role, test_path};
 
 use crate::{LIMIT, spawn};
@@ -16,7 +16,7 @@ const HEADER: usize = 16;
 fn records_up_to_pipe_buf_from_16_writers_never_interleave_and_larger_ones_are_refused() {
     if let Some(role) = role() {
         let id: u16 = role.parse().unwrap();
-        let w = PipeWriter::from_inherited(3).unwrap();
+        let w = crate::inherited_writer(3);
         let mut rng = SplitMix64::new(u64::from(id) + 1);
         let mut rec = vec![0u8; PIPE_BUF];
         for seq in 0..RECORDS {
@@ -53,7 +53,8 @@ fn records_up_to_pipe_buf_from_16_writers_never_interleave_and_larger_ones_are_r
             );
             ChildFds::new()
                 .fd_at(3, w.try_clone().unwrap())
-                .apply(&mut cmd);
+                .apply(&mut cmd)
+        .unwrap();
             spawn(cmd)
         })
         .collect();
