@@ -64,7 +64,7 @@ fn test_crate(krate: &str) -> Tally {
     let mut tally = Tally::default();
     let start = Instant::now();
     let mut cmd = cargo();
-    cmd.args(["test", "--quiet", "-p", krate])
+    cmd.args(["test", "--quiet", "--no-fail-fast", "-p", krate])
         .stdout(Stdio::piped());
     eprintln!("\ntest: {krate}");
     let Ok(mut child) = cmd.spawn() else {

@@ -7,9 +7,9 @@
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
-use std::process::{Child, ExitCode};
+use std::process::ExitCode;
 
-use ipc_examples::{DemoError, ensure, role, run, say, spawn_role};
+use ipc_examples::{DemoError, Family, ensure, role, run, say, spawn_role};
 use ipc_pipe::{Duplex, FramedReader, FramedWriter, PipeReader, PipeWriter, pipe};
 
 /// How many numbers the producer emits.
@@ -122,11 +122,6 @@ fn squarer() -> Result<(), DemoError> {
     Ok(())
 }
 
-fn wait_ok(name: &str, mut child: Child) -> Result<(), DemoError> {
-    let status = child.wait()?;
-    ensure(status.success(), format!("{name} failed: {status}"))
-}
-
 fn parent() -> Result<String, DemoError> {
     // --- Part 1: the pipeline -------------------------------------------------------------
     say!("parent", "part 1: producer | filter | counter");
@@ -138,6 +133,9 @@ fn parent() -> Result<String, DemoError> {
         "created 3 pipes; each end goes to exactly one child (all are close-on-exec)"
     );
 
+    // The family stops and reaps every stage if anything below fails (a stage that dies makes
+    // its neighbours see end-of-file or a broken pipe, and the parent reports it).
+    let mut family = Family::new();
     let mut cmd = spawn_role("producer")?;
     cmd.stdout(producer_out);
     let producer = cmd.spawn()?;
@@ -157,16 +155,13 @@ fn parent() -> Result<String, DemoError> {
         filter.id(),
         counter.id()
     );
+    family.add("producer", producer);
+    family.add("filter", filter);
+    family.add("counter", counter);
 
     let mut report = String::new();
     result.read_to_string(&mut report)?;
-    for (name, child) in [
-        ("producer", producer),
-        ("filter", filter),
-        ("counter", counter),
-    ] {
-        wait_ok(name, child)?;
-    }
+    family.wait_all()?;
     let expected: Vec<u64> = (1..=N)
         .filter(|n| n.is_multiple_of(3) || n.is_multiple_of(5))
         .collect();
@@ -192,6 +187,8 @@ fn parent() -> Result<String, DemoError> {
         "spawned squarer {}; its stdin and stdout are the other side",
         child.id()
     );
+    let mut family = Family::new();
+    family.add("squarer", child);
     let (reader, writer) = duplex.into_parts();
     let mut tx = FramedWriter::new(writer);
     let mut rx = FramedReader::new(BufReader::new(&reader)).max_frame(64);
@@ -211,7 +208,7 @@ fn parent() -> Result<String, DemoError> {
         rx.read_frame()?.is_none(),
         "the squarer sent more than asked",
     )?;
-    wait_ok("squarer", child)?;
+    family.wait_all()?;
 
     Ok(format!(
         "pipeline counted {want:?} across 3 processes; 5 duplex round trips answered correctly"

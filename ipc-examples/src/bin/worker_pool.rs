@@ -217,6 +217,17 @@ struct Worker {
     holding: Option<u32>,
 }
 
+/// A worker the supervisor lets go of (it returns early, say, on an error) is stopped and
+/// reaped, so none outlives the demo; one already reaped is left as it is.
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 struct Pool {
     shm_name: String,
     queue_name: String,
