@@ -105,17 +105,17 @@ impl EventSemaphore {
     /// [`Error::WouldBlock`] if the count is zero.
     pub fn try_wait(&self) -> Result<()> {
         loop {
-            match crate::sys::read_nowait(&self.fd) {
-                Ok(()) => return Ok(()),
-                Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) => return Err(Error::WouldBlock),
+            match crate::sys::read_nowait(self.fd.as_fd()) {
+                Ok(n) => return unit(n),
+                Err(libc::EINTR) => continue,
+                Err(libc::EAGAIN) => return Err(Error::WouldBlock),
                 // RWF_NOWAIT is not supported for eventfd before Linux 5.12: make the
                 // descriptor non-blocking instead (every method copes with either mode).
-                Err(Errno::OPNOTSUPP) | Err(Errno::INVAL) => {
+                Err(libc::EOPNOTSUPP) | Err(libc::EINVAL) => {
                     rustix::io::ioctl_fionbio(&self.fd, true)?;
                     return self.read_one();
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(Error::errno(e)),
             }
         }
     }
@@ -125,7 +125,7 @@ impl EventSemaphore {
         let mut buf = [0u8; 8];
         loop {
             match rustix::io::read(&self.fd, &mut buf) {
-                Ok(_) => return Ok(()),
+                Ok(n) => return unit(n),
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => return Err(Error::WouldBlock),
                 Err(e) => return Err(e.into()),
@@ -179,6 +179,19 @@ impl EventSemaphore {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+/// An eventfd read is always 8 bytes; anything else means the descriptor is not an eventfd
+/// (`From<OwnedFd>` takes the caller's word for it).
+fn unit(n: usize) -> Result<()> {
+    if n == 8 {
+        Ok(())
+    } else {
+        Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("read {n} bytes from an EventSemaphore: its descriptor is not an eventfd"),
+        )))
     }
 }
 

@@ -11,15 +11,24 @@ fn error_is_send_sync_static_and_converts_to_io_error() {
     let cases = [
         (Error::TimedOut, io::ErrorKind::TimedOut),
         (Error::WouldBlock, io::ErrorKind::WouldBlock),
-        (Error::AlreadyExists, io::ErrorKind::AlreadyExists),
-        (Error::NotFound, io::ErrorKind::NotFound),
-        (Error::PermissionDenied, io::ErrorKind::PermissionDenied),
+        (
+            Error::AlreadyExists { name: "/x".into() },
+            io::ErrorKind::AlreadyExists,
+        ),
+        (
+            Error::NotFound { name: "/x".into() },
+            io::ErrorKind::NotFound,
+        ),
+        (
+            Error::PermissionDenied { name: "/x".into() },
+            io::ErrorKind::PermissionDenied,
+        ),
         (Error::EmptySet, io::ErrorKind::InvalidInput),
     ];
     for (e, kind) in cases {
         let text = e.to_string();
         assert!(
-            !text.ends_with('.') && text.chars().next().unwrap().is_lowercase(),
+            !text.ends_with('.') && !text.chars().next().unwrap().is_uppercase(),
             "{text}"
         );
         assert_eq!(io::Error::from(e).kind(), kind);

@@ -113,8 +113,11 @@ fn forker() {
     let id = set.id();
     drop(owner);
     drop(set);
-    assert!(matches!(NamedSemaphore::open(&name), Err(Error::NotFound)));
-    assert!(matches!(SemSet::open_id(id), Err(Error::Removed)));
+    assert!(matches!(
+        NamedSemaphore::open(&name),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(SemSet::open_id(id), Err(Error::NotFound { .. })));
 }
 
 #[test]

@@ -146,7 +146,7 @@ pub(crate) fn hold_forever() -> ! {
 pub(crate) fn new_set(values: &[u16]) -> ipc_sem::SemSet {
     loop {
         match ipc_sem::SemSet::create(ipc_sem::Key::new(ipc_testkit::sysv_key()), values) {
-            Err(ipc_sem::Error::AlreadyExists) => continue,
+            Err(ipc_sem::Error::AlreadyExists { .. }) => continue,
             r => return r.expect("semget"),
         }
     }
