@@ -92,7 +92,7 @@ fn parent() -> Result<String, DemoError> {
     // (`demo_keys`).
     let table = demo_keys()
         .find_map(|key| match SemSet::create(Key::new(key), &values) {
-            Err(ipc_sem::Error::AlreadyExists) => None,
+            Err(ipc_sem::Error::AlreadyExists { .. }) => None,
             r => Some(r),
         })
         .ok_or("no free System V key")??;

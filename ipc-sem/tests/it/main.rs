@@ -9,6 +9,7 @@ mod errors;
 mod eventfd;
 mod fast_path;
 mod fork;
+mod inherit;
 mod killed;
 mod pool;
 mod shared;
