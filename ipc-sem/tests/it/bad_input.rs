@@ -195,7 +195,7 @@ fn a_set_removed_under_a_waiter_is_a_typed_error() {
 }
 
 /// The permission bits of System V set `id` (`semctl(IPC_STAT)`).
-fn sysv_mode(id: i32) -> u32 {
+pub(crate) fn sysv_mode(id: i32) -> u32 {
     // SAFETY: `semid_ds` is plain data; all-zero is a valid value that IPC_STAT overwrites.
     let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
     // SAFETY: IPC_STAT writes one `semid_ds` through `union semun.buf`; `ds` is valid for it.
