@@ -245,7 +245,7 @@ pub(crate) fn hear(p: &mut Proc) -> String {
 }
 
 /// The state letter of process `pid` (`Z` for a zombie).
-fn state(pid: u32) -> char {
+pub(crate) fn state(pid: u32) -> char {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {

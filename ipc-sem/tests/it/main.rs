@@ -10,6 +10,7 @@ mod eventfd;
 mod fast_path;
 mod fork;
 mod inherit;
+mod init_once;
 mod interop;
 mod killed;
 mod lifetime;
