@@ -14,6 +14,7 @@ mod init_once;
 mod interop;
 mod killed;
 mod lifetime;
+mod placement;
 mod pool;
 mod shared;
 mod sysv;
