@@ -38,3 +38,85 @@ fn error_is_send_sync_static_and_converts_to_io_error() {
     assert!(std::error::Error::source(&e).is_some());
     assert_eq!(io::Error::from(e).raw_os_error(), Some(libc::EBADF));
 }
+
+#[test]
+fn errors_about_an_object_name_it() {
+    use ipc_sem::{Key, NamedMutex, NamedSemaphore, SemSet};
+    let name = ipc_testkit::posix_name("err");
+    for e in [
+        NamedSemaphore::open(&name).unwrap_err(),
+        NamedMutex::open(&name).unwrap_err(),
+        ipc_sem::unlink(&name).unwrap_err(),
+        ipc_sem::remove_stale(&name).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::NotFound { .. }), "{e:?}");
+        assert!(e.to_string().contains(&name), "{e}");
+    }
+    let sem = NamedSemaphore::create(&name, 0).unwrap();
+    let e = NamedSemaphore::create(&name, 0).unwrap_err();
+    assert!(
+        matches!(&e, Error::AlreadyExists { name: n } if *n == name),
+        "{e:?}"
+    );
+    assert_eq!(io::Error::from(e).kind(), io::ErrorKind::AlreadyExists);
+    let e = ipc_sem::remove_stale(&name).unwrap_err();
+    assert!(
+        matches!(&e, Error::OwnerAlive { name: n } if *n == name),
+        "{e:?}"
+    );
+    assert_eq!(io::Error::from(e).kind(), io::ErrorKind::ResourceBusy);
+    drop(sem);
+
+    let key = Key::new(0x4950_fffe_u32 as i32);
+    let e = SemSet::open(key).unwrap_err();
+    assert!(e.to_string().contains("key 0x4950fffe"), "{e}");
+    let e = ipc_sem::sysv::remove(i32::MAX).unwrap_err();
+    assert!(e.to_string().contains(&format!("id {}", i32::MAX)), "{e}");
+    let e = SemSet::open_id(i32::MAX).unwrap_err();
+    assert!(
+        matches!(e, Error::NotFound { .. }) && e.to_string().contains("id "),
+        "{e}"
+    );
+
+    let long = format!("/{}", "x".repeat(300));
+    let e = NamedSemaphore::open(&long).unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidName { name: n, .. } if *n == long),
+        "{e:?}"
+    );
+    assert_eq!(io::Error::from(e).kind(), io::ErrorKind::InvalidInput);
+
+    let e = Error::WrongOwner {
+        name: "/x".into(),
+        expected: 1000,
+        found: 0,
+    };
+    assert!(
+        e.to_string().contains(".owner_check(OwnerCheck::AnyUid)"),
+        "{e}"
+    );
+    assert_eq!(io::Error::from(e).kind(), io::ErrorKind::PermissionDenied);
+    let e = Error::InvalidMode { mode: 0o1777 };
+    assert_eq!(
+        e.to_string(),
+        "invalid mode 0o1777: only the permission bits 0o777 may be set"
+    );
+    for e in [
+        Error::InvalidObject {
+            name: "/x".into(),
+            reason: "r",
+        },
+        Error::WrongSize {
+            name: "/x".into(),
+            expected: 32,
+            found: 0,
+        },
+        Error::InitializerDied {
+            name: "/x".into(),
+            pid: 1,
+        },
+    ] {
+        assert!(e.to_string().starts_with("/x "), "{e}");
+        assert_eq!(io::Error::from(e).kind(), io::ErrorKind::InvalidData);
+    }
+}

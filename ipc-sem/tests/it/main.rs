@@ -9,6 +9,7 @@ mod errors;
 mod eventfd;
 mod fast_path;
 mod fork;
+mod hostile;
 mod inherit;
 mod init_once;
 mod interop;
