@@ -7,6 +7,7 @@ mod bad_input;
 mod counter;
 mod errors;
 mod eventfd;
+mod fallback;
 mod fast_path;
 mod fork;
 mod hostile;
