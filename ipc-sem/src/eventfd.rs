@@ -25,6 +25,10 @@ pub const EVENTFD_MAX: u64 = u64::MAX - 1;
 /// forms use `preadv2(RWF_NOWAIT)` (Linux 5.12 and later; older kernels fall back to making the
 /// descriptor non-blocking) and `poll`. It does not survive a holder's crash.
 ///
+/// After `fork` (also from a multi-threaded parent), the child may call `post`, `post_n`,
+/// `try_wait`, `wait` and `wait_timeout` (`read`, `write`, `poll` system calls) and drop the
+/// handle (`close`).
+///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::os::fd::OwnedFd;

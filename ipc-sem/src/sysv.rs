@@ -194,9 +194,15 @@ fn make_companion(id: i32) -> std::io::Result<(OwnedFd, CString, Ident)> {
             Mode::RUSR | Mode::WUSR,
         ) {
             Ok(fd) => {
-                rustix::fs::fchmod(&fd, Mode::RUSR | Mode::WUSR)?;
-                file::take_owner_lock(fd.as_fd())?;
                 let ident = Ident::of(fd.as_fd())?;
+                let locked = rustix::fs::fchmod(&fd, Mode::RUSR | Mode::WUSR)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| file::take_owner_lock(fd.as_fd()));
+                if let Err(e) = locked {
+                    // Remove what we made (only if the path is still ours).
+                    let _ = file::unlink_if(&path, ident);
+                    return Err(e);
+                }
                 return Ok((fd, path, ident));
             }
             Err(Errno::EXIST) => {}
