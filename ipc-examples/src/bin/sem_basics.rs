@@ -169,8 +169,11 @@ fn state_of(path: &Path) -> Result<[u64; 3], DemoError> {
 fn parent() -> Result<String, DemoError> {
     let lock_name = demo_name("lock");
     let pool_name = demo_name("pool");
+    // `create` is exclusive and makes the parent the owner of both (mode 0600): they are
+    // removed when it drops them. The children `open` them by name: openers remove nothing.
     let lock = NamedSemaphore::create(&lock_name, 1)?;
     let pool = NamedSemaphore::create(&pool_name, PRINTERS)?;
+    ensure(lock.is_owner() && pool.is_owner(), "the parent owns both")?;
     let file = std::env::temp_dir().join(format!("ipcrs-demo-sem-{}", std::process::id()));
     let mut c = Cleanup {
         file,

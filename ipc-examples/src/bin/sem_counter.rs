@@ -122,12 +122,20 @@ fn body() -> Result<String, DemoError> {
     let named = NamedSemaphore::create(&demo_name("counter"), 1)?;
     let unnamed = SharedSemaphore::new(1)?;
     // A key in the workspace's System V range (0x4950xxxx), not IPC_PRIVATE, so that
-    // `cargo xtask clean` can remove the set if this demo is killed; IPC_EXCL, so try the next
-    // key if one is taken.
+    // `cargo xtask clean` can remove the set if this demo is killed. `create` is exclusive;
+    // `replace_stale` removes a set a killed earlier run left under the key, and a key whose
+    // owner is alive is skipped for the next one.
     let sysv = demo_keys()
-        .find_map(|key| match SemSet::create(Key::new(key), &[1]) {
-            Err(ipc_sem::Error::AlreadyExists { .. }) => None,
-            r => Some(r),
+        .find_map(|key| {
+            match SemSet::options()
+                .replace_stale()
+                .create(Key::new(key), &[1])
+            {
+                Err(ipc_sem::Error::AlreadyExists { .. } | ipc_sem::Error::OwnerAlive { .. }) => {
+                    None
+                }
+                r => Some(r),
+            }
         })
         .ok_or("no free System V key")??;
     // A robust mutex in its own sealed shared memory: forked children inherit the mapping.
