@@ -130,7 +130,8 @@ impl NamedSemaphoreOptions {
     /// The file is opened with `O_NOFOLLOW` (a symbolic link planted under the name is
     /// refused) and checked before it is mapped: a regular file, owned by our uid (unless
     /// [`OwnerCheck::AnyUid`]), of exactly 32 bytes (so a truncated or foreign file is a typed
-    /// error, never `SIGBUS`).
+    /// error, never `SIGBUS`), holding a plausible process-shared `sem_t` (a value of at most
+    /// `SEM_VALUE_MAX` and the shared futex flag; garbage there would make glibc abort).
     ///
     /// # Errors
     /// [`Error::InvalidName`] before any syscall; [`Error::NotFound`];
@@ -144,6 +145,12 @@ impl NamedSemaphoreOptions {
         let sem = MappedSem::map(fd.as_fd())?;
         // The mapping pins the inode, so `ident` keeps naming this semaphore.
         drop(fd);
+        if !sem.get().plausible() {
+            return Err(Error::InvalidObject {
+                name: name.to_owned(),
+                reason: "it holds no process-shared semaphore (value or futex flag out of range)",
+            });
+        }
         Ok(NamedSemaphore {
             sem,
             name: name.to_owned(),

@@ -105,7 +105,8 @@ fn invalid(name: &dyn Fn() -> String) -> Error {
 ///
 /// # Errors
 /// [`Error::NotInitialized`] (still 0 at the deadline), [`Error::InitializerDied`],
-/// [`Error::TimedOut`] (claimed by a live process at the deadline), [`Error::InvalidObject`].
+/// [`Error::TimedOut`] (claimed by a live process at the deadline), [`Error::InvalidObject`]
+/// (a garbage state word, or a ready one over an object that is not of our kind).
 pub(crate) fn wait_ready<'a, T: Cell>(
     slot: &'a Slot<T>,
     timeout: Duration,
@@ -114,7 +115,14 @@ pub(crate) fn wait_ready<'a, T: Cell>(
     let deadline = Deadline::after(timeout);
     loop {
         if let Some(cell) = slot.ready(READY) {
-            return Ok(cell);
+            return if cell.plausible() {
+                Ok(cell)
+            } else {
+                Err(Error::InvalidObject {
+                    name: name(),
+                    reason: "marked initialised, but it holds no object of the kind this crate makes",
+                })
+            };
         }
         let s = slot.state().load(Ordering::Acquire);
         if s == READY {

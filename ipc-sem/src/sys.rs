@@ -26,7 +26,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use rustix::time::Timespec;
 
@@ -139,6 +139,30 @@ impl SemCell {
         zero_or_errno(unsafe { sem_clockwait(self.ptr(), libc::CLOCK_MONOTONIC, &ts) })
     }
 
+    /// Whether the bytes hold a process-shared glibc semaphore: a value of at most
+    /// `SEM_VALUE_MAX` and the futex flag of a shared one (`private == FUTEX_SHARED`, 128). A
+    /// garbage flag would make glibc abort on its first futex call ("The futex facility
+    /// returned an unexpected error code"). glibc's layout on 64-bit Linux: `{ u64 data
+    /// (value | waiters << 32); int private; int pad }`.
+    pub(crate) fn plausible(&self) -> bool {
+        #[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
+        {
+            let base = self.ptr().cast::<u8>();
+            // SAFETY: the cell is 8-aligned and 32 bytes, valid while `&self` lives, and in an
+            // `UnsafeCell`: reading its first 8 bytes atomically is sound (others may write
+            // them, atomically).
+            let data = unsafe { &*base.cast::<AtomicU64>() }.load(Ordering::Relaxed);
+            // SAFETY: as above, for the 4 bytes at offset 8 (4-aligned).
+            let private =
+                unsafe { &*base.wrapping_add(8).cast::<AtomicI32>() }.load(Ordering::Relaxed);
+            (data & 0xffff_ffff) <= i32::MAX as u64 && private == 128
+        }
+        #[cfg(not(all(target_env = "gnu", target_pointer_width = "64")))]
+        {
+            true
+        }
+    }
+
     /// `sem_getvalue`.
     pub(crate) fn value(&self) -> Result<i32, Errno> {
         let mut v: c_int = 0;
@@ -186,6 +210,25 @@ impl MutexCell {
         match unsafe { libc::pthread_mutex_destroy(self.ptr()) } {
             0 => Ok(()),
             rc => Err(rc),
+        }
+    }
+
+    /// Whether the bytes hold a mutex of the kind `init` makes: glibc's `__kind` (an `int` at
+    /// offset 16 on 64-bit Linux) is `PTHREAD_MUTEX_ERRORCHECK_NP | PTHREAD_MUTEX_ROBUST_NORMAL_NP
+    /// | PTHREAD_MUTEX_PSHARED_BIT` (2 | 16 | 128). Another kind (priority-inheriting, say) would
+    /// take glibc down paths that may abort on a garbage mutex.
+    pub(crate) fn plausible(&self) -> bool {
+        #[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
+        {
+            let kind_at = self.ptr().cast::<u8>().wrapping_add(16);
+            // SAFETY: offset 16 of the 8-aligned, 40-byte cell, valid while `&self` lives and in
+            // an `UnsafeCell`: an atomic 4-byte read there is sound.
+            let kind = unsafe { &*kind_at.cast::<AtomicI32>() }.load(Ordering::Relaxed);
+            kind == 2 | 16 | 128
+        }
+        #[cfg(not(all(target_env = "gnu", target_pointer_width = "64")))]
+        {
+            true
         }
     }
 
@@ -277,9 +320,20 @@ impl Drop for MutexAttr {
 // Slots: a cell with the init-once state word in front of it
 
 /// The cells a [`Slot`] may hold (sealed: the two above).
-pub(crate) trait Cell: Sync + sealed::Sealed {}
-impl Cell for SemCell {}
-impl Cell for MutexCell {}
+pub(crate) trait Cell: Sync + sealed::Sealed {
+    /// Whether the cell's bytes hold an object of the kind this crate makes.
+    fn plausible(&self) -> bool;
+}
+impl Cell for SemCell {
+    fn plausible(&self) -> bool {
+        SemCell::plausible(self)
+    }
+}
+impl Cell for MutexCell {
+    fn plausible(&self) -> bool {
+        MutexCell::plausible(self)
+    }
+}
 mod sealed {
     pub(crate) trait Sealed {}
     impl Sealed for super::SemCell {}

@@ -310,3 +310,127 @@ fn a_companion_file_left_behind_is_reused_or_replaced() {
     .unwrap()
     .expect_success(Duration::from_secs(50));
 }
+
+/// A `sem_t` of glibc's layout (64-bit): value, waiters, the futex flag.
+fn sem_bytes(value: u32, waiters: u32, private: i32) -> Vec<u8> {
+    let mut b = Vec::with_capacity(32);
+    b.extend(value.to_le_bytes());
+    b.extend(waiters.to_le_bytes());
+    b.extend(private.to_le_bytes());
+    b.extend([0; 20]);
+    b
+}
+
+#[test]
+fn a_semaphore_file_of_garbage_is_refused_before_glibc_sees_it() {
+    // A file of the right size whose sem_t is no process-shared semaphore: glibc would take a
+    // garbage futex flag into its futex calls and abort the process.
+    for (what, bytes) in [
+        ("garbage", vec![0xff; 32]),
+        ("a private semaphore's flag", sem_bytes(1, 1, 0)),
+        ("an odd flag", sem_bytes(1, 1, 0x1234)),
+        ("a value over SEM_VALUE_MAX", sem_bytes(0x8000_0000, 0, 128)),
+    ] {
+        let name = ipc_testkit::posix_name("hg");
+        let _f = plant_file(&sem_file(&name), &bytes);
+        match NamedSemaphore::open(&name) {
+            Err(Error::InvalidObject { .. }) => {}
+            other => panic!("{what}: {:?}", other.map(drop)),
+        }
+    }
+    // One written by hand in glibc's layout opens, with its value.
+    let name = ipc_testkit::posix_name("hg");
+    let _f = plant_file(&sem_file(&name), &sem_bytes(3, 0, 128));
+    let sem = NamedSemaphore::open(&name).unwrap();
+    assert_eq!(sem.value().unwrap(), 3);
+    sem.try_wait().unwrap();
+    assert_eq!(
+        std::fs::read(sem_file(&name)).unwrap(),
+        sem_bytes(2, 0, 128)
+    );
+}
+
+/// Maps the whole of a small file or memfd `fd` shared, runs `f` on its bytes, unmaps.
+fn scribble(fd: &impl std::os::fd::AsFd, len: usize, f: impl FnOnce(&mut [u8])) {
+    // SAFETY: a new shared mapping of `len` bytes of the file, at an address the kernel picks.
+    let p = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::SHARED,
+            fd,
+            0,
+        )
+    }
+    .unwrap();
+    // SAFETY: the mapping is `len` bytes; nothing in this process uses those bytes while the
+    // slice lives (the handles that map the same file are not used meanwhile).
+    f(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) });
+    // SAFETY: our mapping, no longer referenced.
+    unsafe { rustix::mm::munmap(p, len) }.unwrap();
+}
+
+#[test]
+fn a_ready_slot_whose_object_was_scribbled_over_is_refused() {
+    use std::os::fd::AsFd;
+    // Anonymous: a real SharedSemaphore / SharedMutex, then a peer overwrites the object
+    // behind the state word.
+    let sem = ipc_sem::SharedSemaphore::new(1).unwrap();
+    scribble(&sem.as_fd(), ipc_sem::RawSemaphore::SIZE, |b| {
+        b[16..20].fill(0x77)
+    });
+    let r = ipc_sem::SharedSemaphore::from_fd(sem.as_fd().try_clone_to_owned().unwrap());
+    assert!(
+        matches!(r, Err(Error::InvalidObject { .. })),
+        "{:?}",
+        r.map(drop)
+    );
+    let m = ipc_sem::SharedMutex::new().unwrap();
+    scribble(&m.as_fd(), ipc_sem::RawRobustMutex::SIZE, |b| {
+        b[24..28].fill(0x01)
+    });
+    let r = ipc_sem::SharedMutex::from_fd(m.as_fd().try_clone_to_owned().unwrap());
+    assert!(
+        matches!(r, Err(Error::InvalidObject { .. })),
+        "{:?}",
+        r.map(drop)
+    );
+    // Named mutex.
+    let name = ipc_testkit::posix_name("hs");
+    let owner = NamedMutex::create(&name).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(mutex_file(&name))
+        .unwrap();
+    scribble(&file, ipc_sem::RawRobustMutex::SIZE, |b| {
+        b[24..28].fill(0xff)
+    });
+    let r = NamedMutex::open(&name);
+    assert!(
+        matches!(r, Err(Error::InvalidObject { .. })),
+        "{:?}",
+        r.map(drop)
+    );
+    drop(owner);
+    // In place.
+    let mut slot = Box::new(ipc_sem::RawSemaphore::new());
+    let p = std::ptr::NonNull::from(&mut *slot);
+    // SAFETY: a zeroed slot that outlives the handles.
+    let first = unsafe { ipc_sem::InPlaceSemaphore::init(p, 1) }.unwrap();
+    // SAFETY: bytes 16..20 of the slot are the sem_t's futex flag (inside the slot).
+    let flag = unsafe { p.cast::<u8>().add(16) }.cast::<u32>();
+    // SAFETY: aligned, inside the slot; no handle uses the slot meanwhile.
+    unsafe { flag.write(0x77) };
+    // SAFETY: as above.
+    let r = unsafe { ipc_sem::InPlaceSemaphore::attach(p) };
+    assert!(
+        matches!(r, Err(Error::InvalidObject { .. })),
+        "{:?}",
+        r.map(drop)
+    );
+    // The handle made before keeps working on what is there (the flags are looked at when a
+    // handle is made; a try_wait needs no futex call).
+    first.try_wait().unwrap();
+}

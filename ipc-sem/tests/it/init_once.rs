@@ -14,7 +14,7 @@ use ipc_sem::{Error, InPlaceSemaphore, Opened, RawRobustMutex, RawSemaphore, Rob
 use ipc_testkit::{Proc, Watchdog, test_path};
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 
-use crate::lifetime::{hear, say, state};
+use crate::lifetime::{hear, say, until_zombie};
 use crate::shared::{Shared, ready_and_wait_for_go, spin_until};
 
 const RACERS: u64 = 8;
@@ -363,9 +363,7 @@ fn an_initialiser_killed_half_way_is_reported_never_used() {
         };
         check("initialiser alive", true);
         child.kill().unwrap();
-        while state(pid) != 'Z' {
-            std::thread::yield_now();
-        }
+        until_zombie(pid);
         check("initialiser a zombie", false);
         let _ = child.wait_timeout(Duration::from_secs(10));
         check("initialiser reaped", false);

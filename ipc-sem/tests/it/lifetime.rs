@@ -244,6 +244,26 @@ pub(crate) fn hear(p: &mut Proc) -> String {
     word
 }
 
+/// Waits until child `pid` is a zombie: dead, every thread gone (so its descriptors are
+/// closed and its locks released), not yet reaped. `waitid(WEXITED | WNOWAIT)` reports the
+/// death only once the whole thread group is gone; the leader alone shows `Z` earlier.
+pub(crate) fn until_zombie(pid: u32) {
+    let p = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    loop {
+        match rustix::process::waitid(
+            rustix::process::WaitId::Pid(p),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => {
+                r.unwrap();
+                break;
+            }
+        }
+    }
+    assert_eq!(state(pid), 'Z');
+}
+
 /// The state letter of process `pid` (`Z` for a zombie).
 pub(crate) fn state(pid: u32) -> char {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -274,9 +294,7 @@ fn remove_stale_spares_live_owners_and_removes_killed_zombie_and_kept_ones() {
         );
         assert!(kind.exists(&id), "{kind:?}: nothing removed while alive");
         holder.kill().unwrap();
-        while state(holder.id()) != 'Z' {
-            std::thread::yield_now();
-        }
+        until_zombie(holder.id());
         kind.remove_stale(&id)
             .unwrap_or_else(|e| panic!("{kind:?} zombie owner: {e}"));
         assert!(!kind.exists(&id), "{kind:?}: removed");
