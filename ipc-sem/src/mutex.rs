@@ -245,9 +245,12 @@ impl RobustMutex {
         self.held.load(Ordering::Acquire) != 0
     }
 
+    /// Unlocks; a lock that did not come off (`EPERM`: not this thread's, as for a guard a
+    /// forked child inherited) stays counted, since it may still be on a robust list.
     fn unlock(&self) {
-        let _ = self.cell().unlock();
-        self.held.fetch_sub(1, Ordering::AcqRel);
+        if self.cell().unlock() == 0 {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// Initialises a robust, process-shared, error-checking mutex in the slot, if nobody has:
