@@ -19,8 +19,11 @@ use libfuzzer_sys::fuzz_target;
 use rustix::fs::{MemfdFlags, SealFlags};
 
 fn memfd(content: &[u8], seals: SealFlags) -> OwnedFd {
-    let fd = rustix::fs::memfd_create("ipcrs-fuzz", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-        .expect("memfd_create");
+    let fd = rustix::fs::memfd_create(
+        "ipcrs-fuzz",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )
+    .expect("memfd_create");
     let mut f = std::fs::File::from(fd);
     f.write_all(content).expect("write");
     let fd = OwnedFd::from(f);
@@ -80,7 +83,11 @@ fuzz_target!(|data: &[u8]| {
 
     match SharedSemaphore::from_fd(memfd(content, seals)) {
         Ok(sem) => {
-            assert!(sealed && content.len() == RawSemaphore::SIZE, "accepted {} bytes", content.len());
+            assert!(
+                sealed && content.len() == RawSemaphore::SIZE,
+                "accepted {} bytes",
+                content.len()
+            );
             exercise_sem!(&sem);
             // A second handle on the same memfd sees the same semaphore.
             let again = SharedSemaphore::from_fd(sem.as_fd().try_clone_to_owned().unwrap())
@@ -92,7 +99,11 @@ fuzz_target!(|data: &[u8]| {
     }
     match SharedMutex::from_fd(memfd(content, seals)) {
         Ok(m) => {
-            assert!(sealed && content.len() == RawRobustMutex::SIZE, "accepted {} bytes", content.len());
+            assert!(
+                sealed && content.len() == RawRobustMutex::SIZE,
+                "accepted {} bytes",
+                content.len()
+            );
             exercise_mutex(&m);
         }
         Err(Error::Io(e)) => panic!("untyped error {e}"),

@@ -120,3 +120,33 @@ fn errors_about_an_object_name_it() {
         assert_eq!(io::Error::from(e).kind(), io::ErrorKind::InvalidData);
     }
 }
+
+#[test]
+fn handles_are_send_and_sync_and_guards_of_a_mutex_are_not_send() {
+    use ipc_sem::*;
+    static_assertions::assert_impl_all!(NamedSemaphore: Send, Sync, std::fmt::Debug);
+    static_assertions::assert_impl_all!(SharedSemaphore: Send, Sync, std::fmt::Debug);
+    static_assertions::assert_impl_all!(InPlaceSemaphore: Send, Sync, std::fmt::Debug);
+    static_assertions::assert_impl_all!(SemSet: Send, Sync, std::fmt::Debug);
+    static_assertions::assert_impl_all!(EventSemaphore: Send, Sync, std::fmt::Debug);
+    static_assertions::assert_impl_all!(RobustMutex: Send, Sync, std::fmt::Debug);
+    static_assertions::assert_impl_all!(SharedMutex: Send, Sync, std::fmt::Debug);
+    static_assertions::assert_impl_all!(NamedMutex: Send, Sync, std::fmt::Debug);
+    static_assertions::assert_impl_all!(RawSemaphore: Send, Sync);
+    static_assertions::assert_impl_all!(RawRobustMutex: Send, Sync);
+    static_assertions::assert_not_impl_any!(MutexGuard<'static>: Send);
+    static_assertions::assert_not_impl_any!(OwnerDiedGuard<'static>: Send);
+    static_assertions::assert_impl_all!(
+        NamedSemaphoreOptions: Copy,
+        Default,
+        PartialEq,
+        std::fmt::Debug
+    );
+    static_assertions::assert_impl_all!(SemSetOptions: Copy, Default, PartialEq);
+    static_assertions::assert_impl_all!(NamedMutexOptions: Copy, Default, PartialEq);
+    assert_eq!(NamedSemaphoreOptions::default(), NamedSemaphore::options());
+    assert_eq!(SemSetOptions::default(), SemSet::options());
+    assert_eq!(NamedMutexOptions::default(), NamedMutex::options());
+    assert_eq!(OnDrop::default(), OnDrop::Remove);
+    assert_eq!(OwnerCheck::default(), OwnerCheck::SameUid);
+}
