@@ -358,6 +358,9 @@ pub fn unlink(name: &str) -> Result<()> {
 /// descriptor (its creator was killed, is a zombie, or dropped it with [`OnDrop::Keep`]), or it
 /// was made by a program that does not use this crate (no owner lock).
 ///
+/// "Holds" counts children: one the owner forked, and, until it execs, one being spawned
+/// (it has copies of all the parent's descriptors for that moment).
+///
 /// # Errors
 /// [`Error::InvalidName`] before any syscall; [`Error::NotFound`]; [`Error::OwnerAlive`];
 /// [`Error::InvalidObject`] for a symbolic link or non-regular file under the name (left

@@ -1001,6 +1001,13 @@ pub fn remove_stale(key: Key) -> Result<()> {
                 return Err(Error::OwnerAlive { name: key.name() });
             }
         }
+        // Something we may not open (another user's file, say) might be a live owner's.
+        Err(e) if !matches!(*e, Errno::NOENT | Errno::LOOP) => {
+            return Err(Error::named((*e).into(), || {
+                format!("the owner file of {}", key.name())
+            }));
+        }
+        // No companion (or a symbolic link, which holds no lock): no owner lock.
         Err(_) => {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

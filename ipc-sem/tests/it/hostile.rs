@@ -434,3 +434,41 @@ fn a_ready_slot_whose_object_was_scribbled_over_is_refused() {
     // handle is made; a try_wait needs no futex call).
     first.try_wait().unwrap();
 }
+
+#[test]
+fn another_user_cannot_remove_a_live_owners_objects_as_stale() {
+    const NAME_ENV: &str = "IPC_SEM_TEST_NAME";
+    const KEY_ENV: &str = "IPC_SEM_TEST_KEY";
+    if ipc_testkit::role().is_some() {
+        // SAFETY: setuid has no memory-safety preconditions; glibc applies it to all threads
+        // of this child.
+        assert_eq!(unsafe { libc::setuid(65534) }, 0);
+        let name = std::env::var(NAME_ENV).unwrap();
+        let key = Key::new(std::env::var(KEY_ENV).unwrap().parse().unwrap());
+        for r in [
+            ipc_sem::remove_stale(&name),
+            NamedMutex::remove_stale(&name),
+            ipc_sem::sysv::remove_stale(key),
+        ] {
+            assert!(matches!(r, Err(Error::PermissionDenied { .. })), "{r:?}");
+        }
+        return;
+    }
+    let _wd = Watchdog::new("stale as nobody", Duration::from_secs(30));
+    let name = ipc_testkit::posix_name("hn");
+    let sem = NamedSemaphore::create(&name, 1).unwrap();
+    let mutex = NamedMutex::create(&name).unwrap();
+    let set = crate::shared::new_set(&[1]);
+    let key = crate::lifetime::K::Set.key_of(set.id());
+    let mut cmd = ipc_testkit::child(
+        &test_path!(another_user_cannot_remove_a_live_owners_objects_as_stale),
+        "nobody",
+    );
+    cmd.env(NAME_ENV, &name).env(KEY_ENV, key.to_string());
+    Proc::spawn(&mut cmd)
+        .unwrap()
+        .expect_success(Duration::from_secs(20));
+    assert!(sem_file(&name).exists() && mutex_file(&name).exists());
+    assert_eq!(set.values().unwrap(), [1]);
+    drop((sem, mutex, set));
+}
