@@ -58,7 +58,9 @@ fn locker() -> Result<(), DemoError> {
     let lock = NamedSemaphore::open(&std::env::var(LOCK_ENV)?)?;
     let mut f = open_state()?;
     for _ in 0..INCREMENTS {
-        let _held = lock.acquire()?;
+        // Bounded: a locker killed while holding the lock never gives it back (POSIX
+        // semaphores do not survive their holder), and the others must fail, not hang.
+        let _held = lock.acquire_timeout(Duration::from_secs(10))?;
         let mut st = read_state(&mut f)?;
         st[0] += 1;
         write_state(&mut f, st)?;
@@ -76,7 +78,7 @@ fn user() -> Result<(), DemoError> {
     for _ in 0..JOBS {
         let printer = pool.acquire_timeout(Duration::from_secs(10))?;
         let inside = {
-            let _held = lock.acquire()?;
+            let _held = lock.acquire_timeout(Duration::from_secs(10))?;
             let mut st = read_state(&mut f)?;
             st[1] += 1;
             st[2] = st[2].max(st[1]);
@@ -90,7 +92,7 @@ fn user() -> Result<(), DemoError> {
         )?;
         std::thread::sleep(Duration::from_millis(2)); // printing
         {
-            let _held = lock.acquire()?;
+            let _held = lock.acquire_timeout(Duration::from_secs(10))?;
             let mut st = read_state(&mut f)?;
             st[1] -= 1;
             write_state(&mut f, st)?;

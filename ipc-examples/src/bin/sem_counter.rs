@@ -16,17 +16,22 @@
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use ipc_examples::{DemoError, demo_keys, demo_name, ensure, run, say};
 use ipc_sem::{
     Key, Locked, NamedSemaphore, RobustMutex, SemOp, SemSet, SharedMutex, SharedSemaphore,
 };
 use ipc_shm::Anon;
+use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, fork};
+use nix::unistd::{ForkResult, Pid, fork};
 
 const PROCS: u64 = 4;
 const INCREMENTS: u64 = 50_000;
+/// The longest a counter waits for the lock: a holder that died leaves a POSIX semaphore taken,
+/// and the others must fail rather than wait forever.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// One way to guard the read-modify-write.
 enum Lock<'a> {
@@ -59,18 +64,18 @@ impl Lock<'_> {
             match self {
                 Lock::None => bump(),
                 Lock::Named(s) => {
-                    let _held = s.acquire()?;
+                    let _held = s.acquire_timeout(WAIT)?;
                     bump();
                 }
                 Lock::Unnamed(s) => {
-                    let _held = s.acquire()?;
+                    let _held = s.acquire_timeout(WAIT)?;
                     bump();
                 }
                 Lock::SysV(set) => {
-                    let _held = set.acquire(&[SemOp::wait(0).undo()])?;
+                    let _held = set.acquire_timeout(&[SemOp::wait(0).undo()], WAIT)?;
                     bump();
                 }
-                Lock::Robust(m) => match m.lock()? {
+                Lock::Robust(m) => match m.lock_timeout(WAIT)? {
                     Locked::Normal(_held) => bump(),
                     Locked::OwnerDied(_) => return Err("a counter process died".into()),
                 },
@@ -80,15 +85,30 @@ impl Lock<'_> {
     }
 }
 
+/// A forked counter dies with the demo: the kernel kills it when its parent dies
+/// (`PR_SET_PDEATHSIG`), and it exits at once if the parent is gone already.
+fn die_with_parent(parent: u32) {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if nix::unistd::getppid().as_raw() as u32 != parent {
+        std::process::exit(3);
+    }
+}
+
 /// Forks PROCS children that count under `lock`, waits for them, returns the total.
+///
+/// The children are waited for in the order they end, not the order they started: when one
+/// dies (say, killed while it held a semaphore that does not survive its holder), the others
+/// are stopped and reaped at once, and the demo fails with the reason.
 fn race(lock: &Lock<'_>, counter: &AtomicU64) -> Result<u64, DemoError> {
     counter.store(0, Ordering::SeqCst);
+    let parent = std::process::id();
     let mut children = Vec::new();
     for _ in 0..PROCS {
         // SAFETY: the demo is single-threaded here, so the child inherits no lock held by
         // another thread; it only runs `count` and exits, never returning into main.
         match unsafe { fork() }? {
             ForkResult::Child => {
+                die_with_parent(parent);
                 let code = match lock.count(counter) {
                     Ok(()) => 0,
                     Err(e) => {
@@ -101,11 +121,24 @@ fn race(lock: &Lock<'_>, counter: &AtomicU64) -> Result<u64, DemoError> {
             ForkResult::Parent { child } => children.push(child),
         }
     }
-    for child in children {
-        match waitpid(child, None)? {
-            WaitStatus::Exited(_, 0) => {}
-            other => return Err(format!("counter process {child} ended with {other:?}").into()),
+    let mut failure = None;
+    while !children.is_empty() {
+        // Any child: whichever ends first.
+        let status = waitpid(Pid::from_raw(-1), None)?;
+        children.retain(|&c| Some(c) != status.pid());
+        if !matches!(status, WaitStatus::Exited(_, 0)) {
+            failure = Some(format!("a counter process ended with {status:?}"));
+            break;
         }
+    }
+    if let Some(failure) = failure {
+        for &c in &children {
+            let _ = kill(c, Signal::SIGKILL);
+        }
+        for &c in &children {
+            let _ = waitpid(c, None);
+        }
+        return Err(failure.into());
     }
     Ok(counter.load(Ordering::SeqCst))
 }
