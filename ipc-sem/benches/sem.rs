@@ -254,7 +254,7 @@ fn sysv_ours(rounds: usize) -> Vec<u64> {
     // A key in the workspace's range, so that `cargo xtask clean` finds it after a crash.
     let set = loop {
         match SemSet::create(Key::new(ipc_testkit::sysv_key()), &[0, 0]) {
-            Err(ipc_sem::Error::AlreadyExists) => continue,
+            Err(ipc_sem::Error::AlreadyExists { .. }) => continue,
             r => break r.unwrap(),
         }
     };

@@ -25,6 +25,10 @@ pub const EVENTFD_MAX: u64 = u64::MAX - 1;
 /// forms use `preadv2(RWF_NOWAIT)` (Linux 5.12 and later; older kernels fall back to making the
 /// descriptor non-blocking) and `poll`. It does not survive a holder's crash.
 ///
+/// After `fork` (also from a multi-threaded parent), the child may call `post`, `post_n`,
+/// `try_wait`, `wait` and `wait_timeout` (`read`, `write`, `poll` system calls) and drop the
+/// handle (`close`).
+///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::os::fd::OwnedFd;
@@ -105,17 +109,17 @@ impl EventSemaphore {
     /// [`Error::WouldBlock`] if the count is zero.
     pub fn try_wait(&self) -> Result<()> {
         loop {
-            match crate::sys::read_nowait(&self.fd) {
-                Ok(()) => return Ok(()),
-                Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) => return Err(Error::WouldBlock),
+            match crate::sys::read_nowait(self.fd.as_fd()) {
+                Ok(n) => return unit(n),
+                Err(libc::EINTR) => continue,
+                Err(libc::EAGAIN) => return Err(Error::WouldBlock),
                 // RWF_NOWAIT is not supported for eventfd before Linux 5.12: make the
                 // descriptor non-blocking instead (every method copes with either mode).
-                Err(Errno::OPNOTSUPP) | Err(Errno::INVAL) => {
+                Err(libc::EOPNOTSUPP) | Err(libc::EINVAL) => {
                     rustix::io::ioctl_fionbio(&self.fd, true)?;
                     return self.read_one();
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(Error::errno(e)),
             }
         }
     }
@@ -125,7 +129,7 @@ impl EventSemaphore {
         let mut buf = [0u8; 8];
         loop {
             match rustix::io::read(&self.fd, &mut buf) {
-                Ok(_) => return Ok(()),
+                Ok(n) => return unit(n),
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => return Err(Error::WouldBlock),
                 Err(e) => return Err(e.into()),
@@ -179,6 +183,19 @@ impl EventSemaphore {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+/// An eventfd read is always 8 bytes; anything else means the descriptor is not an eventfd
+/// (`From<OwnedFd>` takes the caller's word for it).
+fn unit(n: usize) -> Result<()> {
+    if n == 8 {
+        Ok(())
+    } else {
+        Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("read {n} bytes from an EventSemaphore: its descriptor is not an eventfd"),
+        )))
     }
 }
 

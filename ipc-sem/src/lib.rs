@@ -2,21 +2,27 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod anon;
 mod error;
 mod eventfd;
+mod file;
+mod lifetime;
 mod mutex;
 mod name;
+mod named;
+mod once;
+mod placed;
 mod posix;
 mod sys;
-mod sysv;
+pub mod sysv;
 mod time;
 
 pub use error::{Error, Result};
 pub use eventfd::{EVENTFD_MAX, EventSemaphore};
+pub use lifetime::{OnDrop, Opened, OwnerCheck};
 pub use mutex::{Locked, MutexGuard, OwnerDiedGuard, RawRobustMutex, RobustMutex};
 pub use name::NAME_MAX;
-pub use posix::{
-    InPlaceSemaphore, NamedSemaphore, RawSemaphore, SEM_VALUE_MAX, SemGuard, SharedSemaphore,
-    unlink,
-};
-pub use sysv::{Key, SEMVMX, SemOp, SemSet, SetGuard, remove};
+pub use named::{NamedSemaphore, NamedSemaphoreOptions, remove_stale, unlink};
+pub use placed::{NamedMutex, NamedMutexOptions, SharedMutex};
+pub use posix::{InPlaceSemaphore, RawSemaphore, SEM_VALUE_MAX, SemGuard, SharedSemaphore};
+pub use sysv::{Key, SEMVMX, SemOp, SemSet, SemSetOptions, SetGuard};

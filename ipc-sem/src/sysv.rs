@@ -1,12 +1,27 @@
-//! System V semaphore sets (`semget`, `semop`, `semtimedop`, `semctl`).
+//! System V semaphore sets (`semget`, `semop`, `semtimedop`, `semctl`), the workspace's System V
+//! [`Key`], and the free functions that remove sets: [`remove`] by id and [`remove_stale`] by
+//! key.
+//!
+//! The types are re-exported at the crate root (`ipc_sem::SemSet`, `ipc_sem::Key`, ...); the
+//! free functions live here only (`ipc_sem::sysv::remove`).
+//!
+//! A System V set has no file, so its owner's liveness lock lives on a companion file,
+//! `/dev/shm/ipc-sysv-sem-{id}.owner` (mode 0600), made right after the set and removed with
+//! it. [`remove_stale`] removes a set only if no live process holds that lock.
 
 use std::ffi::CString;
 use std::fmt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::error::{Error, Result};
+use crate::file::{self, Ident, SHM_DIR, Unlinked};
+use crate::lifetime::{OPEN_OR_CREATE_ATTEMPTS, OnDrop, Opened, OwnerCheck, check_mode};
 use crate::sys;
 use crate::time::{Deadline, to_timespec};
 
@@ -43,16 +58,28 @@ impl Key {
     /// [`Error::NotFound`] if `path` does not exist, [`Error::InvalidName`] if it holds a NUL.
     #[doc(alias = "ftok")]
     pub fn from_path(path: &Path, proj_id: u8) -> Result<Key> {
+        let name = || path.display().to_string();
         let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::InvalidName {
-            name: path.display().to_string(),
+            name: name(),
             reason: "must not contain NUL",
         })?;
-        Ok(Key(sys::ftok(&c, proj_id)?))
+        Ok(Key(
+            sys::ftok(&c, proj_id).map_err(|e| Error::named(e, name))?
+        ))
     }
 
     /// The raw key.
     pub const fn as_raw(self) -> i32 {
         self.0
+    }
+
+    /// How errors name the set of this key: `"key 0x4950abcd"` (`"key IPC_PRIVATE"`).
+    fn name(self) -> String {
+        if self == Key::PRIVATE {
+            "key IPC_PRIVATE".to_owned()
+        } else {
+            format!("key {:#010x}", self.0 as u32)
+        }
     }
 }
 
@@ -61,6 +88,11 @@ impl From<i32> for Key {
     fn from(key: i32) -> Key {
         Key::new(key)
     }
+}
+
+/// How errors name a set by id: `"id 42"`.
+fn id_name(id: i32) -> String {
+    format!("id {id}")
 }
 
 /// One operation of an atomic [`SemSet::apply`]: add `delta` to semaphore `index` (waiting
@@ -128,12 +160,363 @@ enum Wait {
     Until(Deadline),
 }
 
+// ---------------------------------------------------------------------------------------------
+// The companion file: the owner's liveness lock
+
+/// `/dev/shm/ipc-sysv-sem-{id}.owner`.
+fn companion_path(id: i32) -> CString {
+    CString::new(format!("{SHM_DIR}/ipc-sysv-sem-{id}.owner")).unwrap_or_default()
+}
+
+/// The owner's half of a set: its companion file, locked while the descriptor is open.
+struct SetOwner {
+    /// Holds the owner lock while open.
+    _companion: OwnedFd,
+    path: CString,
+    ident: Ident,
+    pid: u32,
+    on_drop: OnDrop,
+}
+
+/// Makes (or takes over) the companion of set `id` and takes its owner lock.
+///
+/// `O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_RDWR`, mode 0600 by `fchmod`. One that exists
+/// already was left by the owner of an earlier set with this id: it is reused only if it is a
+/// regular file of ours whose lock is free; anything else is unlinked (only what was looked at)
+/// and made anew.
+fn make_companion(id: i32) -> std::io::Result<(OwnedFd, CString, Ident)> {
+    let path = companion_path(id);
+    let me = rustix::process::geteuid().as_raw();
+    for _ in 0..4 {
+        match rustix::fs::open(
+            path.as_c_str(),
+            OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDWR,
+            Mode::RUSR | Mode::WUSR,
+        ) {
+            Ok(fd) => {
+                let ident = Ident::of(fd.as_fd())?;
+                let locked = rustix::fs::fchmod(&fd, Mode::RUSR | Mode::WUSR)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| file::take_owner_lock(fd.as_fd()));
+                if let Err(e) = locked {
+                    // Remove what we made (only if the path is still ours).
+                    let _ = file::unlink_if(&path, ident);
+                    return Err(e);
+                }
+                return Ok((fd, path, ident));
+            }
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let old = match rustix::fs::statat(CWD, path.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if FileType::from_raw_mode(old.st_mode) == FileType::RegularFile && old.st_uid == me {
+            if let Ok(fd) = rustix::fs::open(
+                path.as_c_str(),
+                OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+                Mode::empty(),
+            ) {
+                let ident = Ident::of(fd.as_fd())?;
+                if ident == Ident::from_stat(&old)
+                    && !file::owner_alive(fd.as_fd())?
+                    && file::take_owner_lock(fd.as_fd()).is_ok()
+                {
+                    rustix::fs::fchmod(&fd, Mode::RUSR | Mode::WUSR)?;
+                    return Ok((fd, path, ident));
+                }
+            }
+        }
+        // Not ours to reuse (another user's, not a regular file, or locked by a live owner of
+        // a set that no longer exists): replace it.
+        file::unlink_if(&path, Ident::from_stat(&old))?;
+    }
+    Err(std::io::Error::from_raw_os_error(libc::EEXIST))
+}
+
+/// Removes the companion of set `id` if nobody holds its lock.
+fn remove_free_companion(id: i32) {
+    let path = companion_path(id);
+    if let Ok(fd) = rustix::fs::open(
+        path.as_c_str(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    ) {
+        if let (Ok(false), Ok(ident)) = (file::owner_alive(fd.as_fd()), Ident::of(fd.as_fd())) {
+            let _ = file::unlink_if(&path, ident);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The fields of `/proc/sys/kernel/sem`: SEMMSL, SEMMNS, SEMOPM, SEMMNI.
+fn sem_limits() -> Option<[u64; 4]> {
+    let s = std::fs::read_to_string("/proc/sys/kernel/sem").ok()?;
+    let v: Vec<u64> = s
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Some([*v.first()?, *v.get(1)?, *v.get(2)?, *v.get(3)?])
+}
+
+/// How to create or open a [`SemSet`]: `SemSet::options()`, `const fn` setters, then
+/// [`create`](Self::create), [`open`](Self::open), [`open_id`](Self::open_id) or
+/// [`open_or_create`](Self::open_or_create).
+///
+/// ```
+/// # fn main() -> Result<(), ipc_sem::Error> {
+/// use ipc_sem::{Key, SemSet};
+/// let set = SemSet::options().mode(0o640).create(Key::PRIVATE, &[1, 0])?;
+/// assert_eq!(set.values()?, [1, 0]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SemSetOptions {
+    mode: u32,
+    on_drop: OnDrop,
+    owner_check: OwnerCheck,
+    replace_stale: bool,
+    wait_ready: Duration,
+}
+
+impl Default for SemSetOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SemSetOptions {
+    /// The defaults: mode 0600, [`OnDrop::Remove`], [`OwnerCheck::SameUid`], no
+    /// `replace_stale`, `open` waits up to one second for the creator to initialise the set.
+    pub const fn new() -> Self {
+        SemSetOptions {
+            mode: 0o600,
+            on_drop: OnDrop::Remove,
+            owner_check: OwnerCheck::SameUid,
+            replace_stale: false,
+            wait_ready: Duration::from_secs(1),
+        }
+    }
+
+    /// The permission bits of a created set (default `0o600`; System V ignores the umask, so
+    /// they are exact). Bits outside `0o777` are [`Error::InvalidMode`].
+    pub const fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// What the owner does when dropped (default [`OnDrop::Remove`]).
+    pub const fn on_drop(mut self, on_drop: OnDrop) -> Self {
+        self.on_drop = on_drop;
+        self
+    }
+
+    /// Whose sets `open` accepts, by the set's `sem_perm.uid` (default
+    /// [`OwnerCheck::SameUid`]).
+    pub const fn owner_check(mut self, check: OwnerCheck) -> Self {
+        self.owner_check = check;
+        self
+    }
+
+    /// `create` first removes a stale set under the key (owner dead, as [`remove_stale`]); a
+    /// live owner's is [`Error::OwnerAlive`].
+    pub const fn replace_stale(mut self) -> Self {
+        self.replace_stale = true;
+        self
+    }
+
+    /// How long `open` waits for a set's creator to finish initialising it (default one
+    /// second; the creator needs microseconds). System V has no notification for this, so the
+    /// wait polls every millisecond.
+    pub const fn wait_ready(mut self, limit: Duration) -> Self {
+        self.wait_ready = limit;
+        self
+    }
+
+    /// `semget(IPC_CREAT | IPC_EXCL)`—Creates a set with one semaphore per entry of `values`,
+    /// initialised to them, and returns its owner.
+    ///
+    /// Right after `semget`, the owner makes its companion file and takes its lock; then the
+    /// set is initialised (`SETALL`) and marked ready by one `semop` (which sets `sem_otime`),
+    /// so [`open`](Self::open) in another process never sees it half-made. Any failure removes
+    /// what was made.
+    ///
+    /// # Errors
+    /// Before any syscall: [`Error::EmptySet`], [`Error::ValueTooLarge`] (over [`SEMVMX`]),
+    /// [`Error::InvalidMode`], [`Error::LimitExceeded`] (more than SEMMSL semaphores). Then
+    /// [`Error::AlreadyExists`] for a key in use; [`Error::OwnerAlive`] with `replace_stale`;
+    /// [`Error::LimitExceeded`] when the system is out of sets (SEMMNI) or semaphores (SEMMNS).
+    #[doc(alias = "semget")]
+    pub fn create(&self, key: Key, values: &[u16]) -> Result<SemSet> {
+        if values.is_empty() {
+            return Err(Error::EmptySet);
+        }
+        if let Some(&v) = values.iter().find(|&&v| v > SEMVMX) {
+            return Err(Error::ValueTooLarge {
+                value: u64::from(v),
+                max: u64::from(SEMVMX),
+            });
+        }
+        check_mode(self.mode)?;
+        let limits = sem_limits();
+        let semmsl = limits.map_or(32000, |l| l[0]);
+        let nsems = i32::try_from(values.len())
+            .ok()
+            .filter(|&n| n as u64 <= semmsl)
+            .ok_or(Error::LimitExceeded {
+                what: "SEMMSL (semaphores per set)",
+                requested: values.len() as u64,
+                limit: semmsl,
+            })?;
+        if self.replace_stale && key != Key::PRIVATE {
+            match remove_stale(key) {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let flags = libc::IPC_CREAT | libc::IPC_EXCL | self.mode as i32;
+        let id = match sys::semget(key.as_raw(), nsems, flags) {
+            Ok(id) => id,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                return Err(Error::LimitExceeded {
+                    what: "SEMMNI/SEMMNS (semaphore sets / semaphores system-wide)",
+                    requested: values.len() as u64,
+                    limit: limits.map_or(0, |l| l[1]),
+                });
+            }
+            Err(e) => return Err(Error::named(e, || key.name())),
+        };
+        let (companion, path, ident) = match make_companion(id) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = sys::semctl_rmid(id);
+                return Err(Error::named(e, || {
+                    format!("the owner file of {}", id_name(id))
+                }));
+            }
+        };
+        // From here on, dropping `set` removes the set and its companion.
+        let mut set = SemSet {
+            id,
+            len: values.len(),
+            owner: Some(SetOwner {
+                _companion: companion,
+                path,
+                ident,
+                pid: std::process::id(),
+                on_drop: OnDrop::Remove,
+            }),
+        };
+        sys::semctl_setall(id, values).map_err(|e| stat_error(e, id))?;
+        // Mark the set initialised: a semop sets sem_otime, which `open` waits for. +1 then -1
+        // (or the reverse at SEMVMX) leaves the value as it is.
+        let (a, b) = if values[0] < SEMVMX { (1, -1) } else { (-1, 1) };
+        set.try_apply(&[SemOp::add(0, a), SemOp::add(0, b)])?;
+        if let Some(o) = &mut set.owner {
+            o.on_drop = self.on_drop;
+        }
+        Ok(set)
+    }
+
+    /// `semget(key, 0, 0)`—Opens an existing set by key, checks its owner (`sem_perm.uid`),
+    /// and waits up to [`wait_ready`](Self::wait_ready) for its creator to finish initialising
+    /// it. The handle never removes it on drop.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] (also for [`Key::PRIVATE`]); [`Error::PermissionDenied`];
+    /// [`Error::WrongOwner`]; [`Error::TimedOut`] if the set stays uninitialised.
+    pub fn open(&self, key: Key) -> Result<SemSet> {
+        if key == Key::PRIVATE {
+            return Err(Error::NotFound { name: key.name() });
+        }
+        let id = sys::semget(key.as_raw(), 0, 0).map_err(|e| Error::named(e, || key.name()))?;
+        self.open_existing(id, &|| key.name())
+    }
+
+    /// Opens a set by its id (from [`SemSet::id`] in another process; the way to share a
+    /// [`Key::PRIVATE`] set), with the same checks as [`open`](Self::open).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if no such set exists; as [`open`](Self::open).
+    pub fn open_id(&self, id: i32) -> Result<SemSet> {
+        self.open_existing(id, &|| id_name(id))
+    }
+
+    fn open_existing(&self, id: i32, name: &dyn Fn() -> String) -> Result<SemSet> {
+        let deadline = Deadline::after(self.wait_ready);
+        loop {
+            let st = sys::semctl_stat(id).map_err(|e| match e.raw_os_error() {
+                Some(libc::EINVAL | libc::EIDRM) => Error::NotFound { name: name() },
+                _ => Error::named(e, name),
+            })?;
+            self.owner_check
+                .check(st.uid)
+                .map_err(|(expected, found)| Error::WrongOwner {
+                    name: name(),
+                    expected,
+                    found,
+                })?;
+            if st.otime != 0 {
+                return Ok(SemSet {
+                    id,
+                    len: st.nsems,
+                    owner: None,
+                });
+            }
+            match deadline.remaining() {
+                Some(Duration::ZERO) => return Err(Error::TimedOut),
+                left => {
+                    // The creator is between semget and its first semop: microseconds.
+                    let nap = Duration::from_millis(1);
+                    std::thread::sleep(left.map_or(nap, |l| l.min(nap)));
+                }
+            }
+        }
+    }
+
+    /// Opens the set under `key` if it exists, else creates it with `values` (only the creator
+    /// initialises). Bounded: [`Error::Contended`] if the key keeps being created and removed
+    /// between our attempts.
+    ///
+    /// # Errors
+    /// As [`create`](Self::create) and [`open`](Self::open).
+    pub fn open_or_create(&self, key: Key, values: &[u16]) -> Result<(SemSet, Opened)> {
+        for _ in 0..OPEN_OR_CREATE_ATTEMPTS {
+            match self.create(key, values) {
+                Ok(s) => return Ok((s, Opened::Created)),
+                Err(Error::AlreadyExists { .. } | Error::OwnerAlive { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            match self.open(key) {
+                Ok(s) => return Ok((s, Opened::Existing)),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Contended {
+            name: key.name(),
+            attempts: OPEN_OR_CREATE_ATTEMPTS,
+        })
+    }
+}
+
 /// A System V semaphore set: `len` semaphores that one call can change together, atomically.
 ///
 /// The *owner* ([`create`](Self::create)) removes the set (`IPC_RMID`) when dropped in the
-/// creating process; [`open`](Self::open) and [`open_id`](Self::open_id) return handles that
-/// never remove it. With [`SemOp::undo`], a process killed while holding units gives them back:
-/// this is the kind that survives a holder's crash.
+/// creating process (System V ids name one instance), together with its companion file;
+/// [`open`](Self::open) and [`open_id`](Self::open_id) return handles that never remove it.
+/// With [`SemOp::undo`], a process killed while holding units gives them back: this is the kind
+/// that survives a holder's crash.
+///
+/// After `fork` (also from a multi-threaded parent), the child may call `apply`, `try_apply`,
+/// `apply_timeout` and the `acquire` forms (each a `semop`/`semtimedop` system call; up to four
+/// operations need no allocation), `value`, `set_value`, `waiters`, `id`, `len` and
+/// `is_owner`, and drop the handle (closing the companion descriptor only: the child is not the
+/// creator, so nothing is removed, and the owner lock stays held while any process has that
+/// descriptor open). `values` allocates its result.
 ///
 /// ```
 /// # fn main() -> Result<(), ipc_sem::Error> {
@@ -151,7 +534,7 @@ enum Wait {
 pub struct SemSet {
     id: i32,
     len: usize,
-    owner: Option<u32>,
+    owner: Option<SetOwner>,
 }
 
 impl fmt::Debug for SemSet {
@@ -164,132 +547,45 @@ impl fmt::Debug for SemSet {
     }
 }
 
-/// The fields of `/proc/sys/kernel/sem`: SEMMSL, SEMMNS, SEMOPM, SEMMNI.
-fn sem_limits() -> Option<[u64; 4]> {
-    let s = std::fs::read_to_string("/proc/sys/kernel/sem").ok()?;
-    let v: Vec<u64> = s
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    Some([*v.first()?, *v.get(1)?, *v.get(2)?, *v.get(3)?])
-}
-
 impl SemSet {
-    /// `semget(IPC_CREAT | IPC_EXCL)`—Creates a set with one semaphore per entry of `values`,
-    /// initialised to them, mode 0600. Returns the owner.
-    ///
-    /// The set is initialised (`SETALL`) and then marked ready by one `semop` (which sets
-    /// `sem_otime`), so [`open`](Self::open) in another process never sees it half-made.
+    /// The options, to set the mode, the drop behaviour, the owner check, `replace_stale` or
+    /// how long `open` waits.
+    pub const fn options() -> SemSetOptions {
+        SemSetOptions::new()
+    }
+
+    /// Creates a set initialised to `values`, mode 0600: `SemSet::options().create(key,
+    /// values)`.
     ///
     /// # Errors
-    /// Before any syscall: [`Error::EmptySet`], [`Error::ValueTooLarge`] (over [`SEMVMX`]),
-    /// [`Error::LimitExceeded`] (more than SEMMSL semaphores). Then [`Error::AlreadyExists`]
-    /// for a key in use; [`Error::LimitExceeded`] when the system is out of sets (SEMMNI) or
-    /// semaphores (SEMMNS).
+    /// As [`SemSetOptions::create`].
     #[doc(alias = "semget")]
     pub fn create(key: Key, values: &[u16]) -> Result<SemSet> {
-        SemSet::create_with_mode(key, values, 0o600)
+        SemSet::options().create(key, values)
     }
 
-    /// Like [`create`](Self::create) with the permission bits `mode` (System V ignores the
-    /// umask, so `mode` is exact).
+    /// Opens a set of our uid by key: `SemSet::options().open(key)`.
     ///
     /// # Errors
-    /// As [`create`](Self::create).
-    pub fn create_with_mode(key: Key, values: &[u16], mode: u32) -> Result<SemSet> {
-        if values.is_empty() {
-            return Err(Error::EmptySet);
-        }
-        if let Some(&v) = values.iter().find(|&&v| v > SEMVMX) {
-            return Err(Error::ValueTooLarge {
-                value: u64::from(v),
-                max: u64::from(SEMVMX),
-            });
-        }
-        let limits = sem_limits();
-        let semmsl = limits.map_or(32000, |l| l[0]);
-        if values.len() as u64 > semmsl {
-            return Err(Error::LimitExceeded {
-                what: "SEMMSL (semaphores per set)",
-                requested: values.len() as u64,
-                limit: semmsl,
-            });
-        }
-        let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as i32;
-        let id = match sys::semget(key.as_raw(), values.len() as i32, flags) {
-            Ok(id) => id,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                return Err(Error::LimitExceeded {
-                    what: "SEMMNI/SEMMNS (semaphore sets / semaphores system-wide)",
-                    requested: values.len() as u64,
-                    limit: limits.map_or(0, |l| l[1]),
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let set = SemSet {
-            id,
-            len: values.len(),
-            owner: Some(std::process::id()),
-        };
-        // On any error below, dropping `set` removes it.
-        sys::semctl_setall(id, values)?;
-        // Mark the set initialised: a semop sets sem_otime, which `open` waits for. +1 then -1
-        // (or the reverse at SEMVMX) leaves the value as it is.
-        let (a, b) = if values[0] < SEMVMX { (1, -1) } else { (-1, 1) };
-        set.try_apply(&[SemOp::add(0, a), SemOp::add(0, b)])?;
-        Ok(set)
-    }
-
-    /// `semget(key, 0, 0)`—Opens an existing set by key, waiting up to one second for its
-    /// creator to finish initialising it.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`] (also for [`Key::PRIVATE`]); [`Error::PermissionDenied`];
-    /// [`Error::TimedOut`] if the set stays uninitialised.
+    /// As [`SemSetOptions::open`].
     pub fn open(key: Key) -> Result<SemSet> {
-        SemSet::open_timeout(key, Duration::from_secs(1))
+        SemSet::options().open(key)
     }
 
-    /// Like [`open`](Self::open), waiting at most `timeout` for initialisation.
+    /// Opens a set of our uid by id: `SemSet::options().open_id(id)`.
     ///
     /// # Errors
-    /// As [`open`](Self::open).
-    pub fn open_timeout(key: Key, timeout: Duration) -> Result<SemSet> {
-        if key == Key::PRIVATE {
-            return Err(Error::NotFound);
-        }
-        let id = sys::semget(key.as_raw(), 0, 0)?;
-        let start = Instant::now();
-        loop {
-            let (len, otime, _, _) = sys::semctl_stat(id).map_err(stat_error)?;
-            if otime != 0 {
-                return Ok(SemSet {
-                    id,
-                    len,
-                    owner: None,
-                });
-            }
-            if start.elapsed() >= timeout {
-                return Err(Error::TimedOut);
-            }
-            // The creator is between semget and its first semop: a few microseconds.
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// Opens a set by its id (from [`id`](Self::id) in another process; the way to share an
-    /// [`Key::PRIVATE`] set). The handle never removes it.
-    ///
-    /// # Errors
-    /// [`Error::Removed`] if no such set exists; [`Error::PermissionDenied`].
+    /// As [`SemSetOptions::open_id`].
     pub fn open_id(id: i32) -> Result<SemSet> {
-        let (len, _, _, _) = sys::semctl_stat(id).map_err(stat_error)?;
-        Ok(SemSet {
-            id,
-            len,
-            owner: None,
-        })
+        SemSet::options().open_id(id)
+    }
+
+    /// `SemSet::options().open_or_create(key, values)`.
+    ///
+    /// # Errors
+    /// As [`SemSetOptions::open_or_create`].
+    pub fn open_or_create(key: Key, values: &[u16]) -> Result<(SemSet, Opened)> {
+        SemSet::options().open_or_create(key, values)
     }
 
     /// The set's id (valid in every process).
@@ -307,15 +603,25 @@ impl SemSet {
         self.len == 0
     }
 
-    /// Whether dropping this handle removes the set (it is the owner, in the creating process).
+    /// Whether dropping this handle removes the set: it created the set, in this process
+    /// (false in a forked child), and was not told to keep it.
     pub fn is_owner(&self) -> bool {
-        self.owner == Some(std::process::id())
+        self.owner
+            .as_ref()
+            .is_some_and(|o| o.on_drop == OnDrop::Remove && o.pid == std::process::id())
     }
 
-    /// Keeps the set after this handle is dropped; remove it later with [`remove`].
-    pub fn into_persistent(mut self) -> SemSet {
-        self.owner = None;
-        self
+    /// Keeps the set after this owner is dropped; it is then ownerless ([`remove_stale`]
+    /// removes it once this handle is gone). Remove it later with [`remove`] or
+    /// [`remove_stale`].
+    pub fn persist(&mut self) {
+        if let Some(o) = &mut self.owner {
+            o.on_drop = OnDrop::Keep;
+        }
+    }
+
+    fn name(&self) -> String {
+        id_name(self.id)
     }
 
     /// `semop`—Applies all `ops` atomically: either all at once, or (while any would make a
@@ -341,7 +647,7 @@ impl SemSet {
 
     /// `semtimedop`—Like [`apply`](Self::apply), waiting at most `timeout` (zero only tries,
     /// `Duration::MAX` waits forever). `EINTR`, which `semop` returns even after a
-    /// `SIGSTOP`/`SIGCONT`, is retried with the time left.
+    /// `SIGSTOP`/`SIGCONT`, is retried with the time left, measured on the monotonic clock.
     ///
     /// # Errors
     /// [`Error::TimedOut`] at the deadline; as [`apply`](Self::apply).
@@ -414,15 +720,15 @@ impl SemSet {
         }
     }
 
-    fn check(&self, index: usize) -> Result<()> {
-        if index < self.len {
-            Ok(())
-        } else {
-            Err(Error::IndexOutOfRange {
+    /// The index as the kernel takes it: below `len`, and within `sem_num`'s `u16`.
+    fn check(&self, index: usize) -> Result<u16> {
+        u16::try_from(index)
+            .ok()
+            .filter(|_| index < self.len)
+            .ok_or(Error::IndexOutOfRange {
                 index,
                 len: self.len,
             })
-        }
     }
 
     fn run(&self, ops: &[SemOp], wait: Wait) -> Result<()> {
@@ -439,28 +745,21 @@ impl SemSet {
             }
             f as i16
         };
-        let mut small = [libc::sembuf {
+        const EMPTY: libc::sembuf = libc::sembuf {
             sem_num: 0,
             sem_op: 0,
             sem_flg: 0,
-        }; 4];
+        };
+        let mut small = [EMPTY; 4];
         let mut big = Vec::new();
         let bufs: &mut [libc::sembuf] = if ops.len() <= small.len() {
             &mut small[..ops.len()]
         } else {
-            big.resize(
-                ops.len(),
-                libc::sembuf {
-                    sem_num: 0,
-                    sem_op: 0,
-                    sem_flg: 0,
-                },
-            );
+            big.resize(ops.len(), EMPTY);
             &mut big
         };
         for (b, o) in bufs.iter_mut().zip(ops) {
-            self.check(o.index)?;
-            b.sem_num = o.index as u16;
+            b.sem_num = self.check(o.index)?;
             b.sem_op = o.delta;
             b.sem_flg = flag(o);
         }
@@ -505,7 +804,8 @@ impl SemSet {
                 len: self.len,
             },
             // Our arguments are checked, so EINVAL means the id no longer names a set.
-            libc::EINVAL | libc::EIDRM => Error::Removed,
+            libc::EINVAL | libc::EIDRM => Error::Removed { name: self.name() },
+            libc::EACCES | libc::EPERM => Error::PermissionDenied { name: self.name() },
             e => Error::errno(e),
         }
     }
@@ -516,10 +816,10 @@ impl SemSet {
     /// [`Error::IndexOutOfRange`] before any syscall; [`Error::Removed`].
     #[doc(alias = "GETVAL")]
     pub fn value(&self, index: usize) -> Result<u16> {
-        self.check(index)?;
-        sys::semctl_get(self.id, index as i32, libc::GETVAL)
-            .map(|v| v as u16)
-            .map_err(stat_error)
+        let i = self.check(index)?;
+        sys::semctl_get(self.id, i32::from(i), libc::GETVAL)
+            .map(|v| u16::try_from(v).unwrap_or(u16::MAX))
+            .map_err(|e| stat_error(e, self.id))
     }
 
     /// `semctl(SETVAL)`—Sets semaphore `index` to `value` (clearing every process's undo
@@ -530,14 +830,15 @@ impl SemSet {
     /// [`Error::Removed`].
     #[doc(alias = "SETVAL")]
     pub fn set_value(&self, index: usize, value: u16) -> Result<()> {
-        self.check(index)?;
+        let i = self.check(index)?;
         if value > SEMVMX {
             return Err(Error::ValueTooLarge {
                 value: u64::from(value),
                 max: u64::from(SEMVMX),
             });
         }
-        sys::semctl_setval(self.id, index as i32, i32::from(value)).map_err(stat_error)
+        sys::semctl_setval(self.id, i32::from(i), i32::from(value))
+            .map_err(|e| stat_error(e, self.id))
     }
 
     /// `semctl(GETALL)`—All values, in index order.
@@ -547,7 +848,7 @@ impl SemSet {
     #[doc(alias = "GETALL")]
     pub fn values(&self) -> Result<Vec<u16>> {
         let mut v = vec![0u16; self.len];
-        sys::semctl_getall(self.id, &mut v).map_err(stat_error)?;
+        sys::semctl_getall(self.id, &mut v).map_err(|e| stat_error(e, self.id))?;
         Ok(v)
     }
 
@@ -570,7 +871,7 @@ impl SemSet {
                 max: u64::from(SEMVMX),
             });
         }
-        sys::semctl_setall(self.id, values).map_err(stat_error)
+        sys::semctl_setall(self.id, values).map_err(|e| stat_error(e, self.id))
     }
 
     /// `semctl(GETNCNT)`—How many processes wait for semaphore `index` to increase.
@@ -579,53 +880,150 @@ impl SemSet {
     /// [`Error::IndexOutOfRange`]; [`Error::Removed`].
     #[doc(alias = "GETNCNT")]
     pub fn waiters(&self, index: usize) -> Result<usize> {
-        self.check(index)?;
-        sys::semctl_get(self.id, index as i32, libc::GETNCNT)
-            .map(|v| v as usize)
-            .map_err(stat_error)
+        let i = self.check(index)?;
+        sys::semctl_get(self.id, i32::from(i), libc::GETNCNT)
+            .map(|v| usize::try_from(v).unwrap_or(0))
+            .map_err(|e| stat_error(e, self.id))
     }
 
     /// `semctl(IPC_SET)`—Changes the permission bits.
     ///
     /// # Errors
+    /// [`Error::InvalidMode`] for bits outside `0o777` (nothing changed);
     /// [`Error::PermissionDenied`] unless we own or created the set; [`Error::Removed`].
     pub fn set_mode(&self, mode: u32) -> Result<()> {
-        sys::semctl_set_mode(self.id, mode & 0o777).map_err(stat_error)
+        check_mode(mode)?;
+        sys::semctl_set_mode(self.id, mode).map_err(|e| stat_error(e, self.id))
     }
 
     /// `semctl(IPC_RMID)`—Removes the set now (waiters get [`Error::Removed`]), whoever owns
-    /// this handle.
+    /// this handle, and its companion file (the owner's, or one whose lock is free).
     ///
     /// # Errors
     /// [`Error::PermissionDenied`]; [`Error::Removed`] if it is gone already.
+    #[doc(alias = "IPC_RMID")]
     pub fn remove(mut self) -> Result<()> {
-        self.owner = None;
-        remove(self.id)
+        match self.owner.take() {
+            Some(o) if o.pid == std::process::id() => {
+                // A replaced companion means our set is gone and the id names another one now.
+                let same = rustix::fs::statat(CWD, o.path.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_or(true, |st| Ident::from_stat(&st) == o.ident);
+                if !same {
+                    return Err(Error::Removed { name: self.name() });
+                }
+                let r = sys::semctl_rmid(self.id).map_err(|e| stat_error(e, self.id));
+                if matches!(r, Ok(()) | Err(Error::Removed { .. })) {
+                    let _ = file::unlink_if(&o.path, o.ident);
+                }
+                r
+            }
+            _ => remove(self.id),
+        }
     }
 }
 
-fn stat_error(e: std::io::Error) -> Error {
+/// Translates the errors of `semctl` on an open set.
+fn stat_error(e: std::io::Error, id: i32) -> Error {
     match e.raw_os_error() {
-        Some(libc::EINVAL) | Some(libc::EIDRM) => Error::Removed,
-        _ => e.into(),
+        Some(libc::EINVAL) | Some(libc::EIDRM) => Error::Removed { name: id_name(id) },
+        _ => Error::named(e, || id_name(id)),
     }
 }
 
 impl Drop for SemSet {
     fn drop(&mut self) {
-        if self.is_owner() {
-            let _ = sys::semctl_rmid(self.id);
+        if !self.is_owner() {
+            return;
         }
+        let Some(o) = &self.owner else { return };
+        // If our companion was replaced, the set we made is gone and its id names someone
+        // else's set now: leave it alone.
+        match file::unlink_if(&o.path, o.ident) {
+            Ok(Unlinked::Replaced) => {}
+            _ => {
+                let _ = sys::semctl_rmid(self.id);
+            }
+        }
+        // Then the companion's descriptor closes (the lock goes with the last copy).
     }
 }
 
-/// `semctl(IPC_RMID)`—Removes a set by id (for explicit clean-up of a persistent set).
+/// `semctl(IPC_RMID)`—Removes a set by id, whoever made it (explicit clean-up), and its
+/// companion file if no live owner holds it. Prefer [`remove_stale`], which spares live owners.
 ///
 /// # Errors
-/// [`Error::Removed`] if no such set exists; [`Error::PermissionDenied`].
+/// [`Error::NotFound`] if no such set exists; [`Error::PermissionDenied`].
 #[doc(alias = "IPC_RMID")]
 pub fn remove(id: i32) -> Result<()> {
-    sys::semctl_rmid(id).map_err(stat_error)
+    sys::semctl_rmid(id).map_err(|e| match e.raw_os_error() {
+        Some(libc::EINVAL | libc::EIDRM) => Error::NotFound { name: id_name(id) },
+        _ => Error::named(e, || id_name(id)),
+    })?;
+    remove_free_companion(id);
+    Ok(())
+}
+
+/// How long a set may stay "being created" (no companion, never operated on) before
+/// [`remove_stale`] treats it as stale: its creator needs microseconds between `semget` and
+/// the companion.
+const CREATION_GRACE_SECS: i64 = 10;
+
+/// Removes the set under `key` only if its owner is dead: no live process holds the lock of its
+/// companion file (the creator was killed, is a zombie, or dropped it with [`OnDrop::Keep`]), or
+/// it has no companion (made by a program that does not use this crate).
+///
+/// A set with no companion that was never operated on and was created less than ten seconds
+/// ago is taken to be in the middle of its creation ([`Error::OwnerAlive`]): its creator makes
+/// the companion right after `semget`.
+///
+/// # Errors
+/// [`Error::NotFound`] (also for [`Key::PRIVATE`], which names no set); [`Error::OwnerAlive`];
+/// [`Error::PermissionDenied`].
+pub fn remove_stale(key: Key) -> Result<()> {
+    if key == Key::PRIVATE {
+        return Err(Error::NotFound { name: key.name() });
+    }
+    let id = sys::semget(key.as_raw(), 0, 0).map_err(|e| Error::named(e, || key.name()))?;
+    let gone = |e: std::io::Error| match e.raw_os_error() {
+        Some(libc::EINVAL | libc::EIDRM) => Error::NotFound { name: key.name() },
+        _ => Error::named(e, || key.name()),
+    };
+    let st = sys::semctl_stat(id).map_err(gone)?;
+    let path = companion_path(id);
+    let companion = rustix::fs::open(
+        path.as_c_str(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    );
+    match &companion {
+        Ok(fd) => {
+            if file::owner_alive(fd.as_fd())? {
+                return Err(Error::OwnerAlive { name: key.name() });
+            }
+        }
+        // Something we may not open (another user's file, say) might be a live owner's.
+        Err(e) if !matches!(*e, Errno::NOENT | Errno::LOOP) => {
+            return Err(Error::named((*e).into(), || {
+                format!("the owner file of {}", key.name())
+            }));
+        }
+        // No companion (or a symbolic link, which holds no lock): no owner lock.
+        Err(_) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            if st.otime == 0 && now.saturating_sub(st.ctime) < CREATION_GRACE_SECS {
+                return Err(Error::OwnerAlive { name: key.name() });
+            }
+        }
+    }
+    sys::semctl_rmid(id).map_err(gone)?;
+    if let Ok(fd) = companion {
+        if let Ok(ident) = Ident::of(fd.as_fd()) {
+            let _ = file::unlink_if(&path, ident);
+        }
+    }
+    Ok(())
 }
 
 /// Operations taken by [`SemSet::acquire`]; applies their inverse when dropped.

@@ -88,14 +88,23 @@ fn parent() -> Result<String, DemoError> {
     let mut values = vec![1u16; PHILOSOPHERS];
     values.extend([0, 0]); // EATING, MEALS_DONE
     // A key in the workspace's System V range (0x4950xxxx), so that `cargo xtask clean` can
-    // remove the set if this demo is killed; IPC_EXCL, so try the next key if one is taken
-    // (`demo_keys`).
+    // remove the set if this demo is killed. `create` is exclusive; `replace_stale` first
+    // removes a set a killed earlier run left under the key (its owner is dead), and a key
+    // whose owner is alive (another run) is skipped for the next one (`demo_keys`).
     let table = demo_keys()
-        .find_map(|key| match SemSet::create(Key::new(key), &values) {
-            Err(ipc_sem::Error::AlreadyExists) => None,
-            r => Some(r),
+        .find_map(|key| {
+            match SemSet::options()
+                .replace_stale()
+                .create(Key::new(key), &values)
+            {
+                Err(ipc_sem::Error::AlreadyExists { .. } | ipc_sem::Error::OwnerAlive { .. }) => {
+                    None
+                }
+                r => Some(r),
+            }
         })
         .ok_or("no free System V key")??;
+    ensure(table.is_owner(), "the parent owns the table")?;
     say!(
         "parent",
         "laid {PHILOSOPHERS} forks (System V set id {})",

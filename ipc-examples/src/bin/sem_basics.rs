@@ -58,7 +58,9 @@ fn locker() -> Result<(), DemoError> {
     let lock = NamedSemaphore::open(&std::env::var(LOCK_ENV)?)?;
     let mut f = open_state()?;
     for _ in 0..INCREMENTS {
-        let _held = lock.acquire()?;
+        // Bounded: a locker killed while holding the lock never gives it back (POSIX
+        // semaphores do not survive their holder), and the others must fail, not hang.
+        let _held = lock.acquire_timeout(Duration::from_secs(10))?;
         let mut st = read_state(&mut f)?;
         st[0] += 1;
         write_state(&mut f, st)?;
@@ -76,7 +78,7 @@ fn user() -> Result<(), DemoError> {
     for _ in 0..JOBS {
         let printer = pool.acquire_timeout(Duration::from_secs(10))?;
         let inside = {
-            let _held = lock.acquire()?;
+            let _held = lock.acquire_timeout(Duration::from_secs(10))?;
             let mut st = read_state(&mut f)?;
             st[1] += 1;
             st[2] = st[2].max(st[1]);
@@ -90,7 +92,7 @@ fn user() -> Result<(), DemoError> {
         )?;
         std::thread::sleep(Duration::from_millis(2)); // printing
         {
-            let _held = lock.acquire()?;
+            let _held = lock.acquire_timeout(Duration::from_secs(10))?;
             let mut st = read_state(&mut f)?;
             st[1] -= 1;
             write_state(&mut f, st)?;
@@ -169,8 +171,11 @@ fn state_of(path: &Path) -> Result<[u64; 3], DemoError> {
 fn parent() -> Result<String, DemoError> {
     let lock_name = demo_name("lock");
     let pool_name = demo_name("pool");
+    // `create` is exclusive and makes the parent the owner of both (mode 0600): they are
+    // removed when it drops them. The children `open` them by name: openers remove nothing.
     let lock = NamedSemaphore::create(&lock_name, 1)?;
     let pool = NamedSemaphore::create(&pool_name, PRINTERS)?;
+    ensure(lock.is_owner() && pool.is_owner(), "the parent owns both")?;
     let file = std::env::temp_dir().join(format!("ipcrs-demo-sem-{}", std::process::id()));
     let mut c = Cleanup {
         file,

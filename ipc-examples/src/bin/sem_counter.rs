@@ -7,21 +7,20 @@
 //! a lock, then under a POSIX named semaphore, a POSIX unnamed semaphore, a System V semaphore
 //! (with SEM_UNDO) and a robust process-shared mutex.
 //!
-//! This demo `fork`s, as the textbook does: the counter, the unnamed semaphore and the mutex live
-//! in an anonymous shared mapping that only a forked child inherits. Forking is sound here
-//! because the demo is single-threaded when it forks; the child runs its loop and exits
-//! without returning into `main`. The robust mutex is initialised in place in that mapping, which
-//! needs `unsafe` (its contract is in ipc-sem's docs); those are the only unsafe blocks here.
+//! This demo `fork`s, as the textbook does: the counter lives in an anonymous shared mapping that
+//! a forked child inherits, and so do the unnamed semaphore and the robust mutex, which ipc-sem
+//! places in shared memory of their own (`SharedSemaphore`, `SharedMutex`). Forking is sound
+//! here because the demo is single-threaded when it forks; the child runs its loop and exits
+//! without returning into `main`. The `fork` call is the only unsafe block here.
 #![allow(unsafe_code)]
 
 use std::process::ExitCode;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ipc_examples::{DemoError, demo_keys, demo_name, ensure, run, say};
 use ipc_sem::{
-    Key, Locked, NamedSemaphore, RawRobustMutex, RobustMutex, SemOp, SemSet, SharedSemaphore,
+    Key, Locked, NamedSemaphore, RobustMutex, SemOp, SemSet, SharedMutex, SharedSemaphore,
 };
 use ipc_shm::Anon;
 use nix::sys::signal::{Signal, kill};
@@ -33,8 +32,6 @@ const INCREMENTS: u64 = 50_000;
 /// The longest a counter waits for the lock: a holder that died leaves a POSIX semaphore taken,
 /// and the others must fail rather than wait forever.
 const WAIT: Duration = Duration::from_secs(30);
-/// Where the robust mutex lives in the shared page (after the counter's cache line).
-const MUTEX_OFFSET: usize = 64;
 
 /// One way to guard the read-modify-write.
 enum Lock<'a> {
@@ -149,27 +146,24 @@ fn body() -> Result<String, DemoError> {
     let named = NamedSemaphore::create(&demo_name("counter"), 1)?;
     let unnamed = SharedSemaphore::new(1)?;
     // A key in the workspace's System V range (0x4950xxxx), not IPC_PRIVATE, so that
-    // `cargo xtask clean` can remove the set if this demo is killed; IPC_EXCL, so try the next
-    // key if one is taken.
+    // `cargo xtask clean` can remove the set if this demo is killed. `create` is exclusive;
+    // `replace_stale` removes a set a killed earlier run left under the key, and a key whose
+    // owner is alive is skipped for the next one.
     let sysv = demo_keys()
-        .find_map(|key| match SemSet::create(Key::new(key), &[1]) {
-            Err(ipc_sem::Error::AlreadyExists) => None,
-            r => Some(r),
+        .find_map(|key| {
+            match SemSet::options()
+                .replace_stale()
+                .create(Key::new(key), &[1])
+            {
+                Err(ipc_sem::Error::AlreadyExists { .. } | ipc_sem::Error::OwnerAlive { .. }) => {
+                    None
+                }
+                r => Some(r),
+            }
         })
         .ok_or("no free System V key")??;
-    let slot = NonNull::new(page.as_ptr().wrapping_add(MUTEX_OFFSET).cast_mut())
-        .ok_or("mapping at null")?
-        .cast::<RawRobustMutex>();
-    ensure(
-        (slot.as_ptr() as usize).is_multiple_of(align_of::<RawRobustMutex>())
-            && MUTEX_OFFSET + size_of::<RawRobustMutex>() <= page.len(),
-        "the mutex slot is misaligned or out of the page",
-    )?;
-    // SAFETY: `slot` is aligned (checked above) inside a MAP_SHARED page that lives until the
-    // end of this function and is never moved; it is initialised once here, before any child
-    // exists, only used through this handle (children inherit it by fork at the same address),
-    // and destroyed once below after every child has exited.
-    let mutex = unsafe { RobustMutex::init(slot) }?;
+    // A robust mutex in its own sealed shared memory: forked children inherit the mapping.
+    let mutex = SharedMutex::new()?;
 
     let mut lines = Vec::new();
     let no_lock = race(&Lock::None, counter)?;
@@ -200,8 +194,6 @@ fn body() -> Result<String, DemoError> {
         )?;
         lines.push(format!("{} exact", lock.name()));
     }
-    // SAFETY: every child has exited and the mutex is unlocked; nobody uses it after this.
-    unsafe { mutex.destroy() }?;
     Ok(format!(
         "every lock gave exactly {expected}; {}",
         lines.join(", ")

@@ -60,7 +60,7 @@ fn values_over_the_maximum_are_rejected_and_post_overflow_is_typed() {
         Err(Error::ValueTooLarge { .. })
     ));
     assert!(
-        matches!(NamedSemaphore::open(&name), Err(Error::NotFound)),
+        matches!(NamedSemaphore::open(&name), Err(Error::NotFound { .. })),
         "nothing created"
     );
     assert!(matches!(
@@ -89,7 +89,10 @@ fn values_over_the_maximum_are_rejected_and_post_overflow_is_typed() {
         SemSet::create(Key::new(key), &[1, SEMVMX + 1]),
         Err(Error::ValueTooLarge { .. })
     ));
-    assert!(matches!(SemSet::open(Key::new(key)), Err(Error::NotFound)));
+    assert!(matches!(
+        SemSet::open(Key::new(key)),
+        Err(Error::NotFound { .. })
+    ));
     let set = crate::shared::new_set(&[SEMVMX]);
     assert!(matches!(set.apply(&[SemOp::post(0)]), Err(Error::Overflow)));
     assert!(matches!(
@@ -107,7 +110,7 @@ fn empty_sets_and_indexes_out_of_range_are_typed_errors() {
         Err(Error::EmptySet)
     ));
     assert!(
-        matches!(SemSet::open(Key::new(key)), Err(Error::NotFound)),
+        matches!(SemSet::open(Key::new(key)), Err(Error::NotFound { .. })),
         "nothing created"
     );
     let set = crate::shared::new_set(&[1, 1]);
@@ -128,7 +131,10 @@ fn empty_sets_and_indexes_out_of_range_are_typed_errors() {
         set.set_values(&[1]),
         Err(Error::IndexOutOfRange { .. })
     ));
-    assert!(matches!(SemSet::open(Key::PRIVATE), Err(Error::NotFound)));
+    assert!(matches!(
+        SemSet::open(Key::PRIVATE),
+        Err(Error::NotFound { .. })
+    ));
 }
 
 #[test]
@@ -137,13 +143,13 @@ fn keyed_sets_are_exclusive_and_open_finds_them_initialised() {
         let key = ipc_testkit::sysv_key();
         match SemSet::create(Key::new(key), &[3, 0, 7]) {
             Ok(s) => break (key, s),
-            Err(Error::AlreadyExists) => continue,
+            Err(Error::AlreadyExists { .. }) => continue,
             Err(e) => panic!("{e}"),
         }
     };
     assert!(matches!(
         SemSet::create(Key::new(key), &[1]),
-        Err(Error::AlreadyExists)
+        Err(Error::AlreadyExists { .. })
     ));
     let opened = SemSet::open(Key::new(key)).unwrap();
     assert_eq!(opened.len(), 3);
@@ -155,7 +161,7 @@ fn keyed_sets_are_exclusive_and_open_finds_them_initialised() {
     assert_eq!(set.values().unwrap(), [1, 2, 3]);
     drop(set);
     assert!(
-        matches!(SemSet::open(Key::new(key)), Err(Error::NotFound)),
+        matches!(SemSet::open(Key::new(key)), Err(Error::NotFound { .. })),
         "owner removed it"
     );
 }
@@ -166,7 +172,7 @@ fn a_set_removed_under_a_waiter_is_a_typed_error() {
     if ipc_testkit::role().is_some() {
         let set = SemSet::open_id(std::env::var(ID_ENV).unwrap().parse().unwrap()).unwrap();
         match set.apply(&[SemOp::wait(0)]) {
-            Err(Error::Removed) => return,
+            Err(Error::Removed { .. }) => return,
             other => panic!("expected Removed, got {other:?}"),
         }
     }
@@ -182,11 +188,14 @@ fn a_set_removed_under_a_waiter_is_a_typed_error() {
     let id = set.id();
     set.remove().unwrap();
     child.expect_success(Duration::from_secs(10));
-    assert!(matches!(ipc_sem::remove(id), Err(Error::Removed)));
+    assert!(matches!(
+        ipc_sem::sysv::remove(id),
+        Err(Error::NotFound { .. })
+    ));
 }
 
 /// The permission bits of System V set `id` (`semctl(IPC_STAT)`).
-fn sysv_mode(id: i32) -> u32 {
+pub(crate) fn sysv_mode(id: i32) -> u32 {
     // SAFETY: `semid_ds` is plain data; all-zero is a valid value that IPC_STAT overwrites.
     let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
     // SAFETY: IPC_STAT writes one `semid_ds` through `union semun.buf`; `ds` is valid for it.
@@ -210,14 +219,17 @@ fn named_semaphores_are_0600_whatever_the_umask_and_closed_to_others() {
             assert_eq!(st.st_mode & 0o777, 0o600);
             drop(sem);
             // An explicit mode is exact too, for both kinds of named object.
-            let sem = NamedSemaphore::create_with_mode(&name, 0, 0o640).unwrap();
+            let sem = NamedSemaphore::options()
+                .mode(0o640)
+                .create(&name, 0)
+                .unwrap();
             let st = rustix::fs::stat(dev_shm(&name)).unwrap();
             assert_eq!(st.st_mode & 0o777, 0o640);
             drop(sem);
             let set = loop {
                 let key = Key::new(ipc_testkit::sysv_key());
-                match SemSet::create_with_mode(key, &[1], 0o640) {
-                    Err(Error::AlreadyExists) => continue,
+                match SemSet::options().mode(0o640).create(key, &[1]) {
+                    Err(Error::AlreadyExists { .. }) => continue,
                     r => break r.unwrap(),
                 }
             };
@@ -227,8 +239,8 @@ fn named_semaphores_are_0600_whatever_the_umask_and_closed_to_others() {
             drop(set);
             // Bits outside 0o777 are refused before anything is created.
             assert!(matches!(
-                NamedSemaphore::create_with_mode(&name, 0, 0o4600),
-                Err(Error::ValueTooLarge { .. })
+                NamedSemaphore::options().mode(0o4600).create(&name, 0),
+                Err(Error::InvalidMode { mode: 0o4600 })
             ));
             assert!(!dev_shm(&name).exists());
             return;
@@ -240,10 +252,13 @@ fn named_semaphores_are_0600_whatever_the_umask_and_closed_to_others() {
             let name = std::env::var(NAME_ENV).unwrap();
             assert!(matches!(
                 NamedSemaphore::open(&name),
-                Err(Error::PermissionDenied)
+                Err(Error::PermissionDenied { .. })
             ));
             let id = std::env::var(ID_ENV).unwrap().parse().unwrap();
-            assert!(matches!(SemSet::open_id(id), Err(Error::PermissionDenied)));
+            assert!(matches!(
+                SemSet::open_id(id),
+                Err(Error::PermissionDenied { .. })
+            ));
             return;
         }
         _ => {}

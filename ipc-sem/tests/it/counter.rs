@@ -50,7 +50,7 @@ fn child(kind: Kind) {
         Kind::Unnamed => {
             // SAFETY: the parent initialised the semaphore in the segment before starting us
             // and destroys it only after we exited; our mapping outlives `sem`.
-            let sem = unsafe { InPlaceSemaphore::attach(shm.sem_slot()) };
+            let sem = unsafe { InPlaceSemaphore::attach(shm.sem_slot()) }.unwrap();
             ready_and_wait_for_go(r);
             for _ in 0..INCREMENTS {
                 let _g = sem.acquire().unwrap();
@@ -68,7 +68,7 @@ fn child(kind: Kind) {
         }
         Kind::Mutex => {
             // SAFETY: as for the unnamed semaphore.
-            let m = unsafe { RobustMutex::attach(shm.mutex_slot()) };
+            let m = unsafe { RobustMutex::attach(shm.mutex_slot()) }.unwrap();
             ready_and_wait_for_go(r);
             for _ in 0..INCREMENTS {
                 let Locked::Normal(_g) = m.lock().unwrap() else {

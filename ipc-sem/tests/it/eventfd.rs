@@ -90,3 +90,15 @@ fn shared_semaphore_is_shared_with_a_forked_child() {
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
 }
+
+#[test]
+fn a_descriptor_that_is_not_an_eventfd_gives_errors_not_units() {
+    use std::io::Write;
+    // `From<OwnedFd>` takes the caller's word; a pipe's short reads must not count as units.
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    std::fs::File::from(w).write_all(b"abc").unwrap();
+    let sem = EventSemaphore::from(r);
+    let e = sem.wait().unwrap_err();
+    assert!(e.to_string().contains("not an eventfd"), "{e}");
+    assert!(sem.try_wait().is_err());
+}

@@ -10,7 +10,6 @@
 //! system calls, so the fork is sound.
 #![allow(unsafe_code)]
 
-use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::time::Duration;
 
@@ -131,8 +130,8 @@ fn uncontended_post_and_wait_make_no_system_call() {
     check("named", &named);
     let shared = SharedSemaphore::new(0).unwrap();
     check("unnamed, own page", &shared);
-    let mut slot = MaybeUninit::<RawSemaphore>::uninit();
-    let slot = NonNull::new(slot.as_mut_ptr()).unwrap();
+    let mut slot = Box::new(RawSemaphore::new());
+    let slot = NonNull::from(&mut *slot);
     // SAFETY: aligned stack memory, initialised once here, not moved while `in_place` lives,
     // destroyed once below. (Private memory: the child works on its copy.)
     let in_place = unsafe { InPlaceSemaphore::init(slot, 0) }.unwrap();

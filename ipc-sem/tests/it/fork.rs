@@ -1,37 +1,32 @@
-//! Owners record the pid that created them: a forked child that drops an inherited owner
-//! removes nothing of its parent's.
+//! After `fork`: a child forked from a multi-threaded parent may make only async-signal-safe
+//! calls. Every type documents what its handles allow there; these tests call exactly that in
+//! such children, forked while other threads of the parent are busy creating, opening and
+//! dropping objects of every kind, and require every child to return within a bound.
 //!
-//! A child made by re-running the test binary cannot inherit an owner handle, so this needs a
-//! real `fork`. Dropping a `NamedSemaphore` calls `sem_close`, which is not on the
-//! async-signal-safe list (it takes glibc's semaphore-mappings lock and frees a tree node), so
-//! the fork must not happen in the multi-threaded test process, where another test thread could
-//! be inside `sem_open` at that moment. Instead the test re-runs its binary as a "forker" that
-//! runs only this test; there the forking thread is the only one that ever calls `sem_*` (the
-//! other one, libtest's main thread, waits for this test's result), glibc re-initialises
-//! malloc's locks in a fork child, so the grandchild can run the real drop path. The forker
-//! checks its thread count before forking, and the grandchild is bounded by `alarm`.
+//! A re-run test process (the "forker") does the forking, so the children never run inside the
+//! multi-threaded test harness with its output capture; its own extra threads are the busy ones.
+//! With glibc's `sem_close`, whose lock a busy thread may hold at the moment of the fork, a
+//! child dropping an inherited named semaphore hung forever.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ipc_sem::{Error, NamedSemaphore, SemOp, SemSet};
+use ipc_sem::{
+    Error, EventSemaphore, InPlaceSemaphore, NamedMutex, NamedSemaphore, RawRobustMutex,
+    RawSemaphore, RobustMutex, SemOp, SemSet, SharedMutex, SharedSemaphore,
+};
 use ipc_testkit::{Proc, Watchdog, test_path};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::mm::{MapFlags, ProtFlags};
 use rustix::process::{Pid, PidfdFlags, WaitOptions, pidfd_open, waitpid};
 
-/// The threads of this process (from /proc/self/status).
-fn threads() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
-}
-
-/// Waits at most `limit` for child `pid`; kills it on time-out. Returns its raw wait status.
-fn wait_bounded(pid: i32, limit: Duration) -> i32 {
+/// Waits at most `limit` for child `pid`; kills it on time-out. Returns its raw wait status,
+/// or `None` if it had to be killed.
+fn wait_bounded(pid: i32, limit: Duration) -> Option<i32> {
     let p = Pid::from_raw(pid).unwrap();
     let fd = pidfd_open(p, PidfdFlags::empty()).unwrap();
     let ts = Timespec {
@@ -50,81 +45,339 @@ fn wait_bounded(pid: i32, limit: Duration) -> i32 {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     let (_, status) = waitpid(Some(p), WaitOptions::empty()).unwrap().unwrap();
-    assert!(
-        ready == 1,
-        "the forked child did not finish within {limit:?}"
-    );
-    status.as_raw()
+    (ready == 1).then(|| status.as_raw())
 }
 
-/// The forker: creates the owners, forks a child that uses and drops them, checks they stay.
-fn forker() {
-    let name = ipc_testkit::posix_name("fork");
-    let owner = NamedSemaphore::create(&name, 0).unwrap();
-    let set = crate::shared::new_set(&[0]);
-    let file = CString::new(format!("/dev/shm/sem.{}", &name[1..])).unwrap();
-    assert!(owner.is_owner() && set.is_owner());
-    // This test thread and libtest's main thread, blocked until the test ends: nothing else.
-    assert!(threads() <= 2, "{} threads in the forker", threads());
-
-    // SAFETY: see the module docs: the only thread that calls `sem_*` or holds a lock we need
-    // is the one that forks; the child ends with `_exit` and never returns into the harness.
+/// Forks; the child runs `f` and leaves with `_exit(f())`. The child of this multi-threaded
+/// process may call only what the crate documents as fine after fork (the `f`s below do).
+fn fork_child(f: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child runs only `f`, which makes async-signal-safe calls (the operations the
+    // crate documents for after-fork) and frees memory (glibc resets malloc's locks in the
+    // child), then `_exit`s without returning into the caller's frames.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork");
     if pid == 0 {
-        // SAFETY: `alarm` has no preconditions; SIGALRM's default action ends the child if
-        // anything below hangs.
-        unsafe { libc::alarm(10) };
-        // Use the inherited handles, so the parent can see the child really had them...
-        let used = owner.post().is_ok() && set.try_apply(&[SemOp::post(0)]).is_ok();
-        // ...then drop them here: the real Drop, in a process that did not create them.
-        let not_owner = !owner.is_owner() && !set.is_owner();
-        drop(owner);
-        drop(set);
-        // SAFETY: `file` is a NUL-terminated path made before the fork.
-        let still_there = unsafe { libc::access(file.as_ptr(), libc::F_OK) } == 0;
-        let code = if !used {
-            2
-        } else if !not_owner {
-            3
-        } else if !still_there {
-            4
-        } else {
-            0
-        };
+        let code = f();
         // SAFETY: ends the child without running the parent's destructors a second time.
         unsafe { libc::_exit(code) };
     }
-    let status = wait_bounded(pid, Duration::from_secs(15));
+    pid
+}
+
+/// Threads that create, open, use and drop objects of every kind until stopped (the
+/// `inherit` module's churn), so that forks happen while they are in the middle of it.
+struct Busy {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Busy {
+    fn start(n: usize) -> Busy {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|t| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        crate::inherit::churn(&format!("busy{t}"));
+                    }
+                })
+            })
+            .collect();
+        Busy { stop, threads }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An anonymous `MAP_SHARED` page for in-place slots (shared with forked children).
+struct Page(NonNull<u8>);
+
+impl Page {
+    fn new() -> Page {
+        // SAFETY: a fresh anonymous mapping at an address the kernel picks aliases nothing.
+        let p = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                4096,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+            )
+        }
+        .unwrap();
+        Page(NonNull::new(p.cast()).unwrap())
+    }
+
+    fn slot<T>(&self, offset: usize) -> NonNull<T> {
+        // 64-byte offsets keep both slot types aligned.
+        assert!(offset.is_multiple_of(64) && offset + 64 <= 4096);
+        // SAFETY: within the page (checked above).
+        unsafe { self.0.add(offset) }.cast()
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        // SAFETY: the page is ours; no handle into it outlives the test that made it.
+        let _ = unsafe { rustix::mm::munmap(self.0.as_ptr().cast(), 4096) };
+    }
+}
+
+/// Every kind of handle, as a forked child inherits them.
+struct All {
+    named_owner: NamedSemaphore,
+    named_opener: NamedSemaphore,
+    shared: SharedSemaphore,
+    in_place: InPlaceSemaphore,
+    set: SemSet,
+    event: EventSemaphore,
+    robust: RobustMutex,
+    shared_mutex: SharedMutex,
+    named_mutex: NamedMutex,
+    named_mutex_opener: NamedMutex,
+    name: String,
+    _page: Page,
+}
+
+impl All {
+    fn new() -> All {
+        let name = ipc_testkit::posix_name("fk");
+        let page = Page::new();
+        // SAFETY: zeroed shared page, aligned slots, mapped until `All` is dropped (after the
+        // handles: fields drop in order and `_page` is last).
+        let in_place = unsafe { InPlaceSemaphore::init(page.slot::<RawSemaphore>(0), 0) }.unwrap();
+        // SAFETY: as above.
+        let robust = unsafe { RobustMutex::init(page.slot::<RawRobustMutex>(64)) }.unwrap();
+        let named_mutex = NamedMutex::create(&name).unwrap();
+        All {
+            named_owner: NamedSemaphore::create(&name, 0).unwrap(),
+            named_opener: NamedSemaphore::open(&name).unwrap(),
+            shared: SharedSemaphore::new(0).unwrap(),
+            in_place,
+            set: crate::shared::new_set(&[0]),
+            event: EventSemaphore::new(0).unwrap(),
+            robust,
+            shared_mutex: SharedMutex::new().unwrap(),
+            named_mutex_opener: NamedMutex::open(&name).unwrap(),
+            named_mutex,
+            name,
+            _page: page,
+        }
+    }
+
+    /// In the forked child: the documented operations on every kind, then every handle
+    /// dropped. Returns 0, or the number of the first step that failed.
+    fn child(self) -> i32 {
+        let steps: [&dyn Fn() -> bool; 11] = [
+            &|| {
+                !self.named_owner.is_owner() && !self.set.is_owner() && !self.named_mutex.is_owner()
+            },
+            &|| {
+                self.named_owner.post().is_ok()
+                    && self.named_opener.post().is_ok()
+                    && self.named_opener.try_wait().is_ok()
+                    && self
+                        .named_owner
+                        .wait_timeout(Duration::from_secs(5))
+                        .is_ok()
+                    && self.named_owner.post().is_ok()
+                    && self.named_owner.value().is_ok()
+            },
+            &|| {
+                self.shared.post().is_ok()
+                    && self.shared.post().is_ok()
+                    && self.shared.wait().is_ok()
+                    && self.shared.acquire().is_ok()
+            },
+            &|| {
+                self.in_place.post().is_ok()
+                    && self.in_place.try_acquire().is_ok()
+                    && self.in_place.value().is_ok()
+            },
+            &|| {
+                self.set.apply(&[SemOp::post(0)]).is_ok()
+                    && self.set.try_apply(&[SemOp::post(0)]).is_ok()
+                    && self
+                        .set
+                        .apply_timeout(&[SemOp::wait(0)], Duration::from_secs(5))
+                        .is_ok()
+                    && self.set.value(0).is_ok()
+                    && self.set.waiters(0).is_ok()
+            },
+            &|| {
+                self.event.post().is_ok()
+                    && self.event.post().is_ok()
+                    && self.event.try_wait().is_ok()
+            },
+            &|| matches!(self.robust.lock(), Ok(ipc_sem::Locked::Normal(_))),
+            &|| matches!(self.shared_mutex.try_lock(), Ok(ipc_sem::Locked::Normal(_))),
+            &|| {
+                matches!(
+                    self.named_mutex_opener.lock_timeout(Duration::from_secs(5)),
+                    Ok(ipc_sem::Locked::Normal(_))
+                )
+            },
+            &|| self.named_mutex.try_lock().is_ok(),
+            &|| true,
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            if !step() {
+                return i as i32 + 1;
+            }
+        }
+        // Drop every handle: unmaps and closes only, removes nothing.
+        drop(self);
+        0
+    }
+}
+
+/// The forker of `every_kind_works_in_a_child_forked_while_threads_are_busy`.
+fn forker_every_kind() {
+    let mut all = Some(All::new());
+    let busy = Busy::start(2);
+    // The child takes the handles out of its copy of `all`; the parent's stays.
+    let pid = fork_child(|| all.take().map_or(99, All::child));
+    let all = all.unwrap();
+    let status = wait_bounded(pid, Duration::from_secs(30)).expect("the forked child hung");
+    drop(busy);
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "forked child: raw wait status {status:#x} (exit 2: could not use the handles, \
-         3: thought it owned them, 4: the name was gone after its drop)"
+        "forked child: raw wait status {status:#x} (exit N: step N failed)"
     );
-    // Both objects are still there, with the child's posts in them.
-    assert!(owner.is_owner() && set.is_owner());
-    let again = NamedSemaphore::open(&name).expect("the name survived the child's drop");
-    assert_eq!(again.value().unwrap(), 1);
-    drop(again);
-    let by_id = SemSet::open_id(set.id()).expect("the set survived the child's drop");
-    assert_eq!(by_id.values().unwrap(), [1]);
-    drop(by_id);
-    // The creator's drop does remove them.
-    let id = set.id();
-    drop(owner);
-    drop(set);
-    assert!(matches!(NamedSemaphore::open(&name), Err(Error::NotFound)));
-    assert!(matches!(SemSet::open_id(id), Err(Error::Removed)));
+    // What the child did arrived, and it removed nothing.
+    assert_eq!(all.named_owner.value().unwrap(), 1, "named: +1 net");
+    assert_eq!(all.shared.value().unwrap(), 1, "shared: +1 net");
+    assert_eq!(all.in_place.value().unwrap(), 1, "in place: +1 net");
+    assert_eq!(all.set.values().unwrap(), [1], "set: +1 net");
+    all.event.try_wait().expect("eventfd: +1 net");
+    assert!(
+        NamedSemaphore::open(&all.name).is_ok(),
+        "semaphore still named"
+    );
+    assert!(NamedMutex::open(&all.name).is_ok(), "mutex still named");
+    assert!(SemSet::open_id(all.set.id()).is_ok(), "set still there");
+    // The child's locks died with it: its guards unlocked before it exited.
+    drop(all.robust.try_lock().unwrap());
+    drop(all.shared_mutex.try_lock().unwrap());
+    drop(all.named_mutex.try_lock().unwrap());
+    let name = all.name.clone();
+    let id = all.set.id();
+    drop(all);
+    // The creator's drops do remove them.
+    assert!(matches!(
+        NamedSemaphore::open(&name),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        NamedMutex::open(&name),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(SemSet::open_id(id), Err(Error::NotFound { .. })));
 }
 
 #[test]
-fn a_forked_child_dropping_inherited_owners_removes_nothing() {
+fn every_kind_works_in_a_child_forked_while_threads_are_busy() {
     if ipc_testkit::role().is_some() {
-        forker();
+        forker_every_kind();
         return;
     }
-    let _wd = Watchdog::new("fork drop", Duration::from_secs(60));
-    let test = test_path!(a_forked_child_dropping_inherited_owners_removes_nothing);
+    let _wd = Watchdog::new("fork every kind", Duration::from_secs(120));
+    let test = test_path!(every_kind_works_in_a_child_forked_while_threads_are_busy);
+    Proc::spawn(&mut ipc_testkit::child(&test, "forker"))
+        .unwrap()
+        .expect_success(Duration::from_secs(100));
+}
+
+/// The forker of `children_forked_while_threads_are_busy_drop_inherited_handles_and_return`.
+fn forker_drops() {
+    const FORKS: usize = 300;
+    let name = ipc_testkit::posix_name("fkd");
+    let owner = NamedSemaphore::create(&name, 0).unwrap();
+    let busy = Busy::start(2);
+    let mut hung = 0;
+    let mut failed = 0;
+    for _ in 0..FORKS {
+        let opener = NamedSemaphore::open(&name).unwrap();
+        let shared = SharedSemaphore::new(0).unwrap();
+        let mutex = SharedMutex::new().unwrap();
+        let pid = fork_child(|| {
+            // Only drops of inherited handles, the owner's among them.
+            drop(opener);
+            drop(shared);
+            drop(mutex);
+            0
+        });
+        match wait_bounded(pid, Duration::from_secs(10)) {
+            None => hung += 1,
+            Some(s) if !(libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0) => failed += 1,
+            Some(_) => {}
+        }
+    }
+    drop(busy);
+    assert_eq!(
+        hung, 0,
+        "{hung} of {FORKS} forked children hung dropping inherited handles"
+    );
+    assert_eq!(failed, 0, "{failed} of {FORKS} forked children failed");
+    let file = CString::new(format!("/dev/shm/sem.{}", &name[1..])).unwrap();
+    assert!(rustix::fs::access(file.as_c_str(), rustix::fs::Access::EXISTS).is_ok());
+    drop(owner);
+}
+
+#[test]
+fn children_forked_while_threads_are_busy_drop_inherited_handles_and_return() {
+    if ipc_testkit::role().is_some() {
+        forker_drops();
+        return;
+    }
+    let _wd = Watchdog::new("fork drop race", Duration::from_secs(600));
+    let test = test_path!(children_forked_while_threads_are_busy_drop_inherited_handles_and_return);
+    Proc::spawn(&mut ipc_testkit::child(&test, "forker"))
+        .unwrap()
+        .expect_success(Duration::from_secs(550));
+}
+
+/// A forked child that holds the inherited owner keeps it alive: `remove_stale` refuses while
+/// the child lives, even after the creator dropped its handle with `OnDrop::Keep`.
+fn forker_keeps_alive() {
+    let name = ipc_testkit::posix_name("fka");
+    let mut owner = NamedSemaphore::create(&name, 0).unwrap();
+    owner.persist();
+    let (rd, wr) = rustix::pipe::pipe().unwrap();
+    let mut wr = Some(wr);
+    let pid = fork_child(|| {
+        // Hold the inherited owner (and its descriptor) until the parent closes the pipe.
+        drop(wr.take());
+        let mut b = [0u8; 1];
+        let _ = rustix::io::read(&rd, &mut b);
+        drop(owner);
+        0
+    });
+    // The parent's copy of `owner` went with the closure when `fork_child` returned: only the
+    // child holds the owner's descriptor now.
+    let r = ipc_sem::remove_stale(&name);
+    drop(wr);
+    let status = wait_bounded(pid, Duration::from_secs(10)).expect("child hung");
+    assert!(libc::WIFEXITED(status));
+    assert!(matches!(r, Err(Error::OwnerAlive { .. })), "{r:?}");
+    ipc_sem::remove_stale(&name).expect("stale once the child is gone");
+}
+
+#[test]
+fn a_forked_child_holding_the_owner_keeps_it_alive() {
+    if ipc_testkit::role().is_some() {
+        forker_keeps_alive();
+        return;
+    }
+    let _wd = Watchdog::new("fork keeps alive", Duration::from_secs(60));
+    let test = test_path!(a_forked_child_holding_the_owner_keeps_it_alive);
     Proc::spawn(&mut ipc_testkit::child(&test, "forker"))
         .unwrap()
         .expect_success(Duration::from_secs(40));

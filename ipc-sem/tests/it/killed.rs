@@ -50,7 +50,7 @@ fn system_v_undo_gives_a_killed_holders_unit_back() {
 
 fn mutex_holder(shm: &Shared) -> ! {
     // SAFETY: the parent initialised the mutex before starting us and keeps the segment alive.
-    let m = unsafe { RobustMutex::attach(shm.mutex_slot()) };
+    let m = unsafe { RobustMutex::attach(shm.mutex_slot()) }.unwrap();
     let guard = m.lock().unwrap().recover().unwrap();
     // Half an update: the protected data is inconsistent when we die.
     shm.region().counter.store(1, Ordering::SeqCst);

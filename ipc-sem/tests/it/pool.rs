@@ -83,7 +83,7 @@ fn in_place_counting_semaphore_never_admits_more_than_n() {
     if ipc_testkit::role().is_some() {
         let shm = Shared::from_env();
         // SAFETY: initialised by the parent before we started; the mapping outlives `sem`.
-        let sem = unsafe { InPlaceSemaphore::attach(shm.sem_slot()) };
+        let sem = unsafe { InPlaceSemaphore::attach(shm.sem_slot()) }.unwrap();
         hold_rounds(&shm, || sem.acquire().unwrap());
         return;
     }

@@ -32,6 +32,14 @@ pub(crate) struct Region {
     /// Holders inside the pool now, and the most ever seen.
     pub(crate) inside: AtomicU64,
     pub(crate) max_inside: AtomicU64,
+    /// More slots for the init-once races, and what each racer was told per slot.
+    pub(crate) sems: [RawSemaphore; 2],
+    pub(crate) mutexes: [RawRobustMutex; 2],
+    pub(crate) created: [AtomicU64; 4],
+    pub(crate) existing: [AtomicU64; 4],
+    /// An early opener's thread id and the address of the state word it waits on.
+    pub(crate) waiter_tid: AtomicU64,
+    pub(crate) waiter_addr: AtomicU64,
 }
 
 /// A mapped segment; the creator unlinks its name on drop.
@@ -103,6 +111,14 @@ impl Shared {
         NonNull::from(&self.region().mutex)
     }
 
+    pub(crate) fn sem_slot_n(&self, n: usize) -> NonNull<RawSemaphore> {
+        NonNull::from(&self.region().sems[n])
+    }
+
+    pub(crate) fn mutex_slot_n(&self, n: usize) -> NonNull<RawRobustMutex> {
+        NonNull::from(&self.region().mutexes[n])
+    }
+
     /// A command for a child with the segment's name in its environment.
     pub(crate) fn child(&self, test: &str, role: &str) -> std::process::Command {
         let mut cmd = ipc_testkit::child(test, role);
@@ -146,7 +162,7 @@ pub(crate) fn hold_forever() -> ! {
 pub(crate) fn new_set(values: &[u16]) -> ipc_sem::SemSet {
     loop {
         match ipc_sem::SemSet::create(ipc_sem::Key::new(ipc_testkit::sysv_key()), values) {
-            Err(ipc_sem::Error::AlreadyExists) => continue,
+            Err(ipc_sem::Error::AlreadyExists { .. }) => continue,
             r => return r.expect("semget"),
         }
     }

@@ -70,42 +70,56 @@ fn open_waits_for_the_creator_to_initialise_the_set() {
             break (key, id);
         }
     };
-    let r = SemSet::open_timeout(Key::new(key), Duration::from_millis(50));
+    let r = SemSet::options()
+        .wait_ready(Duration::from_millis(50))
+        .open(Key::new(key));
+    assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
+    let r = SemSet::options()
+        .wait_ready(Duration::from_millis(50))
+        .open_id(id);
     assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
     // Once an operation has run (sem_otime set), open succeeds.
-    let by_id = SemSet::open_id(id).unwrap();
-    by_id.apply(&[SemOp::post(0)]).unwrap();
+    let mut post = libc::sembuf {
+        sem_num: 0,
+        sem_op: 1,
+        sem_flg: 0,
+    };
+    // SAFETY: `post` is one valid sembuf for the call.
+    assert_eq!(unsafe { libc::semop(id, &mut post, 1) }, 0);
     let opened = SemSet::open(Key::new(key)).unwrap();
     assert_eq!(opened.values().unwrap(), [1]);
-    ipc_sem::remove(id).unwrap();
-    assert!(matches!(opened.value(0), Err(Error::Removed)));
+    ipc_sem::sysv::remove(id).unwrap();
+    assert!(matches!(opened.value(0), Err(Error::Removed { .. })));
 }
 
 #[test]
 fn persistent_objects_stay_until_removed() {
     let name = ipc_testkit::posix_name("keep");
-    let sem = ipc_sem::NamedSemaphore::create(&name, 3)
-        .unwrap()
-        .into_persistent();
+    let mut sem = ipc_sem::NamedSemaphore::create(&name, 3).unwrap();
+    sem.persist();
     assert!(!sem.is_owner());
     drop(sem);
     let again = ipc_sem::NamedSemaphore::open(&name).unwrap();
     assert_eq!(again.value().unwrap(), 3);
     ipc_sem::unlink(&name).unwrap();
-    assert!(matches!(ipc_sem::unlink(&name), Err(Error::NotFound)));
+    assert!(matches!(
+        ipc_sem::unlink(&name),
+        Err(Error::NotFound { .. })
+    ));
     assert_eq!(
         again.value().unwrap(),
         3,
         "an unlinked semaphore still works for its openers"
     );
 
-    let set = crate::shared::new_set(&[1]).into_persistent();
+    let mut set = crate::shared::new_set(&[1]);
+    set.persist();
     let id = set.id();
     drop(set);
     let set = SemSet::open_id(id).unwrap();
     assert_eq!(set.values().unwrap(), [1]);
     set.remove().unwrap();
-    assert!(matches!(SemSet::open_id(id), Err(Error::Removed)));
+    assert!(matches!(SemSet::open_id(id), Err(Error::NotFound { .. })));
 }
 
 #[test]
@@ -128,7 +142,7 @@ fn keys_from_a_path_reach_the_same_set_and_bad_paths_are_typed_errors() {
             assert_eq!(key, Key::from_path(&file, proj).unwrap(), "stable");
             assert_ne!(key, Key::PRIVATE);
             match SemSet::create(key, &[4, 2]) {
-                Err(Error::AlreadyExists) => None,
+                Err(Error::AlreadyExists { .. }) => None,
                 r => Some((proj, r.unwrap())),
             }
         })
@@ -141,9 +155,12 @@ fn keys_from_a_path_reach_the_same_set_and_bad_paths_are_typed_errors() {
     assert_eq!(Key::from(key.as_raw()), key);
     drop(opened);
     drop(set);
-    assert!(matches!(SemSet::open(key), Err(Error::NotFound)));
+    assert!(matches!(SemSet::open(key), Err(Error::NotFound { .. })));
     let missing = dir.join(ipc_testkit::unique("noftok"));
-    assert!(matches!(Key::from_path(&missing, 1), Err(Error::NotFound)));
+    assert!(matches!(
+        Key::from_path(&missing, 1),
+        Err(Error::NotFound { .. })
+    ));
     let nul = std::path::Path::new("/tmp/ipcrs\0x");
     assert!(matches!(
         Key::from_path(nul, 1),
