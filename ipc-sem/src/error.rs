@@ -63,6 +63,12 @@ pub enum Error {
         /// The object.
         name: String,
     },
+    /// `remove` on a handle that is not the object's owner (an opener, an adopted descriptor,
+    /// or an owner inherited across fork): nothing was removed.
+    NotOwner {
+        /// The object.
+        name: String,
+    },
     /// The object under the name is not one this crate can use: not a regular file, a symbolic
     /// link, not sealed against shrinking, or a slot whose state word holds no valid state.
     /// Nothing was mapped or changed.
@@ -189,6 +195,12 @@ impl fmt::Display for Error {
                 f,
                 "{name} is not stale: its owner is alive (a process holds the owner's descriptor)"
             ),
+            Error::NotOwner { name } => write!(
+                f,
+                "this handle does not own {name} (an opener, an adopted descriptor, or an owner \
+                 inherited across fork), so it removes nothing; remove it by name (unlink, \
+                 sysv::remove) or with remove_stale"
+            ),
             Error::InvalidObject { name, reason } => write!(f, "{name} is unusable: {reason}"),
             Error::WrongSize {
                 name,
@@ -310,7 +322,7 @@ impl From<Error> for io::Error {
             Error::NotFound { .. } | Error::Removed { .. } | Error::NotInitialized { .. } => {
                 io::ErrorKind::NotFound
             }
-            Error::PermissionDenied { .. } | Error::WrongOwner { .. } => {
+            Error::PermissionDenied { .. } | Error::WrongOwner { .. } | Error::NotOwner { .. } => {
                 io::ErrorKind::PermissionDenied
             }
             Error::OwnerAlive { .. } | Error::Contended { .. } => io::ErrorKind::ResourceBusy,

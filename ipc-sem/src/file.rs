@@ -16,7 +16,7 @@ use crate::sys;
 
 /// The byte an owner holds a read lock on, for as long as its descriptor is open
 /// (`F_OFD_SETLK`); a prober asks `F_OFD_GETLK` for a write lock there.
-pub(crate) const OWNER_LOCK: i64 = 0x7fff_ffff_ffff_fffe;
+pub(crate) const OWNER_LOCK: i64 = crate::lifetime::OWNER_LOCK as i64;
 
 /// Where POSIX named semaphores and shared-memory objects live on Linux.
 pub(crate) const SHM_DIR: &str = "/dev/shm";

@@ -19,7 +19,7 @@ mod time;
 
 pub use error::{Error, Result};
 pub use eventfd::{EVENTFD_MAX, EventSemaphore};
-pub use lifetime::{OnDrop, Opened, OwnerCheck};
+pub use lifetime::{OWNER_LOCK, OnDrop, Opened, OwnerCheck};
 pub use mutex::{Locked, MutexGuard, OwnerDiedGuard, RawRobustMutex, RobustMutex};
 pub use name::NAME_MAX;
 pub use named::{NamedSemaphore, NamedSemaphoreOptions, remove_stale, unlink};

@@ -55,5 +55,11 @@ pub(crate) fn check_mode(mode: u32) -> crate::Result<()> {
     }
 }
 
+/// The byte an owner keeps an open-file-description read lock on, in the file that stands for
+/// its object (the semaphore's or mutex's file; a System V set's companion file), for as long as
+/// it lives: `remove_stale` asks the kernel whether anyone holds it (ARCHITECTURE.md, "The
+/// lifetime model").
+pub const OWNER_LOCK: u64 = 0x7fff_ffff_ffff_fffe;
+
 /// How many times `open_or_create` tries create, then open, before giving up.
 pub(crate) const OPEN_OR_CREATE_ATTEMPTS: u32 = 8;

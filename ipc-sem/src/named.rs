@@ -292,17 +292,28 @@ impl NamedSemaphore {
         &self.name
     }
 
-    /// Whether dropping this handle removes the name: it created the semaphore, in this
-    /// process (false in a forked child), and was not told to keep it.
+    /// Whether this handle is the owner: it created the semaphore, in this process (false in
+    /// a forked child and for openers). An owner told to keep the semaphore
+    /// ([`OnDrop::Keep`], [`persist`](Self::persist)) is still the owner until it is dropped.
     pub fn is_owner(&self) -> bool {
         self.owner
             .as_ref()
-            .is_some_and(|o| o.on_drop == OnDrop::Remove && o.pid == std::process::id())
+            .is_some_and(|o| o.pid == std::process::id())
     }
 
-    /// Keeps the semaphore after this owner is dropped; it is then ownerless (a
-    /// [`remove_stale`] removes it once this handle is gone). Remove it later with [`unlink`]
-    /// or [`remove_stale`].
+    /// Whether dropping this handle removes the name.
+    fn removes_on_drop(&self) -> bool {
+        self.is_owner()
+            && self
+                .owner
+                .as_ref()
+                .is_some_and(|o| o.on_drop == OnDrop::Remove)
+    }
+
+    /// Keeps the semaphore after this owner is dropped (as [`OnDrop::Keep`] at create). The
+    /// handle stays the owner — its owner lock held, so [`remove_stale`] refuses — until it is
+    /// dropped; then the semaphore is ownerless. Remove it later with [`unlink`] or
+    /// [`remove_stale`].
     pub fn persist(&mut self) {
         if let Some(o) = &mut self.owner {
             o.on_drop = OnDrop::Keep;
@@ -310,13 +321,20 @@ impl NamedSemaphore {
     }
 
     /// `sem_unlink`—Removes the name now, reporting errors, if it still refers to this
-    /// handle's semaphore (any handle may do it; processes that have it open keep using it).
+    /// handle's semaphore (processes that have it open keep using it).
     ///
     /// # Errors
-    /// [`Error::NotFound`] if the name is gone or refers to another semaphore (left alone);
+    /// [`Error::NotOwner`] unless [`is_owner`](Self::is_owner) (nothing is removed: remove a
+    /// name you did not create with [`unlink`] or [`remove_stale`]); [`Error::NotFound`] if
+    /// the name is gone or refers to another semaphore (left alone);
     /// [`Error::PermissionDenied`].
     #[doc(alias = "sem_unlink")]
     pub fn remove(mut self) -> Result<()> {
+        if !self.is_owner() {
+            return Err(Error::NotOwner {
+                name: self.name.clone(),
+            });
+        }
         self.persist();
         match file::unlink_if(&self.path, self.ident)
             .map_err(|e| Error::named(e, || self.name.clone()))?
@@ -335,7 +353,7 @@ impl NamedSemaphore {
 
 impl Drop for NamedSemaphore {
     fn drop(&mut self) {
-        if self.is_owner() {
+        if self.removes_on_drop() {
             let _ = file::unlink_if(&self.path, self.ident);
         }
         // Then the mapping is unmapped and the owner's descriptor closed: no lock is taken.

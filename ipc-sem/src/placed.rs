@@ -396,15 +396,27 @@ impl NamedMutex {
         &self.name
     }
 
-    /// Whether dropping this handle removes the name (the creator, in the creating process,
-    /// not told to keep it).
+    /// Whether this handle is the owner: it created the object, in this process (false in a
+    /// forked child and for openers). An owner told to keep it ([`OnDrop::Keep`],
+    /// [`persist`](Self::persist)) is still the owner until it is dropped.
     pub fn is_owner(&self) -> bool {
         self.owner
             .as_ref()
-            .is_some_and(|o| o.on_drop == OnDrop::Remove && o.pid == std::process::id())
+            .is_some_and(|o| o.pid == std::process::id())
     }
 
-    /// Keeps the object after this owner is dropped (then ownerless).
+    /// Whether dropping this handle removes the name.
+    fn removes_on_drop(&self) -> bool {
+        self.is_owner()
+            && self
+                .owner
+                .as_ref()
+                .is_some_and(|o| o.on_drop == OnDrop::Remove)
+    }
+
+    /// Keeps the object after this owner is dropped (as [`OnDrop::Keep`] at create). The handle
+    /// stays the owner — its owner lock held — until it is dropped; then the object is
+    /// ownerless.
     pub fn persist(&mut self) {
         if let Some(o) = &mut self.owner {
             o.on_drop = OnDrop::Keep;
@@ -414,9 +426,15 @@ impl NamedMutex {
     /// Removes the name now if it still refers to this handle's object, reporting errors.
     ///
     /// # Errors
-    /// [`Error::NotFound`] if the name is gone or refers to another object (left alone);
-    /// [`Error::PermissionDenied`].
+    /// [`Error::NotOwner`] unless [`is_owner`](Self::is_owner) (nothing is removed: use
+    /// [`NamedMutex::unlink`] or [`NamedMutex::remove_stale`]); [`Error::NotFound`] if the name
+    /// is gone or refers to another object (left alone); [`Error::PermissionDenied`].
     pub fn remove(mut self) -> Result<()> {
+        if !self.is_owner() {
+            return Err(Error::NotOwner {
+                name: self.name.clone(),
+            });
+        }
         self.persist();
         match file::unlink_if(&self.path, self.ident)
             .map_err(|e| Error::named(e, || self.name.clone()))?
@@ -459,7 +477,7 @@ impl Deref for NamedMutex {
 
 impl Drop for NamedMutex {
     fn drop(&mut self) {
-        if self.is_owner() {
+        if self.removes_on_drop() {
             let _ = file::unlink_if(&self.path, self.ident);
         }
         // Then `placed` unmaps (or keeps a still-locked slot mapped) and the descriptor closes.

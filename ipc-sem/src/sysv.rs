@@ -603,16 +603,27 @@ impl SemSet {
         self.len == 0
     }
 
-    /// Whether dropping this handle removes the set: it created the set, in this process
-    /// (false in a forked child), and was not told to keep it.
+    /// Whether this handle is the owner: it created the set, in this process (false in a
+    /// forked child and for openers). An owner told to keep the set ([`OnDrop::Keep`],
+    /// [`persist`](Self::persist)) is still the owner until it is dropped.
     pub fn is_owner(&self) -> bool {
         self.owner
             .as_ref()
-            .is_some_and(|o| o.on_drop == OnDrop::Remove && o.pid == std::process::id())
+            .is_some_and(|o| o.pid == std::process::id())
     }
 
-    /// Keeps the set after this owner is dropped; it is then ownerless ([`remove_stale`]
-    /// removes it once this handle is gone). Remove it later with [`remove`] or
+    /// Whether dropping this handle removes the set.
+    fn removes_on_drop(&self) -> bool {
+        self.is_owner()
+            && self
+                .owner
+                .as_ref()
+                .is_some_and(|o| o.on_drop == OnDrop::Remove)
+    }
+
+    /// Keeps the set after this owner is dropped (as [`OnDrop::Keep`] at create). The handle
+    /// stays the owner — the lock of its companion file held, so [`remove_stale`] refuses —
+    /// until it is dropped; then the set is ownerless. Remove it later with [`remove`] or
     /// [`remove_stale`].
     pub fn persist(&mut self) {
         if let Some(o) = &mut self.owner {
@@ -896,13 +907,19 @@ impl SemSet {
         sys::semctl_set_mode(self.id, mode).map_err(|e| stat_error(e, self.id))
     }
 
-    /// `semctl(IPC_RMID)`—Removes the set now (waiters get [`Error::Removed`]), whoever owns
-    /// this handle, and its companion file (the owner's, or one whose lock is free).
+    /// `semctl(IPC_RMID)`—Removes the set now (waiters get [`Error::Removed`]) and its
+    /// companion file. Only the owner may: an opener gets [`Error::NotOwner`] and removes
+    /// nothing (remove a set you did not create with [`remove`](crate::sysv::remove) or
+    /// [`remove_stale`]).
     ///
     /// # Errors
-    /// [`Error::PermissionDenied`]; [`Error::Removed`] if it is gone already.
+    /// [`Error::NotOwner`]; [`Error::PermissionDenied`]; [`Error::Removed`] if it is gone
+    /// already.
     #[doc(alias = "IPC_RMID")]
     pub fn remove(mut self) -> Result<()> {
+        if !self.is_owner() {
+            return Err(Error::NotOwner { name: self.name() });
+        }
         match self.owner.take() {
             Some(o) if o.pid == std::process::id() => {
                 // A replaced companion means our set is gone and the id names another one now.
@@ -932,7 +949,7 @@ fn stat_error(e: std::io::Error, id: i32) -> Error {
 
 impl Drop for SemSet {
     fn drop(&mut self) {
-        if !self.is_owner() {
+        if !self.removes_on_drop() {
             return;
         }
         let Some(o) = &self.owner else { return };

@@ -23,7 +23,7 @@ const ENUMS: [(&str, &[&str]); 3] = [
 ];
 
 /// Signatures (whitespace-insensitive prefixes) every named crate has somewhere in `src/`.
-const VERBS: [&str; 11] = [
+const VERBS: [&str; 12] = [
     "pub fn open_or_create(",
     "pub fn persist(&mut self)",
     "pub fn is_owner(&self) -> bool",
@@ -35,10 +35,11 @@ const VERBS: [&str; 11] = [
     "pub const fn replace_stale(self)",
     "pub const fn mode(self, mode: u32)",
     "pub const fn options()",
+    "pub const OWNER_LOCK: u64 = 0x7fff_ffff_ffff_fffe;",
 ];
 
 /// Error variants every named crate's `Error` has.
-const ERRORS: [&str; 7] = [
+const ERRORS: [&str; 9] = [
     "InvalidName",
     "InvalidMode",
     "AlreadyExists",
@@ -46,6 +47,8 @@ const ERRORS: [&str; 7] = [
     "PermissionDenied",
     "WrongOwner",
     "OwnerAlive",
+    "NotOwner",
+    "Contended",
 ];
 
 /// What each System V module (`src/sysv.rs`, or `src/sysv/*.rs`) has.

@@ -437,7 +437,14 @@ fn remove_reports_and_persist_keeps() {
 
         let mut owner = kind.create(&id).unwrap();
         owner.persist();
-        assert!(!owner.is_owner(), "{kind:?}: not the owner after persist");
+        assert!(
+            owner.is_owner(),
+            "{kind:?}: the owner until dropped, after persist too"
+        );
+        assert!(
+            matches!(kind.remove_stale(&id), Err(Error::OwnerAlive { .. })),
+            "{kind:?}: a persisted owner that lives still holds its lock"
+        );
         drop(owner);
         assert!(kind.exists(&id), "{kind:?}: persisted");
         let again = kind.open(&id).unwrap();
@@ -445,12 +452,15 @@ fn remove_reports_and_persist_keeps() {
         assert!(unlinked.is_ok(), "{kind:?}: {unlinked:?}");
         let r = again.remove();
         assert!(
-            matches!(r, Err(Error::NotFound { .. }) | Err(Error::Removed { .. })),
-            "{kind:?}: remove of a removed object: {r:?}"
+            matches!(r, Err(Error::NotOwner { .. })),
+            "{kind:?}: an opener removes nothing: {r:?}"
         );
 
         let kept = kind.create_with(&id, OnDrop::Keep, false, 0o600).unwrap();
-        assert!(!kept.is_owner(), "{kind:?}: OnDrop::Keep");
+        assert!(
+            kept.is_owner(),
+            "{kind:?}: OnDrop::Keep is an owner until dropped"
+        );
         drop(kept);
         assert!(kind.exists(&id));
         stale_soon(kind, &id);

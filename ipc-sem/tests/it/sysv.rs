@@ -97,7 +97,7 @@ fn persistent_objects_stay_until_removed() {
     let name = ipc_testkit::posix_name("keep");
     let mut sem = ipc_sem::NamedSemaphore::create(&name, 3).unwrap();
     sem.persist();
-    assert!(!sem.is_owner());
+    assert!(sem.is_owner(), "the owner until dropped");
     drop(sem);
     let again = ipc_sem::NamedSemaphore::open(&name).unwrap();
     assert_eq!(again.value().unwrap(), 3);
@@ -118,7 +118,11 @@ fn persistent_objects_stay_until_removed() {
     drop(set);
     let set = SemSet::open_id(id).unwrap();
     assert_eq!(set.values().unwrap(), [1]);
-    set.remove().unwrap();
+    assert!(
+        matches!(set.remove(), Err(Error::NotOwner { .. })),
+        "an opener removes nothing"
+    );
+    ipc_sem::sysv::remove(id).unwrap();
     assert!(matches!(SemSet::open_id(id), Err(Error::NotFound { .. })));
 }
 
