@@ -82,14 +82,6 @@ pub(crate) fn lock(fd: impl AsFd, kind: LockKind) -> io::Result<()> {
         .map_err(io::Error::from)
 }
 
-/// Releases the owner lock held through `fd`'s open file description (also for every process
-/// that shares the description).
-pub(crate) fn unlock(fd: impl AsFd) -> io::Result<()> {
-    fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&flock(libc::F_UNLCK)))
-        .map(drop)
-        .map_err(io::Error::from)
-}
-
 /// Whether another open file description holds the owner lock of the file `fd` refers to:
 /// asks `F_OFD_GETLK` for a write lock, which any owner lock conflicts with.
 pub(crate) fn held(fd: impl AsFd) -> io::Result<bool> {

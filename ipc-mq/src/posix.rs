@@ -737,24 +737,23 @@ impl MessageQueue {
     }
 
     /// Whether this handle is the queue's owner: the handle `create` returned, in the process
-    /// that created it, not [persisted](Self::persist). (A forked child's copy is not; an owner
-    /// created with [`OnDrop::Keep`] is, until it is dropped.)
+    /// that created it. (A forked child's copy is not; an owner created with [`OnDrop::Keep`] or
+    /// [persisted](Self::persist) is, until it is dropped.)
     pub fn is_owner(&self) -> bool {
         self.owner
             .as_ref()
             .is_some_and(|o| o.pid == std::process::id())
     }
 
-    /// Gives up ownership, keeping the queue: the owner lock is released (from now on
-    /// [`remove_stale`] may remove the queue) and dropping this handle removes nothing; the
-    /// handle goes on working as an opener. Nothing happens on a handle that is not the owner.
-    /// To keep the queue but stay its owner until the handle is dropped, create it with
-    /// [`OnDrop::Keep`].
+    /// Keeps the queue after this owner is dropped, as [`OnDrop::Keep`] at create would have.
+    /// The handle stays the owner — its owner lock held, so [`remove_stale`] refuses while it
+    /// lives — until it is dropped; then the queue is ownerless and waits for late consumers
+    /// (and, once they are done, for [`remove_stale`] or [`unlink`]). Nothing happens on a
+    /// handle that is not the owner.
     pub fn persist(&mut self) {
-        if self.is_owner() {
-            let _ = lifetime::unlock(self.fd());
+        if let Some(o) = &mut self.owner {
+            o.on_drop = OnDrop::Keep;
         }
-        self.owner = None;
     }
 
     /// Removes the queue now, reporting what goes wrong (dropping the owner removes it too, but
@@ -1123,8 +1122,9 @@ impl AsRawFd for MessageQueue {
     }
 }
 
-/// The descriptor, without the ownership: converting an owner keeps the queue and releases its
-/// owner lock (as [`persist`](MessageQueue::persist)).
+/// The descriptor: converting an owner keeps the queue (as [`persist`](MessageQueue::persist)),
+/// and the owner lock travels with the descriptor — while any process holds it (or a copy),
+/// [`remove_stale`] calls the owner alive.
 impl From<MessageQueue> for OwnedFd {
     fn from(mut q: MessageQueue) -> OwnedFd {
         q.persist();

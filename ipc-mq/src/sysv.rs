@@ -765,21 +765,21 @@ impl SysvQueue {
     }
 
     /// Whether this handle is the queue's owner: the handle `create` returned, in the process
-    /// that created it, not [persisted](Self::persist).
+    /// that created it (a forked child's copy is not; a [persisted](Self::persist) or
+    /// [`OnDrop::Keep`] owner is, until it is dropped).
     pub fn is_owner(&self) -> bool {
         self.owner
             .as_ref()
             .is_some_and(|o| o.pid == std::process::id())
     }
 
-    /// Gives up ownership, keeping the queue: the owner lock is released (from now on
-    /// [`remove_stale`] may remove the queue, with its companion file), and dropping this
-    /// handle removes nothing. Nothing happens on a handle that is not the owner.
+    /// Keeps the queue after this owner is dropped, as [`OnDrop::Keep`] at create would have.
+    /// The handle stays the owner — the lock of its companion file held, so [`remove_stale`]
+    /// refuses while it lives — until it is dropped; then the queue is ownerless. Nothing
+    /// happens on a handle that is not the owner.
     pub fn persist(&mut self) {
-        if let Some(o) = self.owner.take() {
-            if o.pid == std::process::id() {
-                let _ = lifetime::unlock(&o.companion);
-            }
+        if let Some(o) = &mut self.owner {
+            o.on_drop = OnDrop::Keep;
         }
     }
 

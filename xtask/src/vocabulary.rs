@@ -35,7 +35,7 @@ const VERBS: [&str; 12] = [
     "pub const fn replace_stale(self)",
     "pub const fn mode(self, mode: u32)",
     "pub const fn options()",
-    "pub const OWNER_LOCK: u64 = 0x7fff_ffff_ffff_fffe;",
+    "pub const OWNER_LOCK: u64",
 ];
 
 /// Error variants every named crate's `Error` has.

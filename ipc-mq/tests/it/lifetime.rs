@@ -365,13 +365,20 @@ fn owners_openers_persist_and_remove() {
         ipc_mq::remove_stale(&name),
         Err(Error::OwnerAlive { .. })
     ));
-    // Persisted: no longer the owner (stale while the handle still works), removes nothing.
+    // Persisted: still the owner until dropped (its lock held: not stale while it works),
+    // then the queue stays, ownerless, for a late consumer.
     owner.persist();
-    assert!(!owner.is_owner());
+    assert!(owner.is_owner());
+    assert!(matches!(
+        ipc_mq::remove_stale(&name),
+        Err(Error::OwnerAlive { .. })
+    ));
     owner.send(b"still", 1).unwrap();
+    drop(owner);
+    let late = MessageQueue::open(&name, Access::Both).unwrap();
+    assert_eq!(late.receive_vec().unwrap(), (b"still".to_vec(), 1));
     ipc_mq::remove_stale(&name).unwrap();
-    assert_eq!(owner.receive_vec().unwrap(), (b"still".to_vec(), 1));
-    assert!(matches!(owner.remove(), Err(Error::NotOwner { .. })));
+    drop(late);
 
     // Kept: an owner until dropped; `remove` still removes.
     let keeper = MessageQueue::options()
@@ -391,13 +398,18 @@ fn owners_openers_persist_and_remove() {
         Err(Error::NotFound { .. })
     ));
 
-    // An owner turned into a descriptor gives up ownership too.
+    // An owner turned into a descriptor keeps the queue; the owner lock travels with the
+    // descriptor, and goes when the last copy is closed.
     let q = MessageQueue::create(&name, 1, 8).unwrap();
     let fd = std::os::fd::OwnedFd::from(q);
-    ipc_mq::remove_stale(&name).unwrap();
+    assert!(matches!(
+        ipc_mq::remove_stale(&name),
+        Err(Error::OwnerAlive { .. })
+    ));
     let q = MessageQueue::from_fd(fd).unwrap();
     assert!(!q.is_owner() && q.name().is_none());
     assert!(matches!(q.remove(), Err(Error::NotOwner { .. })));
+    ipc_mq::remove_stale(&name).unwrap();
 }
 
 #[test]
