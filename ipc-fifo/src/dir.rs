@@ -69,8 +69,10 @@ pub struct PrivateDir {
     dir: OwnedFd,
     dev: u64,
     ino: u64,
-    /// The creating process, for a `new` directory not yet persisted.
+    /// The creating process, for a `new` directory.
     owner: Option<u32>,
+    /// Persisted: left in place when the owner is dropped.
+    keep: bool,
 }
 
 impl PrivateDir {
@@ -111,6 +113,7 @@ impl PrivateDir {
                         dev: st.st_dev,
                         ino: st.st_ino,
                         owner: Some(std::process::id()),
+                        keep: false,
                     });
                 }
                 Err(Error::AlreadyExists { .. }) => continue,
@@ -157,11 +160,10 @@ impl PrivateDir {
     /// ```
     ///
     /// # Errors
-    /// As [`PrivateDir::open`], or what `mkdir` fails with; [`Error::NotFound`] if the
+    /// As [`PrivateDir::open`], or what `mkdir` fails with; [`Error::Contended`] if the
     /// directory kept being created and removed by others while it tried.
     pub fn open_or_create(path: impl AsRef<Path>) -> Result<(PrivateDir, Opened)> {
         let named = named(path.as_ref())?;
-        let mut last = None;
         for _ in 0..OPEN_OR_CREATE_TRIES {
             match create_private(&named) {
                 Ok((dir, st)) => {
@@ -174,11 +176,14 @@ impl PrivateDir {
                 Ok((dir, st)) => {
                     return Ok((PrivateDir::opener(named.path, dir, &st), Opened::Existing));
                 }
-                Err(e @ Error::NotFound { .. }) => last = Some(e),
+                Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::not_found(named.path)))
+        Err(Error::Contended {
+            path: named.path.to_owned(),
+            attempts: OPEN_OR_CREATE_TRIES,
+        })
     }
 
     fn opener(path: &Path, dir: OwnedFd, st: &Stat) -> PrivateDir {
@@ -188,6 +193,7 @@ impl PrivateDir {
             dev: st.st_dev,
             ino: st.st_ino,
             owner: None,
+            keep: false,
         }
     }
 
@@ -207,19 +213,17 @@ impl PrivateDir {
     }
 
     /// Whether this handle owns the directory: it made it with [`PrivateDir::new`], in this
-    /// process (not a forked child), and has not [`persist`](PrivateDir::persist)ed it.
+    /// process (not a forked child). A [persisted](PrivateDir::persist) owner is still the owner
+    /// until it is dropped.
     pub fn is_owner(&self) -> bool {
         self.owner == Some(std::process::id())
     }
 
-    /// Leaves the directory in place when dropped, and releases the owner's lock; afterwards
-    /// [`is_owner`](PrivateDir::is_owner) is false. Does nothing on a handle that is not the
-    /// owner.
+    /// Leaves the directory in place when the owner is dropped. The handle stays the owner —
+    /// its lock held — until then. Does nothing on a handle that is not the owner.
     pub fn persist(&mut self) {
         if self.is_owner() {
-            self.owner = None;
-            // Unlock explicitly: a forked child's copy of the descriptor would keep it held.
-            let _ = lock::release(self.dir.as_fd(), lock::OWNER_LOCK);
+            self.keep = true;
         }
     }
 
@@ -227,8 +231,8 @@ impl PrivateDir {
     /// only if the path still names the directory this owner made.
     ///
     /// # Errors
-    /// [`Error::NotOwner`] on a handle that is not the owner (from `open_or_create`, after
-    /// `persist`, in a forked child), [`Error::NotFound`] if the path is gone or names another
+    /// [`Error::NotOwner`] on a handle that is not the owner (from `open_or_create`, in a
+    /// forked child), [`Error::NotFound`] if the path is gone or names another
     /// directory now, or what removing fails with.
     pub fn remove(mut self) -> Result<()> {
         if !self.is_owner() {
@@ -245,7 +249,7 @@ impl PrivateDir {
 impl Drop for PrivateDir {
     fn drop(&mut self) {
         // In a forked child `is_owner` is false: only the descriptor is closed.
-        if self.is_owner() {
+        if self.is_owner() && !self.keep {
             if let Ok(named) = named(&self.path) {
                 let _ = remove_tree(&named, &self.dir, (self.dev, self.ino));
             }

@@ -146,6 +146,14 @@ pub enum Error {
         /// The FIFO.
         path: PathBuf,
     },
+    /// `open_or_create` found the path created and removed again by others between its steps,
+    /// round after round, and gave up.
+    Contended {
+        /// The FIFO.
+        path: PathBuf,
+        /// How many rounds it tried.
+        attempts: u32,
+    },
     /// [`Fifo::remove`](crate::Fifo::remove) or [`PrivateDir::remove`](crate::PrivateDir::remove)
     /// on a handle that does not own its object (it opened it, persisted it, or was inherited
     /// through `fork`). Nothing was removed.
@@ -303,6 +311,12 @@ impl fmt::Display for Error {
                  directory is ours with mode 0700",
                 path.display()
             ),
+            Error::Contended { path, attempts } => write!(
+                f,
+                "the FIFO {} was created and removed again by others {attempts} times in a row: \
+                 open_or_create gave up",
+                path.display()
+            ),
             Error::OwnerAlive { path } => write!(
                 f,
                 "the FIFO {} has a live owner (a process still holds the handle that created it); \
@@ -398,7 +412,7 @@ impl From<Error> for io::Error {
             | Error::NotADirectory { .. }
             | Error::NotAFifoDescriptor { .. }
             | Error::WrongEnd { .. } => io::ErrorKind::InvalidInput,
-            Error::OwnerAlive { .. } => io::ErrorKind::ResourceBusy,
+            Error::OwnerAlive { .. } | Error::Contended { .. } => io::ErrorKind::ResourceBusy,
             Error::NoReader => io::ErrorKind::BrokenPipe,
             Error::TimedOut => io::ErrorKind::TimedOut,
             Error::WouldBlock => io::ErrorKind::WouldBlock,

@@ -281,11 +281,10 @@ impl FifoOptions {
     ///
     /// # Errors
     /// As [`FifoOptions::create`] and [`FifoOptions::open`] (never [`Error::AlreadyExists`] or
-    /// [`Error::OwnerAlive`]); [`Error::NotFound`] if the path kept being created and removed by
-    /// others while it tried.
+    /// [`Error::OwnerAlive`]); [`Error::Contended`] if the path kept being created and removed
+    /// by others while it tried.
     pub fn open_or_create(self, path: impl AsRef<Path>) -> Result<(Fifo, Opened)> {
         let path = path.as_ref();
-        let mut last = None;
         for _ in 0..OPEN_OR_CREATE_TRIES {
             match self.create(path) {
                 Ok(f) => return Ok((f, Opened::Created)),
@@ -294,16 +293,19 @@ impl FifoOptions {
             }
             match self.open(path) {
                 Ok(f) => return Ok((f, Opened::Existing)),
-                Err(e @ Error::NotFound { .. }) => last = Some(e),
+                Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::not_found(path)))
+        Err(Error::Contended {
+            path: path.to_owned(),
+            attempts: OPEN_OR_CREATE_TRIES,
+        })
     }
 }
 
 /// How often `open_or_create` retries create → `EEXIST` → open → `ENOENT`.
-pub(crate) const OPEN_OR_CREATE_TRIES: usize = 8;
+pub(crate) const OPEN_OR_CREATE_TRIES: u32 = 8;
 
 /// The state only an owner has.
 #[derive(Debug)]
@@ -462,26 +464,22 @@ impl Fifo {
         &self.path
     }
 
-    /// Whether this handle owns the FIFO: it created it, in this process (not a forked child),
-    /// and has not [`persist`](Fifo::persist)ed it.
+    /// Whether this handle owns the FIFO: it created it, in this process (not a forked child).
+    /// An owner told to keep the FIFO ([`OnDrop::Keep`], [`persist`](Fifo::persist)) is still
+    /// the owner until it is dropped.
     pub fn is_owner(&self) -> bool {
         self.owner
             .as_ref()
             .is_some_and(|o| o.pid == std::process::id())
     }
 
-    /// Gives up ownership now: the FIFO stays after this handle is dropped, its liveness lock
-    /// is released (so [`remove_stale`] may remove it from now on) and [`is_owner`](Fifo::is_owner)
-    /// is false. Remove it later with [`unlink`] or [`remove_stale`]. Does nothing on a handle
-    /// that is not the owner (an opener, or in a forked child, where it must not release the
-    /// parent's lock).
+    /// Keeps the FIFO after this owner is dropped, as [`OnDrop::Keep`] at create would have. The
+    /// handle stays the owner — its liveness lock held, so [`remove_stale`] refuses — until it
+    /// is dropped; then the FIFO is ownerless. Remove it later with [`unlink`] or
+    /// [`remove_stale`]. Does nothing on a handle that is not the owner.
     pub fn persist(&mut self) {
-        if !self.is_owner() {
-            return;
-        }
-        if let Some(o) = self.owner.take() {
-            // Unlock explicitly: a forked child's copy of the descriptor would keep it held.
-            let _ = lock::release(o.dir.as_fd(), lock::fifo_offset(self.ino));
+        if let Some(o) = &mut self.owner {
+            o.on_drop = OnDrop::Keep;
         }
     }
 

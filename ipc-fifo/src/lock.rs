@@ -67,12 +67,6 @@ pub(crate) fn hold(fd: BorrowedFd<'_>, offset: u64) -> io::Result<()> {
     retry(|| fcntl(fd, FcntlArg::F_OFD_SETLK(&lock)))
 }
 
-/// Releases the lock [`hold`] took (for every copy of `fd`).
-pub(crate) fn release(fd: BorrowedFd<'_>, offset: u64) -> io::Result<()> {
-    let lock = one_byte(libc::F_UNLCK, offset);
-    retry(|| fcntl(fd, FcntlArg::F_OFD_SETLK(&lock)))
-}
-
 /// Whether an open file description other than `fd`'s holds a lock on byte `offset` of the
 /// file: `fd` must be a descriptor of the prober's own.
 pub(crate) fn held(fd: BorrowedFd<'_>, offset: u64) -> io::Result<bool> {

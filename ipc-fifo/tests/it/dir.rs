@@ -73,10 +73,14 @@ fn new_private_dir_removes_only_its_own_directory() {
     let mut dir = PrivateDir::new("ipcrs-fifo-id").unwrap();
     let path = dir.path().to_owned();
     dir.persist();
-    assert!(!dir.is_owner());
-    assert!(!lock_held(&path, OWNER_LOCK), "persist gives the lock up");
-    assert!(matches!(dir.remove(), Err(Error::NotOwner { .. })));
-    assert!(path.exists());
+    assert!(dir.is_owner(), "the owner until dropped");
+    assert!(
+        lock_held(&path, OWNER_LOCK),
+        "persist keeps the lock until drop"
+    );
+    drop(dir);
+    assert!(path.exists(), "persisted");
+    assert!(!lock_held(&path, OWNER_LOCK), "dropped: the lock is gone");
     std::fs::remove_dir(&path).unwrap();
 
     let dir = PrivateDir::new("ipcrs-fifo-id").unwrap();

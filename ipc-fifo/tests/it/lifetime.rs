@@ -285,12 +285,13 @@ fn owner_and_opener_in_one_process() {
     owner.remove().unwrap();
     assert!(!path.exists());
 
-    // persist: no longer the owner, lock released, stays after drop.
+    // persist: still the owner (lock held) until dropped, then the FIFO stays, ownerless.
     let mut owner = Fifo::create(&path).unwrap();
     owner.persist();
-    assert!(!owner.is_owner());
+    assert!(owner.is_owner());
+    assert!(owner_lock_held(&path));
+    drop(owner);
     assert!(!owner_lock_held(&path));
-    assert!(matches!(owner.remove(), Err(Error::NotOwner { .. })));
     assert!(path.exists());
     // ... and a stale one is what replace_stale takes over.
     let owner = Fifo::options().replace_stale().create(&path).unwrap();
@@ -371,6 +372,7 @@ fn replace_stale_respects_the_owner_check() {
     let path = shared.join("srv");
     let mut stale = Fifo::create(&path).unwrap();
     stale.persist();
+    drop(stale); // kept, and now ownerless: stale
     Proc::spawn(
         child(
             &test_path!(replace_stale_respects_the_owner_check),
