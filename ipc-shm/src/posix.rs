@@ -445,14 +445,17 @@ struct Naming {
 
 impl Naming {
     fn is_owner(&self) -> bool {
-        self.owner
-            .is_some_and(|o| o.on_drop == OnDrop::Remove && o.pid == std::process::id())
+        self.owner.is_some_and(|o| o.pid == std::process::id())
+    }
+
+    fn removes_on_drop(&self) -> bool {
+        self.is_owner() && self.owner.is_some_and(|o| o.on_drop == OnDrop::Remove)
     }
 }
 
 impl Drop for Naming {
     fn drop(&mut self) {
-        if !self.is_owner() {
+        if !self.removes_on_drop() {
             return; // an opener, a forked child's copy, or kept: remove nothing
         }
         if let (Some(o), Some(path)) = (self.owner, &self.path) {
@@ -566,15 +569,15 @@ impl Shm {
     }
 
     /// Whether this handle is the owner: it created the segment, in this process (false in a
-    /// forked child), and will remove it on drop (false after [`persist`](Self::persist) or
-    /// with [`OnDrop::Keep`]).
+    /// forked child and for openers). An owner told to keep the segment ([`OnDrop::Keep`],
+    /// [`persist`](Self::persist)) is still the owner until it is dropped.
     pub fn is_owner(&self) -> bool {
         self.naming.is_owner()
     }
 
-    /// Keeps the name after the owner is dropped: the segment stays until [`unlink`], or until
-    /// [`remove_stale`] finds no live owner (this handle holds the owner lock until it is
-    /// dropped).
+    /// Keeps the name after the owner is dropped, as [`OnDrop::Keep`] at create would have: the
+    /// handle stays the owner — its owner lock held, so [`remove_stale`] refuses — until it is
+    /// dropped; then the segment stays, ownerless, until [`unlink`] or [`remove_stale`].
     pub fn persist(&mut self) {
         if let Some(o) = &mut self.naming.owner {
             o.on_drop = OnDrop::Keep;

@@ -195,13 +195,13 @@ struct SysvOwner {
 
 impl SysvOwner {
     fn is_owner(&self) -> bool {
-        self.on_drop == OnDrop::Remove && self.pid == std::process::id()
+        self.pid == std::process::id()
     }
 }
 
 impl Drop for SysvOwner {
     fn drop(&mut self) {
-        if !self.is_owner() {
+        if !self.is_owner() || self.on_drop == OnDrop::Keep {
             return; // a forked child's copy, or kept: remove nothing (closing the companion
             // descriptor releases the lock only once no process holds the description)
         }
@@ -638,14 +638,15 @@ impl SysvShm {
     }
 
     /// Whether this handle is the owner: it created the segment, in this process (false in a
-    /// forked child), and will remove it on drop (false after [`persist`](Self::persist) or
-    /// with [`OnDrop::Keep`]).
+    /// forked child and for openers). An owner told to keep the segment ([`OnDrop::Keep`],
+    /// [`persist`](Self::persist)) is still the owner until it is dropped.
     pub fn is_owner(&self) -> bool {
         self.owner.as_ref().is_some_and(SysvOwner::is_owner)
     }
 
-    /// Keeps the segment after the owner is dropped (remove it later with [`remove`] or
-    /// [`remove_stale`]; this handle holds the owner lock until it is dropped).
+    /// Keeps the segment after the owner is dropped, as [`OnDrop::Keep`] at create would have:
+    /// the handle stays the owner — the lock of its companion file held — until it is dropped
+    /// (remove the segment later with [`remove`] or [`remove_stale`]).
     pub fn persist(&mut self) {
         if let Some(o) = &mut self.owner {
             o.on_drop = OnDrop::Keep;
