@@ -87,20 +87,7 @@ impl EventSemaphore {
     /// [`Error::Overflow`] on a non-blocking descriptor whose count would pass
     /// [`EVENTFD_MAX`] (nothing is added); [`Error::ValueTooLarge`] for `n > EVENTFD_MAX`.
     pub fn post_n(&self, n: u64) -> Result<()> {
-        if n > EVENTFD_MAX {
-            return Err(Error::ValueTooLarge {
-                value: n,
-                max: EVENTFD_MAX,
-            });
-        }
-        loop {
-            match rustix::io::write(&self.fd, &n.to_ne_bytes()) {
-                Ok(_) => return Ok(()),
-                Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) => return Err(Error::Overflow),
-                Err(e) => return Err(e.into()),
-            }
-        }
+        post_n(self.fd.as_fd(), n)
     }
 
     /// Takes one unit if there is one, without waiting.
@@ -108,33 +95,40 @@ impl EventSemaphore {
     /// # Errors
     /// [`Error::WouldBlock`] if the count is zero.
     pub fn try_wait(&self) -> Result<()> {
-        loop {
-            match crate::sys::read_nowait(self.fd.as_fd()) {
-                Ok(n) => return unit(n),
-                Err(libc::EINTR) => continue,
-                Err(libc::EAGAIN) => return Err(Error::WouldBlock),
-                // RWF_NOWAIT is not supported for eventfd before Linux 5.12: make the
-                // descriptor non-blocking instead (every method copes with either mode).
-                Err(libc::EOPNOTSUPP) | Err(libc::EINVAL) => {
-                    rustix::io::ioctl_fionbio(&self.fd, true)?;
-                    return self.read_one();
-                }
-                Err(e) => return Err(Error::errno(e)),
-            }
-        }
+        try_wait(self.fd.as_fd())
+    }
+
+    /// Makes the descriptor non-blocking (`true`) or blocking (`false`): `ioctl(FIONBIO)`.
+    ///
+    /// Every method of this type works in either mode (a [`wait`](Self::wait) on a
+    /// non-blocking descriptor sleeps in `poll`). A non-blocking descriptor is what an event
+    /// loop needs: nothing on it can block the loop's thread, not even a
+    /// [`post_n`](Self::post_n) that would overflow the count ([`Error::Overflow`] instead).
+    ///
+    /// The mode belongs to the open file description, which every copy shares: descriptors
+    /// from [`try_clone`](Self::try_clone), and those passed to other processes.
+    ///
+    /// # Errors
+    /// Only unexpected OS errors.
+    #[doc(alias = "FIONBIO")]
+    #[doc(alias = "O_NONBLOCK")]
+    pub fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
+        Ok(rustix::io::ioctl_fionbio(&self.fd, nonblocking)?)
+    }
+
+    /// Whether the descriptor is non-blocking (`O_NONBLOCK`, see
+    /// [`set_nonblocking`](Self::set_nonblocking)).
+    ///
+    /// # Errors
+    /// Only unexpected OS errors.
+    pub fn is_nonblocking(&self) -> Result<bool> {
+        let flags = rustix::fs::fcntl_getfl(&self.fd)?;
+        Ok(flags.contains(rustix::fs::OFlags::NONBLOCK))
     }
 
     /// One `read`: blocks on a blocking descriptor, `WouldBlock` on a non-blocking one.
     fn read_one(&self) -> Result<()> {
-        let mut buf = [0u8; 8];
-        loop {
-            match rustix::io::read(&self.fd, &mut buf) {
-                Ok(n) => return unit(n),
-                Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) => return Err(Error::WouldBlock),
-                Err(e) => return Err(e.into()),
-            }
-        }
+        read_one(self.fd.as_fd())
     }
 
     /// Waits for a unit and takes it.
@@ -182,6 +176,56 @@ impl EventSemaphore {
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+}
+
+/// Adds `n` units to the eventfd `fd` (see [`EventSemaphore::post_n`]).
+pub(crate) fn post_n(fd: BorrowedFd<'_>, n: u64) -> Result<()> {
+    if n > EVENTFD_MAX {
+        return Err(Error::ValueTooLarge {
+            value: n,
+            max: EVENTFD_MAX,
+        });
+    }
+    loop {
+        match rustix::io::write(fd, &n.to_ne_bytes()) {
+            Ok(_) => return Ok(()),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Err(Error::Overflow),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Takes one unit of the eventfd `fd` without waiting, whatever the descriptor's mode (see
+/// [`EventSemaphore::try_wait`]).
+pub(crate) fn try_wait(fd: BorrowedFd<'_>) -> Result<()> {
+    loop {
+        match crate::sys::read_nowait(fd) {
+            Ok(n) => return unit(n),
+            Err(libc::EINTR) => continue,
+            Err(libc::EAGAIN) => return Err(Error::WouldBlock),
+            // RWF_NOWAIT is not supported for eventfd before Linux 5.12: make the descriptor
+            // non-blocking instead (every method copes with either mode).
+            Err(libc::EOPNOTSUPP) | Err(libc::EINVAL) => {
+                rustix::io::ioctl_fionbio(fd, true)?;
+                return read_one(fd);
+            }
+            Err(e) => return Err(Error::errno(e)),
+        }
+    }
+}
+
+/// One `read`: blocks on a blocking descriptor, `WouldBlock` on a non-blocking one.
+fn read_one(fd: BorrowedFd<'_>) -> Result<()> {
+    let mut buf = [0u8; 8];
+    loop {
+        match rustix::io::read(fd, &mut buf) {
+            Ok(n) => return unit(n),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Err(Error::WouldBlock),
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -6,6 +6,8 @@ mod anon;
 mod error;
 mod eventfd;
 mod file;
+#[cfg(feature = "tokio")]
+mod helper;
 mod lifetime;
 mod mutex;
 mod name;
@@ -16,6 +18,8 @@ mod posix;
 mod sys;
 pub mod sysv;
 mod time;
+#[cfg(feature = "tokio")]
+mod tokio;
 
 pub use error::{Error, Result};
 pub use eventfd::{EVENTFD_MAX, EventSemaphore};
@@ -26,3 +30,8 @@ pub use named::{NamedSemaphore, NamedSemaphoreOptions, remove_stale, unlink};
 pub use placed::{NamedMutex, NamedMutexOptions, SharedMutex};
 pub use posix::{InPlaceSemaphore, RawSemaphore, SEM_VALUE_MAX, SemGuard, SharedSemaphore};
 pub use sysv::{Key, SEMVMX, SemOp, SemSet, SemSetOptions, SetGuard};
+#[cfg(feature = "tokio")]
+pub use tokio::{
+    AsyncEventSemaphore, AsyncLocked, AsyncMutex, AsyncMutexGuard, AsyncOwnerDiedGuard,
+    AsyncSemSet, AsyncSemaphore, PosixSemaphore, RegisterError, RobustMutexHandle,
+};

@@ -248,9 +248,40 @@ impl RobustMutex {
     /// Unlocks; a lock that did not come off (`EPERM`: not this thread's, as for a guard a
     /// forked child inherited) stays counted, since it may still be on a robust list.
     fn unlock(&self) {
-        if self.cell().unlock() == 0 {
+        let _ = self.raw_unlock();
+    }
+
+    /// A non-blocking lock attempt by the calling thread, counted as held when it succeeds
+    /// (0 or `EOWNERDEAD`); the return code otherwise (`EBUSY`, `EDEADLK`, `ENOTRECOVERABLE`).
+    /// For the waiter thread of the async forms, which holds async guards' locks.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn raw_try_lock(&self) -> i32 {
+        let rc = self.cell().try_lock();
+        if rc == 0 || rc == libc::EOWNERDEAD {
+            self.held.fetch_add(1, Ordering::AcqRel);
+        }
+        rc
+    }
+
+    /// `pthread_mutex_unlock` by the calling thread; the count goes down only if it came off.
+    pub(crate) fn raw_unlock(&self) -> i32 {
+        let rc = self.cell().unlock();
+        if rc == 0 {
             self.held.fetch_sub(1, Ordering::AcqRel);
         }
+        rc
+    }
+
+    /// `pthread_mutex_consistent` by the calling thread (the holder after `EOWNERDEAD`).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn raw_make_consistent(&self) -> i32 {
+        self.cell().make_consistent()
+    }
+
+    /// The mutex's lock word, where glibc's layout is known (see `MutexCell::lock_word`).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn lock_word(&self) -> Option<&std::sync::atomic::AtomicU32> {
+        self.cell().lock_word()
     }
 
     /// Initialises a robust, process-shared, error-checking mutex in the slot, if nobody has:

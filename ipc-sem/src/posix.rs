@@ -41,7 +41,7 @@ fn wait(s: &SemCell) -> Result<()> {
 }
 
 #[inline]
-fn try_wait(s: &SemCell) -> Result<()> {
+pub(crate) fn try_wait(s: &SemCell) -> Result<()> {
     loop {
         match s.try_wait() {
             Ok(()) => return Ok(()),
@@ -74,7 +74,7 @@ fn wait_timeout(s: &SemCell, timeout: Duration) -> Result<()> {
 }
 
 #[inline]
-fn post(s: &SemCell) -> Result<()> {
+pub(crate) fn post(s: &SemCell) -> Result<()> {
     match s.post() {
         Ok(()) => Ok(()),
         Err(libc::EOVERFLOW) => Err(Error::Overflow),
@@ -82,7 +82,7 @@ fn post(s: &SemCell) -> Result<()> {
     }
 }
 
-fn value(s: &SemCell) -> Result<u32> {
+pub(crate) fn value(s: &SemCell) -> Result<u32> {
     s.value()
         .map(|v| u32::try_from(v).unwrap_or(0))
         .map_err(Error::errno)
@@ -102,6 +102,13 @@ pub struct SemGuard<'a> {
 impl fmt::Debug for SemGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SemGuard").finish_non_exhaustive()
+    }
+}
+
+impl<'a> SemGuard<'a> {
+    /// A guard for a unit just taken from `sem`.
+    pub(crate) fn new(sem: &'a SemCell) -> SemGuard<'a> {
+        SemGuard { sem }
     }
 }
 
@@ -186,7 +193,7 @@ macro_rules! posix_ops {
             /// As [`wait`](Self::wait).
             pub fn acquire(&self) -> Result<SemGuard<'_>> {
                 self.wait()?;
-                Ok(SemGuard { sem: self.cell() })
+                Ok(SemGuard::new(self.cell()))
             }
 
             /// Tries like [`try_wait`](Self::try_wait) and returns a guard that posts on drop.
@@ -196,7 +203,7 @@ macro_rules! posix_ops {
             #[inline]
             pub fn try_acquire(&self) -> Result<SemGuard<'_>> {
                 self.try_wait()?;
-                Ok(SemGuard { sem: self.cell() })
+                Ok(SemGuard::new(self.cell()))
             }
 
             /// Waits like [`wait_timeout`](Self::wait_timeout) and returns a guard that posts
@@ -206,7 +213,7 @@ macro_rules! posix_ops {
             /// [`Error::TimedOut`] at the deadline.
             pub fn acquire_timeout(&self, timeout: Duration) -> Result<SemGuard<'_>> {
                 self.wait_timeout(timeout)?;
-                Ok(SemGuard { sem: self.cell() })
+                Ok(SemGuard::new(self.cell()))
             }
         }
     };
@@ -317,7 +324,7 @@ impl fmt::Debug for InPlaceSemaphore {
 }
 
 impl InPlaceSemaphore {
-    fn cell(&self) -> &SemCell {
+    pub(crate) fn cell(&self) -> &SemCell {
         self.slot.cell()
     }
 
@@ -540,7 +547,7 @@ impl SharedSemaphore {
         Ok(SharedSemaphore { map, fd })
     }
 
-    fn cell(&self) -> &SemCell {
+    pub(crate) fn cell(&self) -> &SemCell {
         self.map.get().cell()
     }
 }

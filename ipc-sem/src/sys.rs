@@ -835,3 +835,97 @@ pub(crate) fn ftok(path: &CStr, proj: u8) -> io::Result<libc::key_t> {
         Ok(key)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The await-able forms (feature `tokio`): the words the waiter thread watches, its signal
+// mask, and the one registration with tokio's reactor.
+
+#[cfg(feature = "tokio")]
+impl SemCell {
+    /// glibc's 64-bit `data` word of the semaphore (`struct new_sem` on every 64-bit glibc):
+    /// the value in its low 32 bits, the number of registered waiters (`nwaiters`) in its high
+    /// 32 bits. `sem_post` adds one to the value and wakes one futex waiter on the value word
+    /// if `nwaiters` is not zero. `None` where the layout is another.
+    pub(crate) fn data(&self) -> Option<&AtomicU64> {
+        #[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
+        {
+            // SAFETY: as in `plausible`: the cell is 8-aligned, 32 bytes, valid while `&self`
+            // lives and in an `UnsafeCell`; glibc accesses these 8 bytes only atomically.
+            Some(unsafe { &*self.ptr().cast::<AtomicU64>() })
+        }
+        #[cfg(not(all(target_env = "gnu", target_pointer_width = "64")))]
+        {
+            None
+        }
+    }
+
+    /// The address of the value word, the 32-bit futex glibc's waiters sleep on: the low half
+    /// of [`data`](Self::data). Only ever passed to the kernel (no Rust access through it).
+    pub(crate) fn value_word(&self) -> *mut u32 {
+        let base = self.ptr().cast::<u32>();
+        if cfg!(target_endian = "big") {
+            base.wrapping_add(1)
+        } else {
+            base
+        }
+    }
+
+    /// `futex(FUTEX_WAKE, 1)` on the value word (a shared futex, as glibc's `sem_post` uses):
+    /// wakes one sleeping waiter, in any process.
+    pub(crate) fn wake_one(&self) {
+        // SAFETY: FUTEX_WAKE only uses the address as the futex's key (it reads and writes no
+        // memory through it); the remaining arguments are ignored for this operation.
+        let _ = unsafe { libc::syscall(libc::SYS_futex, self.value_word(), libc::FUTEX_WAKE, 1) };
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl MutexCell {
+    /// glibc's lock word (`__data.__lock`, offset 0 on every glibc target): the holder's thread
+    /// id, `FUTEX_WAITERS` when a locker sleeps on it (the holder's unlock then wakes one), and
+    /// `FUTEX_OWNER_DIED` after the kernel released a dead holder's lock (the robust-futex ABI).
+    /// `None` where the layout is another.
+    pub(crate) fn lock_word(&self) -> Option<&AtomicU32> {
+        #[cfg(target_env = "gnu")]
+        {
+            // SAFETY: offset 0 of the 8-aligned cell, valid while `&self` lives and in an
+            // `UnsafeCell`; glibc and the kernel access these 4 bytes only atomically (except
+            // `pthread_mutex_init`/`_destroy`, which run when nobody uses the mutex).
+            Some(unsafe { &*self.ptr().cast::<AtomicU32>() })
+        }
+        #[cfg(not(target_env = "gnu"))]
+        {
+            None
+        }
+    }
+}
+
+/// Blocks every signal in the calling thread, so that the application's signal handlers never
+/// run on a thread of this crate and its waits are never interrupted.
+#[cfg(feature = "tokio")]
+pub(crate) fn block_signals() {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: `sigfillset` initialises the set it is given, valid writable storage here.
+    unsafe { libc::sigfillset(set.as_mut_ptr()) };
+    // SAFETY: the set was initialised above; a null old-set pointer is allowed.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut()) };
+}
+
+/// Registers `fd` (an eventfd semaphore's descriptor, non-blocking) with the current tokio
+/// runtime's reactor for readability.
+///
+/// The caller must be inside a runtime with IO enabled (tokio panics otherwise).
+#[cfg(feature = "tokio")]
+pub(crate) fn register_readable(
+    fd: std::os::fd::OwnedFd,
+) -> Result<
+    tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    tokio::io::unix::AsyncFdRegisterError<std::os::fd::OwnedFd>,
+> {
+    // SAFETY: the `AsyncFd` owns the `OwnedFd`, so the descriptor stays open, and refers to the
+    // same open file description, until the `AsyncFd` is dropped or `into_inner` deregisters it;
+    // `OwnedFd::as_raw_fd` always returns that descriptor. The crate's only user
+    // (`AsyncEventSemaphore`) never calls `get_mut` (which could swap the descriptor) and hands
+    // out only borrowed descriptors.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+}

@@ -717,7 +717,8 @@ impl SemSet {
         Ok(self.guard(ops))
     }
 
-    fn guard(&self, ops: &[SemOp]) -> SetGuard<'_> {
+    /// The guard that gives back what `ops` took.
+    pub(crate) fn guard(&self, ops: &[SemOp]) -> SetGuard<'_> {
         SetGuard {
             set: self,
             undo: ops

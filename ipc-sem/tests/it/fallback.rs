@@ -13,11 +13,11 @@ use ipc_testkit::{Proc, Watchdog, test_path};
 
 /// Makes syscall `nr` fail with `errno` when argument `arg` has any bit of `mask` (this thread
 /// only; irrevocable, so only in a child).
-struct Rule {
-    nr: u32,
-    arg: u32,
-    mask: u32,
-    errno: u32,
+pub(crate) struct Rule {
+    pub(crate) nr: u32,
+    pub(crate) arg: u32,
+    pub(crate) mask: u32,
+    pub(crate) errno: u32,
 }
 
 fn stmt(code: u32, k: u32) -> libc::sock_filter {
@@ -38,7 +38,7 @@ fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     }
 }
 
-fn install(rules: &[Rule]) {
+pub(crate) fn install(rules: &[Rule]) {
     const NR: u32 = 0;
     const ARCH: u32 = 4;
     const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;

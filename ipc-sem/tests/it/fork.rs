@@ -26,7 +26,7 @@ use rustix::process::{Pid, PidfdFlags, WaitOptions, pidfd_open, waitpid};
 
 /// Waits at most `limit` for child `pid`; kills it on time-out. Returns its raw wait status,
 /// or `None` if it had to be killed.
-fn wait_bounded(pid: i32, limit: Duration) -> Option<i32> {
+pub(crate) fn wait_bounded(pid: i32, limit: Duration) -> Option<i32> {
     let p = Pid::from_raw(pid).unwrap();
     let fd = pidfd_open(p, PidfdFlags::empty()).unwrap();
     let ts = Timespec {
@@ -50,7 +50,7 @@ fn wait_bounded(pid: i32, limit: Duration) -> Option<i32> {
 
 /// Forks; the child runs `f` and leaves with `_exit(f())`. The child of this multi-threaded
 /// process may call only what the crate documents as fine after fork (the `f`s below do).
-fn fork_child(f: impl FnOnce() -> i32) -> i32 {
+pub(crate) fn fork_child(f: impl FnOnce() -> i32) -> i32 {
     // SAFETY: the child runs only `f`, which makes async-signal-safe calls (the operations the
     // crate documents for after-fork) and frees memory (glibc resets malloc's locks in the
     // child), then `_exit`s without returning into the caller's frames.

@@ -21,3 +21,4 @@ mod pool;
 mod shared;
 mod sysv;
 mod timeouts;
+mod tokio;

@@ -40,6 +40,61 @@ pub(crate) struct Region {
     /// An early opener's thread id and the address of the state word it waits on.
     pub(crate) waiter_tid: AtomicU64,
     pub(crate) waiter_addr: AtomicU64,
+    /// The records of the bounded-buffer tests (`tokio` module): sequence-numbered and
+    /// checksummed, written by a producer process, checked by the consumer.
+    pub(crate) ring: [Record; RING_SLOTS],
+}
+
+/// How many records the ring holds.
+pub(crate) const RING_SLOTS: usize = 4;
+
+/// One record of the ring: every field atomic (relaxed; the semaphores order them), so a
+/// record read while a broken semaphore let the producer overwrite it is a wrong checksum, not
+/// undefined behaviour.
+#[repr(C)]
+pub(crate) struct Record {
+    pub(crate) seq: AtomicU64,
+    pub(crate) sum: AtomicU64,
+    pub(crate) payload: [AtomicU64; 6],
+}
+
+impl Region {
+    /// Writes record `seq` into its slot: a payload drawn from `seq`, and its checksum.
+    pub(crate) fn write_record(&self, seq: u64) {
+        let r = &self.ring[(seq % RING_SLOTS as u64) as usize];
+        let mut rng = ipc_testkit::SplitMix64::new(seq);
+        let mut bytes = Vec::with_capacity(48);
+        for w in &r.payload {
+            let v = rng.next_u64();
+            w.store(v, Ordering::Relaxed);
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        r.sum
+            .store(ipc_testkit::fnv1a64(&bytes) ^ seq, Ordering::Relaxed);
+        r.seq.store(seq, Ordering::Relaxed);
+    }
+
+    /// Checks that record `seq` is in its slot, whole.
+    pub(crate) fn check_record(&self, seq: u64) {
+        let r = &self.ring[(seq % RING_SLOTS as u64) as usize];
+        assert_eq!(
+            r.seq.load(Ordering::Relaxed),
+            seq,
+            "record {seq}: wrong sequence number"
+        );
+        let mut rng = ipc_testkit::SplitMix64::new(seq);
+        let mut bytes = Vec::with_capacity(48);
+        for w in &r.payload {
+            let v = w.load(Ordering::Relaxed);
+            assert_eq!(v, rng.next_u64(), "record {seq}: wrong payload");
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(
+            r.sum.load(Ordering::Relaxed),
+            ipc_testkit::fnv1a64(&bytes) ^ seq,
+            "record {seq}: wrong checksum"
+        );
+    }
 }
 
 /// A mapped segment; the creator unlinks its name on drop.
@@ -49,6 +104,13 @@ pub(crate) struct Shared {
     name: String,
     owner: bool,
 }
+
+// SAFETY: a `Shared` is a mapping of shared memory that is only reached through `&Region`,
+// whose fields are all atomic or behind an `UnsafeCell` (the crate's raw slots); any thread may
+// use it, and unmapping happens once, in `drop`.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
 
 impl Shared {
     /// Creates a zero-filled segment.
