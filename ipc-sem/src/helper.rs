@@ -98,7 +98,11 @@ struct Waiter {
     waker: Waker,
     /// Woken and not yet back (a task polls, then takes or watches again).
     notified: bool,
-    /// System V: the interval between looks and the next look (ns of `CLOCK_MONOTONIC`).
+    /// Woken without knowing whether it can go on (a System V value it may not read, a word
+    /// of unknown layout): watching again backs off instead of looking again at once.
+    blind: bool,
+    /// What is looked at rather than slept on (System V, unknown layouts): the interval
+    /// between looks and the next look (ns of `CLOCK_MONOTONIC`).
     interval: u64,
     due: u64,
 }
@@ -144,7 +148,20 @@ impl Call {
 
 fn exec(op: Op, m: &RobustMutex) -> i32 {
     match op {
-        Op::TryLock => m.raw_try_lock(),
+        Op::TryLock => {
+            let rc = m.raw_try_lock();
+            if rc == 0 || rc == libc::EOWNERDEAD {
+                // A lock taken by a woken waiter may leave others asleep behind it (the unlock
+                // that woke this thread woke only one). glibc's `pthread_mutex_lock` takes the
+                // lock with `FUTEX_WAITERS` then, so that its unlock wakes the next; the
+                // non-blocking attempt does not know it was woken: set the bit here, always.
+                // (The unlock then makes one `futex` call that may wake nobody.)
+                if let Some(w) = m.lock_word() {
+                    w.fetch_or(futex::WAITERS, Ordering::SeqCst);
+                }
+            }
+            rc
+        }
         Op::Unlock => m.raw_unlock(),
         Op::MakeConsistent => m.raw_make_consistent(),
     }
@@ -284,36 +301,53 @@ impl Watch {
         }
     }
 
-    /// Whether the word offers something now (a dropped waiter then passes a wake-up on).
-    fn offers(&self) -> bool {
-        matches!(self.look_quietly(), Some(true))
-    }
-
-    /// Like `look`, without setting bits.
-    fn look_quietly(&self) -> Option<bool> {
+    /// A waiter whose task gives up without taking anything (dropped, failed, forgotten):
+    /// unregisters it, passing on a wake-up it may have used up.
+    fn give_up(&self) {
         match self {
             Watch::Sem(t) => {
-                let cell = t.sem_cell();
-                match cell.data() {
-                    Some(d) => Some(d.load(Ordering::SeqCst) & VALUE_MASK != 0),
-                    None => cell.value().ok().map(|v| v > 0),
+                let offers = match self.count_waiter(false) {
+                    Some(d) => d & VALUE_MASK != 0,
+                    None => t.sem_cell().value().is_ok_and(|v| v > 0),
+                };
+                if offers {
+                    self.pass_on();
                 }
             }
-            Watch::Mutex(t) => t
-                .robust()
-                .lock_word()
-                .map(|w| w.load(Ordering::SeqCst) & TID_MASK == 0),
-            Watch::Sysv { .. } => None,
+            Watch::Mutex(_) => self.pass_on(),
+            Watch::Sysv { .. } => {}
         }
     }
 
-    /// Wakes one futex waiter on the word (in any process).
+    /// Does for a sleeper in another process what a woken waiter that gives up owes it, in
+    /// case this thread used up the wake-up meant for it: a semaphore's unit, or a free mutex,
+    /// gets one futex waiter woken; a mutex held again gets `FUTEX_WAITERS` (its holder may have
+    /// taken it without, and would then wake nobody when it unlocks).
     fn pass_on(&self) {
         match self {
             Watch::Sem(t) => t.sem_cell().wake_one(),
             Watch::Mutex(t) => {
-                if let Some(w) = t.robust().lock_word() {
-                    let _ = futex::wake(w, futex::Flags::empty(), 1);
+                let Some(word) = t.robust().lock_word() else {
+                    return;
+                };
+                let mut w = word.load(Ordering::SeqCst);
+                loop {
+                    if w & TID_MASK == 0 {
+                        let _ = futex::wake(word, futex::Flags::empty(), 1);
+                        return;
+                    }
+                    if w & futex::WAITERS != 0 {
+                        return;
+                    }
+                    match word.compare_exchange(
+                        w,
+                        w | futex::WAITERS,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    ) {
+                        Ok(_) => return,
+                        Err(now) => w = now,
+                    }
                 }
             }
             Watch::Sysv { .. } => {}
@@ -332,10 +366,18 @@ impl Watch {
     }
 }
 
+/// What a look at a System V set says about a wait's operations.
+enum Would {
+    Apply,
+    Block,
+    /// A value could not be read (no read permission, or the set is gone): the task's own
+    /// attempt finds out.
+    Unknown,
+}
+
 /// Whether `ops` would go through on the values in `cache` (filled with `semctl(GETVAL)` as
-/// needed), and if so, applies them there. A value that cannot be read counts as "yes": the
-/// task's own attempt reports what is wrong.
-fn sysv_would_apply(id: i32, ops: &[(u16, i16)], cache: &mut Vec<(i32, u16, i32)>) -> bool {
+/// needed), and if so, applies them there.
+fn sysv_would_apply(id: i32, ops: &[(u16, i16)], cache: &mut Vec<(i32, u16, i32)>) -> Would {
     let mut next: Vec<(u16, i32)> = Vec::with_capacity(ops.len());
     for &(index, delta) in ops {
         let cur = match next.iter().find(|(i, _)| *i == index) {
@@ -347,19 +389,19 @@ fn sysv_would_apply(id: i32, ops: &[(u16, i16)], cache: &mut Vec<(i32, u16, i32)
                         cache.push((id, index, v));
                         v
                     }
-                    Err(_) => return true,
+                    Err(_) => return Would::Unknown,
                 },
             },
         };
         let new = if delta == 0 {
             if cur != 0 {
-                return false;
+                return Would::Block;
             }
             cur
         } else {
             let n = cur + i32::from(delta);
             if n < 0 {
-                return false;
+                return Would::Block;
             }
             n
         };
@@ -373,7 +415,7 @@ fn sysv_would_apply(id: i32, ops: &[(u16, i16)], cache: &mut Vec<(i32, u16, i32)
             e.2 = v;
         }
     }
-    true
+    Would::Apply
 }
 
 impl State {
@@ -407,7 +449,23 @@ impl State {
             let Some(&first) = members.first() else {
                 continue;
             };
-            match self.waiters[first].watch.look() {
+            let seen = self.waiters[first].watch.look();
+            if let Seen::Poll = seen {
+                // No futex to sleep on and nothing seen: the tasks look themselves, once a
+                // millisecond.
+                for &i in members {
+                    let w = &mut self.waiters[i];
+                    if w.due > now {
+                        earliest(&mut deadline, w.due);
+                    } else {
+                        w.notified = true;
+                        w.blind = true;
+                        wake.push(w.waker.clone());
+                    }
+                }
+                continue;
+            }
+            match seen {
                 Seen::Units(n) => {
                     let n = usize::try_from(n).unwrap_or(usize::MAX);
                     for &i in members.iter().take(n) {
@@ -459,13 +517,21 @@ impl State {
                 earliest(&mut deadline, w.due);
                 continue;
             }
-            if sysv_would_apply(*id, ops, &mut cache) {
-                w.notified = true;
-                wake.push(w.waker.clone());
-            } else {
-                w.interval = (w.interval * 2).min(SYSV_MAX_NS);
-                w.due = grid(now, w.interval);
-                earliest(&mut deadline, w.due);
+            match sysv_would_apply(*id, ops, &mut cache) {
+                Would::Apply => {
+                    w.notified = true;
+                    wake.push(w.waker.clone());
+                }
+                Would::Unknown => {
+                    w.notified = true;
+                    w.blind = true;
+                    wake.push(w.waker.clone());
+                }
+                Would::Block => {
+                    w.interval = (w.interval * 2).min(SYSV_MAX_NS);
+                    w.due = grid(now, w.interval);
+                    earliest(&mut deadline, w.due);
+                }
             }
         }
         deadline
@@ -558,6 +624,7 @@ impl Helper {
             watch,
             waker: waker.clone(),
             notified: false,
+            blind: false,
             interval: SYSV_FIRST_NS,
             due: grid(now, SYSV_FIRST_NS),
         });
@@ -590,9 +657,19 @@ impl Helper {
                 w.waker = waker.clone();
             }
             if w.notified {
+                // A look said go, and another process was faster: look again soon. A blind
+                // wake-up found nothing: back off.
+                w.interval = if w.blind {
+                    (w.interval * 2).min(SYSV_MAX_NS)
+                } else {
+                    SYSV_FIRST_NS
+                };
+                if matches!(w.watch, Watch::Sem(_) | Watch::Mutex(_)) && w.blind {
+                    w.interval = RECHECK_NS;
+                }
                 w.notified = false;
-                w.interval = SYSV_FIRST_NS;
-                w.due = grid(now, SYSV_FIRST_NS);
+                w.blind = false;
+                w.due = grid(now, w.interval);
                 ring = true;
             }
         }
@@ -613,14 +690,10 @@ impl Helper {
             return;
         };
         let w = st.waiters.remove(at);
-        let old = w.watch.count_waiter(false);
-        let pass = !took
-            && match old {
-                Some(d) => d & VALUE_MASK != 0,
-                None => w.watch.offers(),
-            };
-        if pass {
-            w.watch.pass_on();
+        if !took {
+            w.watch.give_up();
+        } else {
+            w.watch.count_waiter(false);
         }
         drop(st);
         self.ring();
@@ -648,13 +721,7 @@ impl Helper {
             return;
         }
         for w in &gone {
-            let offers = match w.watch.count_waiter(false) {
-                Some(d) => d & VALUE_MASK != 0,
-                None => w.watch.offers(),
-            };
-            if offers {
-                w.watch.pass_on();
-            }
+            w.watch.give_up();
         }
         drop(st);
         self.ring();

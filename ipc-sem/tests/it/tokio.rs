@@ -150,21 +150,21 @@ where
         ask();
         loop {
             match rng.range(0, 7) {
-                0 | 1 => {
+                0..=1 => {
                     let f = pin!(wait());
                     match poll_once(f, Waker::noop()) {
                         Poll::Ready(r) => break r.unwrap(),
                         Poll::Pending => cancelled[0] += 1,
                     }
                 }
-                2 | 3 | 4 => {
+                2..=4 => {
                     ::tokio::select! {
                         biased;
                         r = wait() => break r.unwrap(),
                         () = ::tokio::task::yield_now() => cancelled[1] += 1,
                     }
                 }
-                5 | 6 => {
+                5..=6 => {
                     let d = Duration::from_micros(rng.range(1, 300));
                     match ::tokio::time::timeout(d, wait()).await {
                         Ok(r) => break r.unwrap(),
@@ -848,17 +848,11 @@ impl Peek {
 
     /// The aligned 32-bit word at `offset`, read atomically.
     fn word(&self, offset: usize) -> u32 {
-        assert!(offset + 4 <= self.len && offset % 4 == 0);
+        assert!(offset + 4 <= self.len && offset & 3 == 0);
+        let at = self.ptr.cast::<u8>().wrapping_add(offset);
         // SAFETY: in bounds and aligned (checked), mapped while `self` lives; others write it
         // only atomically.
-        unsafe {
-            &*self
-                .ptr
-                .cast::<u8>()
-                .add(offset)
-                .cast::<std::sync::atomic::AtomicU32>()
-        }
-        .load(Ordering::SeqCst)
+        unsafe { &*at.cast::<std::sync::atomic::AtomicU32>() }.load(Ordering::SeqCst)
     }
 }
 
@@ -880,11 +874,15 @@ fn until(mut cond: impl FnMut() -> bool) {
 /// word; `release` posts or unlocks (the kernel wakes the first sleeper: the waiter thread);
 /// the woken future is dropped without running. The blocking waiter must still get it.
 /// Returns whether the waiter thread was the one woken.
+///
+/// With `complete`, the woken future runs to the end instead (for a mutex: it locks and
+/// unlocks); the blocking waiter must then get the mutex from that unlock.
 fn pass_on_round(
     sleeper: &mut std::process::Command,
     ready: impl Fn() -> bool,
     future: Pin<Box<dyn Future<Output = bool> + '_>>,
     release: impl FnOnce(),
+    complete: bool,
 ) -> bool {
     let mut future = future;
     let (flag, waker) = Flag::new();
@@ -897,8 +895,15 @@ fn pass_on_round(
     let pid = child.id();
     until(|| all_asleep(pid));
     release();
-    until(|| flag.is_woken() || child.inner().try_wait().unwrap().is_some());
-    let woke_ours = flag.is_woken();
+    if complete {
+        assert!(flag.wait(LIMIT), "the future was never woken");
+    } else {
+        until(|| flag.is_woken() || child.inner().try_wait().unwrap().is_some());
+    }
+    let woke_ours = flag.is_woken() && child.inner().try_wait().unwrap().is_none();
+    if complete {
+        assert_eq!(poll_once(future.as_mut(), &waker), Poll::Ready(true));
+    }
     drop(future);
     child.expect_success(LIMIT);
     woke_ours
@@ -933,7 +938,7 @@ fn a_wait_or_lock_dropped_after_its_wake_up_passes_the_wake_up_on_to_a_sleeping_
         }
     }
     const ROUNDS: usize = 8;
-    let mut ours = [0; 2];
+    let mut ours = [0; 3];
     for _ in 0..ROUNDS {
         let name = ipc_testkit::posix_name("tps");
         let s = NamedSemaphore::create(&name, 0).unwrap();
@@ -947,31 +952,38 @@ fn a_wait_or_lock_dropped_after_its_wake_up_passes_the_wake_up_on_to_a_sleeping_
             || peek.word(4) == 1,
             Box::pin(async { a.wait().await.is_ok() }),
             || s.post().unwrap(),
+            false,
         );
         ours[0] += usize::from(woke);
         assert_eq!(s.value().unwrap(), 0, "the unit went to the sleeper");
         assert_eq!(peek.word(4), 0, "no waiter left registered");
 
-        let mname = ipc_testkit::posix_name("tpm");
-        let m = NamedMutex::create(&mname).unwrap();
-        let held = m.lock().unwrap().recover().unwrap();
-        let am = AsyncMutex::new(NamedMutex::open(&mname).unwrap());
-        // The lock word (after the slot's state word and padding) with FUTEX_WAITERS set.
-        let peek = Peek::new(&format!("/dev/shm/{}", &mname[1..]));
-        let mut sleeper = ipc_testkit::child(&test, "sleeper-mutex");
-        sleeper.env(NAME_ENV, &mname);
-        let woke = pass_on_round(
-            &mut sleeper,
-            || peek.word(8) & 0x8000_0000 != 0,
-            Box::pin(async { am.lock().await.is_ok() }),
-            || drop(held),
-        );
-        ours[1] += usize::from(woke);
-        drop(m.try_lock().expect("free again").recover().unwrap());
+        for complete in [false, true] {
+            let mname = ipc_testkit::posix_name("tpm");
+            let m = NamedMutex::create(&mname).unwrap();
+            let held = m.lock().unwrap().recover().unwrap();
+            let am = AsyncMutex::new(NamedMutex::open(&mname).unwrap());
+            // The lock word (after the slot's state word and padding) with FUTEX_WAITERS set.
+            let peek = Peek::new(&format!("/dev/shm/{}", &mname[1..]));
+            let mut sleeper = ipc_testkit::child(&test, "sleeper-mutex");
+            sleeper.env(NAME_ENV, &mname);
+            let woke = pass_on_round(
+                &mut sleeper,
+                || peek.word(8) & 0x8000_0000 != 0,
+                Box::pin(async { am.lock().await.map(drop).is_ok() }),
+                || drop(held),
+                complete,
+            );
+            ours[1 + usize::from(complete)] += usize::from(woke);
+            drop(m.try_lock().expect("free again").recover().unwrap());
+        }
     }
-    eprintln!("wake-ups that went to the waiter thread (semaphore, mutex): {ours:?} of {ROUNDS}");
+    eprintln!(
+        "wake-ups that went to the waiter thread (semaphore; mutex, dropped; mutex, locked): \
+         {ours:?} of {ROUNDS}"
+    );
     assert!(
-        ours[0] > 0 && ours[1] > 0,
+        ours.iter().all(|&n| n > 0),
         "the waiter thread was never the one woken: {ours:?}"
     );
 }
