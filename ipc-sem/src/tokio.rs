@@ -192,12 +192,26 @@ impl AsyncEventSemaphore {
     /// Only unexpected OS errors (and a descriptor that is not an eventfd, see
     /// [`EventSemaphore`]).
     pub async fn wait(&self) -> Result<()> {
-        std::future::poll_fn(|cx| self.poll_wait(cx)).await
+        loop {
+            match self.try_wait() {
+                Err(Error::WouldBlock) => {}
+                r => return r,
+            }
+            // Every task that waits here is woken when the eventfd becomes readable.
+            let mut ready = self.io.readable().await.map_err(Error::Io)?;
+            // Readiness is edge-triggered: forget it only when the count is seen zero, so a
+            // unit left for another waiter is never missed.
+            match eventfd::try_wait(self.as_fd()) {
+                Err(Error::WouldBlock) => ready.clear_ready(),
+                r => return r,
+            }
+        }
     }
 
     /// The poll form of [`wait`](Self::wait), for hand-written futures: `Ready` with the unit
-    /// taken, or `Pending` with `cx`'s waker registered for readiness (only the waker of the
-    /// last call is kept, as for tokio's `poll_read_ready`).
+    /// taken, or `Pending` with `cx`'s waker registered for readiness. Only the waker of the
+    /// last call is kept (as for tokio's `poll_read_ready`): one task per semaphore uses this
+    /// form; any number may use [`wait`](Self::wait).
     ///
     /// # Errors
     /// As [`wait`](Self::wait).
@@ -508,6 +522,7 @@ impl<S: PosixSemaphore> AsyncSemaphore<S> {
         SemWait {
             sem: self,
             watcher: Watcher::new(),
+            done: false,
         }
     }
 
@@ -583,22 +598,27 @@ fn unwrap_sole<T>(arc: Arc<T>) -> T {
 struct SemWait<'a, S: PosixSemaphore> {
     sem: &'a AsyncSemaphore<S>,
     watcher: Watcher,
+    done: bool,
 }
+
+const POLLED_AFTER_DONE: &str = "an ipc-sem future was polled after it completed";
 
 impl<S: PosixSemaphore> SemWait<'_, S> {
     /// One attempt; `None` if it would block.
     fn attempt(&mut self) -> Option<Result<()>> {
-        match self.sem.try_wait() {
+        let r = match self.sem.try_wait() {
             Ok(()) => {
                 self.watcher.finish(true);
-                Some(Ok(()))
+                Ok(())
             }
-            Err(Error::WouldBlock) => None,
+            Err(Error::WouldBlock) => return None,
             Err(e) => {
                 self.watcher.finish(false);
-                Some(Err(e))
+                Err(e)
             }
-        }
+        };
+        self.done = true;
+        Some(r)
     }
 }
 
@@ -607,6 +627,8 @@ impl<S: PosixSemaphore> Future for SemWait<'_, S> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = &mut *self;
+        // A completed wait must not take a second unit.
+        assert!(!this.done, "{POLLED_AFTER_DONE}");
         if let Some(r) = this.attempt() {
             return Poll::Ready(r);
         }
@@ -830,6 +852,7 @@ impl<M: RobustMutexHandle> AsyncMutex<M> {
         Lock {
             mutex: self,
             watcher: Watcher::new(),
+            done: false,
         }
     }
 
@@ -860,6 +883,7 @@ impl<M: RobustMutexHandle> AsyncMutex<M> {
 struct Lock<'a, M: RobustMutexHandle> {
     mutex: &'a AsyncMutex<M>,
     watcher: Watcher,
+    done: bool,
 }
 
 impl<'a, M: RobustMutexHandle> Future for Lock<'a, M> {
@@ -867,6 +891,7 @@ impl<'a, M: RobustMutexHandle> Future for Lock<'a, M> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        assert!(!this.done, "{POLLED_AFTER_DONE}");
         // A poll that was not a wake-up (a `select!` polling every branch) makes no attempt:
         // each costs a hand-off to the waiter thread.
         if !this.watcher.woken(cx) {
@@ -876,6 +901,7 @@ impl<'a, M: RobustMutexHandle> Future for Lock<'a, M> {
         match mutex.attempt() {
             Some(r) => {
                 this.watcher.finish(r.is_ok());
+                this.done = true;
                 Poll::Ready(r)
             }
             None => match this
@@ -968,6 +994,7 @@ impl AsyncSemSet {
             set: self,
             ops: ops.to_vec(),
             watcher: Watcher::new(),
+            done: false,
         }
     }
 
@@ -1006,21 +1033,24 @@ struct Apply<'a> {
     set: &'a AsyncSemSet,
     ops: Vec<SemOp>,
     watcher: Watcher,
+    done: bool,
 }
 
 impl Apply<'_> {
     fn attempt(&mut self) -> Option<Result<()>> {
-        match self.set.set.try_apply(&self.ops) {
+        let r = match self.set.set.try_apply(&self.ops) {
             Ok(()) => {
                 self.watcher.finish(true);
-                Some(Ok(()))
+                Ok(())
             }
-            Err(Error::WouldBlock) => None,
+            Err(Error::WouldBlock) => return None,
             Err(e) => {
                 self.watcher.finish(false);
-                Some(Err(e))
+                Err(e)
             }
-        }
+        };
+        self.done = true;
+        Some(r)
     }
 }
 
@@ -1029,6 +1059,8 @@ impl Future for Apply<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = &mut *self;
+        // Completed operations must not be applied twice.
+        assert!(!this.done, "{POLLED_AFTER_DONE}");
         if let Some(r) = this.attempt() {
             return Poll::Ready(r);
         }

@@ -102,3 +102,80 @@ fn a_descriptor_that_is_not_an_eventfd_gives_errors_not_units() {
     assert!(e.to_string().contains("not an eventfd"), "{e}");
     assert!(sem.try_wait().is_err());
 }
+
+/// The runtime-agnostic recipe of the README: a non-blocking `EventSemaphore` registered, by
+/// its descriptor, with a plain edge-triggered `epoll` loop (as mio and async-io use it); on
+/// each event the loop takes units with `try_wait` until `WouldBlock`. A child process posts
+/// bursts of units; the loop takes exactly as many, and never blocks in anything but
+/// `epoll_wait`.
+#[test]
+fn a_plain_epoll_loop_drives_a_nonblocking_event_semaphore() {
+    const UNITS: u64 = 2000;
+    if ipc_testkit::role().is_some() {
+        let sem = EventSemaphore::from(std::io::stdin().as_fd().try_clone_to_owned().unwrap());
+        let mut rng = ipc_testkit::SplitMix64::new(3);
+        let mut posted = 0;
+        while posted < UNITS {
+            let n = rng.range(1, 16).min(UNITS - posted);
+            sem.post_n(n).unwrap();
+            posted += n;
+            std::thread::yield_now();
+        }
+        return;
+    }
+    use rustix::event::epoll;
+    let _wd = Watchdog::new("epoll loop", Duration::from_secs(60));
+    let sem = EventSemaphore::new(0).unwrap();
+    sem.set_nonblocking(true).unwrap();
+    assert!(sem.is_nonblocking().unwrap());
+    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
+    epoll::add(
+        &ep,
+        &sem,
+        epoll::EventData::new_u64(7),
+        epoll::EventFlags::IN | epoll::EventFlags::ET,
+    )
+    .unwrap();
+    let mut cmd = ipc_testkit::child(
+        &test_path!(a_plain_epoll_loop_drives_a_nonblocking_event_semaphore),
+        "poster",
+    );
+    cmd.stdin(Stdio::from(OwnedFd::from(sem.try_clone().unwrap())));
+    let child = Proc::spawn(&mut cmd).unwrap();
+    let (mut taken, mut events_seen) = (0u64, 0u64);
+    let limit = rustix::event::Timespec {
+        tv_sec: 30,
+        tv_nsec: 0,
+    };
+    let empty = epoll::Event {
+        flags: epoll::EventFlags::empty(),
+        data: epoll::EventData::new_u64(0),
+    };
+    while taken < UNITS {
+        let mut events = [empty; 4];
+        let n = match epoll::wait(&ep, &mut events[..], Some(&limit)) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => r.unwrap(),
+        };
+        assert!(
+            n > 0,
+            "no event within 30 s with {taken} of {UNITS} units taken"
+        );
+        for e in &events[..n] {
+            assert_eq!(e.data.u64(), 7);
+            events_seen += 1;
+            // Edge-triggered: take until WouldBlock, or the next event may never come.
+            loop {
+                match sem.try_wait() {
+                    Ok(()) => taken += 1,
+                    Err(Error::WouldBlock) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    }
+    child.expect_success(Duration::from_secs(30));
+    assert_eq!(taken, UNITS);
+    assert!(matches!(sem.try_wait(), Err(Error::WouldBlock)));
+    eprintln!("epoll loop: {UNITS} units in {events_seen} events");
+}

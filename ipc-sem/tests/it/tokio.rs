@@ -713,19 +713,73 @@ fn an_async_system_v_wait_reports_a_removed_set_and_bad_indices_at_once() {
 // ---------------------------------------------------------------------------------------------
 // Many tasks on one semaphore
 
+/// Eight tasks on a multi-threaded runtime wait on one shared handle `$sem` until `$units`
+/// were taken (the last one tells the others, whose waits are then dropped); `$go` starts the
+/// poster once they wait. Returns how many each took.
+macro_rules! share {
+    ($sem:expr, $units:expr, $go:expr) => {{
+        let taken = Arc::new(AtomicU64::new(0));
+        let started = Arc::new(AtomicU64::new(0));
+        let all = Arc::new(::tokio::sync::Notify::new());
+        let mut tasks = ::tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (sem, taken, all) = ($sem.clone(), taken.clone(), all.clone());
+            let started = started.clone();
+            tasks.spawn(async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                let mut mine = 0u64;
+                let stop = all.notified();
+                let mut stop = pin!(stop);
+                loop {
+                    if taken.load(Ordering::SeqCst) >= $units {
+                        return mine;
+                    }
+                    ::tokio::select! {
+                        r = sem.wait() => {
+                            r.unwrap();
+                            mine += 1;
+                            if taken.fetch_add(1, Ordering::SeqCst) + 1 == $units {
+                                all.notify_waiters();
+                            }
+                        }
+                        () = &mut stop => return mine,
+                    }
+                }
+            });
+        }
+        while started.load(Ordering::SeqCst) < 8 {
+            ::tokio::task::yield_now().await;
+        }
+        $go;
+        let mut each = Vec::new();
+        while let Some(r) = bounded("tasks", tasks.join_next()).await {
+            each.push(r.unwrap());
+        }
+        assert_eq!(taken.load(Ordering::SeqCst), $units);
+        each
+    }};
+}
+
 #[test]
 fn many_tasks_share_one_semaphore_and_take_exactly_the_units_posted() {
     const UNITS: u64 = 400;
     if ipc_testkit::role().is_some() {
+        // Bursts of units: first on the named semaphore, then on the eventfd.
         let s = NamedSemaphore::open(&env(NAME_ENV)).unwrap();
+        let go = NamedSemaphore::open(&env(SLOTS_ENV)).unwrap();
+        let e = EventSemaphore::from(stdin_fd());
         let mut rng = SplitMix64::new(9);
-        let mut posted = 0;
-        while posted < UNITS {
-            for _ in 0..rng.range(1, 8).min(UNITS - posted) {
-                s.post().unwrap();
-                posted += 1;
+        let posts: [&dyn Fn(); 2] = [&|| s.post().unwrap(), &|| e.post().unwrap()];
+        for post in posts {
+            go.wait_timeout(LIMIT).unwrap();
+            let mut posted = 0;
+            while posted < UNITS {
+                for _ in 0..rng.range(1, 8).min(UNITS - posted) {
+                    post();
+                    posted += 1;
+                }
+                std::thread::yield_now();
             }
-            std::thread::yield_now();
         }
         return;
     }
@@ -734,41 +788,26 @@ fn many_tasks_share_one_semaphore_and_take_exactly_the_units_posted() {
     let sem = Arc::new(AsyncSemaphore::new(
         NamedSemaphore::create(&name, 0).unwrap(),
     ));
+    let efd = EventSemaphore::new(0).unwrap();
+    let go_name = ipc_testkit::posix_name("tmg");
+    let go = NamedSemaphore::create(&go_name, 0).unwrap();
     let mut cmd = ipc_testkit::child(
         &test_path!(many_tasks_share_one_semaphore_and_take_exactly_the_units_posted),
         "poster",
     );
-    cmd.env(NAME_ENV, &name);
+    cmd.env(NAME_ENV, &name)
+        .env(SLOTS_ENV, &go_name)
+        .stdin(Stdio::from(OwnedFd::from(efd.try_clone().unwrap())));
     let child = Proc::spawn(&mut cmd).unwrap();
-    let taken = Arc::new(AtomicU64::new(0));
     multi_thread().block_on(async {
-        let mut tasks = ::tokio::task::JoinSet::new();
-        for _ in 0..8 {
-            let (sem, taken) = (sem.clone(), taken.clone());
-            tasks.spawn(async move {
-                loop {
-                    // Stop once every unit is taken (the others' waits are then dropped).
-                    let done = async {
-                        while taken.load(Ordering::SeqCst) < UNITS {
-                            ::tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                    };
-                    ::tokio::select! {
-                        r = sem.wait() => {
-                            r.unwrap();
-                            taken.fetch_add(1, Ordering::SeqCst);
-                        }
-                        () = done => return,
-                    }
-                }
-            });
-        }
-        while let Some(r) = bounded("tasks", tasks.join_next()).await {
-            r.unwrap();
-        }
+        let each = share!(sem, UNITS, go.post().unwrap());
+        eprintln!("units each task took, named semaphore: {each:?}");
+        let efd = Arc::new(AsyncEventSemaphore::new(efd).unwrap());
+        let each = share!(efd, UNITS, go.post().unwrap());
+        eprintln!("units each task took, eventfd: {each:?}");
+        assert!(matches!(efd.try_wait(), Err(Error::WouldBlock)));
     });
     child.expect_success(LIMIT);
-    assert_eq!(taken.load(Ordering::SeqCst), UNITS);
     assert!(matches!(sem.try_wait(), Err(Error::WouldBlock)));
 }
 
