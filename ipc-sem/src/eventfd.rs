@@ -21,9 +21,12 @@ pub const EVENTFD_MAX: u64 = u64::MAX - 1;
 /// child's stdin with `Stdio::from(OwnedFd::from(sem))`, and rebuild it there with
 /// [`From<OwnedFd>`]). Unrelated processes cannot open it by name.
 ///
-/// The descriptor is blocking, so [`wait`](Self::wait) is a single `read`; the non-blocking
-/// forms use `preadv2(RWF_NOWAIT)` (Linux 5.12 and later; older kernels fall back to making the
-/// descriptor non-blocking) and `poll`. It does not survive a holder's crash.
+/// The descriptor is blocking unless [`set_nonblocking`](Self::set_nonblocking) says otherwise
+/// (an event loop wants it non-blocking); every method works in either mode. On a blocking
+/// descriptor [`wait`](Self::wait) is a single `read`; the non-blocking forms use
+/// `preadv2(RWF_NOWAIT)` (Linux 5.12 and later; older kernels fall back to making the
+/// descriptor non-blocking) and `poll`. With the `tokio` feature, `AsyncEventSemaphore` waits on
+/// it in tokio's reactor. It does not survive a holder's crash.
 ///
 /// After `fork` (also from a multi-threaded parent), the child may call `post`, `post_n`,
 /// `try_wait`, `wait` and `wait_timeout` (`read`, `write`, `poll` system calls) and drop the

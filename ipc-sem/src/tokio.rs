@@ -460,21 +460,28 @@ impl Drop for Watcher {
 /// `tokio::time::timeout` for a timed wait. Several tasks may wait on one semaphore at once;
 /// when units come, as many tasks are woken as there are units.
 ///
+/// The README's example (keep the two the same):
+///
 /// ```
-/// use ipc_sem::{AsyncSemaphore, NamedSemaphore};
+/// use std::time::Duration;
+///
+/// use ipc_sem::{AsyncMutex, AsyncSemaphore, NamedMutex, NamedSemaphore};
 ///
 /// fn main() -> Result<(), Box<dyn std::error::Error>> {
-///     let name = format!("/myapp-async-sem-{}", std::process::id());
+///     let name = format!("/myapp-jobs-{}", std::process::id());
 ///     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
 ///     runtime.block_on(async {
-///         let slots = AsyncSemaphore::new(NamedSemaphore::create(&name, 1)?);
-///         {
-///             let _slot = slots.acquire().await?; // posts back when dropped
-///             let busy = tokio::time::timeout(std::time::Duration::from_millis(10), slots.wait());
-///             assert!(busy.await.is_err()); // timed out; the dropped wait took nothing
-///         }
-///         slots.wait().await?;
-///         Ok::<(), Box<dyn std::error::Error>>(())
+///         let jobs = AsyncSemaphore::new(NamedSemaphore::create(&name, 0)?);
+///         let lock = AsyncMutex::new(NamedMutex::create(&format!("{name}-lock"))?);
+///         jobs.post()?; // another process would post
+///         jobs.wait().await?;
+///         // Timed out: the wait is dropped, and a dropped wait took nothing.
+///         let late = tokio::time::timeout(Duration::from_millis(10), jobs.wait()).await;
+///         assert!(late.is_err());
+///         let guard = lock.lock().await?.recover()?; // nothing to repair after a crash here
+///         tokio::task::yield_now().await; // held across an await
+///         drop(guard); // unlocked when `drop` returns
+///         Ok(())
 ///     })
 /// }
 /// ```
