@@ -57,6 +57,18 @@ fn compare(
     ours: impl Fn(usize) -> Vec<u64>,
     raw: impl Fn(usize) -> Vec<u64>,
 ) {
+    compare_with(case, rounds, ours, raw, RAW, Some(1.05));
+}
+
+/// [`compare`] with another baseline and target.
+fn compare_with(
+    case: &str,
+    rounds: usize,
+    ours: impl Fn(usize) -> Vec<u64>,
+    raw: impl Fn(usize) -> Vec<u64>,
+    baseline_name: &str,
+    target: Option<f64>,
+) {
     let chunks = if rounds >= 10_000 { 20 } else { 2 };
     let per = (rounds / chunks).max(10);
     let (mut o, mut r) = (Vec::new(), Vec::new());
@@ -72,8 +84,8 @@ fn compare(
         case,
         Latency::of(&mut o),
         Latency::of(&mut r),
-        RAW,
-        Some(1.05),
+        baseline_name,
+        target,
     );
 }
 
@@ -463,6 +475,11 @@ fn no_syscall(kind: &str, pair: impl Fn() -> bool) {
 }
 
 fn main() {
+    #[cfg(feature = "tokio")]
+    if let Ok(kind) = std::env::var(asynch::PEER_ENV) {
+        asynch::peer(&kind);
+        return;
+    }
     let mode = Mode::from_env();
     pin(0);
     let rounds = mode.pick(200, 10_000, 100_000);
@@ -479,7 +496,265 @@ fn main() {
     compare("ping-pong, System V", rounds, sysv_ours, sysv_raw);
     compare("ping-pong, eventfd", rounds, eventfd_ours, eventfd_raw);
     uncontended(mode);
+    // Last: the async forms start a waiter thread, and `bench::fork` needs a single thread.
+    #[cfg(feature = "tokio")]
+    asynch::run(mode);
     if start.elapsed() > Duration::from_secs(600) {
         eprintln!("sem bench: took {:?}", start.elapsed());
+    }
+}
+
+/// The await-able forms (feature `tokio`) against the blocking forms of ipc-sem, in the same
+/// run: what a wake-up costs through tokio's reactor (eventfd) and through the waiter thread
+/// (POSIX, System V), and what an async lock and unlock of a robust mutex costs (two hand-offs
+/// to the waiter thread). No targets: these say what the async forms cost.
+///
+/// The peer is this bench binary run again with a role (the parent is no longer single-threaded
+/// once an async wait has started the waiter thread, so it does not fork).
+#[cfg(feature = "tokio")]
+mod asynch {
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::process::{Command, Stdio};
+
+    use ipc_sem::{
+        AsyncEventSemaphore, AsyncMutex, AsyncSemSet, AsyncSemaphore, EventSemaphore,
+        NamedSemaphore, SemOp, SemSet, SharedMutex,
+    };
+    use ipc_testkit::bench::{Better, Mode, Row, now_ns};
+
+    use super::{GROUP, compare_with, per_op, pin};
+
+    pub(super) const PEER_ENV: &str = "IPC_SEM_BENCH_PEER";
+    const ROUNDS_ENV: &str = "IPC_SEM_BENCH_ROUNDS";
+    const A_ENV: &str = "IPC_SEM_BENCH_A";
+    const B_ENV: &str = "IPC_SEM_BENCH_B";
+    const BLOCKING: &str = "blocking ipc-sem";
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// The peer's side of a ping-pong: `rounds` times, wait for `a`, post `b` (blocking forms).
+    pub(super) fn peer(kind: &str) {
+        pin(super::child_cpu());
+        let rounds: usize = std::env::var(ROUNDS_ENV).unwrap().parse().unwrap();
+        let env = |k| std::env::var(k).unwrap();
+        match kind {
+            "named" => {
+                let a = NamedSemaphore::open(&env(A_ENV)).unwrap();
+                let b = NamedSemaphore::open(&env(B_ENV)).unwrap();
+                for _ in 0..rounds {
+                    a.wait().unwrap();
+                    b.post().unwrap();
+                }
+                assert!(a.try_wait().is_err(), "a unit too many");
+            }
+            "eventfd" => {
+                let a = NamedSemaphore::open(&env(A_ENV)).unwrap();
+                let b =
+                    EventSemaphore::from(std::io::stdin().as_fd().try_clone_to_owned().unwrap());
+                for _ in 0..rounds {
+                    a.wait().unwrap();
+                    b.post().unwrap();
+                }
+                assert!(a.try_wait().is_err(), "a unit too many");
+            }
+            "sysv" => {
+                let set = SemSet::open_id(env(A_ENV).parse().unwrap()).unwrap();
+                for _ in 0..rounds {
+                    set.apply(&[SemOp::wait(0)]).unwrap();
+                    set.apply(&[SemOp::post(1)]).unwrap();
+                }
+                assert!(set.try_apply(&[SemOp::wait(0)]).is_err(), "a unit too many");
+            }
+            other => panic!("unknown peer {other}"),
+        }
+    }
+
+    fn start_peer(
+        kind: &str,
+        rounds: usize,
+        setup: impl FnOnce(&mut Command),
+    ) -> std::process::Child {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.env(PEER_ENV, kind).env(ROUNDS_ENV, rounds.to_string());
+        setup(&mut cmd);
+        cmd.spawn().unwrap()
+    }
+
+    fn finish(mut child: std::process::Child) {
+        assert!(child.wait().unwrap().success(), "the bench peer failed");
+    }
+
+    /// One ping-pong of `rounds` on named semaphores; the parent waits async or blocking.
+    fn named(rounds: usize, asynchronous: bool) -> Vec<u64> {
+        let (na, nb) = (
+            ipc_testkit::posix_name("bxa"),
+            ipc_testkit::posix_name("bxb"),
+        );
+        let a = NamedSemaphore::create(&na, 0).unwrap();
+        let b = AsyncSemaphore::new(NamedSemaphore::create(&nb, 0).unwrap());
+        let child = start_peer("named", rounds, |c| {
+            c.env(A_ENV, &na).env(B_ENV, &nb);
+        });
+        let mut samples = Vec::with_capacity(rounds);
+        runtime().block_on(async {
+            for _ in 0..rounds {
+                let t = now_ns();
+                a.post().unwrap();
+                if asynchronous {
+                    b.wait().await.unwrap();
+                } else {
+                    b.get_ref().wait().unwrap();
+                }
+                samples.push(now_ns() - t);
+            }
+        });
+        finish(child);
+        assert!(b.try_wait().is_err(), "a unit too many");
+        samples
+    }
+
+    fn eventfd(rounds: usize, asynchronous: bool) -> Vec<u64> {
+        let na = ipc_testkit::posix_name("bxe");
+        let a = NamedSemaphore::create(&na, 0).unwrap();
+        let b = EventSemaphore::new(0).unwrap();
+        let copy = OwnedFd::from(b.try_clone().unwrap());
+        let child = start_peer("eventfd", rounds, |c| {
+            c.env(A_ENV, &na).stdin(Stdio::from(copy));
+        });
+        let mut samples = Vec::with_capacity(rounds);
+        runtime().block_on(async {
+            if asynchronous {
+                let b = AsyncEventSemaphore::new(b).unwrap();
+                for _ in 0..rounds {
+                    let t = now_ns();
+                    a.post().unwrap();
+                    b.wait().await.unwrap();
+                    samples.push(now_ns() - t);
+                }
+            } else {
+                for _ in 0..rounds {
+                    let t = now_ns();
+                    a.post().unwrap();
+                    b.wait().unwrap();
+                    samples.push(now_ns() - t);
+                }
+            }
+        });
+        finish(child);
+        samples
+    }
+
+    fn sysv(rounds: usize, asynchronous: bool) -> Vec<u64> {
+        let set = loop {
+            match SemSet::create(ipc_sem::Key::new(ipc_testkit::sysv_key()), &[0, 0]) {
+                Err(ipc_sem::Error::AlreadyExists { .. }) => continue,
+                r => break AsyncSemSet::new(r.unwrap()),
+            }
+        };
+        let child = start_peer("sysv", rounds, |c| {
+            c.env(A_ENV, set.get_ref().id().to_string());
+        });
+        let mut samples = Vec::with_capacity(rounds);
+        runtime().block_on(async {
+            for _ in 0..rounds {
+                let t = now_ns();
+                set.get_ref().apply(&[SemOp::post(0)]).unwrap();
+                if asynchronous {
+                    set.apply(&[SemOp::wait(1)]).await.unwrap();
+                } else {
+                    set.get_ref().apply(&[SemOp::wait(1)]).unwrap();
+                }
+                samples.push(now_ns() - t);
+            }
+        });
+        finish(child);
+        samples
+    }
+
+    pub(super) fn run(mode: Mode) {
+        let rounds = mode.pick(100, 3_000, 20_000);
+        compare_with(
+            "async ping-pong, POSIX named",
+            rounds,
+            |n| named(n, true),
+            |n| named(n, false),
+            BLOCKING,
+            None,
+        );
+        compare_with(
+            "async ping-pong, eventfd",
+            rounds,
+            |n| eventfd(n, true),
+            |n| eventfd(n, false),
+            BLOCKING,
+            None,
+        );
+        compare_with(
+            "async ping-pong, System V",
+            mode.pick(50, 300, 2_000),
+            |n| sysv(n, true),
+            |n| sysv(n, false),
+            BLOCKING,
+            None,
+        );
+        // Uncontended: an async wait that finds its unit, and an async lock + unlock.
+        let n = mode.pick(1_000, 20_000, 100_000);
+        let reps = mode.pick(2, 5, 7);
+        let rt = runtime();
+        let sem = AsyncSemaphore::new(ipc_sem::SharedSemaphore::new(0).unwrap());
+        let m = AsyncMutex::new(SharedMutex::new().unwrap());
+        // ns per operation, best of `reps` batches of `n`, all inside one runtime.
+        macro_rules! timed {
+            ($n:expr, $op:expr) => {
+                rt.block_on(async {
+                    let mut best = f64::MAX;
+                    for _ in 0..reps {
+                        let t = std::time::Instant::now();
+                        for _ in 0..$n {
+                            $op;
+                        }
+                        best = best.min(t.elapsed().as_nanos() as f64 / $n as f64);
+                    }
+                    best
+                })
+            };
+        }
+        let mut f = [f64::MAX; 4];
+        for _ in 0..2 {
+            f[0] = f[0].min(timed!(n, {
+                sem.post().unwrap();
+                sem.wait().await.unwrap();
+            }));
+            f[1] = f[1].min(per_op(n, reps, || {
+                sem.post().unwrap();
+                sem.get_ref().wait().unwrap();
+            }));
+            f[2] = f[2].min(timed!(n / 10, drop(m.lock().await.unwrap())));
+            f[3] = f[3].min(per_op(n / 10, reps, || {
+                drop(m.get_ref().lock().unwrap());
+            }));
+        }
+        for (case, ours, baseline) in [
+            ("async uncontended post+wait, unnamed", f[0], f[1]),
+            ("async uncontended lock+unlock, robust mutex", f[2], f[3]),
+        ] {
+            Row {
+                group: GROUP,
+                case,
+                metric: "ns/op",
+                unit: "ns",
+                better: Better::Lower,
+                ours,
+                baseline,
+                baseline_name: BLOCKING,
+                target: None,
+            }
+            .emit();
+        }
     }
 }
