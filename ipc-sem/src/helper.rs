@@ -354,7 +354,7 @@ impl Watch {
         }
     }
 
-    /// Registers (or, with `-1`, unregisters) one waiter in glibc's `nwaiters`.
+    /// Registers (`add`) or unregisters one waiter in glibc's `nwaiters`; the word before.
     fn count_waiter(&self, add: bool) -> Option<u64> {
         let Watch::Sem(t) = self else { return None };
         let d = t.sem_cell().data()?;

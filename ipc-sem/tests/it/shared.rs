@@ -58,6 +58,7 @@ pub(crate) struct Record {
     pub(crate) payload: [AtomicU64; 6],
 }
 
+#[cfg(feature = "tokio")]
 impl Region {
     /// Writes record `seq` into its slot: a payload drawn from `seq`, and its checksum.
     pub(crate) fn write_record(&self, seq: u64) {
