@@ -28,7 +28,7 @@ pub(crate) const FIRST_NAP: Duration = Duration::from_micros(50);
 pub(crate) const MAX_NAP: Duration = Duration::from_millis(5);
 
 /// The name of the helper thread (as `/proc/self/task/*/comm` shows it).
-pub(crate) const THREAD_NAME: &str = "ipc-mq-sysv-wait";
+pub(crate) const THREAD_NAME: &str = "ipc-mq-sysv";
 
 /// What a wait needs of its queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,6 +10,7 @@ mod lifetime;
 mod limits;
 mod posix;
 mod sysv;
+mod tokio;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
