@@ -5,6 +5,7 @@
 //! Names and keys carry the workspace prefix, and owners remove their queues on drop.
 
 mod errors;
+mod event_loop;
 mod fork;
 mod lifetime;
 mod limits;
