@@ -1111,7 +1111,8 @@ impl MessageQueue {
     /// `mq_notify`—Registers this process to be told when a message arrives in the empty queue
     /// while nobody waits in `receive`. One registration per queue, whichever process or
     /// descriptor made it; it is used up by one notification (register again after it) and
-    /// ends when the registering process closes this descriptor.
+    /// ends when the registering process closes any descriptor of the queue (Linux's rule: this
+    /// one, another handle's, or the one an `AsyncMessageQueue` registered).
     ///
     /// What is offered is what can be offered soundly: a signal ([`Notify::Signal`]; no code of
     /// ours runs in a signal handler) or holding the slot and polling the descriptor

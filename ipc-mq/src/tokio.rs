@@ -48,16 +48,20 @@ use crate::wait::{Need, Waiter};
 ///
 /// ```
 /// use ipc_mq::{AsyncMessageQueue, MessageQueue};
-/// # let name = format!("/ipcrs-doc-async-{}", std::process::id());
-/// let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
-/// rt.block_on(async {
-///     let q = AsyncMessageQueue::new(MessageQueue::create(&name, 4, 128)?)?;
-///     q.send(b"job", 5).await?;
-///     let (job, priority) = q.receive_vec().await?;
-///     assert_eq!((job.as_slice(), priority), (&b"job"[..], 5));
-///     Ok::<(), Box<dyn std::error::Error>>(())
-/// })?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let name = format!("/myapp-async-{}", std::process::id());
+///     let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+///     runtime.block_on(async {
+///         let queue = AsyncMessageQueue::new(MessageQueue::create(&name, 8, 256)?)?;
+///         queue.send(b"job", 5).await?;
+///         // tokio::time::timeout(limit, queue.receive_vec()) drops the receive when the limit
+///         // passes: a dropped receive has taken nothing.
+///         let (job, priority) = queue.receive_vec().await?;
+///         assert_eq!((job.as_slice(), priority), (&b"job"[..], 5));
+///         Ok::<(), Box<dyn std::error::Error>>(())
+///     })
+/// }
 /// ```
 ///
 /// # After `fork`
