@@ -559,7 +559,7 @@ fn deadline(timeout: Duration) -> Wait {
 
 /// A deadline already in the past: the kernel's timed calls then never wait (`ETIMEDOUT` on a
 /// blocking descriptor, `EAGAIN` on a nonblocking one).
-const PAST: libc::timespec = libc::timespec {
+pub(crate) const PAST: libc::timespec = libc::timespec {
     tv_sec: 0,
     tv_nsec: 0,
 };

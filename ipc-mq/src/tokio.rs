@@ -10,7 +10,7 @@ use ::tokio::io::Interest;
 use ::tokio::io::unix::AsyncFd;
 
 use crate::error::{Error, Result};
-use crate::posix::{MessageQueue, Priority};
+use crate::posix::{MessageQueue, PAST, Priority};
 use crate::sys;
 use crate::sysv::{Select, SysvMessage, SysvQueue};
 use crate::wait::{Need, Waiter};
@@ -150,14 +150,28 @@ fn ebadf() -> io::Error {
     io::Error::from_raw_os_error(libc::EBADF)
 }
 
-/// Retries a call that a signal interrupted (a non-blocking call hardly ever is).
-fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+/// One try that never waits, whatever the description's mode: `mq_timedsend`/
+/// `mq_timedreceive` with a deadline in the past fail at once with `EAGAIN` (non-blocking
+/// description) or `ETIMEDOUT` (blocking: say a non-blocking handle lent its description and was
+/// later set back to blocking), both `WouldBlock` for the reactor. Interrupted calls are retried.
+fn attempt<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
         match f() {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ETIMEDOUT)) => {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
             r => return r,
         }
     }
+}
+
+fn try_send(fd: &OwnedFd, msg: &[u8], priority: Priority) -> io::Result<()> {
+    attempt(|| sys::mq_timedsend(fd.as_fd(), msg, priority, &PAST))
+}
+
+fn try_receive(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Priority)> {
+    attempt(|| sys::mq_timedreceive(fd.as_fd(), buf, &PAST))
 }
 
 impl AsyncMessageQueue {
@@ -246,9 +260,7 @@ impl AsyncMessageQueue {
     pub async fn send(&self, msg: &[u8], priority: Priority) -> Result<()> {
         self.check_send(msg, priority)?;
         self.io
-            .async_io(Interest::WRITABLE, |fd| {
-                retry(|| sys::mq_send(fd.as_fd(), msg, priority))
-            })
+            .async_io(Interest::WRITABLE, |fd| try_send(fd, msg, priority))
             .await
             .map_err(|e| self.queue.io_error(e, msg.len()))
     }
@@ -264,9 +276,7 @@ impl AsyncMessageQueue {
     pub async fn receive(&self, buf: &mut [u8]) -> Result<(usize, Priority)> {
         self.check_receive(buf.len())?;
         self.io
-            .async_io(Interest::READABLE, |fd| {
-                retry(|| sys::mq_receive(fd.as_fd(), buf))
-            })
+            .async_io(Interest::READABLE, |fd| try_receive(fd, buf))
             .await
             .map_err(|e| self.queue.io_error(e, 0))
     }
@@ -301,7 +311,7 @@ impl AsyncMessageQueue {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.queue.io_error(e, msg.len()))),
                 Poll::Pending => return Poll::Pending,
             };
-            match guard.try_io(|fd| retry(|| sys::mq_send(fd.as_fd(), msg, priority))) {
+            match guard.try_io(|fd| try_send(fd.get_ref(), msg, priority)) {
                 Ok(r) => return Poll::Ready(r.map_err(|e| self.queue.io_error(e, msg.len()))),
                 Err(_would_block) => {}
             }
@@ -326,7 +336,7 @@ impl AsyncMessageQueue {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.queue.io_error(e, 0))),
                 Poll::Pending => return Poll::Pending,
             };
-            match guard.try_io(|fd| retry(|| sys::mq_receive(fd.as_fd(), buf))) {
+            match guard.try_io(|fd| try_receive(fd.get_ref(), buf)) {
                 Ok(r) => return Poll::Ready(r.map_err(|e| self.queue.io_error(e, 0))),
                 Err(_would_block) => {}
             }

@@ -601,6 +601,48 @@ fn a_descriptor_of_its_own_by_every_route_and_a_clear_error_when_there_is_none()
 }
 
 #[test]
+fn a_lent_description_set_back_to_blocking_still_never_blocks_the_runtime() {
+    let _wd = Watchdog::new("lent description", Duration::from_secs(60));
+    let name = posix_name("as-lent");
+    let q = MessageQueue::options()
+        .max_messages(1)
+        .message_size(8)
+        .nonblocking(true)
+        .create(&name)
+        .unwrap();
+    current_thread().block_on(async {
+        let q = Arc::new(AsyncMessageQueue::new(q).unwrap());
+        // The registered descriptor shares the handle's description, now made blocking again.
+        q.get_ref().set_nonblocking(false).unwrap();
+        assert!(
+            !rustix::fs::fcntl_getfl(q.as_fd())
+                .unwrap()
+                .contains(rustix::fs::OFlags::NONBLOCK)
+        );
+        let receiver = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move { q.receive_vec().await.unwrap().0 })
+        };
+        // Runs only if the receive waits in the reactor, not in the kernel.
+        tokio::task::yield_now().await;
+        assert!(!receiver.is_finished());
+        q.send(b"one", 0).await.unwrap();
+        assert_eq!(within("the receive", receiver).await.unwrap(), b"one");
+        // And a send into the full queue waits in the reactor too.
+        q.send(b"two", 0).await.unwrap();
+        let sender = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move { q.send(b"three", 0).await.unwrap() })
+        };
+        tokio::task::yield_now().await;
+        assert!(!sender.is_finished());
+        assert_eq!(q.receive_vec().await.unwrap().0, b"two");
+        within("the send", sender).await.unwrap();
+        assert_eq!(q.receive_vec().await.unwrap().0, b"three");
+    });
+}
+
+#[test]
 fn poll_forms_serve_a_hand_written_stream() {
     let _wd = Watchdog::new("poll forms", Duration::from_secs(60));
     let name = posix_name("as-poll");
