@@ -671,14 +671,9 @@ fn poll_forms_serve_a_hand_written_stream() {
 
 // ------------------------------------------------------------------------------- System V
 
+/// A private queue (children reach it by id; no key another process could take or clean up).
 fn create_sysv() -> SysvQueue {
-    loop {
-        match SysvQueue::create(Key::new(ipc_testkit::sysv_key())) {
-            Ok(q) => return q,
-            Err(Error::AlreadyExists { .. }) => continue,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    SysvQueue::create(Key::PRIVATE).unwrap()
 }
 
 fn child_queue() -> SysvQueue {
