@@ -376,11 +376,16 @@ impl AsRawFd for AsyncMessageQueue {
 ///   at once-ish for short waits, up to 5 ms late after a wait of more than about 10 ms. Use a
 ///   POSIX [`AsyncMessageQueue`] where that matters.
 /// - **CPU while waiting:** with no System V wait pending, none (the helper sleeps on a
-///   condition variable). With waits pending, the helper wakes up to about 250 times a second
-///   and makes one `msgctl` per queue that has a wait due (waits fall together into the same
-///   rounds). The waiting tasks are not polled meanwhile: the runtime is woken only when a
-///   queue's counters say a try can succeed (for a receive by type, any message in the queue
-///   counts, so a queue full of other types' messages wakes its waiter at every look).
+///   condition variable). With waits pending, the helper wakes about 200 times a second and
+///   makes one `msgctl` per queue that has a wait due: waits that have reached the 5 ms
+///   interval are looked at together on one 5 ms grid, however many there are (measured: 60
+///   wake-ups in 300 ms for 1 wait and for 21 waits on 21 queues; a new wait adds about 10
+///   looks in its first 10 ms). A wake-up costs what any timed sleep costs: measured on a
+///   loaded 2-core VM, 30–50 µs of CPU, as much as a C loop of `nanosleep` and `msgctl` there
+///   — about 1 % of one core while any System V wait is pending. The waiting tasks are not
+///   polled meanwhile: the runtime is woken only when a queue's counters say a try can succeed
+///   (for a receive by type, any message in the queue counts, so a queue full of other types'
+///   messages wakes its waiter at every look).
 /// - A receiver blocked in the kernel (a blocking `receive`, here or in another process) is
 ///   handed a new message before any future can look: it is served first.
 ///

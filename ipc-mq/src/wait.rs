@@ -3,8 +3,9 @@
 //! System V queues have no descriptor to poll. A future that finds its queue empty (or full)
 //! registers here; the helper thread looks at the queue (`msgctl(IPC_STAT)`: its message count,
 //! its bytes) on a backoff schedule — 50 µs after the registration, then twice as long each time,
-//! up to 5 ms — and wakes the future only when the queue's state says that its try can succeed.
-//! The future then tries again itself, in its own `poll`.
+//! up to 5 ms, and from then on at the ticks of one 5 ms grid that all such waits share — and
+//! wakes the future only when the queue's state says that its try can succeed. The future then
+//! tries again itself, in its own `poll`.
 //!
 //! The helper never takes a message out of a queue, nor puts one in: a message leaves the kernel
 //! only in the `poll` of a live future, which returns it in that same `poll`. So a future that is
@@ -54,7 +55,8 @@ struct Entry {
 
 impl Entry {
     /// When the helper may look, at the earliest: up to a quarter of the nap before `due`, so
-    /// that the looks of many waits fall together into fewer rounds.
+    /// that the looks of many waits fall together into fewer rounds (a round starts when the
+    /// first wait is due).
     fn early(&self) -> Instant {
         self.due.checked_sub(self.nap / 4).unwrap_or(self.due)
     }
@@ -72,6 +74,8 @@ struct State {
 
 #[derive(Debug)]
 struct Helper {
+    /// The grid that waits at the longest interval share: every [`MAX_NAP`] from here.
+    epoch: Instant,
     /// The process the thread runs in (a forked child has the memory, not the thread).
     pid: u32,
     state: Mutex<State>,
@@ -95,6 +99,7 @@ fn helper() -> io::Result<&'static Helper> {
                 Some(h) => h,
                 None => {
                     let h = Arc::new(Helper {
+                        epoch: Instant::now(),
                         pid: std::process::id(),
                         state: Mutex::new(State::default()),
                         cv: Condvar::new(),
@@ -124,14 +129,29 @@ fn helper() -> io::Result<&'static Helper> {
 }
 
 impl Helper {
+    /// When a wait with interval `nap` is looked at next: `nap` from now, except that waits at
+    /// the longest interval are looked at on one grid, so that however many there are, they
+    /// share one wake-up every [`MAX_NAP`].
+    fn due_after(&self, now: Instant, nap: Duration) -> Instant {
+        if nap < MAX_NAP {
+            return now + nap;
+        }
+        let step = MAX_NAP.as_nanos();
+        let ticks = now.saturating_duration_since(self.epoch).as_nanos() / step + 1;
+        let at = u64::try_from(ticks.saturating_mul(step)).unwrap_or(u64::MAX);
+        self.epoch + Duration::from_nanos(at)
+    }
+
     fn run(&self) {
         let mut st = lock(&self.state);
         loop {
+            // Sleep until the first due look; then make every look due by then or soon after
+            // (within a quarter of its nap), so that many waits share rounds.
             let next = st
                 .entries
                 .values()
                 .filter(|e| !e.fired)
-                .map(Entry::early)
+                .map(|e| e.due)
                 .min();
             let now = Instant::now();
             match next {
@@ -180,7 +200,7 @@ impl Helper {
                     wake.push(e.waker.clone());
                 } else {
                     e.nap = (e.nap * 2).min(MAX_NAP);
-                    e.due = now + e.nap;
+                    e.due = self.due_after(now, e.nap);
                 }
             }
             st.busy = false;
@@ -289,17 +309,17 @@ impl Waiter {
         let e = Entry {
             id,
             need,
-            due: Instant::now() + self.nap,
+            due: h.due_after(Instant::now(), self.nap),
             nap: self.nap,
             waker: cx.waker().clone(),
             fired: false,
         };
-        let early = e.early();
+        let due = e.due;
         st.entries.insert(key, e);
         self.key = Some(key);
         // The helper looks at the table before it sleeps again; a sleeping one is woken only if
         // this wait is due before it would wake by itself.
-        if !st.busy && st.wake_at.is_none_or(|t| early < t) {
+        if !st.busy && st.wake_at.is_none_or(|t| due < t) {
             h.cv.notify_one();
         }
         Poll::Pending
@@ -420,6 +440,28 @@ mod tests {
             .expect("woken by removal");
         assert!(w.poll_wait(&mut cx, id, Need::Room(1 << 20)).is_ready());
         assert_eq!(pending(), 0);
+    }
+
+    #[test]
+    fn waits_at_the_longest_interval_share_one_grid() {
+        let h = Helper {
+            epoch: Instant::now(),
+            pid: std::process::id(),
+            state: Mutex::new(State::default()),
+            cv: Condvar::new(),
+        };
+        let now = Instant::now();
+        assert_eq!(h.due_after(now, FIRST_NAP), now + FIRST_NAP);
+        let a = h.due_after(now, MAX_NAP);
+        assert!(a > now && a <= now + MAX_NAP);
+        assert_eq!(
+            (a - h.epoch).as_nanos() % MAX_NAP.as_nanos(),
+            0,
+            "on the grid"
+        );
+        // Any moment in the same slot gives the same look; the next slot the next one.
+        assert_eq!(h.due_after(a - Duration::from_nanos(1), MAX_NAP), a);
+        assert_eq!(h.due_after(a, MAX_NAP), a + MAX_NAP);
     }
 
     #[test]

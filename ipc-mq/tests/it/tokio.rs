@@ -990,7 +990,7 @@ fn sysv_a_pending_wait_does_not_poll_its_task_and_a_dropped_one_leaves_the_helpe
     assert!(poll_once(fut.as_mut(), &waker).is_pending());
     // (A new thread takes its name a moment after it starts.)
     let until = std::time::Instant::now() + LIMIT;
-    let (s0, _) = loop {
+    let (s0, run0) = loop {
         match helper_thread() {
             Some(h) => break h,
             None if std::time::Instant::now() < until => std::thread::yield_now(),
@@ -1006,9 +1006,39 @@ fn sysv_a_pending_wait_does_not_poll_its_task_and_a_dropped_one_leaves_the_helpe
     let (s1, run1) = helper_thread().unwrap();
     assert!(s1 > s0, "the helper looked at the queue meanwhile");
     eprintln!(
-        "helper: {} wake-ups and {run1} ns of CPU in 300 ms with one wait",
-        s1 - s0
+        "helper: {} wake-ups, {} ns of CPU each, in 300 ms with one wait",
+        s1 - s0,
+        run1.saturating_sub(run0) / (s1 - s0)
     );
+
+    // Twenty waits on twenty queues, begun at different moments: once they wait at the longest
+    // interval, they share the helper's wake-ups (about one every 5 ms), not one each.
+    let queues: Vec<AsyncSysvQueue> = (0..20)
+        .map(|_| AsyncSysvQueue::new(create_sysv()))
+        .collect();
+    let mut many: Vec<_> = Vec::new();
+    for q in &queues {
+        let mut f = Box::pin(q.receive_vec(Select::Any));
+        assert!(poll_once(f.as_mut(), &waker).is_pending());
+        many.push(f);
+        std::thread::sleep(Duration::from_millis(1)); // spread their schedules
+    }
+    std::thread::sleep(Duration::from_millis(50)); // past the short first intervals
+    let (m0, _) = helper_thread().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (m1, _) = helper_thread().unwrap();
+    eprintln!("helper: {} wake-ups in 300 ms with 21 waits", m1 - m0);
+    assert!(
+        m1 - m0 <= 120,
+        "{} wake-ups: the waits do not share them",
+        m1 - m0
+    );
+    assert_eq!(
+        sig.1.load(Ordering::SeqCst),
+        0,
+        "no task woken: every queue is empty"
+    );
+    drop(many);
 
     // Dropped: the helper sleeps and stays asleep.
     drop(fut);
