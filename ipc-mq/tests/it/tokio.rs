@@ -520,6 +520,11 @@ fn async_errors_come_at_once_and_new_outside_a_runtime_hands_the_queue_back() {
             .unwrap();
         let k = AsyncMessageQueue::new(k).unwrap();
         k.send(b"kept", 0).await.unwrap();
+        // The owner lives inside the async queue: its queue is not stale.
+        assert!(matches!(
+            ipc_mq::remove_stale(&kept),
+            Err(Error::OwnerAlive { .. })
+        ));
         drop(k);
         assert_eq!(
             MessageQueue::open(&kept, Access::Receive)
