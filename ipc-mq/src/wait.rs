@@ -143,6 +143,9 @@ impl Helper {
     }
 
     fn run(&self) {
+        // The looks are timed in tens of microseconds: without this, the kernel may defer each
+        // wake-up of this thread by its timer slack (50 µs by default). This thread only.
+        let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1_000));
         let mut st = lock(&self.state);
         loop {
             // Sleep until the first due look; then make every look due by then or soon after
