@@ -18,6 +18,8 @@ use crate::wait::{Need, Waiter};
 /// A POSIX queue driven by tokio's reactor: `send` and `receive` are `async`, and wait without
 /// blocking a thread.
 ///
+/// *Available with the crate feature `tokio`.*
+///
 /// Made from a [`MessageQueue`] by [`new`](Self::new), which keeps the handle (its ownership
 /// too: an owner's queue is removed when this is dropped, as the handle's `on_drop` says) and
 /// registers a non-blocking descriptor of the same queue with the runtime:
@@ -89,6 +91,8 @@ impl fmt::Debug for AsyncMessageQueue {
 
 /// [`AsyncMessageQueue::new`] failed: the error, and the queue handed back untouched (an owner
 /// still owns its queue; nothing was removed).
+///
+/// *Available with the crate feature `tokio`.*
 pub struct RegisterError {
     error: Error,
     queue: MessageQueue,
@@ -360,6 +364,8 @@ impl AsRawFd for AsyncMessageQueue {
 
 /// A System V queue with `async` send and receive, on any executor (tokio's or another: it uses
 /// only the task's waker).
+///
+/// *Available with the crate feature `tokio`.*
 ///
 /// System V queues have no descriptor for a reactor to watch, so their waits are served by one
 /// helper thread per process, shared by every pending System V wait. A future that finds the
