@@ -909,7 +909,7 @@ impl SemSet {
 
     /// `semctl(IPC_RMID)`—Removes the set now (waiters get [`Error::Removed`]) and its
     /// companion file. Only the owner may: an opener gets [`Error::NotOwner`] and removes
-    /// nothing (remove a set you did not create with [`remove`](crate::sysv::remove) or
+    /// nothing (remove a set you did not create with [`remove`] or
     /// [`remove_stale`]).
     ///
     /// # Errors

@@ -5,7 +5,8 @@ use crate::util::{Result, cargo, check_flags, run_cmd, wants_help};
 const HELP: &str = "\
 cargo xtask ci
 
-Runs: cargo fmt --all --check; cargo clippy --workspace --all-targets -- -D warnings;
+Runs: cargo fmt --all --check; cargo clippy --workspace --all-targets -- -D warnings (also
+with --all-features);
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps; cargo xtask tidy; cargo xtask test;
 then, when a nightly toolchain is installed (it says plainly that it skipped them otherwise),
 every fuzz target for a short bounded time (IPC_CI_FUZZ_SECS, default 10 s each) and
@@ -22,6 +23,16 @@ pub(crate) fn run(args: &[String]) -> Result {
         "clippy",
         "--workspace",
         "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // Again with every crate's optional integration (tokio) turned on.
+    run_cmd(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
         "--",
         "-D",
         "warnings",

@@ -12,6 +12,7 @@ mod fuzz;
 mod nightly;
 #[allow(unreachable_pub)] // shared with ipc-testkit, where these items are public
 mod objects;
+mod readme;
 mod sanitize;
 mod test;
 mod tidy;
