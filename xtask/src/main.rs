@@ -9,6 +9,7 @@ mod ci;
 mod clean;
 mod demo;
 mod fuzz;
+mod msrv;
 mod nightly;
 #[allow(unreachable_pub)] // shared with ipc-testkit, where these items are public
 mod objects;
