@@ -10,6 +10,7 @@ mod lifetime;
 mod open;
 mod procs;
 mod records;
+mod tokio;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
