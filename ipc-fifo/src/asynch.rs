@@ -371,6 +371,13 @@ async fn wait_for_writer(
 /// Not for a forked child: tokio's runtime does not survive `fork`. Dropping an inherited
 /// async handle there only closes its descriptor (it does not deregister it from the epoll
 /// instance parent and child share, which would take the parent's registration away).
+///
+/// # A server and its clients
+///
+/// The README's tokio example (`examples/async_server.rs`): a keep-alive server of records
+/// and clients whose opens wait for it, on a one-thread runtime.
+///
+#[doc = concat!("```\n", include_str!("../examples/async_server.rs"), "```")]
 pub struct AsyncFifoReader {
     io: Registered,
     keep_alive: Option<OwnedFd>,

@@ -96,8 +96,10 @@ impl ReaderOptions {
 /// and waits (blocking mode) or says [`io::ErrorKind::WouldBlock`] (non-blocking mode) until a
 /// writer arrives. End-of-file then means what it says: every writer that came has closed.
 ///
-/// Descriptor interop: [`AsFd`] and [`AsRawFd`] (poll it with `rustix::event::poll`, or hand
-/// it to an async runtime's fd adapter), `From<FifoReader> for OwnedFd` and for [`Stdio`], and
+/// Descriptor interop: [`AsFd`] and [`AsRawFd`] (poll it, or register it with an event loop
+/// after [`set_nonblocking(true)`](FifoReader::set_nonblocking): a blocking read there stalls
+/// the loop; with tokio, use the `tokio` feature's `AsyncFifoReader`), `From<FifoReader> for
+/// OwnedFd` and for [`Stdio`], and
 /// back with [`TryFrom<OwnedFd>`](#impl-TryFrom%3COwnedFd%3E-for-FifoReader), which checks the
 /// descriptor (a fallible conversion, where `ipc-pipe`'s ends have an unchecked
 /// `From<OwnedFd>`: see there why).

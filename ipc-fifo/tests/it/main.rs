@@ -2,6 +2,7 @@
 
 mod create;
 mod dir;
+mod epoll;
 mod errors;
 mod fds;
 mod fork;
@@ -9,6 +10,7 @@ mod intercept;
 mod lifetime;
 mod open;
 mod procs;
+mod readme;
 mod records;
 mod tokio;
 
