@@ -1,3 +1,6 @@
+//! A FIFO server on a one-thread tokio runtime: a keep-alive reader of records, and clients
+//! whose opens wait for it.
+
 use ipc_fifo::{AsyncFifoWriter, AsyncRecordReader, Fifo, FifoReader, KeepAlive, PrivateDir};
 use std::time::Duration;
 

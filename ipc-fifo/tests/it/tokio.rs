@@ -875,3 +875,46 @@ fn async_and_blocking_ends_convert_both_ways() {
         assert!(format!("{keep:?}").contains("keep_alive: true"));
     });
 }
+
+#[test]
+fn an_async_reader_refuses_a_hostile_length_before_allocating_and_reports_a_cut_frame() {
+    let _wd = Watchdog::new("async_hostile", Duration::from_secs(60));
+    let dir = place();
+    let fifo = Fifo::create(dir.join("hostile").unwrap()).unwrap();
+    let rt = runtime();
+    let _in_rt = rt.enter();
+    let reader = AsyncFifoReader::try_open(fifo.path()).unwrap();
+    let mut frames = AsyncRecordReader::framed(reader, 1 << 30);
+    let w = FifoWriter::try_open(fifo.path()).unwrap();
+    // A header announcing 512 MiB, and 3 bytes: the reader's memory follows what arrives.
+    (&w).write_all(&(512u32 << 20).to_le_bytes()).unwrap();
+    (&w).write_all(b"abc").unwrap();
+    let ((), peak) = crate::tracked(|| {
+        rt.block_on(async {
+            let r = tokio::time::timeout(Duration::from_millis(200), frames.recv()).await;
+            assert!(r.is_err(), "no frame: the receive waits for the rest");
+        })
+    });
+    assert!(
+        peak <= 256 << 10,
+        "{peak} bytes allocated for 7 bytes that arrived"
+    );
+    drop(w);
+    let r = rt
+        .block_on(bounded("cut", frames.recv()))
+        .map(|f| f.map(<[u8]>::len));
+    assert!(matches!(r, Err(Error::Truncated)), "{r:?}");
+    // Beyond the maximum: refused at once.
+    let reader = AsyncFifoReader::try_open(fifo.path()).unwrap();
+    let mut frames = AsyncRecordReader::framed(reader, 1 << 20);
+    let w = FifoWriter::try_open(fifo.path()).unwrap();
+    (&w).write_all(&u32::MAX.to_le_bytes()).unwrap();
+    let r = rt
+        .block_on(bounded("hostile", frames.recv()))
+        .map(|f| f.map(<[u8]>::len));
+    assert!(
+        matches!(r, Err(Error::MessageTooLarge { len, max }) if len == u32::MAX as usize && max == 1 << 20),
+        "{r:?}"
+    );
+    drop(w);
+}
