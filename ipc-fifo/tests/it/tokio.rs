@@ -918,3 +918,25 @@ fn an_async_reader_refuses_a_hostile_length_before_allocating_and_reports_a_cut_
     );
     drop(w);
 }
+
+#[test]
+fn async_ends_and_their_futures_can_move_between_threads() {
+    fn send_sync<T: Send + Sync + Unpin + std::fmt::Debug>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<AsyncFifoReader>();
+    send_sync::<AsyncFifoWriter>();
+    send_sync::<AsyncRecordReader>();
+    let dir = place();
+    let fifo = Fifo::create(dir.join("send").unwrap()).unwrap();
+    let rt = runtime();
+    let _in_rt = rt.enter();
+    let mut records = AsyncRecordReader::new(AsyncFifoReader::try_open(fifo.path()).unwrap());
+    let mut w = AsyncFifoWriter::try_open(fifo.path()).unwrap();
+    // The futures a multi-thread runtime's `spawn` needs to move.
+    send(&records.recv());
+    send(&w.write_record(b"r"));
+    send(&w.write_frame(b"f"));
+    send(&w.flush());
+    send(&AsyncFifoReader::open(fifo.path()));
+    send(&AsyncFifoWriter::open_timeout(fifo.path(), LIMIT));
+}
