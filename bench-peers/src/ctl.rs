@@ -8,8 +8,9 @@
 //!
 //! The control channel is a `SOCK_SEQPACKET` socket pair, the child's end on its standard input.
 //! It carries one setup packet (a text and descriptors) to the child, then single bytes:
-//! `R` (child → parent: my end is open), `G` (parent → child: warm-up received, start the timed
-//! part), `D` (parent → child: everything received, you may close your end and exit). Every read
+//! `R` (child → parent: my end is open and connected), `C` (parent → child: mine too, send),
+//! `G` (parent → child: warm-up received, start the timed part), `D` (parent → child:
+//! everything received, you may close your end and exit). Every read
 //! on it is bounded (`SO_RCVTIMEO`), the child dies with its parent (`PR_SET_PDEATHSIG`), and the
 //! parent waits for the child's exit with a bound.
 
@@ -17,7 +18,9 @@ use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ipc_testkit::Proc;
@@ -89,6 +92,8 @@ pub struct Pinning {
     pub parent: Option<usize>,
     /// The child's CPU.
     pub child: Option<usize>,
+    /// How many CPUs this process could use before it pinned itself.
+    pub cpus: usize,
 }
 
 static PINNING: OnceLock<Pinning> = OnceLock::new();
@@ -96,22 +101,24 @@ static PINNING: OnceLock<Pinning> = OnceLock::new();
 /// Decides the pinning (once) and pins the calling (parent) process.
 pub fn pin_parent() -> Pinning {
     *PINNING.get_or_init(|| {
-        if std::env::var("PIN").as_deref() == Ok("none") {
-            return Pinning {
-                parent: None,
-                child: None,
-            };
-        }
         let set = rustix::thread::sched_getaffinity(None).expect("sched_getaffinity");
         let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
             .filter(|&c| set.is_set(c))
             .collect();
+        if std::env::var("PIN").as_deref() == Ok("none") {
+            return Pinning {
+                parent: None,
+                child: None,
+                cpus: cpus.len(),
+            };
+        }
         let parent = cpus[0];
         let child = cpus[1 % cpus.len()];
         pin(parent).expect("pin the parent");
         Pinning {
             parent: Some(parent),
             child: Some(child),
+            cpus: cpus.len(),
         }
     })
 }
@@ -176,6 +183,41 @@ pub struct Peer {
     sock: OwnedFd,
     proc: Proc,
     role: String,
+    /// Set once the parent expects the child to end (or ends it): the watcher stays quiet.
+    quiet: Arc<AtomicBool>,
+    watcher: Option<JoinHandle<()>>,
+    /// Whether `proc` has been reaped.
+    reaped: bool,
+}
+
+/// Watches the child: if it ends before the parent expects it to (it failed, or was killed),
+/// the parent may be blocked in a peer's receive that never returns (a queue, a condition
+/// variable, a spin), so the watcher ends the whole run at once, naming the child.
+fn watch(proc: &Proc, role: String, quiet: Arc<AtomicBool>) -> Result<JoinHandle<()>> {
+    let pid = rustix::process::Pid::from_raw(proc.id() as i32).ok_or("child pid")?;
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+    Ok(std::thread::spawn(move || {
+        let mut fds = [rustix::event::PollFd::new(
+            &pidfd,
+            rustix::event::PollFlags::IN,
+        )];
+        while let Err(rustix::io::Errno::INTR) = rustix::event::poll(&mut fds, None) {}
+        // Peek at the status without reaping (the parent's `Proc` reaps it).
+        let status = rustix::process::waitid(
+            rustix::process::WaitId::PidFd(pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
+        );
+        let ok = matches!(&status, Ok(Some(s)) if s.exited() && s.exit_status() == Some(0));
+        if !ok && !quiet.load(Ordering::SeqCst) {
+            let how = match status {
+                Ok(Some(s)) if s.exited() => format!("exited with status {:?}", s.exit_status()),
+                Ok(Some(s)) => format!("was killed by signal {:?}", s.terminating_signal()),
+                other => format!("ended ({other:?})"),
+            };
+            eprintln!("bench-peers FAILED: child {role} {how} in the middle of a slice");
+            std::process::exit(1);
+        }
+    }))
 }
 
 impl Peer {
@@ -203,10 +245,15 @@ impl Peer {
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::null());
         let proc = Proc::spawn(&mut cmd)?;
+        let quiet = Arc::new(AtomicBool::new(false));
+        let watcher = Some(watch(&proc, role.to_owned(), quiet.clone())?);
         Ok(Peer {
             sock: mine,
             proc,
             role: role.to_owned(),
+            quiet,
+            watcher,
+            reaped: false,
         })
     }
 
@@ -225,7 +272,9 @@ impl Peer {
         }
         // Most likely the child failed: say how (its stderr is inherited, so its message is
         // already out).
+        self.quiet.store(true, Ordering::SeqCst);
         let status = self.proc.wait_timeout(Duration::from_secs(10));
+        self.reaped = true;
         Err(format!(
             "child {:?} sent {got:?} instead of {:?}; its exit: {status:?}",
             self.role, what as char
@@ -239,6 +288,14 @@ impl Peer {
     /// If the child failed or said nothing within [`WAIT`].
     pub fn wait_ready(&mut self) -> Result<()> {
         self.expect(b'R')
+    }
+
+    /// Tells the child that this end is connected too: it may send.
+    ///
+    /// # Errors
+    /// If the child is gone.
+    pub fn connected(&mut self) -> Result<()> {
+        send_packet(self.sock.as_fd(), b"C", &[])
     }
 
     /// Tells the child to start the timed part.
@@ -255,11 +312,29 @@ impl Peer {
     /// If the child failed or did not exit within [`WAIT`].
     pub fn finish(mut self) -> Result<()> {
         send_packet(self.sock.as_fd(), b"D", &[])?;
-        let status = self.proc.wait_timeout(WAIT)?;
+        self.quiet.store(true, Ordering::SeqCst);
+        let status = self.proc.wait_timeout(WAIT);
+        self.reaped = true;
+        let status = status?;
         if status.success() {
             Ok(())
         } else {
             Err(format!("child {:?} failed: {status}", self.role).into())
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // On the error path the child is killed here (by `Proc`), which is no news.
+        self.quiet.store(true, Ordering::SeqCst);
+        if !self.reaped {
+            let _ = self.proc.kill();
+            let _ = self.proc.wait_timeout(Duration::from_secs(10));
+            self.reaped = true;
+        }
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
         }
     }
 }

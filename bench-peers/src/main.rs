@@ -321,7 +321,8 @@ fn emit(case: &Case, figs: &[(Entry, Figures)]) -> Vec<String> {
             .unwrap_or_else(|| panic!("no figures for {key}"))
     };
     let mut table = Vec::new();
-    for r in &case.rows {
+    let ran = |key: &str| figs.iter().any(|(e, _)| e.key == key);
+    for r in case.rows.iter().filter(|r| ran(r.ours) && ran(r.peer)) {
         let (ours, of) = get(r.ours);
         let (peer, pf) = get(r.peer);
         let metrics: Vec<(&str, f64, f64, Option<f64>)> = match case.unit {
@@ -331,7 +332,7 @@ fn emit(case: &Case, figs: &[(Entry, Figures)]) -> Vec<String> {
             ],
             u => vec![(unit_name(u), median(&of.main), median(&pf.main), r.target)],
         };
-        let case_name = if r.ours == case.contenders[0] {
+        let case_name = if r.ours == case.rows[0].ours {
             r.case.clone()
         } else {
             format!("{} ({})", r.case, ours.name)
@@ -383,7 +384,7 @@ fn parent() -> Result<()> {
     let mode = Mode::from_env();
     let filter: Vec<String> = std::env::args().skip(1).collect();
     let pin = ctl::pin_parent();
-    let rounds = mode.pick(1, 3, 7);
+    let rounds = mode.pick(1, 5, 9);
     let started = Instant::now();
     let load0 = loadavg();
     println!(
@@ -392,9 +393,37 @@ fn parent() -> Result<()> {
         pin.parent, pin.child
     );
     let mut table = Vec::new();
-    for case in plan(mode) {
-        if !filter.is_empty() && !filter.iter().any(|f| case.id.starts_with(f.as_str())) {
+    // `BENCH_PEERS_ALSO=CASE:KEY,...` adds contenders to cases (figures shown, no table row),
+    // e.g. `shm-4:shm-sync-cond`.
+    let also: Vec<(String, String)> = std::env::var("BENCH_PEERS_ALSO")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|s| s.split_once(':'))
+        .map(|(c, k)| (c.to_owned(), k.to_owned()))
+        .collect();
+    for mut case in plan(mode) {
+        // Arguments: `CASE` (an id prefix) or `CASE/KEY` (one contender of it).
+        let picked: Vec<Option<&str>> = filter
+            .iter()
+            .filter_map(|f| {
+                let (c, k) = f.split_once('/').map_or((f.as_str(), None), |(c, k)| (c, Some(k)));
+                case.id.starts_with(c).then_some(k)
+            })
+            .collect();
+        if !filter.is_empty() && picked.is_empty() {
             continue;
+        }
+        if !picked.contains(&None) && !picked.is_empty() {
+            case.contenders.retain(|k| picked.contains(&Some(*k)));
+        }
+        for (c, k) in &also {
+            if case.id.starts_with(c.as_str()) {
+                let entries = match case.kind {
+                    Kind::OneWay => peers::one_way_entries(),
+                    Kind::RoundTrip => peers::round_trip_entries(),
+                };
+                case.contenders.push(lookup(&entries, k).key);
+            }
         }
         let figs = run_case(&case, rounds)?;
         show(&case, &figs);
@@ -410,7 +439,7 @@ fn parent() -> Result<()> {
         "\n{mode:?} run: {:.0} s; load average {load0} at the start, {} at the end ({} CPUs)",
         started.elapsed().as_secs_f64(),
         loadavg(),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        pin.cpus
     );
     Ok(())
 }

@@ -49,7 +49,13 @@ pub struct Payload {
     bytes: Vec<u8>,
     /// Sum of the pattern words (all but the stamps and the last).
     pattern_sum: u64,
+    /// `BENCH_PEERS_CORRUPT=N`: flip one bit in the middle of message N after summing it, to
+    /// see every receiver catch it (the run must fail).
+    corrupt: Option<u64>,
 }
+
+/// The environment variable that makes every sender corrupt one message.
+pub const CORRUPT_ENV: &str = "BENCH_PEERS_CORRUPT";
 
 impl Payload {
     /// A message of `size` bytes (a multiple of 8, at least 16).
@@ -70,7 +76,24 @@ impl Payload {
             pattern_sum = pattern_sum.wrapping_add(w);
             bytes.extend_from_slice(&w.to_le_bytes());
         }
-        Payload { bytes, pattern_sum }
+        let corrupt = std::env::var(CORRUPT_ENV).ok().and_then(|v| v.parse().ok());
+        Payload {
+            bytes,
+            pattern_sum,
+            corrupt,
+        }
+    }
+
+    /// Flips bit 0 of a pattern word in the middle of message `corrupt` (so only the sum can
+    /// catch it); mends it in the next message.
+    #[cold]
+    fn corrupt_or_mend(&mut self, seq: u64) {
+        let n = self.bytes.len() / 8;
+        let at = (n / 2 + 1).min(n - 2) * 8; // not a stamp, not the sum (for n >= 4)
+        let was_flipped = self.corrupt.is_some_and(|c| c.wrapping_add(1) == seq);
+        if self.corrupt == Some(seq) || was_flipped {
+            self.bytes[at] ^= 1;
+        }
     }
 
     /// The message's size in bytes.
@@ -88,6 +111,9 @@ impl Payload {
             sum = sum.wrapping_add(s);
         }
         self.bytes[(n - 1) * 8..].copy_from_slice(&sum.to_le_bytes());
+        if self.corrupt.is_some() {
+            self.corrupt_or_mend(seq);
+        }
         &self.bytes
     }
 }
@@ -236,7 +262,7 @@ mod tests {
                     assert!(verify(&mixed, seq, size).is_err());
                 }
                 // In parts, split anywhere on a word.
-                for cut in [8, size / 2, size - 8] {
+                for cut in [8, (size / 2) & !7, size - 8] {
                     let mut c = Check::new(seq, size);
                     c.feed(&msg[..cut]).unwrap();
                     c.feed(&msg[cut..]).unwrap();

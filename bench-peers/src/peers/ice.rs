@@ -7,10 +7,16 @@
 //! until delivered when the subscriber's buffer is full, a subscriber buffer of the same bytes
 //! every contender gets (`buf / size` samples, 2 to 65536), no history.
 //!
-//! The trap: iceoryx2 silently drops samples published before the subscriber is connected.
-//! Every publisher here waits (bounded) until the service counts a subscriber and then updates
-//! its connections before its first send, and every `send` must report exactly one delivery
-//! (anything else fails the run), besides the receiver's sequence check.
+//! The trap: iceoryx2 silently drops samples published before the subscriber is connected. The
+//! service counts a subscriber as soon as its port exists, but the subscriber's side of the
+//! connection to a publisher made after it exists only once the subscriber updates its
+//! connections (its `receive` does, sooner or later). A publisher that sends before that fills
+//! the subscriber's queue, and then `send` drops each sample and reports 0 deliveries, with no
+//! error (this bench's first version ran into it at message 64, the queue's depth). So both ends
+//! connect explicitly before the first message (`connect`, between the control channel's `R`
+//! and `C`): the publisher waits (bounded) until the service counts the subscriber and updates
+//! its connections, then the subscriber updates its own. And every `send` must report exactly
+//! one delivery: anything else fails the run, besides the receiver's sequence check.
 //!
 //! The receiver polls `receive` (iceoryx2's subscriber has no blocking receive; its own
 //! benchmarks poll the same way). Both processes are pinned to their own CPU.
@@ -83,12 +89,11 @@ pub struct IceTx {
     publisher: Publisher<Svc, [u8], ()>,
     service: PubSub<Svc, [u8], ()>,
     _node: Rc<Node<Svc>>,
-    connected: bool,
     msg: Payload,
 }
 
-impl IceTx {
-    /// Waits until the service has its subscriber and this publisher is connected to it.
+impl Tx for IceTx {
+    /// Waits until the service has its subscriber, then connects to it.
     fn connect(&mut self) -> Result<()> {
         let start = Instant::now();
         while self.service.dynamic_config().number_of_subscribers() < 1 {
@@ -98,17 +103,11 @@ impl IceTx {
             std::thread::yield_now();
         }
         self.publisher.update_connections()?;
-        self.connected = true;
         Ok(())
     }
-}
 
-impl Tx for IceTx {
     #[inline]
     fn send(&mut self, seq: u64) -> Result<()> {
-        if !self.connected {
-            self.connect()?;
-        }
         let sample = self.publisher.loan_slice_uninit(self.msg.len())?;
         let sample = sample.write_from_slice(self.msg.fill(seq));
         let delivered = sample.send()?;
@@ -128,6 +127,12 @@ pub struct IceRx {
 }
 
 impl Rx for IceRx {
+    /// Connects the subscriber to the publisher(s) that exist now.
+    fn connect(&mut self) -> Result<()> {
+        self.subscriber.update_connections()?;
+        Ok(())
+    }
+
     #[inline]
     fn recv(&mut self, seq: u64) -> Result<()> {
         let mut spin = Spin::new();
@@ -173,7 +178,6 @@ impl OneWay for Ice {
             publisher,
             service,
             _node: node,
-            connected: false,
             msg: Payload::new(p.size),
         })
     }
@@ -198,7 +202,6 @@ impl RoundTrip for Ice {
                 publisher,
                 service: a2b,
                 _node: node.clone(),
-                connected: false,
                 msg: Payload::new(p.size),
             },
             IceRx {
@@ -222,7 +225,6 @@ impl RoundTrip for Ice {
                 publisher,
                 service: b2a,
                 _node: node.clone(),
-                connected: false,
                 msg: Payload::new(p.size),
             },
             IceRx {

@@ -1,8 +1,9 @@
 //! The contenders, each in its own module, behind the same two protocols.
 //!
-//! One way ([`OneWay`]): the parent creates the channel and receives; the child opens it and
-//! sends `warm` messages, waits for `G`, sends `count` messages; the parent times from `G` to
-//! the last message (so the channel starts the timed part empty), checking every message.
+//! One way ([`OneWay`]): the parent creates the channel and receives; the child opens it,
+//! connects its end and says `R`; the parent connects its end and says `C`; the child sends
+//! `warm` messages, waits for `G`, sends `count` messages; the parent times from `G` to the last
+//! message (so the channel starts the timed part empty), checking every message.
 //!
 //! Round trip ([`RoundTrip`]): the parent sends message `k` and waits for the child's message
 //! `k` back, timing each; the child checks each message it receives before it answers.
@@ -34,6 +35,15 @@ pub trait Tx {
     /// The contender's error.
     fn send(&mut self, seq: u64) -> Result<()>;
 
+    /// Called once both processes have made their ends, before the first message: completes
+    /// the connection where a contender needs that (iceoryx2).
+    ///
+    /// # Errors
+    /// The contender's error.
+    fn connect(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Makes everything sent so far visible to the receiver (for protocols that publish in
     /// batches).
     ///
@@ -51,6 +61,14 @@ pub trait Rx {
     /// # Errors
     /// The contender's error, or a [`crate::proto::Mismatch`].
     fn recv(&mut self, seq: u64) -> Result<()>;
+
+    /// As [`Tx::connect`].
+    ///
+    /// # Errors
+    /// The contender's error.
+    fn connect(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A one-way channel between two processes.
@@ -145,7 +163,8 @@ pub fn one_way_entries() -> Vec<Entry> {
         one_way::<shmem_ipc::ShmemIpc>(),
         one_way::<ice::Ice>(),
         one_way::<ipmpsc::Ipmpsc>(),
-        one_way::<shm_sync::ShmSync>(),
+        one_way::<shm_sync::ShmSync<true>>(),
+        one_way::<shm_sync::ShmSync<false>>(),
         one_way::<spsc::Spsc64>(),
         one_way::<pipes::Framed<false>>(),
         one_way::<pipes::Framed<true>>(),
@@ -194,6 +213,8 @@ fn run_one_way<C: OneWay>(p: &Params) -> Result<Outcome> {
     let mut peer = Peer::spawn(&role(1, C::KEY), p)?;
     let mut rx = C::rx(p, &mut peer)?;
     peer.wait_ready()?;
+    rx.connect()?;
+    peer.connected()?;
     for seq in 0..p.warm {
         rx.recv(seq)?;
     }
@@ -211,7 +232,9 @@ fn run_one_way<C: OneWay>(p: &Params) -> Result<Outcome> {
 fn child_one_way<C: OneWay>(p: &Params, mut ctl: Ctl) -> Result<()> {
     let setup = ctl.setup()?;
     let mut tx = C::tx(p, setup)?;
+    tx.connect()?;
     ctl.ready()?;
+    ctl.wait(b'C')?;
     for seq in 0..p.warm {
         tx.send(seq)?;
     }
@@ -232,6 +255,9 @@ fn run_round_trip<C: RoundTrip>(p: &Params) -> Result<Outcome> {
     let mut peer = Peer::spawn(&role(2, C::KEY), p)?;
     let (mut tx, mut rx) = C::parent(p, &mut peer)?;
     peer.wait_ready()?;
+    rx.connect()?;
+    tx.connect()?;
+    peer.connected()?;
     for seq in 0..p.warm {
         tx.send(seq)?;
         tx.flush()?;
@@ -253,7 +279,10 @@ fn run_round_trip<C: RoundTrip>(p: &Params) -> Result<Outcome> {
 fn child_round_trip<C: RoundTrip>(p: &Params, mut ctl: Ctl) -> Result<()> {
     let setup = ctl.setup()?;
     let (mut tx, mut rx) = C::child(p, setup)?;
+    rx.connect()?;
+    tx.connect()?;
     ctl.ready()?;
+    ctl.wait(b'C')?;
     for seq in 0..p.total() {
         rx.recv(seq)?;
         tx.send(seq)?;

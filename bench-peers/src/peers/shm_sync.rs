@@ -19,17 +19,22 @@ use crate::ctl::{Params, Peer, Setup};
 use crate::proto::{Payload, verify};
 use crate::raw::{Event, EventKind, event_size, shm_read, shm_write};
 
-/// Which event the mailbox uses.
-const KIND: EventKind = EventKind::Busy;
+const fn kind(busy: bool) -> EventKind {
+    if busy {
+        EventKind::Busy
+    } else {
+        EventKind::Cond
+    }
+}
 
 /// Offsets: the "full" event, the "empty" event, then the slot on its own cache line.
-fn layout() -> (usize, usize, usize) {
-    let e = event_size(KIND).next_multiple_of(64);
+fn layout(kind: EventKind) -> (usize, usize, usize) {
+    let e = event_size(kind).next_multiple_of(64);
     (0, e, 2 * e)
 }
 
-fn seg_len(p: &Params) -> usize {
-    layout().2 + p.size
+fn seg_len(kind: EventKind, p: &Params) -> usize {
+    layout(kind).2 + p.size
 }
 
 /// The sending end.
@@ -37,6 +42,7 @@ pub struct ShmSyncTx {
     full: Event,
     empty: Event,
     seg: Shmem,
+    slot: usize,
     msg: Payload,
 }
 
@@ -44,7 +50,7 @@ impl Tx for ShmSyncTx {
     #[inline]
     fn send(&mut self, seq: u64) -> Result<()> {
         self.empty.wait()?;
-        shm_write(&self.seg, layout().2, self.msg.fill(seq))?;
+        shm_write(&self.seg, self.slot, self.msg.fill(seq))?;
         self.full.set()
     }
 }
@@ -54,6 +60,7 @@ pub struct ShmSyncRx {
     full: Event,
     empty: Event,
     seg: Shmem,
+    slot: usize,
     size: usize,
 }
 
@@ -61,48 +68,55 @@ impl Rx for ShmSyncRx {
     #[inline]
     fn recv(&mut self, seq: u64) -> Result<()> {
         self.full.wait()?;
-        shm_read(&self.seg, layout().2, self.size, |m| Ok(verify(m, seq, self.size)?))?;
+        shm_read(&self.seg, self.slot, self.size, |m| Ok(verify(m, seq, self.size)?))?;
         self.empty.set()
     }
 }
 
-/// shared_memory 0.12 + raw_sync 0.1, one-slot mailbox.
+/// shared_memory 0.12 + raw_sync 0.1, one-slot mailbox, with `BusyEvent`s (`BUSY`) or
+/// `Event`s (pthread condition variables).
 #[derive(Debug)]
-pub struct ShmSync;
+pub struct ShmSync<const BUSY: bool>;
 
-impl OneWay for ShmSync {
-    const NAME: &'static str = "shared_memory+raw_sync";
-    const KEY: &'static str = "shm-sync";
+impl<const BUSY: bool> OneWay for ShmSync<BUSY> {
+    const NAME: &'static str = if BUSY {
+        "shared_memory+raw_sync"
+    } else {
+        "shared_memory+raw_sync (Event)"
+    };
+    const KEY: &'static str = if BUSY { "shm-sync" } else { "shm-sync-cond" };
     type Tx = ShmSyncTx;
     type Rx = ShmSyncRx;
 
     fn rx(p: &Params, peer: &mut Peer) -> Result<ShmSyncRx> {
         let id = ipc_testkit::unique("peers-shmsync");
         // The owner (this process) unlinks the segment on drop.
-        let seg = ShmemConf::new().size(seg_len(p)).os_id(&id).create()?;
-        let (f, e, _) = layout();
-        let full = Event::create(&seg, f, KIND)?;
-        let empty = Event::create(&seg, e, KIND)?;
+        let seg = ShmemConf::new().size(seg_len(kind(BUSY), p)).os_id(&id).create()?;
+        let (f, e, slot) = layout(kind(BUSY));
+        let full = Event::create(&seg, f, kind(BUSY))?;
+        let empty = Event::create(&seg, e, kind(BUSY))?;
         empty.set()?; // the slot starts empty
         peer.setup(&id, &[])?;
         Ok(ShmSyncRx {
             full,
             empty,
             seg,
+            slot,
             size: p.size,
         })
     }
 
     fn tx(p: &Params, setup: Setup) -> Result<ShmSyncTx> {
         let seg = ShmemConf::new().os_id(&setup.text).open()?;
-        if seg.len() < seg_len(p) {
+        if seg.len() < seg_len(kind(BUSY), p) {
             return Err(format!("segment of {} bytes", seg.len()).into());
         }
-        let (f, e, _) = layout();
+        let (f, e, slot) = layout(kind(BUSY));
         Ok(ShmSyncTx {
-            full: Event::open(&seg, f, KIND)?,
-            empty: Event::open(&seg, e, KIND)?,
+            full: Event::open(&seg, f, kind(BUSY))?,
+            empty: Event::open(&seg, e, kind(BUSY))?,
             seg,
+            slot,
             msg: Payload::new(p.size),
         })
     }
