@@ -101,17 +101,21 @@ fn plan(mode: Mode) -> Vec<Case> {
             buf: BUF,
         },
         contenders: vec!["ring", "shmem-ipc", "iceoryx2", "ipmpsc", "spsc64"],
-        rows: vec![
-            row(title, "ring", "shmem-ipc", Some(3.0)),
-            row(title, "ring", "iceoryx2", None),
-            row(title, "ring", "ipmpsc", None),
-            row(title, "ring", "spsc64", Some(0.5)),
-        ],
+        rows: {
+            let c = "Ring, 64 B one way";
+            vec![
+                row(c, "ring", "shmem-ipc", Some(3.0)),
+                row(c, "ring", "iceoryx2", None),
+                row(c, "ring", "ipmpsc", None),
+                row(c, "ring", "spsc64", Some(0.5)),
+            ]
+        },
     });
 
     // 2. Larger messages one way.
     for size in [4 << 10, 64 << 10, 1 << 20] {
         let title = format!("{} messages one way", size_name(size));
+        let c = format!("Ring, {} one way", size_name(size));
         let ice_target = (size >= 64 << 10).then_some(1.0);
         cases.push(Case {
             id: format!("shm-{}", size_name(size).replace(' ', "").to_lowercase()),
@@ -121,10 +125,10 @@ fn plan(mode: Mode) -> Vec<Case> {
             params: bulk_params(size),
             contenders: vec!["ring", "shmem-ipc", "iceoryx2", "ipmpsc", "shm-sync"],
             rows: vec![
-                row(&title, "ring", "iceoryx2", ice_target),
-                row(&title, "ring", "shmem-ipc", None),
-                row(&title, "ring", "ipmpsc", None),
-                row(&title, "ring", "shm-sync", None),
+                row(&c, "ring", "iceoryx2", ice_target),
+                row(&c, "ring", "shmem-ipc", None),
+                row(&c, "ring", "ipmpsc", None),
+                row(&c, "ring", "shm-sync", None),
             ],
         });
     }
@@ -144,16 +148,20 @@ fn plan(mode: Mode) -> Vec<Case> {
             buf: 64 << 10,
         },
         contenders: vec!["ring-spin", "spin-ring", "iceoryx2"],
-        rows: vec![
-            row(title, "ring-spin", "spin-ring", Some(1.0)),
-            row(title, "ring-spin", "iceoryx2", None),
-        ],
+        rows: {
+            let c = "Ring (spin), 64 B round trip";
+            vec![
+                row(c, "ring-spin", "spin-ring", Some(1.0)),
+                row(c, "ring-spin", "iceoryx2", None),
+            ]
+        },
     });
 
     // 4. Framed messages over a pipe.
     for size in [4 << 10, 64 << 10, 1 << 20] {
         let title = format!("framed {} over a pipe", size_name(size));
-        let grown = format!("framed {} over a pipe, ours on 1 MiB", size_name(size));
+        let c = format!("Framed, {} frames, default pipe", size_name(size));
+        let grown = format!("Framed, {} frames, pipe grown to 1 MiB", size_name(size));
         cases.push(Case {
             id: format!("pipe-{}", size_name(size).replace(' ', "").to_lowercase()),
             title: title.clone(),
@@ -166,11 +174,12 @@ fn plan(mode: Mode) -> Vec<Case> {
                 "std-pipe",
                 "os-pipe",
                 "ipc-pipe-1m",
+                "std-pipe-writev",
             ],
             rows: vec![
-                row(&title, "ipc-pipe", "ipc-channel", Some(1.0)),
-                row(&title, "ipc-pipe", "std-pipe", Some(0.95)),
-                row(&title, "ipc-pipe", "os-pipe", Some(0.95)),
+                row(&c, "ipc-pipe", "ipc-channel", Some(1.0)),
+                row(&c, "ipc-pipe", "std-pipe", Some(0.95)),
+                row(&c, "ipc-pipe", "os-pipe", Some(0.95)),
                 row(&grown, "ipc-pipe-1m", "ipc-channel", None),
             ],
         });
@@ -190,7 +199,12 @@ fn plan(mode: Mode) -> Vec<Case> {
             buf: 0,
         },
         contenders: vec!["ipc-mq", "posixmq"],
-        rows: vec![row(title, "ipc-mq", "posixmq", Some(1.05))],
+        rows: vec![row(
+            "ipc-mq, 64 B round trip",
+            "ipc-mq",
+            "posixmq",
+            Some(1.05),
+        )],
     });
     let title = "POSIX mq 8 KiB one way";
     let count = mode.pick(10_000u64, 100_000, 400_000);
@@ -206,7 +220,12 @@ fn plan(mode: Mode) -> Vec<Case> {
             buf: 0,
         },
         contenders: vec!["ipc-mq", "posixmq"],
-        rows: vec![row(title, "ipc-mq", "posixmq", Some(0.95))],
+        rows: vec![row(
+            "ipc-mq, 8 KiB one way",
+            "ipc-mq",
+            "posixmq",
+            Some(0.95),
+        )],
     });
     cases
 }
@@ -323,7 +342,7 @@ fn emit(case: &Case, figs: &[(Entry, Figures)]) -> Vec<String> {
     let mut table = Vec::new();
     let ran = |key: &str| figs.iter().any(|(e, _)| e.key == key);
     for r in case.rows.iter().filter(|r| ran(r.ours) && ran(r.peer)) {
-        let (ours, of) = get(r.ours);
+        let (_, of) = get(r.ours);
         let (peer, pf) = get(r.peer);
         let metrics: Vec<(&str, f64, f64, Option<f64>)> = match case.unit {
             Unit::Latency => vec![
@@ -332,11 +351,7 @@ fn emit(case: &Case, figs: &[(Entry, Figures)]) -> Vec<String> {
             ],
             u => vec![(unit_name(u), median(&of.main), median(&pf.main), r.target)],
         };
-        let case_name = if r.ours == case.rows[0].ours {
-            r.case.clone()
-        } else {
-            format!("{} ({})", r.case, ours.name)
-        };
+        let case_name = &r.case;
         for (metric, o, b, target) in metrics {
             let better = if case.unit == Unit::Latency {
                 Better::Lower
@@ -345,7 +360,7 @@ fn emit(case: &Case, figs: &[(Entry, Figures)]) -> Vec<String> {
             };
             Row {
                 group: "peers",
-                case: &case_name,
+                case: case_name,
                 metric,
                 unit: unit_name(case.unit),
                 better,
@@ -406,7 +421,9 @@ fn parent() -> Result<()> {
         let picked: Vec<Option<&str>> = filter
             .iter()
             .filter_map(|f| {
-                let (c, k) = f.split_once('/').map_or((f.as_str(), None), |(c, k)| (c, Some(k)));
+                let (c, k) = f
+                    .split_once('/')
+                    .map_or((f.as_str(), None), |(c, k)| (c, Some(k)));
                 case.id.starts_with(c).then_some(k)
             })
             .collect();

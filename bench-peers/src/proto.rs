@@ -155,7 +155,11 @@ impl Check {
         }
         let k = part.len() / 8;
         let has_last = self.at + k == self.n;
-        let body = if has_last { &part[..part.len() - 8] } else { part };
+        let body = if has_last {
+            &part[..part.len() - 8]
+        } else {
+            part
+        };
         self.sum = self.sum.wrapping_add(sum_words(body));
         // The stamps in this part.
         let first = self.at.next_multiple_of(PAGE_WORDS);

@@ -67,7 +67,7 @@ impl Mapping {
         assert!(off + 8 <= self.len && off.is_multiple_of(8));
         // SAFETY: in bounds and aligned (checked); the memory is shared and lives as long as
         // `self`; every access to these words, here and in the peer, is atomic.
-        unsafe { &*self.ptr.as_ptr().add(off).cast::<AtomicU64>() }
+        unsafe { &*self.ptr.as_ptr().wrapping_add(off).cast::<AtomicU64>() }
     }
 }
 
@@ -134,7 +134,9 @@ impl SlotTx {
         let off = DATA + (self.head & (SLOTS - 1)) as usize * 64;
         // SAFETY: `off + 64 <= slot_ring_len() <= len`; the reader does not touch this slot
         // until `head` is published past it (Release below, Acquire in the reader).
-        unsafe { ptr::copy_nonoverlapping(msg.as_ptr(), self.map.ptr.as_ptr().add(off), 64) };
+        unsafe {
+            ptr::copy_nonoverlapping(msg.as_ptr(), self.map.ptr.as_ptr().wrapping_add(off), 64)
+        };
         self.head += 1;
         if self.head.is_multiple_of(self.batch) {
             self.map.atomic(HEAD).store(self.head, Ordering::Release);
@@ -194,7 +196,13 @@ impl SlotRx {
         let off = DATA + (self.tail & (SLOTS - 1)) as usize * 64;
         // SAFETY: in bounds as in `send`; the writer published this slot (Acquire above) and
         // does not reuse it until `tail` is published past it.
-        unsafe { ptr::copy_nonoverlapping(self.map.ptr.as_ptr().add(off), out.as_mut_ptr(), 64) };
+        unsafe {
+            ptr::copy_nonoverlapping(
+                self.map.ptr.as_ptr().wrapping_add(off),
+                out.as_mut_ptr(),
+                64,
+            )
+        };
         self.tail += 1;
         if self.tail.is_multiple_of(self.batch) || self.tail == self.head_cache {
             self.map.atomic(TAIL).store(self.tail, Ordering::Release);

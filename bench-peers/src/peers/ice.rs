@@ -112,7 +112,9 @@ impl Tx for IceTx {
         let sample = sample.write_from_slice(self.msg.fill(seq));
         let delivered = sample.send()?;
         if delivered != 1 {
-            return Err(format!("iceoryx2 delivered message {seq} to {delivered} subscribers").into());
+            return Err(
+                format!("iceoryx2 delivered message {seq} to {delivered} subscribers").into(),
+            );
         }
         Ok(())
     }

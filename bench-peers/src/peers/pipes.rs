@@ -3,10 +3,13 @@
 //! `std::io::pipe` and on `os_pipe`. The receiver makes the pipe and passes the write end to the
 //! sender over the control socket.
 //!
-//! The hand-written framing is what a careful user writes: one `writev` of header and payload
-//! per frame (continued after a short write), `read_exact` of the header, then `read_exact` of
-//! the payload into a buffer that is reused. ipc-pipe's framed writer also issues one `writev`
-//! per frame above `PIPE_BUF`, so the two differ only in what the crates do around the calls.
+//! The hand-written framing is what one writes by hand: `write_all` of the header, `write_all`
+//! of the payload (two `write`s), `read_exact` of the header, then `read_exact` of the payload
+//! into a buffer that is reused. (`os_pipe::PipeWriter::write_vectored` is std's default, which
+//! writes only the first buffer: so a `write_vectored` loop on os_pipe is also two `write`s.)
+//! A third variant on `std::io::pipe` writes header and payload with one `writev`, as
+//! ipc-pipe's `FramedWriter` does above `PIPE_BUF`, to show what that choice costs: a frame of
+//! 64 KiB + 4 no longer fits a 64 KiB pipe, so every frame takes two hand-overs.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsFd;
@@ -90,8 +93,17 @@ impl<const GROWN: bool> OneWay for Framed<GROWN> {
     }
 }
 
-/// One frame with one `writev` of header and payload, continued after short writes.
+/// One frame: the header, then the payload (`write_all` each).
 fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
+    let header = u32::try_from(payload.len())
+        .map_err(|_| io::Error::other("frame too large"))?
+        .to_le_bytes();
+    w.write_all(&header)?;
+    w.write_all(payload)
+}
+
+/// One frame with one `writev` of header and payload, continued after short writes.
+fn write_frame_vectored(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
     let header = u32::try_from(payload.len())
         .map_err(|_| io::Error::other("frame too large"))?
         .to_le_bytes();
@@ -124,16 +136,20 @@ fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>, max: usize) -> io::Result<us
     Ok(len)
 }
 
-/// A hand-framed sending end on any `Write`.
-pub struct HandTx<W> {
+/// A hand-framed sending end on any `Write` (`VECTORED`: one `writev` per frame).
+pub struct HandTx<W, const VECTORED: bool = false> {
     w: W,
     msg: Payload,
 }
 
-impl<W: Write> Tx for HandTx<W> {
+impl<W: Write, const VECTORED: bool> Tx for HandTx<W, VECTORED> {
     #[inline]
     fn send(&mut self, seq: u64) -> Result<()> {
-        write_frame(&mut self.w, self.msg.fill(seq))?;
+        if VECTORED {
+            write_frame_vectored(&mut self.w, self.msg.fill(seq))?;
+        } else {
+            write_frame(&mut self.w, self.msg.fill(seq))?;
+        }
         Ok(())
     }
 }
@@ -153,14 +169,22 @@ impl<R: Read> Rx for HandRx<R> {
     }
 }
 
-/// `std::io::pipe` with hand-written framing.
+/// `std::io::pipe` with hand-written framing (`VECTORED`: one `writev` per frame).
 #[derive(Debug)]
-pub struct StdPipe;
+pub struct StdPipe<const VECTORED: bool>;
 
-impl OneWay for StdPipe {
-    const NAME: &'static str = "std::io::pipe + framing";
-    const KEY: &'static str = "std-pipe";
-    type Tx = HandTx<std::io::PipeWriter>;
+impl<const VECTORED: bool> OneWay for StdPipe<VECTORED> {
+    const NAME: &'static str = if VECTORED {
+        "std::io::pipe + framing, writev"
+    } else {
+        "std::io::pipe + framing"
+    };
+    const KEY: &'static str = if VECTORED {
+        "std-pipe-writev"
+    } else {
+        "std-pipe"
+    };
+    type Tx = HandTx<std::io::PipeWriter, VECTORED>;
     type Rx = HandRx<std::io::PipeReader>;
 
     fn rx(p: &Params, peer: &mut Peer) -> Result<Self::Rx> {

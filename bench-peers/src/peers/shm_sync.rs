@@ -68,7 +68,9 @@ impl Rx for ShmSyncRx {
     #[inline]
     fn recv(&mut self, seq: u64) -> Result<()> {
         self.full.wait()?;
-        shm_read(&self.seg, self.slot, self.size, |m| Ok(verify(m, seq, self.size)?))?;
+        shm_read(&self.seg, self.slot, self.size, |m| {
+            Ok(verify(m, seq, self.size)?)
+        })?;
         self.empty.set()
     }
 }
@@ -91,7 +93,10 @@ impl<const BUSY: bool> OneWay for ShmSync<BUSY> {
     fn rx(p: &Params, peer: &mut Peer) -> Result<ShmSyncRx> {
         let id = ipc_testkit::unique("peers-shmsync");
         // The owner (this process) unlinks the segment on drop.
-        let seg = ShmemConf::new().size(seg_len(kind(BUSY), p)).os_id(&id).create()?;
+        let seg = ShmemConf::new()
+            .size(seg_len(kind(BUSY), p))
+            .os_id(&id)
+            .create()?;
         let (f, e, slot) = layout(kind(BUSY));
         let full = Event::create(&seg, f, kind(BUSY))?;
         let empty = Event::create(&seg, e, kind(BUSY))?;

@@ -116,10 +116,8 @@ impl OneWay for ShmemIpc {
 
     fn tx(p: &Params, setup: Setup) -> Result<ShmemTx> {
         check_size(p)?;
-        let [memfd, empty, full]: [_; 3] = setup
-            .fds
-            .try_into()
-            .map_err(|_| "memfd and two eventfds")?;
+        let [memfd, empty, full]: [_; 3] =
+            setup.fds.try_into().map_err(|_| "memfd and two eventfds")?;
         let s = Sender::open(
             capacity(p),
             File::from(memfd),
