@@ -480,3 +480,30 @@ pub fn poll_then_block<S, T>(
         spin.wait()?;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_cross_the_environment_unchanged() {
+        let p = Params {
+            size: 1 << 20,
+            warm: 102,
+            count: 1024,
+            buf: 4 << 20,
+        };
+        assert_eq!(Params::decode(&p.encode()).unwrap(), p);
+        assert!(Params::decode("1 2 3").is_err());
+        assert!(Params::decode("a b c d").is_err());
+    }
+
+    #[test]
+    fn a_spin_gives_up_only_after_the_limit() {
+        let mut s = Spin::new();
+        for _ in 0..100_000 {
+            s.wait().unwrap();
+        }
+        assert!(!s.longer_than(Duration::from_secs(3600)));
+    }
+}

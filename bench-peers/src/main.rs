@@ -195,7 +195,7 @@ fn plan(mode: Mode) -> Vec<Case> {
         params: Params {
             size: 64,
             warm: mode.pick(500, 2_000, 5_000),
-            count: mode.pick(5_000, 50_000, 200_000),
+            count: mode.pick(5_000, 50_000, 100_000),
             buf: 0,
         },
         contenders: vec!["ipc-mq", "posixmq"],
