@@ -323,8 +323,17 @@ fn show(case: &Case, figs: &[(Entry, Figures)]) {
         } else {
             "median"
         };
+        // The same round's figures of the first contender (ours) over this one's: the ratio
+        // with the machine's state between rounds taken out.
+        let paired = match figs.first() {
+            Some((first, of)) if first.key != e.key => {
+                let r: Vec<f64> = of.main.iter().zip(&f.main).map(|(o, t)| o / t).collect();
+                format!(", {} / this per round: median {:.2}", first.name, median(&r))
+            }
+            _ => String::new(),
+        };
         println!(
-            "  {:<30} {what} {:>8.3} {} (slices {lo:.3} .. {hi:.3}){extra}",
+            "  {:<30} {what} {:>8.3} {} (slices {lo:.3} .. {hi:.3}){extra}{paired}",
             e.name,
             median(&f.main),
             unit_name(case.unit),
