@@ -328,7 +328,11 @@ fn show(case: &Case, figs: &[(Entry, Figures)]) {
         let paired = match figs.first() {
             Some((first, of)) if first.key != e.key => {
                 let r: Vec<f64> = of.main.iter().zip(&f.main).map(|(o, t)| o / t).collect();
-                format!(", {} / this per round: median {:.2}", first.name, median(&r))
+                format!(
+                    ", {} / this per round: median {:.2}",
+                    first.name,
+                    median(&r)
+                )
             }
             _ => String::new(),
         };
