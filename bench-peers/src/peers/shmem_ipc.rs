@@ -1,4 +1,4 @@
-//! shmem-ipc's `sharedring`: a ring of items in a sealed memfd, with an eventfd each way for
+//! shmem-ipc's `sharedring`: a ring of items in a memfd, with an eventfd each way for
 //! "no longer empty" / "no longer full". The receiver creates it and passes the memfd and both
 //! eventfds to the sender over the control socket (`SCM_RIGHTS`, as the crate's docs ask).
 //!
