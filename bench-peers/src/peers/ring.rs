@@ -14,7 +14,7 @@ use crate::ctl::{Params, Peer, Setup};
 use crate::proto::{Payload, verify};
 
 fn segment_size(p: &Params) -> u64 {
-    Ring::<Shm>::segment_size(p.buf) as u64
+    Ring::segment_size(p.buf).expect("a power-of-two ring")
 }
 
 /// Creates a ring of `p.buf` data bytes; returns its name and the segment.
