@@ -5,7 +5,14 @@
 //! - throughput: one-way stream in 4 KiB / 64 KiB / 1 MiB writes, the reader checking a stamp
 //!   at the start of every chunk (`../shared/baseline/thr fifo <chunk>`); target ≥ 0.95× raw.
 //!
-//! Raw and crate runs alternate in rounds so that drift on a shared machine hits both alike.
+//! The two processes are pinned to two CPUs (`PIN=split`, the default, as the C baselines'
+//! 2-core figures; `PIN=none` leaves placement to the scheduler, which puts the pair on one
+//! core in some runs and on two in others: a 64 KiB stream's rate moves by 2x with that,
+//! whichever code moves the bytes). Raw and crate runs alternate — latency in rounds, the
+//! streams in slices — in an order that changes from one to the next, so that drift on a shared
+//! machine hits both alike; a stream reports each contender's median slice (of 32 in a full
+//! run: on a loaded 2-core machine single slices of either contender range over 0.4–2×, and
+//! the median of 32 is the steadiest figure measured, steadier than the best slice).
 //! `IPC_BENCH=smoke|quick|full` sets the length.
 // The raw baseline is libc calls on raw descriptors: that is what it measures.
 #![allow(unsafe_code)]
@@ -77,6 +84,11 @@ fn raw_close(fd: i32) {
     unsafe { libc::close(fd) };
 }
 
+/// Whether the two processes are pinned to two CPUs (`PIN` is not `none`).
+fn split() -> bool {
+    std::env::var("PIN").as_deref() != Ok("none")
+}
+
 /// One latency run; returns `iters` round-trip samples in ns.
 fn latency(dir: &PrivateDir, ours: bool, warm: usize, iters: usize) -> Vec<u64> {
     let a2b = Fifo::create(dir.join("a2b").unwrap()).unwrap();
@@ -84,6 +96,9 @@ fn latency(dir: &PrivateDir, ours: bool, warm: usize, iters: usize) -> Vec<u64> 
     let (pa, pb) = (a2b.path().to_owned(), b2a.path().to_owned());
     let total = warm + iters;
     let child = bench::fork(|| {
+        if split() {
+            bench::pin(1);
+        }
         let mut buf = [0u8; MSG];
         if ours {
             // The same opens, in the same order, as the raw run: each blocks until its peer
@@ -164,6 +179,9 @@ fn check_stamps(data: &[u8], got: usize, chunk: usize) {
 /// One throughput run: the child writes `total` bytes in `chunk` writes; returns GB/s.
 fn throughput(path: &Path, ours: bool, chunk: usize, total: usize) -> f64 {
     let child = bench::fork(|| {
+        if split() {
+            bench::pin(1);
+        }
         let mut src = vec![0x5au8; chunk];
         let w_ours = ours.then(|| FifoWriter::open(path).unwrap());
         let w_raw = (!ours).then(|| raw_open(path, libc::O_WRONLY));
@@ -219,13 +237,19 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let mode = Mode::from_env();
     let dir = PrivateDir::new("ipcrs-bench-fifo").expect("private dir");
+    if split() {
+        bench::pin(0);
+    }
 
-    let rounds = mode.pick(3, 3, 5);
+    let rounds = mode.pick(2, 6, 10);
     let (warm, iters) = mode.pick((200, 2_000), (2_000, 20_000), (10_000, 100_000));
     let (mut raw, mut ours) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        raw.extend(latency(&dir, false, warm, iters / rounds));
-        ours.extend(latency(&dir, true, warm, iters / rounds));
+    for round in 0..rounds {
+        // Raw first in even rounds, ours first in odd ones.
+        for ours_now in [round % 2 == 1, round % 2 == 0] {
+            let samples = latency(&dir, ours_now, warm, iters / rounds);
+            if ours_now { &mut ours } else { &mut raw }.extend(samples);
+        }
     }
     bench::emit_latency(
         GROUP,
@@ -238,16 +262,20 @@ fn main() {
 
     let fifo = Fifo::create(dir.join("thr").unwrap()).unwrap();
     let path: PathBuf = fifo.path().to_owned();
-    let total = mode.pick(32usize << 20, 256 << 20, 1 << 30);
+    let total = mode.pick(32usize << 20, 256 << 20, 2 << 30);
+    let slices = mode.pick(2, 8, 32);
     for (chunk, case) in [
         (4usize << 10, "4 KiB writes"),
         (64 << 10, "64 KiB writes"),
         (1 << 20, "1 MiB writes"),
     ] {
+        let slice = (total / slices).max(chunk);
         let (mut raw, mut ours) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            raw.push(throughput(&path, false, chunk, total));
-            ours.push(throughput(&path, true, chunk, total));
+        for s in 0..slices {
+            for ours_now in [s % 2 == 1, s % 2 == 0] {
+                let gbps = throughput(&path, ours_now, chunk, slice);
+                if ours_now { &mut ours } else { &mut raw }.push(gbps);
+            }
         }
         bench::emit_throughput(
             GROUP,

@@ -35,8 +35,8 @@ pub enum KeepAlive {
 /// How to open a [`FifoReader`]: whose FIFO to accept, and keep-alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ReaderOptions {
-    owner_check: OwnerCheck,
-    keep_alive: KeepAlive,
+    pub(crate) owner_check: OwnerCheck,
+    pub(crate) keep_alive: KeepAlive,
 }
 
 impl ReaderOptions {
@@ -96,8 +96,10 @@ impl ReaderOptions {
 /// and waits (blocking mode) or says [`io::ErrorKind::WouldBlock`] (non-blocking mode) until a
 /// writer arrives. End-of-file then means what it says: every writer that came has closed.
 ///
-/// Descriptor interop: [`AsFd`] and [`AsRawFd`] (poll it with `rustix::event::poll`, or hand
-/// it to an async runtime's fd adapter), `From<FifoReader> for OwnedFd` and for [`Stdio`], and
+/// Descriptor interop: [`AsFd`] and [`AsRawFd`] (poll it, or register it with an event loop
+/// after [`set_nonblocking(true)`](FifoReader::set_nonblocking): a blocking read there stalls
+/// the loop; with tokio, use the `tokio` feature's `AsyncFifoReader`), `From<FifoReader> for
+/// OwnedFd` and for [`Stdio`], and
 /// back with [`TryFrom<OwnedFd>`](#impl-TryFrom%3COwnedFd%3E-for-FifoReader), which checks the
 /// descriptor (a fallible conversion, where `ipc-pipe`'s ends have an unchecked
 /// `From<OwnedFd>`: see there why).
@@ -186,26 +188,7 @@ impl FifoReader {
                 }
             }
         };
-        let keep_alive = match opts.keep_alive {
-            KeepAlive::Off => None,
-            KeepAlive::On => {
-                // We are a reader now, so a non-blocking write open succeeds at once (unless
-                // the path was replaced meanwhile: no reader there).
-                let w =
-                    match open_checked(path, OFlags::WRONLY | OFlags::NONBLOCK, OwnerCheck::AnyUid)
-                    {
-                        Ok(w) => w,
-                        Err(Error::NoReader) => return Err(Error::not_found(path)),
-                        Err(e) => return Err(e),
-                    };
-                let (a, b) = (rustix::fs::fstat(&fd)?, rustix::fs::fstat(&w)?);
-                if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
-                    // The path was replaced between the two opens.
-                    return Err(Error::not_found(path));
-                }
-                Some(w)
-            }
-        };
+        let keep_alive = keep_alive_end(path, &fd, opts.keep_alive)?;
         if let (Some(deadline), None) = (wait, &keep_alive) {
             if !wait_for_writer(&fd, deadline)? {
                 return Err(Error::TimedOut);
@@ -213,6 +196,18 @@ impl FifoReader {
         }
         set_nonblocking(&fd, false)?;
         Ok(FifoReader { fd, keep_alive })
+    }
+
+    /// The read descriptor and the keep-alive write end.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn into_parts(self) -> (OwnedFd, Option<OwnedFd>) {
+        (self.fd, self.keep_alive)
+    }
+
+    /// A reader of `fd` (checked to be a FIFO's read end), with its keep-alive write end.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn from_parts(fd: OwnedFd, keep_alive: Option<OwnedFd>) -> FifoReader {
+        FifoReader { fd, keep_alive }
     }
 
     /// Whether this reader holds a keep-alive write end.
@@ -240,31 +235,57 @@ impl FifoReader {
 
     /// One `read(2)`, with the false end-of-file told apart from the real one.
     pub(crate) fn read_raw(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match rustix::io::read(&self.fd, &mut *buf) {
-                Ok(0) if !buf.is_empty() => {
-                    // End-of-file, or no writer has opened the FIFO since we did?
-                    let now = Deadline::after(Duration::ZERO);
-                    let ev = poll_until(&self.fd, PollFlags::IN, now, Some(Duration::ZERO))?;
-                    match ev {
-                        Some(ev) if ev.contains(PollFlags::IN) => continue,
-                        Some(ev) if ev.contains(PollFlags::HUP) => return Ok(0),
-                        _ => {}
-                    }
-                    if fcntl_getfl(&self.fd)?.contains(OFlags::NONBLOCK) {
-                        return Err(io::ErrorKind::WouldBlock.into());
-                    }
-                    poll_until(
-                        &self.fd,
-                        PollFlags::IN,
-                        Deadline::after(Duration::MAX),
-                        None,
-                    )?;
+        read_end(self.fd.as_fd(), buf)
+    }
+}
+
+/// The keep-alive write end of the reader `fd` just opened at `path`, if asked for.
+pub(crate) fn keep_alive_end(
+    path: &Path,
+    fd: &OwnedFd,
+    keep_alive: KeepAlive,
+) -> Result<Option<OwnedFd>> {
+    if keep_alive == KeepAlive::Off {
+        return Ok(None);
+    }
+    // We are a reader now, so a non-blocking write open succeeds at once (unless the path
+    // was replaced meanwhile: no reader there).
+    let w = match open_checked(path, OFlags::WRONLY | OFlags::NONBLOCK, OwnerCheck::AnyUid) {
+        Ok(w) => w,
+        Err(Error::NoReader) => return Err(Error::not_found(path)),
+        Err(e) => return Err(e),
+    };
+    let (a, b) = (rustix::fs::fstat(fd)?, rustix::fs::fstat(&w)?);
+    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+        // The path was replaced between the two opens.
+        return Err(Error::not_found(path));
+    }
+    Ok(Some(w))
+}
+
+/// One `read(2)` of the FIFO read end `fd`, with the false end-of-file told apart from the
+/// real one: 0 only at end-of-file (every writer that came has gone); with no writer yet, a
+/// wait (blocking mode) or `WouldBlock` (non-blocking mode).
+pub(crate) fn read_end(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match rustix::io::read(fd, &mut *buf) {
+            Ok(0) if !buf.is_empty() => {
+                // End-of-file, or no writer has opened the FIFO since we did?
+                let now = Deadline::after(Duration::ZERO);
+                let ev = poll_until(fd, PollFlags::IN, now, Some(Duration::ZERO))?;
+                match ev {
+                    Some(ev) if ev.contains(PollFlags::IN) => continue,
+                    Some(ev) if ev.contains(PollFlags::HUP) => return Ok(0),
+                    _ => {}
                 }
-                Ok(n) => return Ok(n),
-                Err(Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
+                if fcntl_getfl(fd)?.contains(OFlags::NONBLOCK) {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                poll_until(fd, PollFlags::IN, Deadline::after(Duration::MAX), None)?;
             }
+            Ok(n) => return Ok(n),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -284,7 +305,7 @@ impl Read for &FifoReader {
 /// How to open a [`FifoWriter`]: whose FIFO to accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct WriterOptions {
-    owner_check: OwnerCheck,
+    pub(crate) owner_check: OwnerCheck,
 }
 
 impl WriterOptions {
@@ -374,11 +395,11 @@ impl fmt::Debug for FifoWriter {
 /// How long a writer waiting for a reader sleeps at most between two open attempts when no
 /// inotify event woke it (a reader blocked inside its own `open(2)` is not announced); and how
 /// often a reader waiting for a writer checks again when it has no inotify watch.
-const RETRY_CAP: Duration = Duration::from_millis(50);
+pub(crate) const RETRY_CAP: Duration = Duration::from_millis(50);
 
 /// How long an open waiting for a FIFO to appear waits at most between two looks when no
 /// inotify event woke it (an event missed because a directory on the way was replaced).
-const APPEAR_CAP: Duration = Duration::from_secs(1);
+pub(crate) const APPEAR_CAP: Duration = Duration::from_secs(1);
 
 impl FifoWriter {
     /// Options: the owner check.
@@ -455,21 +476,11 @@ impl FifoWriter {
     }
 
     pub(crate) fn write_raw(&self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            match rustix::io::write(&self.fd, buf) {
-                Err(Errno::INTR) => continue,
-                r => return r.map_err(Into::into),
-            }
-        }
+        write_end(self.fd.as_fd(), buf)
     }
 
     pub(crate) fn write_vectored_raw(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        loop {
-            match rustix::io::writev(&self.fd, bufs) {
-                Err(Errno::INTR) => continue,
-                r => return r.map_err(Into::into),
-            }
-        }
+        writev_end(self.fd.as_fd(), bufs)
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
@@ -477,9 +488,29 @@ impl FifoWriter {
     }
 }
 
+/// One `write(2)`, `EINTR` retried.
+pub(crate) fn write_end(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        match rustix::io::write(fd, buf) {
+            Err(Errno::INTR) => continue,
+            r => return r.map_err(Into::into),
+        }
+    }
+}
+
+/// One `writev(2)`, `EINTR` retried.
+pub(crate) fn writev_end(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    loop {
+        match rustix::io::writev(fd, bufs) {
+            Err(Errno::INTR) => continue,
+            r => return r.map_err(Into::into),
+        }
+    }
+}
+
 /// What a waiting open is waiting for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Want {
+pub(crate) enum Want {
     /// The FIFO to appear at the path (nothing is there yet, maybe not even its directory).
     Appear,
     /// Someone to open the FIFO (a writer waiting for a reader).
@@ -563,7 +594,8 @@ fn wait_for_writer(fd: &OwnedFd, deadline: Deadline) -> Result<bool> {
     let mut tried_watch = false;
     loop {
         let now = Deadline::after(Duration::ZERO);
-        if poll_until(fd, PollFlags::IN, now, Some(Duration::ZERO))?.is_some() || writer_present(fd)
+        if poll_until(fd, PollFlags::IN, now, Some(Duration::ZERO))?.is_some()
+            || writer_present(fd.as_fd())
         {
             return Ok(true);
         }
@@ -573,7 +605,7 @@ fn wait_for_writer(fd: &OwnedFd, deadline: Deadline) -> Result<bool> {
         if !tried_watch {
             // Set the watch up, then check again at once: a writer may have come meanwhile.
             tried_watch = true;
-            watch = watch_opens_of(fd);
+            watch = watch_opens_of(fd.as_fd());
             continue;
         }
         match &watch {
@@ -583,7 +615,7 @@ fn wait_for_writer(fd: &OwnedFd, deadline: Deadline) -> Result<bool> {
                     PollFd::new(w, PollFlags::IN),
                 ];
                 poll_all_until(&mut fds, deadline, None)?;
-                drain(w);
+                drain(w.as_fd());
             }
             None => {
                 poll_until(fd, PollFlags::IN, deadline, Some(RETRY_CAP))?;
@@ -598,7 +630,7 @@ fn wait_for_writer(fd: &OwnedFd, deadline: Deadline) -> Result<bool> {
 /// when there is no writer). Linux only; where `tee` fails otherwise, `false` (the caller then
 /// waits for data or a hang-up, which `poll` does report). The scratch pipe is close-on-exec
 /// and closed before returning.
-fn writer_present(fd: &OwnedFd) -> bool {
+pub(crate) fn writer_present(fd: BorrowedFd<'_>) -> bool {
     use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, tee};
     let Ok((_scratch_r, scratch_w)) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK) else {
         return false;
@@ -613,14 +645,14 @@ fn writer_present(fd: &OwnedFd) -> bool {
     }
 }
 
-fn new_inotify() -> Option<OwnedFd> {
+pub(crate) fn new_inotify() -> Option<OwnedFd> {
     use rustix::fs::inotify;
     inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()
 }
 
 /// An inotify descriptor watching the inode that `fd` refers to (through `/proc/self/fd`, so
 /// not whatever is at its path now) for opens, or `None` when inotify or `/proc` is not there.
-fn watch_opens_of(fd: &OwnedFd) -> Option<OwnedFd> {
+pub(crate) fn watch_opens_of(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
     use rustix::fs::inotify;
     let w = new_inotify()?;
     let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
@@ -630,7 +662,7 @@ fn watch_opens_of(fd: &OwnedFd) -> Option<OwnedFd> {
 
 /// An inotify descriptor watching `path` for opens and removal, or `None` when inotify is not
 /// available (no instances left): the caller then retries on a timer.
-fn watch_opens(path: &Path) -> Option<OwnedFd> {
+pub(crate) fn watch_opens(path: &Path) -> Option<OwnedFd> {
     use rustix::fs::inotify;
     let fd = new_inotify()?;
     let flags = inotify::WatchFlags::OPEN
@@ -644,7 +676,7 @@ fn watch_opens(path: &Path) -> Option<OwnedFd> {
 /// An inotify descriptor watching the nearest existing directory on the way to `path` for
 /// names appearing in it (and for its own removal), or `None` when there is no inotify (or no
 /// permission to watch): the caller then retries on a timer.
-fn watch_appearance(path: &Path) -> Option<OwnedFd> {
+pub(crate) fn watch_appearance(path: &Path) -> Option<OwnedFd> {
     use rustix::fs::inotify;
     let fd = new_inotify()?;
     let flags = inotify::WatchFlags::CREATE
@@ -668,7 +700,7 @@ fn watch_appearance(path: &Path) -> Option<OwnedFd> {
     None
 }
 
-fn drain(fd: &OwnedFd) {
+pub(crate) fn drain(fd: BorrowedFd<'_>) {
     let mut buf = [0u8; 1024];
     while let Ok(n) = rustix::io::read(fd, &mut buf) {
         if n == 0 {
@@ -778,7 +810,7 @@ impl FifoReader {
 }
 
 impl FifoWriter {
-    fn from_checked(fd: OwnedFd) -> FifoWriter {
+    pub(crate) fn from_checked(fd: OwnedFd) -> FifoWriter {
         FifoWriter { fd }
     }
 }

@@ -35,6 +35,41 @@ pub const RECORD_MAX: usize = PIPE_BUF - HEADER_LEN;
 #[cfg(target_os = "linux")]
 const _: () = assert!(PIPE_BUF == 4096 && RECORD_MAX == 4092);
 
+/// Puts `record` with its length prefix into `buf`; returns the length to write at once.
+pub(crate) fn encode_record(record: &[u8], buf: &mut [u8; PIPE_BUF]) -> Result<usize> {
+    if record.len() > RECORD_MAX {
+        return Err(Error::MessageTooLarge {
+            len: record.len(),
+            max: RECORD_MAX,
+        });
+    }
+    let total = HEADER_LEN + record.len();
+    buf[..HEADER_LEN].copy_from_slice(&(record.len() as u32).to_le_bytes());
+    buf[HEADER_LEN..total].copy_from_slice(record);
+    Ok(total)
+}
+
+/// A write of a record (at most `PIPE_BUF` bytes) that was not whole: cannot happen, since
+/// the kernel writes such a write all at once or not at all.
+pub(crate) fn short_record() -> Error {
+    Error::Io(io::Error::other("short write of an atomic record"))
+}
+
+/// The length prefix of a frame of `len` bytes, and the length of prefix and frame together.
+///
+/// # Errors
+/// [`Error::MessageTooLarge`] beyond `u32::MAX` bytes.
+pub(crate) fn frame_header(len: usize) -> Result<([u8; HEADER_LEN], usize)> {
+    let too_large = || Error::MessageTooLarge {
+        len,
+        max: u32::MAX as usize,
+    };
+    let header = u32::try_from(len).map_err(|_| too_large())?.to_le_bytes();
+    // (Can overflow only where `usize` is 32 bits.)
+    let total = HEADER_LEN.checked_add(len).ok_or_else(too_large)?;
+    Ok((header, total))
+}
+
 impl FifoWriter {
     /// Sends `record` as one atomic write: it never interleaves with other writers' records, so
     /// any number of processes may write records to one FIFO. Blocks while the FIFO is full
@@ -46,22 +81,11 @@ impl FifoWriter {
     /// written), [`Error::NoReader`] if every reader has gone, [`Error::WouldBlock`] in
     /// non-blocking mode when the FIFO has no room, [`Error::Io`].
     pub fn write_record(&self, record: &[u8]) -> Result<()> {
-        if record.len() > RECORD_MAX {
-            return Err(Error::MessageTooLarge {
-                len: record.len(),
-                max: RECORD_MAX,
-            });
-        }
         let mut buf = [0u8; PIPE_BUF];
-        let total = HEADER_LEN + record.len();
-        buf[..HEADER_LEN].copy_from_slice(&(record.len() as u32).to_le_bytes());
-        buf[HEADER_LEN..total].copy_from_slice(record);
+        let total = encode_record(record, &mut buf)?;
         let n = self.write_raw(&buf[..total])?;
         if n != total {
-            // Cannot happen for writes of at most PIPE_BUF bytes.
-            return Err(Error::Io(io::Error::other(
-                "short write of an atomic record",
-            )));
+            return Err(short_record());
         }
         Ok(())
     }
@@ -140,14 +164,7 @@ impl FifoWriter {
     /// [`Error::MessageTooLarge`] beyond `u32::MAX` bytes, [`Error::NoReader`],
     /// [`Error::WouldBlock`] (see above), [`Error::Io`].
     pub fn write_frame(&self, frame: &[u8]) -> Result<()> {
-        let too_large = || Error::MessageTooLarge {
-            len: frame.len(),
-            max: u32::MAX as usize,
-        };
-        let len = u32::try_from(frame.len()).map_err(|_| too_large())?;
-        let header = len.to_le_bytes();
-        // (Can overflow only where `usize` is 32 bits.)
-        let total = HEADER_LEN.checked_add(frame.len()).ok_or_else(too_large)?;
+        let (header, total) = frame_header(frame.len())?;
         let mut done = 0;
         while done < total {
             let r = if done < HEADER_LEN {
@@ -219,15 +236,20 @@ impl FifoWriter {
 /// buffer is allocated already and never grows, and it makes only `read`, `poll`, `fcntl` and
 /// `clock_gettime` system calls) and be dropped. A framed reader may allocate as a frame
 /// arrives: not in such a child.
-#[derive(Debug)]
 pub struct RecordReader {
     reader: FifoReader,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    max: usize,
+    frames: Frames,
     /// `Some(was_nonblocking)` once the descriptor has been switched to non-blocking mode.
     restore: Option<bool>,
+}
+
+impl std::fmt::Debug for RecordReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordReader")
+            .field("reader", &self.reader)
+            .field("frames", &self.frames)
+            .finish()
+    }
 }
 
 /// How much a reader asks the kernel for at once (the default capacity of a pipe), and the
@@ -245,6 +267,123 @@ enum Wait {
     Forever,
 }
 
+/// The framing every record reader does (blocking or async): the bytes received and not yet
+/// returned, where the next message starts, and the largest length accepted.
+///
+/// Messages are cut from `buf[start..end]`; reads append at `end`. A message is returned (and
+/// `start` moves past it) only once it is complete, so a read that is abandoned half-way (a
+/// dropped future) loses nothing: what arrived stays here for the next receive.
+pub(crate) struct Frames {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max: usize,
+}
+
+impl std::fmt::Debug for Frames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frames")
+            .field("buffered", &(self.end - self.start))
+            .field("capacity", &self.buf.len())
+            .field("max", &self.max)
+            .finish()
+    }
+}
+
+impl Frames {
+    /// Frames of at most `max` bytes, in a 64 KiB buffer to begin with.
+    pub(crate) fn new(max: usize) -> Frames {
+        Frames {
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            max,
+        }
+    }
+
+    /// The announced length of the message at `start`, if its header is complete.
+    fn announced(&self) -> Option<usize> {
+        if self.end - self.start < HEADER_LEN {
+            return None;
+        }
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+        Some(u32::from_le_bytes(h) as usize)
+    }
+
+    /// The next complete message in the buffer, as a range; checks the announced length.
+    pub(crate) fn complete(&self) -> Result<Option<(usize, usize)>> {
+        let Some(len) = self.announced() else {
+            return Ok(None);
+        };
+        if len > self.max {
+            return Err(Error::MessageTooLarge { len, max: self.max });
+        }
+        if self.end - self.start - HEADER_LEN < len {
+            return Ok(None);
+        }
+        let a = self.start + HEADER_LEN;
+        Ok(Some((a, a + len)))
+    }
+
+    /// Makes room after `end` for more of the current message: moves it to the front when the
+    /// tail is too short, and grows the buffer only when it is full of the current message —
+    /// by doubling, and never beyond the message's header and announced length (already
+    /// checked against the maximum). So the buffer grows with the bytes that arrived.
+    pub(crate) fn make_room(&mut self) -> Result<()> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        let need = match self.announced() {
+            Some(len) => len
+                .checked_add(HEADER_LEN)
+                .ok_or(Error::MessageTooLarge { len, max: self.max })?,
+            None => HEADER_LEN,
+        };
+        if self.end == self.buf.len() || self.buf.len() - self.start < need {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            // Full, and the message is not complete (else `complete` had returned it): so
+            // `need` > len, and the buffer grows by at most what has arrived.
+            let grown = self.buf.len().saturating_mul(2).max(READ_CHUNK).min(need);
+            // Exactly: `resize` alone would round the capacity up (doubling it), past the
+            // maximum and past what arrived.
+            self.buf.reserve_exact(grown - self.buf.len());
+            self.buf.resize(grown, 0);
+        }
+        Ok(())
+    }
+
+    /// Where the next read goes (never empty after [`Frames::make_room`]).
+    pub(crate) fn spare(&mut self) -> &mut [u8] {
+        &mut self.buf[self.end..]
+    }
+
+    /// `n` bytes were read into [`Frames::spare`].
+    pub(crate) fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    /// The stream ended: `Ok(())` if it ended between messages, [`Error::Truncated`] inside one.
+    pub(crate) fn at_end(&self) -> Result<()> {
+        if self.start == self.end {
+            Ok(())
+        } else {
+            Err(Error::Truncated)
+        }
+    }
+
+    /// Hands out the complete message at `range` (from [`Frames::complete`]) and moves past it.
+    pub(crate) fn take(&mut self, (a, b): (usize, usize)) -> &[u8] {
+        self.start = b;
+        &self.buf[a..b]
+    }
+}
+
 impl RecordReader {
     /// A reader of records (at most [`RECORD_MAX`] bytes each), from any number of writers.
     pub fn new(reader: FifoReader) -> RecordReader {
@@ -258,10 +397,7 @@ impl RecordReader {
     pub fn framed(reader: FifoReader, max_len: usize) -> RecordReader {
         RecordReader {
             reader,
-            buf: vec![0; READ_CHUNK],
-            start: 0,
-            end: 0,
-            max: max_len,
+            frames: Frames::new(max_len),
             restore: None,
         }
     }
@@ -313,82 +449,23 @@ impl RecordReader {
         })
     }
 
-    /// The announced length of the message at `start`, if its header is complete.
-    fn announced(&self) -> Option<usize> {
-        if self.end - self.start < HEADER_LEN {
-            return None;
-        }
-        let mut h = [0u8; HEADER_LEN];
-        h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
-        Some(u32::from_le_bytes(h) as usize)
-    }
-
-    /// The next complete message in the buffer, as a range; checks the announced length.
-    fn complete(&self) -> Result<Option<(usize, usize)>> {
-        let Some(len) = self.announced() else {
-            return Ok(None);
-        };
-        if len > self.max {
-            return Err(Error::MessageTooLarge { len, max: self.max });
-        }
-        if self.end - self.start - HEADER_LEN < len {
-            return Ok(None);
-        }
-        let a = self.start + HEADER_LEN;
-        Ok(Some((a, a + len)))
-    }
-
-    /// Makes room after `end` for more of the current message: moves it to the front when the
-    /// tail is too short, and grows the buffer only when it is full of the current message —
-    /// by doubling, and never beyond the message's header and announced length (already
-    /// checked against the maximum). So the buffer grows with the bytes that arrived.
-    fn make_room(&mut self) -> Result<()> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        let need = match self.announced() {
-            Some(len) => len
-                .checked_add(HEADER_LEN)
-                .ok_or(Error::MessageTooLarge { len, max: self.max })?,
-            None => HEADER_LEN,
-        };
-        if self.end == self.buf.len() || self.buf.len() - self.start < need {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            // Full, and the message is not complete (else `complete` had returned it): so
-            // `need` > len, and the buffer grows by at most what has arrived.
-            let grown = self.buf.len().saturating_mul(2).max(READ_CHUNK).min(need);
-            // Exactly: `resize` alone would round the capacity up (doubling it), past the
-            // maximum and past what arrived.
-            self.buf.reserve_exact(grown - self.buf.len());
-            self.buf.resize(grown, 0);
-        }
-        Ok(())
-    }
-
     fn recv_until(&mut self, wait: Wait) -> Result<Option<&[u8]>> {
         if self.restore.is_none() {
             let was = fcntl_getfl(self.reader.fd_ref())?.contains(OFlags::NONBLOCK);
             self.reader.set_nonblocking(true)?;
             self.restore = Some(was);
         }
-        let (a, b) = loop {
-            if let Some(r) = self.complete()? {
+        let range = loop {
+            if let Some(r) = self.frames.complete()? {
                 break r;
             }
-            self.make_room()?;
-            match self.reader.read_raw(&mut self.buf[self.end..]) {
+            self.frames.make_room()?;
+            match self.reader.read_raw(self.frames.spare()) {
                 Ok(0) => {
-                    if self.start == self.end {
-                        return Ok(None);
-                    }
-                    return Err(Error::Truncated);
+                    self.frames.at_end()?;
+                    return Ok(None);
                 }
-                Ok(n) => self.end += n,
+                Ok(n) => self.frames.filled(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let fd = self.reader.fd_ref();
                     match wait {
@@ -406,8 +483,7 @@ impl RecordReader {
                 Err(e) => return Err(e.into()),
             }
         };
-        self.start = b;
-        Ok(Some(&self.buf[a..b]))
+        Ok(Some(self.frames.take(range)))
     }
 }
 

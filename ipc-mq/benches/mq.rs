@@ -7,6 +7,10 @@
 //! - 8 KiB throughput: the parent sends 8192-byte messages, the child receives them, checks
 //!   each one's sequence number and checksum, and reports failure through its exit status.
 //!
+//! - With `--features tokio`, the same round trips with the measuring side awaiting
+//!   (`AsyncMessageQueue` on a current-thread runtime; `AsyncSysvQueue` and its helper thread),
+//!   each round in a child process of its own; reported next to raw libc without a target.
+//!
 //! Both processes run on CPU 0 (`PIN=split`: parent on 0, child on 1; `PIN=none`: unpinned).
 //! Ours and raw libc alternate in rounds so that both see the same machine; each figure is
 //! the median (latency: of all samples; throughput: of the rounds).
@@ -362,6 +366,118 @@ fn raw_sysv_throughput(msgs: u64) -> f64 {
     ipc_testkit::bench::gbps(msgs * BIG as u64, start)
 }
 
+// ---------------------------------------------------------------- async (the tokio feature)
+
+/// The async forms, each round in a child of its own: a fresh process with its own runtime and
+/// System V helper thread (so this process stays single-threaded for the next fork). The
+/// measuring side awaits; its echo is the crate's blocking calls, as in `ours_*_latency`.
+#[cfg(feature = "tokio")]
+mod asynch {
+    use std::io::Read;
+
+    use ipc_mq::{AsyncMessageQueue, AsyncSysvQueue};
+
+    use super::*;
+
+    /// Runs `f` in a child and returns the samples it measured.
+    fn in_child(f: impl FnOnce() -> Vec<u64>) -> Vec<u64> {
+        let (r, w) = rustix::pipe::pipe().expect("pipe");
+        let pid = fork(|| {
+            pin(0); // the measuring side, placed as the parent is
+            let bytes: Vec<u8> = f().iter().flat_map(|s| s.to_le_bytes()).collect();
+            let mut left = &bytes[..];
+            while !left.is_empty() {
+                match rustix::io::write(&w, left) {
+                    Ok(n) => left = &left[n..],
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(_) => return 1,
+                }
+            }
+            0
+        });
+        drop(w);
+        let mut bytes = Vec::new();
+        std::fs::File::from(r)
+            .read_to_end(&mut bytes)
+            .expect("read samples");
+        wait_ok(pid);
+        bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("runtime")
+    }
+
+    pub(super) fn posix_latency(iters: usize) -> Vec<u64> {
+        in_child(|| {
+            let (na, nb) = (posix_name("aa2b"), posix_name("ab2a"));
+            let a2b = MessageQueue::create(&na, 10, BIG as u64).unwrap();
+            let b2a = MessageQueue::create(&nb, 10, BIG as u64).unwrap();
+            let pid = fork(|| {
+                let mut big = vec![0u8; BIG];
+                for _ in 0..iters {
+                    let (n, _) = a2b.receive(&mut big).unwrap();
+                    b2a.send(&big[..n], 0).unwrap();
+                }
+                0
+            });
+            let samples = runtime().block_on(async {
+                let a2b = AsyncMessageQueue::new(a2b).unwrap();
+                let b2a = AsyncMessageQueue::new(b2a).unwrap();
+                let msg = [7u8; SMALL];
+                let mut big = vec![0u8; BIG];
+                let mut samples = Vec::with_capacity(iters);
+                for _ in 0..iters {
+                    let t = now_ns();
+                    a2b.send(&msg, 0).await.unwrap();
+                    let (n, _) = b2a.receive(&mut big).await.unwrap();
+                    samples.push(now_ns() - t);
+                    assert_eq!(&big[..n], &msg[..]);
+                }
+                samples
+            });
+            wait_ok(pid);
+            samples
+        })
+    }
+
+    pub(super) fn sysv_latency(iters: usize) -> Vec<u64> {
+        in_child(|| {
+            let q = SysvQueue::create(Key::PRIVATE).unwrap();
+            let pid = fork(|| {
+                let mut buf = [0u8; SMALL];
+                for _ in 0..iters {
+                    let (n, _) = q.receive(&mut buf, Select::Type(1)).unwrap();
+                    q.send(2, &buf[..n]).unwrap();
+                }
+                0
+            });
+            let samples = runtime().block_on(async {
+                let q = AsyncSysvQueue::new(q);
+                let msg = [7u8; SMALL];
+                let mut buf = [0u8; SMALL];
+                let mut samples = Vec::with_capacity(iters);
+                for _ in 0..iters {
+                    let t = now_ns();
+                    q.send(1, &msg).await.unwrap();
+                    let (n, _) = q.receive(&mut buf, Select::Type(2)).await.unwrap();
+                    samples.push(now_ns() - t);
+                    assert_eq!(&buf[..n], &msg[..]);
+                }
+                samples
+            });
+            wait_ok(pid);
+            samples
+        })
+    }
+}
+
 // ---------------------------------------------------------------- driver
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -375,6 +491,7 @@ fn latency(
     iters: usize,
     ours: fn(usize) -> Vec<u64>,
     raw: fn(usize) -> Vec<u64>,
+    target: Option<f64>,
 ) {
     let (mut o, mut r) = (Vec::new(), Vec::new());
     for round in 0..rounds {
@@ -393,7 +510,7 @@ fn latency(
         Latency::of(&mut o),
         Latency::of(&mut r),
         BASE,
-        Some(1.05),
+        target,
     );
 }
 
@@ -423,6 +540,7 @@ fn main() {
         iters,
         ours_posix_latency,
         raw_posix_latency,
+        Some(1.05),
     );
     latency(
         "SysV 64 B round trip",
@@ -430,6 +548,7 @@ fn main() {
         iters,
         ours_sysv_latency,
         raw_sysv_latency,
+        Some(1.05),
     );
     throughput(
         "POSIX 8 KiB messages",
@@ -445,4 +564,24 @@ fn main() {
         ours_sysv_throughput,
         raw_sysv_throughput,
     );
+    // What awaiting costs, next to the blocking raw calls (no target: a different protocol).
+    #[cfg(feature = "tokio")]
+    {
+        latency(
+            "POSIX 64 B round trip, async (tokio)",
+            rounds,
+            iters,
+            asynch::posix_latency,
+            raw_posix_latency,
+            None,
+        );
+        latency(
+            "SysV 64 B round trip, async (helper)",
+            rounds,
+            iters.min(mode.pick(200, 1_000, 2_000)),
+            asynch::sysv_latency,
+            raw_sysv_latency,
+            None,
+        );
+    }
 }

@@ -8,6 +8,10 @@ mod name;
 mod posix;
 mod sys;
 pub mod sysv;
+#[cfg(feature = "tokio")]
+mod tokio;
+#[cfg(feature = "tokio")]
+mod wait;
 
 pub use error::{Error, Limit, Result};
 pub use lifetime::{OWNER_LOCK, OnDrop, Opened, OwnerCheck};
@@ -18,3 +22,5 @@ pub use posix::{
     remove_stale, unlink,
 };
 pub use sysv::{Key, Select, SysvMessage, SysvQueue, SysvQueueOptions, SysvStats};
+#[cfg(feature = "tokio")]
+pub use tokio::{AsyncMessageQueue, AsyncSysvQueue, RegisterError};

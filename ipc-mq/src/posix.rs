@@ -559,7 +559,7 @@ fn deadline(timeout: Duration) -> Wait {
 
 /// A deadline already in the past: the kernel's timed calls then never wait (`ETIMEDOUT` on a
 /// blocking descriptor, `EAGAIN` on a nonblocking one).
-const PAST: libc::timespec = libc::timespec {
+pub(crate) const PAST: libc::timespec = libc::timespec {
     tv_sec: 0,
     tv_nsec: 0,
 };
@@ -723,8 +723,84 @@ impl MessageQueue {
         }
     }
 
+    /// A descriptor of this queue for an event loop of this crate's own (the tokio adapter):
+    /// non-blocking, close-on-exec, with this handle's access, and which directions it allows.
+    ///
+    /// A non-blocking handle lends its own open file description (a duplicate descriptor). A
+    /// blocking one keeps its mode: a second description of the same queue is opened
+    /// non-blocking, through `/proc/self/fd` or else by the handle's name, and checked to be the
+    /// same queue (device and inode) — so the blocking calls of this handle, and of any process
+    /// that shares its description, go on waiting as before.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn nonblocking_descriptor(&self) -> Result<(OwnedFd, bool, bool)> {
+        use rustix::fs::OFlags;
+        let fd = self.fd();
+        let err = |e: io::Error| Error::about(e, &self.label());
+        let fl = rustix::fs::fcntl_getfl(fd).map_err(|e| err(e.into()))?;
+        let mode = fl & OFlags::RWMODE;
+        let (readable, writable) = if mode == OFlags::WRONLY {
+            (false, true)
+        } else if mode == OFlags::RDWR {
+            (true, true)
+        } else {
+            (true, false)
+        };
+        if fl.contains(OFlags::NONBLOCK) {
+            let dup = rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| err(e.into()))?;
+            return Ok((dup, readable, writable));
+        }
+        let ours = lifetime::identity(fd).map_err(err)?;
+        let same = |new: OwnedFd| -> io::Result<OwnedFd> {
+            if lifetime::identity(&new)? == ours && sys::mq_getattr(new.as_fd()).is_ok() {
+                Ok(new)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "it leads to another queue now",
+                ))
+            }
+        };
+        let via_proc = rustix::fs::open(
+            format!("/proc/self/fd/{}", fd.as_raw_fd()),
+            mode | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(io::Error::from)
+        .and_then(same);
+        let proc_error = match via_proc {
+            Ok(fd) => return Ok((fd, readable, writable)),
+            Err(e) => e,
+        };
+        let by_name = match &self.name {
+            Some(name) => name::validate(name)
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+                .and_then(|cname| {
+                    let flags = mode.bits() as libc::c_int | libc::O_NONBLOCK | libc::O_CLOEXEC;
+                    sys::mq_open(&cname, flags, 0, None)
+                })
+                .and_then(same),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "an adopted descriptor has no name",
+            )),
+        };
+        match by_name {
+            Ok(fd) => Ok((fd, readable, writable)),
+            Err(name_error) => Err(Error::Io(io::Error::new(
+                proc_error.kind(),
+                format!(
+                    "{}: cannot open a non-blocking descriptor of this queue for the event loop \
+                     (through /proc/self/fd: {proc_error}; by its name: {name_error}); make the \
+                     handle non-blocking first (MessageQueueOptions::nonblocking(true) or \
+                     set_nonblocking(true)) and its own description is used",
+                    self.label()
+                ),
+            ))),
+        }
+    }
+
     /// The name errors give for this queue.
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match &self.name {
             Some(n) => n.to_string(),
             None => format!("(descriptor {})", self.fd().as_raw_fd()),
@@ -827,7 +903,7 @@ impl MessageQueue {
         Ok(())
     }
 
-    fn check_send(&self, msg: &[u8], priority: Priority) -> Result<()> {
+    pub(crate) fn check_send(&self, msg: &[u8], priority: Priority) -> Result<()> {
         if priority > MAX_PRIORITY {
             return Err(Error::InvalidPriority { priority });
         }
@@ -840,7 +916,7 @@ impl MessageQueue {
         Ok(())
     }
 
-    fn io_error(&self, e: io::Error, len: usize) -> Error {
+    pub(crate) fn io_error(&self, e: io::Error, len: usize) -> Error {
         match e.raw_os_error() {
             Some(libc::EMSGSIZE) => Error::MessageTooLarge {
                 len,
@@ -1034,7 +1110,8 @@ impl MessageQueue {
     /// `mq_notify`—Registers this process to be told when a message arrives in the empty queue
     /// while nobody waits in `receive`. One registration per queue, whichever process or
     /// descriptor made it; it is used up by one notification (register again after it) and
-    /// ends when the registering process closes this descriptor.
+    /// ends when the registering process closes any descriptor of the queue (Linux's rule: this
+    /// one, another handle's, or the one an `AsyncMessageQueue` registered).
     ///
     /// What is offered is what can be offered soundly: a signal ([`Notify::Signal`]; no code of
     /// ours runs in a signal handler) or holding the slot and polling the descriptor

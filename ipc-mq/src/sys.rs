@@ -357,3 +357,28 @@ pub(crate) fn ftok(path: &CStr, proj_id: u8) -> io::Result<libc::key_t> {
         Ok(k)
     }
 }
+
+/// Registers `fd`, a non-blocking descriptor this crate opened and owns, with the current tokio
+/// runtime's reactor, for the directions given.
+///
+/// # Panics
+/// Outside a tokio runtime, or in one built without IO (tokio's own rule); callers check for a
+/// runtime first.
+#[cfg(feature = "tokio")]
+pub(crate) fn register_async(
+    fd: OwnedFd,
+    readable: bool,
+    writable: bool,
+) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    use tokio::io::Interest;
+    let interest = match (readable, writable) {
+        (true, false) => Interest::READABLE,
+        (false, true) => Interest::WRITABLE,
+        _ => Interest::READABLE | Interest::WRITABLE,
+    };
+    // SAFETY: the `AsyncFd` owns `fd` (an `OwnedFd`), so the descriptor stays open and refers to
+    // the same open file description until the `AsyncFd` is dropped or `into_inner` gives it
+    // back, and `OwnedFd::as_raw_fd` returns the same number every time.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(io::Error::from)
+}

@@ -9,6 +9,7 @@ use crate::util::{Result, cargo, check_flags, mechanism_crates, root, target_dir
 
 const HELP: &str = "\
 cargo xtask bench [--smoke|--quick] [--update-readme] [GROUP..]
+cargo xtask bench --peers [--smoke|--quick] [--update-readme] [CASE..]
 
 Runs every mechanism crate's benches (ipc-*/benches/*.rs, harness = false). Each bench measures
 the crate and the same protocol on raw syscalls in the same run and prints `ipc-bench` lines;
@@ -20,6 +21,12 @@ target) and writes target/ipc-bench/report.md and target/ipc-bench/chart.svg.
   --update-readme  also replace the figures block of README.md with this run's table and
                    write its chart to docs/bench-chart.svg
   GROUP            only these crates (pipe, fifo, mq, sem, shm)
+  --peers          instead, build and run bench-peers/ (not a workspace member: the ipc crates
+                   against shmem-ipc, iceoryx2, ipmpsc, shared_memory+raw_sync, ipc-channel,
+                   std::io::pipe, os_pipe, posixmq) and write target/ipc-bench/peers.md;
+                   with --update-readme, its table goes into bench-peers/README.md and
+                   README.md.
+                   CASE: only cases whose id starts so (shm-64, pipe, ...; see its README)
 ";
 
 /// One parsed `ipc-bench` line.
@@ -92,7 +99,11 @@ pub(crate) fn run(args: &[String]) -> Result {
     if wants_help(args, HELP) {
         return Ok(());
     }
-    check_flags(args, &["--smoke", "--quick", "--update-readme"], HELP)?;
+    check_flags(
+        args,
+        &["--smoke", "--quick", "--update-readme", "--peers"],
+        HELP,
+    )?;
     let mode = if args.iter().any(|a| a == "--smoke") {
         "smoke"
     } else if args.iter().any(|a| a == "--quick") {
@@ -101,6 +112,9 @@ pub(crate) fn run(args: &[String]) -> Result {
         "full"
     };
     let groups: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    if args.iter().any(|a| a == "--peers") {
+        return peers(mode, &groups, args.iter().any(|a| a == "--update-readme"));
+    }
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     for krate in mechanism_crates() {
@@ -129,23 +143,7 @@ pub(crate) fn run(args: &[String]) -> Result {
                 .stderr(Stdio::inherit())
                 .output()
                 .map_err(|e| format!("cannot run cargo bench: {e}"))?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let mut n = 0;
-            for line in text.lines() {
-                match parse_line(line) {
-                    Some(r) => {
-                        n += 1;
-                        rows.push(r);
-                    }
-                    None if !line.trim().is_empty() => println!("  {krate}/{bench}: {line}"),
-                    None => {}
-                }
-            }
-            if !out.status.success() {
-                failures.push(format!("{krate}/{bench} failed: {}", out.status));
-            } else if n == 0 {
-                failures.push(format!("{krate}/{bench} printed no ipc-bench line"));
-            }
+            gather(&format!("{krate}/{bench}"), &out, &mut rows, &mut failures);
         }
     }
     let table = markdown_table(&rows);
@@ -172,6 +170,91 @@ pub(crate) fn run(args: &[String]) -> Result {
         fs::create_dir_all(&docs).map_err(|e| format!("{}: {e}", docs.display()))?;
         fs::write(docs.join("bench-chart.svg"), svg_chart(&rows)).map_err(|e| e.to_string())?;
         update_readme(&table, mode)?;
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
+/// Keeps the `ipc-bench` lines of a bench's output as rows, shows the rest, notes failures.
+fn gather(
+    label: &str,
+    out: &std::process::Output,
+    rows: &mut Vec<Row>,
+    failures: &mut Vec<String>,
+) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut n = 0;
+    for line in text.lines() {
+        match parse_line(line) {
+            Some(r) => {
+                n += 1;
+                rows.push(r);
+            }
+            None if !line.trim().is_empty() => println!("  {label}: {line}"),
+            None => {}
+        }
+    }
+    if !out.status.success() {
+        failures.push(format!("{label} failed: {}", out.status));
+    } else if n == 0 {
+        failures.push(format!("{label} printed no ipc-bench line"));
+    }
+}
+
+const PEERS_START: &str = "<!-- peers-table -->";
+const PEERS_END: &str = "<!-- /peers-table -->";
+
+/// `--peers`: bench-peers/ is its own workspace (its peers' dependencies stay out of ours), so
+/// it is built and run through its manifest; its lines make the same table.
+fn peers(mode: &str, cases: &[&String], update_readme: bool) -> Result {
+    eprintln!("bench: bench-peers ({mode})");
+    let manifest = root().join("bench-peers").join("Cargo.toml");
+    let out = cargo()
+        .args(["run", "--release", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--")
+        .args(cases.iter().map(|c| c.as_str()))
+        .env("IPC_BENCH", mode)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run bench-peers: {e}"))?;
+    let (mut rows, mut failures) = (Vec::new(), Vec::new());
+    gather("bench-peers", &out, &mut rows, &mut failures);
+    let table = markdown_table(&rows);
+    println!("\n{table}");
+    let out_dir = target_dir().join("ipc-bench");
+    fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let flag = if mode == "full" {
+        String::new()
+    } else {
+        format!(" --{mode}")
+    };
+    let report = format!(
+        "# ipc against its peers\n\nMode: `{mode}`. Generated by `cargo xtask bench --peers{flag}`; \
+         each ratio is ours / peer measured in the same run on this machine.\n\n{table}"
+    );
+    fs::write(out_dir.join("peers.md"), report).map_err(|e| e.to_string())?;
+    println!("bench: wrote {}", out_dir.join("peers.md").display());
+    if update_readme && failures.is_empty() {
+        // The table goes into bench-peers' own README and the workspace's.
+        for rel in ["bench-peers/README.md", "README.md"] {
+            let path = root().join(rel);
+            let text = fs::read_to_string(&path).map_err(|e| e.to_string())?;
+            let (Some(a), Some(b)) = (text.find(PEERS_START), text.find(PEERS_END)) else {
+                return Err(format!("{rel} has no {PEERS_START} block"));
+            };
+            let block = format!(
+                "{PEERS_START}\n_Generated by `cargo xtask bench --peers{flag} --update-readme`; \
+                 compare ratios, not absolute figures._\n\n{table}"
+            );
+            let new = format!("{}{block}{}", &text[..a], &text[b..]);
+            fs::write(&path, new).map_err(|e| e.to_string())?;
+            println!("bench: updated the table in {rel}");
+        }
     }
     if failures.is_empty() {
         Ok(())

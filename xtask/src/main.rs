@@ -9,9 +9,11 @@ mod ci;
 mod clean;
 mod demo;
 mod fuzz;
+mod msrv;
 mod nightly;
 #[allow(unreachable_pub)] // shared with ipc-testkit, where these items are public
 mod objects;
+mod readme;
 mod sanitize;
 mod test;
 mod tidy;

@@ -7,7 +7,7 @@
 //! `IPC_PRIVATE` objects are recognised only by being new (see `Snapshot::leaks_since`).
 //!
 //! Whether an object is still in use follows the crates' lifetime model (ARCHITECTURE.md): its
-//! owner holds an open-file-description lock on one byte at [`OWNER_LOCK`] of the object's file
+//! owner holds an open-file-description lock on one byte at `OWNER_LOCK` of the object's file
 //! (a FIFO's: its directory, at the FIFO's inode number; a System V object's: its companion file
 //! `/dev/shm/ipc-sysv-{kind}-{id}.owner`), and the kernel drops the lock however the owner dies.
 //! The locks are read from `/proc/locks`, so this needs std only. An object without an owner

@@ -20,12 +20,11 @@ pub(crate) struct Example {
     pub(crate) line: usize,
     /// The code.
     pub(crate) code: String,
-    /// The fence's attributes (`rust,no_run` → `["no_run"]`).
-    pub(crate) attrs: Vec<String>,
 }
 
-/// The fenced blocks of `markdown` that rustdoc would compile: ```` ``` ````, ```` ```rust ````,
-/// with attributes; not `text`, `toml`, `sh`, `ignore`.
+/// The fenced Rust blocks of `markdown`: ```` ``` ````, ```` ```rust ````, with attributes (an
+/// `ignore`d one too: a tokio example is `ignore` for rustdoc, which builds the crate without its
+/// features, and is built here with them); not `text`, `toml`, `sh`.
 pub(crate) fn examples(markdown: &str) -> Vec<Example> {
     let mut out = Vec::new();
     let mut lines = markdown.lines().enumerate();
@@ -45,12 +44,9 @@ pub(crate) fn examples(markdown: &str) -> Vec<Example> {
             code.push_str(l);
             code.push('\n');
         }
-        if is_rust && !attrs.iter().any(|a| a == "ignore") {
-            out.push(Example {
-                line: i + 1,
-                code,
-                attrs,
-            });
+        // A block that shows what does not compile is not a program to paste.
+        if is_rust && !attrs.iter().any(|a| a == "compile_fail") {
+            out.push(Example { line: i + 1, code });
         }
     }
     out
@@ -62,7 +58,9 @@ pub(crate) fn lint(krate: &str, markdown: &str) -> Vec<String> {
     for ex in examples(markdown) {
         let at = format!("{krate}/README.md:{}", ex.line);
         if !ex.code.contains("fn main(") {
-            problems.push(format!("{at}: a README example must be a whole program (fn main)"));
+            problems.push(format!(
+                "{at}: a README example must be a whole program (fn main)"
+            ));
         }
         for (n, l) in ex.code.lines().enumerate() {
             let t = l.trim_start();
@@ -105,7 +103,11 @@ pub(crate) fn build_all() -> Result {
             "[package]\nname = \"readme-{krate}\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\
              publish = false\n\n[dependencies]\n{krate} = {{ path = {:?}{} }}\n",
             dir.display().to_string(),
-            if tokio { ", features = [\"tokio\"]" } else { "" }
+            if tokio {
+                ", features = [\"tokio\"]"
+            } else {
+                ""
+            }
         );
         if tokio {
             manifest.push_str(
@@ -156,10 +158,14 @@ mod tests {
     #[test]
     fn rust_blocks_are_found_and_linted() {
         let md = "# x\n```rust\nfn main() {}\n```\n```text\nno\n```\n```\n# let a = 1;\nlet b = a;\n```\n\
-                  ```rust,ignore\nnot built\n```\n";
+                  ```rust,ignore\nfn main() { tokio::spawn(async {}); }\n```\n";
         let ex = examples(md);
-        assert_eq!(ex.len(), 2);
+        assert_eq!(ex.len(), 3);
         assert_eq!(ex[0].line, 2);
+        assert!(
+            ex[2].code.contains("tokio::spawn"),
+            "an ignored block is built too"
+        );
         let p = lint("ipc-x", md);
         assert_eq!(p.len(), 2, "{p:?}"); // the second block: no main, one hidden line
     }

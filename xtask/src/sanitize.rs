@@ -37,6 +37,7 @@ pub(crate) fn sanitize() -> Result {
             "--lib",
             "--bins",
             "--tests",
+            "--all-features",
             "--no-fail-fast",
             "--target",
             &triple,

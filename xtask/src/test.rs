@@ -66,7 +66,20 @@ fn test_crate(krate: &str) -> Tally {
     let mut cmd = cargo();
     cmd.args(["test", "--quiet", "--no-fail-fast", "-p", krate])
         .stdout(Stdio::piped());
-    eprintln!("\ntest: {krate}");
+    // A crate's optional ecosystem integration is tested too (its tests need the feature; the
+    // default build is what clippy and rustdoc check without it).
+    let features = optional_features(krate);
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
+    }
+    eprintln!(
+        "\ntest: {krate}{}",
+        if features.is_empty() {
+            String::new()
+        } else {
+            format!(" (features: {})", features.join(", "))
+        }
+    );
     let Ok(mut child) = cmd.spawn() else {
         eprintln!("test: cannot run cargo test -p {krate}");
         return tally;
@@ -99,6 +112,24 @@ fn test_crate(krate: &str) -> Tally {
     tally.ok = child.wait().is_ok_and(|s| s.success());
     tally.secs = start.elapsed().as_secs_f64();
     tally
+}
+
+/// The ecosystem features a member declares (`tokio = [..]` in its `[features]`).
+fn optional_features(krate: &str) -> Vec<String> {
+    let manifest = std::fs::read_to_string(crate::util::root().join(krate).join("Cargo.toml"))
+        .unwrap_or_default();
+    let mut in_features = false;
+    let mut out = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_features = line == "[features]";
+            continue;
+        }
+        if in_features && line.split('=').next().map(str::trim) == Some("tokio") {
+            out.push("tokio".to_owned());
+        }
+    }
+    out
 }
 
 pub(crate) fn run(args: &[String]) -> Result {

@@ -18,6 +18,8 @@ a binary.
 
 /// The only crates a library crate may depend on.
 const ALLOWED_DEPS: [&str; 4] = ["rustix", "nix", "libc", "static_assertions"];
+/// Ecosystem integrations a library crate may offer as an optional feature, off by default.
+const OPTIONAL_DEPS: [&str; 1] = ["tokio"];
 
 pub(crate) fn run(args: &[String]) -> Result {
     if wants_help(args, HELP) {
@@ -25,12 +27,12 @@ pub(crate) fn run(args: &[String]) -> Result {
     }
     check_flags(args, &[], HELP)?;
     let problems = check(&root());
-    if problems.is_empty() {
-        println!("tidy: ok");
-        Ok(())
-    } else {
-        Err(format!("tidy:\n  {}", problems.join("\n  ")))
+    if !problems.is_empty() {
+        return Err(format!("tidy:\n  {}", problems.join("\n  ")));
     }
+    crate::readme::build_all()?;
+    println!("tidy: ok");
+    Ok(())
 }
 
 fn read(p: &Path) -> String {
@@ -86,11 +88,25 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
     for m in mechanism_crates() {
         let dir = root.join(&m);
         let manifest = read(&dir.join("Cargo.toml"));
-        for dep in dep_names(&manifest, "dependencies") {
-            if !ALLOWED_DEPS.contains(&dep.as_str()) {
+        for line in section(&manifest, "dependencies") {
+            let Some(dep) = line.split(['=', '.']).next().map(str::trim) else {
+                continue;
+            };
+            if ALLOWED_DEPS.contains(&dep) {
+                continue;
+            }
+            // An ecosystem integration: optional, behind a feature of the same name, off by
+            // default.
+            let optional = line.replace(' ', "").contains("optional=true");
+            let off_by_default = !section(&manifest, "features")
+                .iter()
+                .any(|l| l.trim_start().starts_with("default") && l.contains(dep));
+            if !(OPTIONAL_DEPS.contains(&dep) && optional && off_by_default) {
                 problems.push(format!(
-                    "{m}: library dependency `{dep}` (allowed: {})",
-                    ALLOWED_DEPS.join(", ")
+                    "{m}: library dependency `{dep}` (allowed: {}; and {} as an optional \
+                     feature, off by default)",
+                    ALLOWED_DEPS.join(", "),
+                    OPTIONAL_DEPS.join(", ")
                 ));
             }
         }
@@ -165,6 +181,10 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
         }
     }
     problems.extend(crate::vocabulary::check(root));
+    for m in mechanism_crates() {
+        let readme = read(&root.join(&m).join("README.md"));
+        problems.extend(crate::readme::lint(&m, &readme));
+    }
     problems
 }
 

@@ -1,7 +1,8 @@
 //! Every descriptor the crate opens is close-on-exec from birth: those its handles keep (the
 //! owner's directory and `O_PATH` pin, both ends, a keep-alive end, a private directory's) and
 //! those that live only while an open waits or a handle is dropped (inotify instances, `tee`
-//! probe pipes, directory listings). Checked exactly, not by looking at the right moment: a
+//! probe pipes, directory listings; with the `tokio` feature also the runtime's, timerfds and
+//! the duplicate a hang-up re-registers). Checked exactly, not by looking at the right moment: a
 //! seccomp filter kills the process on any descriptor-making system call without
 //! close-on-exec.
 
@@ -97,7 +98,55 @@ fn workload() {
         FifoReader::try_from(std::os::fd::OwnedFd::from(r)).unwrap(),
         FifoWriter::try_from(std::os::fd::OwnedFd::from(w)).unwrap(),
     );
+    #[cfg(feature = "tokio")]
+    async_workload(&dir);
     drop((r2, w2, records, writer, opener, fifo, lonely, shared, dir));
+}
+
+/// The async ends' descriptors: the runtime's own, timerfds and inotify instances of waits
+/// (timed out, or dropped half-way), `tee` probes, the duplicate a hang-up re-registers.
+#[cfg(feature = "tokio")]
+fn async_workload(dir: &PrivateDir) {
+    use ipc_fifo::{AsyncFifoReader, AsyncFifoWriter};
+    use std::io::Write;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let lonely = Fifo::create(dir.join("async-lonely").unwrap()).unwrap();
+        let short = Duration::from_millis(100);
+        let r = AsyncFifoReader::open_timeout(lonely.path(), short).await;
+        assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
+        let r = AsyncFifoWriter::open_timeout(lonely.path(), short).await;
+        assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
+        let missing = dir.join("async-missing").unwrap().join("f");
+        let r = AsyncFifoWriter::open_timeout(&missing, short).await;
+        assert!(matches!(r, Err(Error::NotFound { .. })), "{r:?}");
+        // Waits dropped half-way.
+        let wait = tokio::time::timeout(short, AsyncFifoReader::open(lonely.path()));
+        assert!(wait.await.is_err());
+        let wait = tokio::time::timeout(short, AsyncFifoWriter::open(lonely.path()));
+        assert!(wait.await.is_err());
+        let wait = tokio::time::timeout(short, AsyncFifoReader::open(&missing));
+        assert!(wait.await.is_err());
+        // A hang-up, then a writer back: the reader registers a duplicate of its descriptor.
+        let mut r = AsyncFifoReader::try_open(lonely.path()).unwrap();
+        let w = FifoWriter::try_open(lonely.path()).unwrap();
+        (&w).write_all(b"1").unwrap();
+        drop(w);
+        let mut buf = [0u8; 4];
+        assert_eq!(r.read(&mut buf).await.unwrap(), 1);
+        assert_eq!(r.read(&mut buf).await.unwrap(), 0);
+        let w = FifoWriter::try_open(lonely.path()).unwrap();
+        assert!(tokio::time::timeout(short, r.read(&mut buf)).await.is_err());
+        let mut w = AsyncFifoWriter::new(w).unwrap();
+        w.write_all(b"2").await.unwrap();
+        assert_eq!(r.read(&mut buf).await.unwrap(), 1);
+        drop(w.into_blocking().await.unwrap());
+        drop(r.into_blocking().unwrap());
+    });
 }
 
 fn audit_role() {

@@ -2,6 +2,7 @@
 
 mod create;
 mod dir;
+mod epoll;
 mod errors;
 mod fds;
 mod fork;
@@ -9,7 +10,9 @@ mod intercept;
 mod lifetime;
 mod open;
 mod procs;
+mod readme;
 mod records;
+mod tokio;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -5,11 +5,13 @@
 //! Names and keys carry the workspace prefix, and owners remove their queues on drop.
 
 mod errors;
+mod event_loop;
 mod fork;
 mod lifetime;
 mod limits;
 mod posix;
 mod sysv;
+mod tokio;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -821,6 +821,22 @@ fn notified_child() {
     assert_eq!(SIGNALS.load(Ordering::SeqCst), 1);
 }
 
+#[test]
+fn closing_any_descriptor_of_the_queue_ends_this_process_s_notify_registration() {
+    let name = posix_name("notify-close");
+    let q = MessageQueue::create(&name, 2, 8).unwrap();
+    q.notify(Notify::None).unwrap();
+    assert!(matches!(
+        q.notify(Notify::None),
+        Err(Error::NotifyBusy { .. })
+    ));
+    // Another descriptor of the queue, opened and closed by this process: Linux drops the
+    // registration (as the docs of `notify` say).
+    drop(MessageQueue::open(&name, Access::Send).unwrap());
+    q.notify(Notify::None).unwrap();
+    q.unnotify().unwrap();
+}
+
 static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn count_interrupt(_: libc::c_int) {
