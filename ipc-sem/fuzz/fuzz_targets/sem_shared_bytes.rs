@@ -3,7 +3,10 @@
 //! bytes are also copied over an in-place slot passed to `attach`. Promises: no panic, no abort,
 //! no hang; `from_fd` succeeds only for a memfd sealed against resizing of exactly the slot's
 //! size holding a ready, plausible object; every operation on a handle that was made returns a
-//! typed result consistent with the value it reports.
+//! typed result consistent with the value it reports. The async forms (the waiter thread reads
+//! the same words, counts itself in glibc's `nwaiters` and sets `FUTEX_WAITERS` in a mutex's
+//! lock word) register a wait on those bytes and drop it: no panic, no hang, and the value is
+//! what it was.
 #![no_main]
 
 use std::io::Write;
@@ -11,9 +14,12 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::time::Duration;
 
+use std::future::Future;
+use std::task::{Context, Waker};
+
 use ipc_sem::{
-    Error, InPlaceSemaphore, Locked, RawRobustMutex, RawSemaphore, RobustMutex, SEM_VALUE_MAX,
-    SharedMutex, SharedSemaphore,
+    AsyncLocked, AsyncMutex, AsyncSemaphore, Error, InPlaceSemaphore, Locked, RawRobustMutex,
+    RawSemaphore, RobustMutex, SEM_VALUE_MAX, SharedMutex, SharedSemaphore,
 };
 use libfuzzer_sys::fuzz_target;
 use rustix::fs::{MemfdFlags, SealFlags};
@@ -68,6 +74,14 @@ fn exercise_mutex(m: &RobustMutex) {
     drop(m.lock_timeout(Duration::ZERO));
 }
 
+/// Polls `f` once (a wait that finds nothing registers with the waiter thread), then drops it.
+fn poll_once_and_drop<F: Future>(f: F) -> bool {
+    let mut f = std::pin::pin!(f);
+    f.as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+        .is_ready()
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&how, content)) = data.split_first() else {
         return;
@@ -93,6 +107,12 @@ fuzz_target!(|data: &[u8]| {
             let again = SharedSemaphore::from_fd(sem.as_fd().try_clone_to_owned().unwrap())
                 .expect("a second from_fd");
             assert_eq!(again.value().unwrap(), sem.value().unwrap());
+            // Async: a wait registered (or done at once) and dropped leaves the value alone,
+            // beyond the unit it took.
+            let v = sem.value().unwrap();
+            let a = AsyncSemaphore::new(again);
+            let took = poll_once_and_drop(a.wait());
+            assert_eq!(a.value().unwrap() + u32::from(took), v);
         }
         Err(Error::Io(e)) => panic!("untyped error {e}"),
         Err(_) => {}
@@ -105,6 +125,19 @@ fuzz_target!(|data: &[u8]| {
                 content.len()
             );
             exercise_mutex(&m);
+            let a = AsyncMutex::new(
+                SharedMutex::from_fd(m.as_fd().try_clone_to_owned().unwrap()).unwrap(),
+            );
+            match a.try_lock() {
+                Ok(AsyncLocked::Normal(g)) => drop(g),
+                Ok(AsyncLocked::OwnerDied(g)) => drop(g.make_consistent()),
+                Err(_) => {}
+            }
+            poll_once_and_drop(async {
+                if let Ok(l) = a.lock().await {
+                    drop(l.recover());
+                }
+            });
         }
         Err(Error::Io(e)) => panic!("untyped error {e}"),
         Err(_) => {}
