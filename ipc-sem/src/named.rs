@@ -346,6 +346,7 @@ impl NamedSemaphore {
         }
     }
 
+    #[inline]
     pub(crate) fn cell(&self) -> &SemCell {
         self.sem.get()
     }

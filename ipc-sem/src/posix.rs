@@ -30,6 +30,7 @@ pub(crate) fn check_value(value: u32) -> Result<()> {
     }
 }
 
+#[inline]
 fn wait(s: &SemCell) -> Result<()> {
     loop {
         match s.wait() {
@@ -140,6 +141,7 @@ macro_rules! posix_ops {
             /// # Errors
             /// Only unexpected OS errors ([`Error::Io`]).
             #[doc(alias = "sem_wait")]
+            #[inline]
             pub fn wait(&self) -> Result<()> {
                 wait(self.cell())
             }
@@ -324,6 +326,7 @@ impl fmt::Debug for InPlaceSemaphore {
 }
 
 impl InPlaceSemaphore {
+    #[inline]
     pub(crate) fn cell(&self) -> &SemCell {
         self.slot.cell()
     }
@@ -547,6 +550,7 @@ impl SharedSemaphore {
         Ok(SharedSemaphore { map, fd })
     }
 
+    #[inline]
     pub(crate) fn cell(&self) -> &SemCell {
         self.map.get().cell()
     }

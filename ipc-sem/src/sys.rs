@@ -60,6 +60,7 @@ fn errno() -> Errno {
 }
 
 /// `Ok` for a zero return, else the thread's errno.
+#[inline]
 fn zero_or_errno(rc: c_int) -> Result<(), Errno> {
     if rc == 0 { Ok(()) } else { Err(errno()) }
 }
@@ -93,6 +94,7 @@ impl SemCell {
         SemCell(UnsafeCell::new(MaybeUninit::zeroed()))
     }
 
+    #[inline]
     fn ptr(&self) -> *mut libc::sem_t {
         self.0.get().cast()
     }
@@ -367,6 +369,7 @@ impl Slot<SemCell> {
 
 impl Slot<SemCell> {
     /// The cell, whatever the state word says (any bytes are sound for a `SemCell`).
+    #[inline]
     pub(crate) fn cell(&self) -> &SemCell {
         &self.obj
     }
@@ -471,6 +474,7 @@ impl<T: Cell> SlotPtr<T> {
     }
 
     /// The slot.
+    #[inline]
     pub(crate) fn get(&self) -> &Slot<T> {
         // SAFETY: valid, aligned and mapped while `self` lives (the constructor's contract);
         // every byte of a `Slot` is atomic or in an `UnsafeCell`, so a shared reference over
@@ -522,6 +526,7 @@ impl SlotPtr<MutexCell> {
 
 impl SlotPtr<SemCell> {
     /// The cell (any bytes are sound for a `SemCell`).
+    #[inline]
     pub(crate) fn cell(&self) -> &SemCell {
         &self.get().obj
     }
@@ -603,6 +608,7 @@ impl<T: Cell> MappedSlot<T> {
     }
 
     /// The slot.
+    #[inline]
     pub(crate) fn get(&self) -> &Slot<T> {
         // SAFETY: the mapping is page-aligned, at least `SIZE` bytes (checked by `map`) and
         // lives as long as `self`; every byte of a `Slot` is atomic or in an `UnsafeCell`.
@@ -650,6 +656,7 @@ impl MappedSem {
     }
 
     /// The semaphore.
+    #[inline]
     pub(crate) fn get(&self) -> &SemCell {
         // SAFETY: the mapping is page-aligned, at least `SIZE` bytes (checked by `map`) and
         // lives as long as `self`; a `SemCell` is an `UnsafeCell`.
