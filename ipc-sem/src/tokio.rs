@@ -445,8 +445,9 @@ impl Drop for Watcher {
 /// older kernels: it looks every millisecond). Its costs:
 ///
 /// - one thread per process, asleep when nothing changes: no CPU while waits are pending;
-/// - a wake-up of a pending wait costs one hand-off to that thread and one to the task (tens
-///   of microseconds; the blocking `wait` wakes in a few);
+/// - a wake-up of a pending wait costs one more hand-off than a blocking wait (that thread
+///   wakes the task): a round trip between two processes measured 6.8 µs against 4.2 µs
+///   blocking on one CPU, 43 against 31 µs across two (p50, a loaded 2-core VM);
 /// - while a wait is pending, `sem_post` on that semaphore makes a `futex` system call (as
 ///   with any sleeping waiter); a wait that can take a unit at once costs what
 ///   [`try_wait`](Self::try_wait) costs: no system call;
@@ -672,13 +673,14 @@ impl<S: PosixSemaphore> Future for SemWait<'_, S> {
 /// (the one of [`AsyncSemaphore`]), which lives until the process ends:
 ///
 /// - `lock` hands a non-blocking lock attempt to that thread and waits for its answer (the
-///   calling thread waits; tens of microseconds: that thread never blocks on anything but its
-///   sleep, which the request interrupts); if the mutex is held, the future sleeps without
+///   calling thread waits, about 5 µs: that thread never blocks on anything but its sleep,
+///   which the request interrupts); if the mutex is held, the future sleeps without
 ///   blocking and that thread watches the lock word (it sets `FUTEX_WAITERS` in it, as a
 ///   blocked `pthread_mutex_lock` does, so the holder's unlock, or the kernel when the holder
 ///   dies, wakes it), then the future tries again;
 /// - dropping the guard hands the unlock to that thread, and returns when it is done (so a
-///   process that exits right after dropping a guard has released the lock);
+///   process that exits right after dropping a guard has released the lock): an uncontended
+///   async lock and unlock measured 10 µs, against 10 ns for the blocking forms;
 /// - the crash-safety of the kind is kept: if this process dies, its waiter thread dies with it
 ///   and the kernel hands every lock it held to the next locker as "owner died".
 ///
@@ -937,7 +939,8 @@ impl<'a, M: RobustMutexHandle> Future for Lock<'a, M> {
 /// would go through; the task then applies them (`semop(IPC_NOWAIT)`). Its costs:
 ///
 /// - a pending wait is noticed up to its current interval late: up to 5 ms once it has waited
-///   a few milliseconds (the blocking [`SemSet::apply`] wakes at once);
+///   a few milliseconds (the blocking [`SemSet::apply`] wakes at once); a round trip between
+///   two processes across two CPUs measured 53 µs against 35 µs blocking (p50);
 /// - while any System V wait is pending, the waiter thread wakes up to 200 times a second,
 ///   plus one `semctl` per pending wait per look.
 ///
