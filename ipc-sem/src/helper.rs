@@ -42,6 +42,7 @@
 //! (`EAGAIN`, the doorbell changed): the kernel at most reads the stale address, never writes.
 
 use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -91,7 +92,6 @@ const NWAITER: u64 = 1 << 32;
 const TID_MASK: u32 = 0x3fff_ffff;
 
 struct Waiter {
-    id: u64,
     /// The async handle it belongs to (see [`Helper::forget_owner`]).
     owner: u64,
     watch: Watch,
@@ -169,7 +169,8 @@ fn exec(op: Op, m: &RobustMutex) -> i32 {
 
 #[derive(Default)]
 struct State {
-    waiters: Vec<Waiter>,
+    /// By id, so in order of registration (ids only grow).
+    waiters: BTreeMap<u64, Waiter>,
     calls: Vec<Arc<Call>>,
     next_id: u64,
     /// Where the list of words starts when there are more than `futex_waitv` takes.
@@ -432,29 +433,33 @@ impl State {
         words.push(doorbell);
         let mut deadline = None;
         // Futex words, one group per word, in order of first registration.
-        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-        for (i, w) in self.waiters.iter().enumerate() {
+        let mut groups: Vec<Vec<u64>> = Vec::new();
+        let mut group_of: HashMap<usize, usize> = HashMap::new();
+        for (&id, w) in &self.waiters {
             if w.notified {
                 continue;
             }
             if let Some(word) = w.watch.word() {
-                match groups.iter_mut().find(|g| g.0 == word) {
-                    Some(g) => g.1.push(i),
-                    None => groups.push((word, vec![i])),
-                }
+                let g = *group_of.entry(word).or_insert_with(|| {
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                });
+                groups[g].push(id);
             }
         }
         let mut sleep = Vec::new();
-        for (_, members) in &groups {
-            let Some(&first) = members.first() else {
+        for members in &groups {
+            let Some(first) = members.first().and_then(|id| self.waiters.get(id)) else {
                 continue;
             };
-            let seen = self.waiters[first].watch.look();
+            let seen = first.watch.look();
             if let Seen::Poll = seen {
                 // No futex to sleep on and nothing seen: the tasks look themselves, once a
                 // millisecond.
-                for &i in members {
-                    let w = &mut self.waiters[i];
+                for id in members {
+                    let Some(w) = self.waiters.get_mut(id) else {
+                        continue;
+                    };
                     if w.due > now {
                         earliest(&mut deadline, w.due);
                     } else {
@@ -468,8 +473,10 @@ impl State {
             match seen {
                 Seen::Units(n) => {
                     let n = usize::try_from(n).unwrap_or(usize::MAX);
-                    for &i in members.iter().take(n) {
-                        let w = &mut self.waiters[i];
+                    for id in members.iter().take(n) {
+                        let Some(w) = self.waiters.get_mut(id) else {
+                            continue;
+                        };
                         w.notified = true;
                         wake.push(w.waker.clone());
                     }
@@ -506,7 +513,7 @@ impl State {
         }
         // System V sets: a look when due.
         let mut cache = Vec::new();
-        for w in &mut self.waiters {
+        for w in self.waiters.values_mut() {
             let Watch::Sysv { id, ops } = &w.watch else {
                 continue;
             };
@@ -551,7 +558,7 @@ impl Drop for AliveGuard<'_> {
         }
         // The tasks find the thread dead, and register with a new one.
         let waiters = std::mem::take(&mut lock(&self.0.state).waiters);
-        for w in &waiters {
+        for w in waiters.values() {
             w.watch.count_waiter(false);
             w.waker.wake_by_ref();
         }
@@ -618,16 +625,18 @@ impl Helper {
         watch.count_waiter(true);
         let id = st.next_id;
         st.next_id += 1;
-        st.waiters.push(Waiter {
+        st.waiters.insert(
             id,
-            owner,
-            watch,
-            waker: waker.clone(),
-            notified: false,
-            blind: false,
-            interval: SYSV_FIRST_NS,
-            due: grid(now, SYSV_FIRST_NS),
-        });
+            Waiter {
+                owner,
+                watch,
+                waker: waker.clone(),
+                notified: false,
+                blind: false,
+                interval: SYSV_FIRST_NS,
+                due: grid(now, SYSV_FIRST_NS),
+            },
+        );
         drop(st);
         self.ring();
         id
@@ -636,7 +645,7 @@ impl Helper {
     /// Whether the waiter was woken and has not been rearmed since. Updates its waker.
     pub(crate) fn notified(&self, id: u64, waker: &Waker) -> bool {
         let mut st = lock(&self.state);
-        match st.waiters.iter_mut().find(|w| w.id == id) {
+        match st.waiters.get_mut(&id) {
             Some(w) => {
                 if !w.waker.will_wake(waker) {
                     w.waker = waker.clone();
@@ -652,7 +661,7 @@ impl Helper {
         let now = now_ns();
         let mut st = lock(&self.state);
         let mut ring = false;
-        if let Some(w) = st.waiters.iter_mut().find(|w| w.id == id) {
+        if let Some(w) = st.waiters.get_mut(&id) {
             if !w.waker.will_wake(waker) {
                 w.waker = waker.clone();
             }
@@ -686,10 +695,9 @@ impl Helper {
             return;
         }
         let mut st = lock(&self.state);
-        let Some(at) = st.waiters.iter().position(|w| w.id == id) else {
+        let Some(w) = st.waiters.remove(&id) else {
             return;
         };
-        let w = st.waiters.remove(at);
         if !took {
             w.watch.give_up();
         } else {
@@ -708,15 +716,13 @@ impl Helper {
             return;
         }
         let mut st = lock(&self.state);
-        let mut gone = Vec::new();
-        let mut i = 0;
-        while i < st.waiters.len() {
-            if st.waiters[i].owner == owner {
-                gone.push(st.waiters.remove(i));
-            } else {
-                i += 1;
-            }
-        }
+        let ids: Vec<u64> = st
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.owner == owner)
+            .map(|(&id, _)| id)
+            .collect();
+        let gone: Vec<Waiter> = ids.iter().filter_map(|id| st.waiters.remove(id)).collect();
         if gone.is_empty() {
             return;
         }
