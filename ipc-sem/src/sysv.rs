@@ -859,9 +859,24 @@ impl SemSet {
     /// [`Error::Removed`].
     #[doc(alias = "GETALL")]
     pub fn values(&self) -> Result<Vec<u16>> {
+        self.check_still_ours()?;
         let mut v = vec![0u16; self.len];
         sys::semctl_getall(self.id, &mut v).map_err(|e| stat_error(e, self.id))?;
         Ok(v)
+    }
+
+    /// `GETALL` and `SETALL` move as many values as the set *now under this id* has: if ours
+    /// was removed and its id given to a larger set (ids come back after 65536 creations in
+    /// the namespace), they would write or read past our buffer. Refuse a set of another size
+    /// first (`IPC_STAT`); what is left is a window of microseconds that 65536 creations would
+    /// have to fall into.
+    fn check_still_ours(&self) -> Result<()> {
+        let st = sys::semctl_stat(self.id).map_err(|e| stat_error(e, self.id))?;
+        if st.nsems == self.len {
+            Ok(())
+        } else {
+            Err(Error::Removed { name: self.name() })
+        }
     }
 
     /// `semctl(SETALL)`—Sets all values at once.
@@ -883,6 +898,7 @@ impl SemSet {
                 max: u64::from(SEMVMX),
             });
         }
+        self.check_still_ours()?;
         sys::semctl_setall(self.id, values).map_err(|e| stat_error(e, self.id))
     }
 

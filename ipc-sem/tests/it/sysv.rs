@@ -171,3 +171,66 @@ fn keys_from_a_path_reach_the_same_set_and_bad_paths_are_typed_errors() {
         Err(Error::InvalidName { .. })
     ));
 }
+
+/// A handle whose set was removed, and whose id the kernel then gave to a larger set: `values`
+/// (`GETALL`) and `set_values` (`SETALL`) would move that set's count of values through a
+/// buffer the size of ours. Refused as `Removed`. The id comes back at once by
+/// `/proc/sys/kernel/sem_next_id`, in an IPC namespace of the child's own; raw `semget` there,
+/// because the crate's owners keep companion files in `/dev/shm`, which this namespace shares
+/// with the machine's.
+#[test]
+#[allow(unsafe_code)]
+fn a_handle_whose_id_went_to_a_larger_set_refuses_getall_and_setall() {
+    if ipc_testkit::role().is_none() {
+        let _wd = Watchdog::new("reused id", Duration::from_secs(60));
+        Proc::spawn(&mut ipc_testkit::child(
+            &test_path!(a_handle_whose_id_went_to_a_larger_set_refuses_getall_and_setall),
+            "own-namespace",
+        ))
+        .unwrap()
+        .expect_success(Duration::from_secs(30));
+        return;
+    }
+    // SAFETY: a plain flag; this child process is ours to move into a new IPC namespace.
+    if unsafe { libc::unshare(libc::CLONE_NEWIPC) } != 0 {
+        eprintln!(
+            "skipped: no IPC namespace of our own ({})",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let raw_set = |n: i32| {
+        // SAFETY: plain integer arguments.
+        let id = unsafe { libc::semget(libc::IPC_PRIVATE, n, libc::IPC_CREAT | 0o600) };
+        assert!(id >= 0, "semget: {}", std::io::Error::last_os_error());
+        let mut op = libc::sembuf {
+            sem_num: 0,
+            sem_op: 1,
+            sem_flg: 0,
+        };
+        // SAFETY: one valid sembuf. (A first semop marks the set initialised for `open`.)
+        assert_eq!(unsafe { libc::semop(id, &mut op, 1) }, 0);
+        id
+    };
+    let small = raw_set(3);
+    let handle = SemSet::open_id(small).unwrap();
+    assert_eq!(handle.values().unwrap(), [1, 0, 0]);
+    // SAFETY: IPC_RMID takes no fourth argument.
+    assert_eq!(unsafe { libc::semctl(small, 0, libc::IPC_RMID) }, 0);
+    if std::fs::write("/proc/sys/kernel/sem_next_id", small.to_string()).is_err() {
+        eprintln!("skipped: sem_next_id cannot be set here");
+        return;
+    }
+    let large = raw_set(512);
+    assert_eq!(large, small, "the kernel gave the id back");
+    assert!(
+        matches!(handle.values(), Err(Error::Removed { .. })),
+        "GETALL through a 3-value buffer into a set of 512"
+    );
+    assert!(matches!(
+        handle.set_values(&[0, 0, 0]),
+        Err(Error::Removed { .. })
+    ));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::semctl(large, 0, libc::IPC_RMID) }, 0);
+}
