@@ -185,8 +185,10 @@ fn check_cancelled(what: &str, c: Cancelled) {
         c.iter().all(|&n| n > 0),
         "{what}: a kind of cancellation never happened: {c:?}"
     );
+    // About a quarter of the records get a wait that must time out before they are asked
+    // for; how many racing waits are dropped depends on the machine's load.
     assert!(
-        c.iter().sum::<u64>() >= RECORDS / 3,
+        c.iter().sum::<u64>() >= RECORDS / 6,
         "{what}: too few cancellations: {c:?}"
     );
 }
