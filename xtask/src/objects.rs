@@ -49,6 +49,11 @@ pub struct SysV {
     pub id: i64,
 }
 
+/// How long a System V object without a companion file counts as being created: its creator
+/// makes the companion microseconds after `semget`/`msgget`/`shmget`, and the crates'
+/// `sysv::remove_stale` grants it the same grace.
+const CREATION_GRACE_SECS: i64 = 10;
+
 impl SysV {
     fn ours(&self) -> bool {
         (self.key as u32) >> 16 == SYSV_KEY_BASE
@@ -329,22 +334,42 @@ fn companions() -> BTreeSet<String> {
 }
 
 fn sysv_objects() -> BTreeSet<SysV> {
-    let mut out = BTreeSet::new();
+    sysv_table().into_iter().map(|(o, _)| o).collect()
+}
+
+/// Every System V object with its `ctime` (creation, or the last change of its permissions).
+fn sysv_table() -> Vec<(SysV, i64)> {
+    let mut out = Vec::new();
     for kind in ["msg", "sem", "shm"] {
         let Ok(text) = fs::read_to_string(format!("/proc/sysvipc/{kind}")) else {
             continue;
         };
-        for line in text.lines().skip(1) {
-            let mut cols = line.split_whitespace();
-            let (Some(key), Some(id)) = (cols.next(), cols.next()) else {
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+        let ctime_col = header.iter().position(|h| *h == "ctime");
+        for line in lines {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(key), Some(id)) = (cols.first(), cols.get(1)) else {
                 continue;
             };
+            let ctime = ctime_col
+                .and_then(|c| cols.get(c))
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
             if let (Ok(key), Ok(id)) = (key.parse(), id.parse()) {
-                out.insert(SysV { kind, key, id });
+                out.push((SysV { kind, key, id }, ctime));
             }
         }
     }
     out
+}
+
+/// Whether a System V object without a companion file may still be being created.
+fn just_created(ctime: i64) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    now.saturating_sub(ctime) < CREATION_GRACE_SECS
 }
 
 /// A shell snippet run with the mqueue file system mounted at `$d`.
@@ -454,8 +479,9 @@ pub struct Cleaned {
 /// An object is kept while its owner holds its lock (ARCHITECTURE.md, "The lifetime model");
 /// one without an owner lock is kept while the process whose pid its name carries is running
 /// and is not a zombie. System V objects carry no pid: one with a workspace key is removed unless
-/// its companion file is locked. A companion file whose System V object is gone is removed too
-/// (whoever's it was), unless it is locked.
+/// its companion file is locked, or it has no companion yet and was made less than
+/// `CREATION_GRACE_SECS` ago (its creator is between `semget` and the companion). A companion
+/// file whose System V object is gone is removed too (whoever's it was), unless it is locked.
 ///
 /// # Errors
 /// When POSIX message queues cannot be listed or removed.
@@ -501,8 +527,11 @@ fn remove_all_once() -> Result<Cleaned> {
                 .extend(stale.iter().map(|q| format!("POSIX message queue /{q}")));
         }
     }
+    let ctimes: BTreeMap<SysV, i64> = sysv_table().into_iter().collect();
     for o in snap.sysv.iter().filter(|o| o.ours()) {
-        if locks.owner_holds(&o.companion()) {
+        let companion = o.companion();
+        let being_created = !companion.exists() && ctimes.get(o).is_some_and(|&t| just_created(t));
+        if locks.owner_holds(&companion) || being_created {
             out.kept.push(o.to_string());
             continue;
         }
