@@ -474,9 +474,15 @@ fn write_all_fd(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<()> {
 /// (this process or the reader's), the writer moves to a new ring sized for it and never writes
 /// to the old one again; beyond 16 MiB (only privileged processes can grow a pipe past
 /// `pipe-max-size`) it keeps no ring and copies every piece, so that a peer cannot make it
-/// allocate twice a huge capacity. When dropped, the writer frees its rings only if the pipe is empty;
-/// otherwise it leaks them (a few times `P`, at most a few MiB) rather than let the allocator
-/// reuse pages the reader has not seen yet.
+/// allocate twice a huge capacity.
+///
+/// The ring is not heap memory but a private anonymous mapping (`mmap`), and a ring the writer
+/// is done with (an old one after the pipe grew, or every ring when the writer is dropped) is
+/// unmapped at once, whatever the pipe still holds. That is safe, and nothing leaks: pages the
+/// pipe still refers to are then mapped nowhere in this process, so nothing can change them
+/// (heap memory would go back to the allocator and be reused while the reader has not copied
+/// it yet); the pipe keeps them alive, and the kernel frees them when the reader has consumed
+/// them (or the pipe is closed).
 ///
 /// The reader must *copy* the data out (`read`, or `splice` into a regular file): a reader that
 /// `splice`s or `tee`s the pages on to another pipe or a socket takes the references with it,
@@ -494,8 +500,8 @@ fn write_all_fd(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<()> {
 /// ```
 pub struct ZeroCopyWriter<'a> {
     pipe: &'a PipeWriter,
-    ring: Ring,
-    retired: Vec<Ring>,
+    /// The ring (`2 * cap` bytes), or `None` in copying mode.
+    ring: Option<sys::Mapping>,
     /// The pipe capacity the ring was sized for (`ring.len == 2 * cap`).
     cap: usize,
     /// Where the next piece goes in the ring.
@@ -507,8 +513,6 @@ pub struct ZeroCopyWriter<'a> {
     recent: VecDeque<(usize, usize, u64)>,
     /// The copying fallback's buffer.
     scratch: Vec<u8>,
-    /// The pipe grew beyond [`RING_LIMIT`]: every piece is copied (plain `write`), no ring.
-    copying: bool,
 }
 
 /// The largest pipe capacity a [`ZeroCopyWriter`] keeps a ring for (the ring is twice as large).
@@ -516,28 +520,13 @@ pub struct ZeroCopyWriter<'a> {
 /// it copies instead, so that a peer that grows the pipe cannot make it allocate gigabytes.
 const RING_LIMIT: usize = 16 << 20;
 
-/// A page-aligned byte buffer.
-struct Ring {
-    storage: Box<[u8]>,
-    offset: usize,
-    len: usize,
-}
-
-impl Ring {
-    fn new(len: usize) -> Ring {
-        let page = rustix::param::page_size();
-        let storage = vec![0u8; len + page].into_boxed_slice();
-        let offset = storage.as_ptr().align_offset(page).min(page);
-        Ring {
-            storage,
-            offset,
-            len,
-        }
+/// A ring for a pipe of capacity `cap`: `2 * cap` bytes of mapped memory, or `None` (copy
+/// every piece) beyond [`RING_LIMIT`] or when the memory cannot be mapped.
+fn ring_for(cap: usize) -> Option<sys::Mapping> {
+    if cap == 0 || cap > RING_LIMIT {
+        return None;
     }
-
-    fn piece(&mut self, at: usize, len: usize) -> &mut [u8] {
-        &mut self.storage[self.offset + at..self.offset + at + len]
-    }
+    sys::Mapping::new(cap * 2).ok()
 }
 
 impl fmt::Debug for ZeroCopyWriter<'_> {
@@ -545,7 +534,7 @@ impl fmt::Debug for ZeroCopyWriter<'_> {
         f.debug_struct("ZeroCopyWriter")
             .field("pipe", &self.pipe)
             .field("capacity", &self.cap)
-            .field("ring", &self.ring.len)
+            .field("ring", &self.ring.as_ref().map_or(0, sys::Mapping::len))
             .field("pos", &self.pos)
             .field("inserted", &self.inserted)
             .finish()
@@ -560,17 +549,14 @@ impl<'a> ZeroCopyWriter<'a> {
     /// If the pipe's capacity cannot be read.
     pub fn new(pipe: &'a PipeWriter) -> Result<ZeroCopyWriter<'a>> {
         let cap = pipe.capacity()?;
-        let copying = cap > RING_LIMIT;
         Ok(ZeroCopyWriter {
             pipe,
-            ring: Ring::new(if copying { 0 } else { cap * 2 }),
-            retired: Vec::new(),
+            ring: ring_for(cap),
             cap,
             pos: 0,
             inserted: 0,
             recent: VecDeque::new(),
             scratch: Vec::new(),
-            copying,
         })
     }
 
@@ -655,7 +641,8 @@ impl<'a> ZeroCopyWriter<'a> {
         if len == 0 {
             return Ok(());
         }
-        if self.pos + len > self.ring.len {
+        let ring_len = self.ring.as_ref().map_or(0, sys::Mapping::len);
+        if self.pos + len > ring_len {
             self.pos = 0;
         }
         let (start, end) = (self.pos, self.pos + len);
@@ -667,8 +654,8 @@ impl<'a> ZeroCopyWriter<'a> {
         {
             self.recent.pop_front();
         }
-        let busy = self.copying || self.recent.iter().any(|&(s, e, _)| s < end && start < e);
-        if busy {
+        let busy = self.recent.iter().any(|&(s, e, _)| s < end && start < e);
+        let Some(ring) = self.ring.as_mut().filter(|_| !busy) else {
             // The pipe may still refer to part of this region (or there is no ring): copy this
             // piece instead.
             self.scratch.resize(len, 0);
@@ -690,8 +677,8 @@ impl<'a> ZeroCopyWriter<'a> {
             r?;
             self.inserted += len as u64;
             return Ok(());
-        }
-        fill(self.ring.piece(start, len));
+        };
+        fill(&mut ring.as_mut_slice()[start..end]);
         let mut sent = 0;
         let fd = self.pipe.as_fd();
         while sent < len {
@@ -704,7 +691,10 @@ impl<'a> ZeroCopyWriter<'a> {
                     });
                 }
             }
-            let piece = &self.ring.piece(start + sent, len - sent)[..];
+            let Some(ring) = self.ring.as_mut() else {
+                unreachable!("a piece is sent from the ring only while there is one")
+            };
+            let piece = &ring.as_mut_slice()[start + sent..end];
             let nonblock = bound.is_some();
             match self
                 .pipe
@@ -748,26 +738,15 @@ impl<'a> ZeroCopyWriter<'a> {
         self.send_with(data.len(), |piece| piece.copy_from_slice(data))
     }
 
-    /// Retires the ring (the pipe may still refer to it: it is never written again, and freed
-    /// only with the writer) and starts a new one for capacity `cap`.
-    /// Beyond [`RING_LIMIT`] there is no new ring: the writer copies from then on.
+    /// Drops the ring (unmapped: the pipe may still refer to its pages, which then stay alive
+    /// and unchanged in the kernel until the reader has consumed them) and maps a new one for
+    /// capacity `cap`. Beyond [`RING_LIMIT`], or when the memory cannot be mapped, there is no
+    /// new ring: the writer copies.
     fn grow(&mut self, cap: usize) {
-        self.copying |= cap > RING_LIMIT;
-        let ring = Ring::new(if self.copying { 0 } else { cap * 2 });
-        let old = std::mem::replace(&mut self.ring, ring);
-        self.retired.push(old);
+        self.ring = None;
+        self.ring = ring_for(cap);
         self.recent.clear();
         self.cap = cap;
         self.pos = 0;
-    }
-}
-
-impl Drop for ZeroCopyWriter<'_> {
-    fn drop(&mut self) {
-        if self.pipe.available().map_or(true, |n| n > 0) {
-            // The pipe may still refer to these pages: never hand them back to the allocator.
-            std::mem::forget(std::mem::replace(&mut self.ring, Ring::new(0)));
-            std::mem::forget(std::mem::take(&mut self.retired));
-        }
     }
 }
