@@ -5,6 +5,12 @@
 //! - One-way throughput in 4 KiB, 64 KiB and 1 MiB chunks, default and 1 MiB capacity
 //!   (target: ≥ 0.95 × raw), and the zero-copy path (`ZeroCopyWriter`: vmsplice into a 1 MiB
 //!   pipe, read out) against ipc-pipe's plain write/read (target: ≥ 3× at 64 KiB and 1 MiB).
+//! - Framed messages of 4 KiB, 64 KiB and 1 MiB (`FramedWriter` → `FramedReader`, a 4-byte
+//!   length then the payload) against the same framing on raw system calls (`writev` of header
+//!   and payload; `read` of the header, then of the payload into a reused buffer) on a pipe of
+//!   the capacity `FramedWriter` gives it (target: ≥ 0.95 × raw), and against the same framing
+//!   over a Unix `SOCK_SEQPACKET` socketpair, one record per frame, fragmented above the send
+//!   buffer as ipc-channel's `bytes_channel` does (target: ≥ 1.0×).
 //!
 //! The receiver checks every chunk's head and tail stamps (the chunk's sequence number), as the
 //! C baseline `thr.c` does. `IPC_BENCH=smoke|quick|full` sets the volume (8 MiB, 256 MiB,
@@ -17,7 +23,10 @@
 use std::io::{Read, Write};
 use std::time::Instant;
 
-use ipc_pipe::{PipeReader, PipeWriter, ZeroCopyWriter, pipe};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use ipc_pipe::{FramedReader, FramedWriter, PipeReader, PipeWriter, ZeroCopyWriter, pipe};
 use ipc_testkit::bench::{self, Latency, Mode, Row, emit_latency, emit_throughput};
 
 const GROUP: &str = "pipe";
@@ -196,6 +205,399 @@ fn check_stamps(data: &[u8], at: usize, chunk: usize) {
     }
 }
 
+/// Who moves the frames in a framed case.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Framing {
+    /// `FramedWriter::write_frame` → `FramedReader::read_frame_into` (a reused buffer).
+    Ours,
+    /// The same framing on raw system calls, on a pipe of the given capacity.
+    Raw(Option<usize>),
+    /// The same framing on a `SOCK_SEQPACKET` socketpair: one record per frame, fragmented
+    /// above the send buffer (as ipc-channel's `bytes_channel`).
+    Seqpacket,
+    /// Exploration: header and payload copied into a `ZeroCopyWriter`'s ring and vmspliced, on
+    /// a pipe of the given capacity, in pieces of at most half of it; the raw reader.
+    Vmsplice(usize),
+    /// Exploration: vmsplice from a mapping whose lent pages are dropped (`MADV_DONTNEED`)
+    /// after each frame, so they are never written again; `bool`: prefault with
+    /// `MADV_POPULATE_WRITE`.
+    Recycle(usize, bool),
+    /// Exploration: the raw writer; a reader that reads ahead into a buffer of the given size
+    /// and copies each frame out.
+    ReadAhead(usize, usize),
+}
+
+/// Exploration only: frames vmspliced from pages that are never written after being lent.
+#[allow(unsafe_code)]
+fn recycle_writer(w: &PipeWriter, frames: u64, frame: usize, populate: bool) {
+    let page = 4096;
+    let len = page + frame.div_ceil(page) * page;
+    // SAFETY: exploration; a fresh private anonymous mapping.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    } as *mut u8;
+    assert!(base as isize != -1);
+    let header = (frame as u32).to_le_bytes();
+    for k in 1..=frames {
+        if populate {
+            // SAFETY: exploration.
+            unsafe { libc::madvise(base.cast(), len, 23) };
+        }
+        // SAFETY: exploration: the mapping is ours, `len` bytes.
+        let region = unsafe { std::slice::from_raw_parts_mut(base, len) };
+        region[page - 4..page].copy_from_slice(&header);
+        let payload = &mut region[page..page + frame];
+        payload[..8].copy_from_slice(&k.to_le_bytes());
+        payload[frame - 8..].copy_from_slice(&k.to_le_bytes());
+        let mut at = page - 4;
+        let end = page + frame;
+        while at < end {
+            let iov = libc::iovec {
+                iov_base: region[at..].as_mut_ptr().cast(),
+                iov_len: end - at,
+            };
+            // SAFETY: exploration: the pages are never written again (dropped below).
+            let n = unsafe { libc::vmsplice(w.as_raw_fd(), &iov, 1, 0) };
+            assert!(n > 0, "vmsplice");
+            at += n as usize;
+        }
+        // SAFETY: exploration: drops our mapping of the lent pages; the pipe keeps them.
+        unsafe { libc::madvise(base.cast(), len, libc::MADV_DONTNEED) };
+    }
+}
+
+/// The largest record ipc-channel puts in one `SOCK_SEQPACKET` message: the send buffer, less
+/// what the kernel keeps for a control message and the fragment header, 8-aligned.
+fn seqpacket_fragment(fd: impl AsFd) -> usize {
+    let sndbuf = rustix::net::sockopt::socket_send_buffer_size(fd).unwrap();
+    (sndbuf - 528 - 16) & !7
+}
+
+/// Writes all of `bufs` (a header and a payload) with `writev`, continuing after short writes.
+fn raw_writev_all(fd: impl AsFd, header: &[u8], payload: &[u8]) {
+    let (mut a, mut b) = (header, payload);
+    while !a.is_empty() || !b.is_empty() {
+        match rustix::io::writev(&fd, &[IoSlice::new(a), IoSlice::new(b)]) {
+            Ok(mut n) => {
+                let from_a = n.min(a.len());
+                a = &a[from_a..];
+                n -= from_a;
+                b = &b[n..];
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => panic!("writev: {e}"),
+        }
+    }
+}
+
+/// Reads exactly `buf.len()` bytes from `fd`.
+fn raw_read_exact_fd(fd: impl AsFd, mut buf: &mut [u8]) {
+    while !buf.is_empty() {
+        match rustix::io::read(&fd, &mut *buf) {
+            Ok(0) => panic!("unexpected end of file"),
+            Ok(n) => buf = &mut buf[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// Stamps frame `k` (head and tail) into `buf`.
+fn stamp(buf: &mut [u8], k: u64) {
+    let n = buf.len();
+    buf[..8].copy_from_slice(&k.to_le_bytes());
+    buf[n - 8..].copy_from_slice(&k.to_le_bytes());
+}
+
+/// Checks that `frame` is frame `k` of `len` bytes.
+fn check_frame(frame: &[u8], k: u64, len: usize) {
+    assert_eq!(frame.len(), len, "frame {k} has the wrong length");
+    assert_eq!(frame[..8], k.to_le_bytes(), "frame {k}: corrupt head stamp");
+    assert_eq!(
+        frame[len - 8..],
+        k.to_le_bytes(),
+        "frame {k}: corrupt tail stamp"
+    );
+}
+
+/// Sends `total` bytes in frames of `frame` bytes from a child to this process; returns GB/s
+/// of payload.
+fn framed_throughput(which: Framing, frame: usize, total: usize) -> f64 {
+    let frames = (total / frame).max(1) as u64;
+    let (rx_fd, tx_fd): (OwnedFd, OwnedFd) = match which {
+        Framing::Seqpacket => {
+            use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+            socketpair(
+                AddressFamily::UNIX,
+                SocketType::SEQPACKET,
+                SocketFlags::CLOEXEC,
+                None,
+            )
+            .unwrap()
+        }
+        _ => {
+            let (r, w) = pipe().unwrap();
+            if let Framing::Raw(Some(cap)) = which {
+                rustix::pipe::fcntl_setpipe_size(&w, cap).unwrap();
+            }
+            (r.into(), w.into())
+        }
+    };
+    let (go_r, go_w) = pipe().unwrap();
+    let pid = bench::fork(|| {
+        if split() {
+            bench::pin(1);
+        }
+        let mut src = vec![0xa5u8; frame];
+        let header = (frame as u32).to_le_bytes();
+        let mut go = [0u8; 1];
+        (&go_r).read_exact(&mut go).unwrap();
+        match which {
+            Framing::Ours => {
+                let w = PipeWriter::from(tx_fd.try_clone().unwrap());
+                let mut tx = FramedWriter::new(&w).max_frame(frame as u32);
+                for k in 1..=frames {
+                    stamp(&mut src, k);
+                    tx.write_frame(&src).unwrap();
+                }
+            }
+            Framing::Raw(_) | Framing::ReadAhead(..) => {
+                if let Framing::ReadAhead(cap, _) = which {
+                    rustix::pipe::fcntl_setpipe_size(&tx_fd, cap).unwrap();
+                }
+                for k in 1..=frames {
+                    stamp(&mut src, k);
+                    raw_writev_all(&tx_fd, &header, &src);
+                }
+            }
+            Framing::Recycle(cap, populate) => {
+                let w = PipeWriter::from(tx_fd.try_clone().unwrap());
+                w.set_capacity(cap).unwrap();
+                recycle_writer(&w, frames, frame, populate);
+            }
+            Framing::Vmsplice(cap) => {
+                let w = PipeWriter::from(tx_fd.try_clone().unwrap());
+                w.set_capacity(cap).unwrap();
+                let mut z = ZeroCopyWriter::new(&w).unwrap();
+                let piece = cap / 2;
+                let mut whole = vec![0u8; 4 + frame];
+                whole[..4].copy_from_slice(&header);
+                for k in 1..=frames {
+                    stamp(&mut src, k);
+                    // One copy into the ring, as `write` would copy into the pipe.
+                    let mut at = 0;
+                    while at < 4 + frame {
+                        let n = piece.min(4 + frame - at);
+                        z.send_with(n, |p| {
+                            let (hdr_part, pay_part) = if at < 4 {
+                                (&header[at..], &src[..n - (4 - at)])
+                            } else {
+                                (&[][..], &src[at - 4..at - 4 + n])
+                            };
+                            p[..hdr_part.len()].copy_from_slice(hdr_part);
+                            p[hdr_part.len()..].copy_from_slice(pay_part);
+                        })
+                        .unwrap();
+                        at += n;
+                    }
+                }
+                drop(whole);
+            }
+            Framing::Seqpacket => {
+                let first = seqpacket_fragment(&tx_fd) - 4;
+                let rest = first + 4;
+                for k in 1..=frames {
+                    stamp(&mut src, k);
+                    let head = first.min(frame);
+                    let sent = rustix::io::writev(
+                        &tx_fd,
+                        &[IoSlice::new(&header), IoSlice::new(&src[..head])],
+                    )
+                    .unwrap();
+                    assert_eq!(sent, 4 + head, "a record is sent whole");
+                    for piece in src[head..].chunks(rest) {
+                        assert_eq!(rustix::io::write(&tx_fd, piece).unwrap(), piece.len());
+                    }
+                }
+            }
+        }
+        0
+    });
+    drop((tx_fd, go_r));
+    let mut buf = vec![0u8; frame];
+    let t0 = Instant::now();
+    (&go_w).write_all(b"g").unwrap();
+    match which {
+        Framing::Ours => {
+            let r = PipeReader::from(rx_fd);
+            let mut rx = FramedReader::new(&r).max_frame(frame as u32);
+            let mut frame_buf = Vec::new();
+            for k in 1..=frames {
+                let n = rx.read_frame_into(&mut frame_buf).unwrap();
+                assert_eq!(n, Some(frame));
+                check_frame(&frame_buf, k, frame);
+            }
+            assert_eq!(rx.read_frame_into(&mut frame_buf).unwrap(), None);
+        }
+        Framing::Raw(_) | Framing::Vmsplice(_) | Framing::Recycle(..) => {
+            for k in 1..=frames {
+                let mut header = [0u8; 4];
+                raw_read_exact_fd(&rx_fd, &mut header);
+                let len = u32::from_le_bytes(header) as usize;
+                assert!(len <= buf.len(), "frame {k}: length {len}");
+                raw_read_exact_fd(&rx_fd, &mut buf[..len]);
+                check_frame(&buf[..len], k, frame);
+            }
+        }
+        Framing::ReadAhead(_, ahead) => {
+            let mut look = vec![0u8; ahead];
+            let (mut lo, mut hi) = (0usize, 0usize);
+            let mut out = Vec::new();
+            for k in 1..=frames {
+                while hi - lo < 4 {
+                    look.copy_within(lo..hi, 0);
+                    hi -= lo;
+                    lo = 0;
+                    hi += rustix::io::read(&rx_fd, &mut look[hi..]).unwrap();
+                }
+                let len = u32::from_le_bytes(look[lo..lo + 4].try_into().unwrap()) as usize;
+                lo += 4;
+                out.clear();
+                let have = (hi - lo).min(len);
+                out.extend_from_slice(&look[lo..lo + have]);
+                lo += have;
+                if out.len() < len {
+                    out.resize(len, 0);
+                    let mut got = have;
+                    while got < len {
+                        let n = rustix::io::readv(
+                            &rx_fd,
+                            &mut [IoSliceMut::new(&mut out[got..]), IoSliceMut::new(&mut look)],
+                        )
+                        .unwrap();
+                        let into_out = n.min(len - got);
+                        got += into_out;
+                        lo = 0;
+                        hi = n - into_out;
+                    }
+                }
+                check_frame(&out, k, frame);
+            }
+        }
+        Framing::Seqpacket => {
+            for k in 1..=frames {
+                let mut header = [0u8; 4];
+                let n = rustix::io::readv(
+                    &rx_fd,
+                    &mut [IoSliceMut::new(&mut header), IoSliceMut::new(&mut buf)],
+                )
+                .unwrap();
+                assert!(n >= 4, "frame {k}: a record without header");
+                let len = u32::from_le_bytes(header) as usize;
+                assert!(len <= buf.len(), "frame {k}: length {len}");
+                let mut got = n - 4;
+                while got < len {
+                    let m = rustix::io::read(&rx_fd, &mut buf[got..len]).unwrap();
+                    assert!(m > 0, "frame {k}: end of stream inside it");
+                    got += m;
+                }
+                check_frame(&buf[..len], k, frame);
+            }
+        }
+    }
+    let gbps = bench::gbps(frames * frame as u64, t0);
+    bench::wait_ok(pid);
+    gbps
+}
+
+/// The capacity a `FramedWriter` gives a pipe for frames of `frame` bytes: the raw framing
+/// baseline runs on a pipe of that size, so that the ratio measures the code, not the pipe.
+fn framed_capacity(frame: usize) -> Option<usize> {
+    let (_r, w) = pipe().unwrap();
+    let before = w.capacity().unwrap();
+    let mut tx = FramedWriter::new(&w).max_frame(frame as u32);
+    // Nobody reads; a frame that does not fit would block, so probe without waiting.
+    w.set_nonblocking(true).unwrap();
+    let _ = tx.write_frame(&vec![0; frame]);
+    let after = w.capacity().unwrap();
+    (after != before).then_some(after)
+}
+
+/// The framed cases: ours against the raw framing and against SEQPACKET, `slices` rounds
+/// alternating the three, each reporting its best round.
+fn framed_cases(label: &str, total: usize, slices: usize) {
+    if let Ok(list) = std::env::var("EXPLORE") {
+        let sizes = std::env::var("FSIZES").unwrap_or_else(|_| "4,64,1024".into());
+        for k in sizes.split(',') {
+            let frame = k.parse::<usize>().unwrap() << 10;
+            let name = format!("{k} KiB");
+            let variants: Vec<Framing> = list
+                .split(',')
+                .map(|v| match v.split_once(':') {
+                    Some(("raw", c)) => Framing::Raw(Some(c.parse::<usize>().unwrap() << 10)),
+                    Some(("vm", c)) => Framing::Vmsplice(c.parse::<usize>().unwrap() << 10),
+                    Some(("ra", c)) => Framing::ReadAhead(c.parse::<usize>().unwrap() << 10, 65536),
+                    Some(("rc", c)) => Framing::Recycle(c.parse::<usize>().unwrap() << 10, false),
+                    Some(("rcp", c)) => Framing::Recycle(c.parse::<usize>().unwrap() << 10, true),
+                    None if v == "seq" => Framing::Seqpacket,
+                    None if v == "ours" => Framing::Ours,
+                    None if v == "raw" => Framing::Raw(None),
+                    _ => panic!("unknown variant {v}"),
+                })
+                .collect();
+            let slice = (total / slices).max(frame);
+            let mut best = vec![0.0f64; variants.len()];
+            for s in 0..slices {
+                for k in 0..variants.len() {
+                    let i = (k + s) % variants.len();
+                    best[i] = best[i].max(framed_throughput(variants[i], frame, slice));
+                }
+            }
+            for (v, b) in variants.iter().zip(best) {
+                println!("explore\t{name}\t{v:?}\t{b:.3}");
+            }
+        }
+        return;
+    }
+    for (frame, name) in [(4096, "4 KiB"), (65536, "64 KiB"), (1 << 20, "1 MiB")] {
+        let cap = framed_capacity(frame);
+        let variants = [Framing::Ours, Framing::Raw(cap), Framing::Seqpacket];
+        let slice = (total / slices).max(frame);
+        let mut best = [0.0f64; 3];
+        for s in 0..slices {
+            for k in 0..variants.len() {
+                let i = (k + s) % variants.len();
+                best[i] = best[i].max(framed_throughput(variants[i], frame, slice));
+            }
+        }
+        let [ours, raw, seq] = best;
+        let cap_name = cap.map_or("default".to_owned(), |c| format!("{} KiB", c >> 10));
+        emit_throughput(
+            GROUP,
+            &format!("{label} in {name} frames ({cap_name} pipe)"),
+            ours,
+            raw,
+            "raw framing",
+            Some(0.95),
+        );
+        emit_throughput(
+            GROUP,
+            &format!("{label} in {name} frames vs SEQPACKET"),
+            ours,
+            seq,
+            "SEQPACKET socketpair",
+            Some(1.0),
+        );
+    }
+}
+
 fn main() {
     let mode = Mode::from_env();
     let trips = mode.pick(300, 20_000, 100_000);
@@ -203,6 +605,13 @@ fn main() {
     let slices = mode.pick(1, 8, 16);
     let blocks = mode.pick(2, 20, 20);
     let label = mode.pick("8 MiB", "256 MiB", "1 GiB");
+    if std::env::var("ONLY").as_deref() == Ok("framed") {
+        if split() {
+            bench::pin(0);
+        }
+        framed_cases(label, total, slices);
+        return;
+    }
 
     // Latency: several process pairs (placement differs from pair to pair), each alternating
     // the two codes round trip by round trip.
@@ -278,4 +687,5 @@ fn main() {
         }
         .emit();
     }
+    framed_cases(label, total, slices);
 }

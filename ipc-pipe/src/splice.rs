@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
@@ -441,6 +441,38 @@ impl Copier<'_> {
     }
 }
 
+/// Writes all of `data` into `pipe` (waiting for room, within `bound` if given: see
+/// [`Lender::send_until`]); on an error, says how many bytes went in.
+fn copy_out(
+    pipe: &PipeWriter,
+    data: &[u8],
+    bound: Option<Option<Instant>>,
+) -> std::result::Result<(), (Error, usize)> {
+    let mut done = 0;
+    while done < data.len() {
+        let r = match bound {
+            None => pipe.write_once(&data[done..]).map_err(Error::from),
+            Some(deadline) => {
+                let left = deadline.map_or(Duration::MAX, |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+                pipe.write_timeout(&data[done..], left)
+            }
+        };
+        match r {
+            Ok(0) => return Err((Error::Io(io::ErrorKind::WriteZero.into()), done)),
+            Ok(n) => done += n.min(data.len() - done),
+            Err(Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(Error::WouldBlock) if bound.is_none() => {
+                wait(pipe.as_fd(), PollFlags::OUT, None).map_err(|e| (e, done))?;
+            }
+            Err(Error::TimedOut { .. }) => return Err((Error::TimedOut { written: done }, done)),
+            Err(e) => return Err((e, done)),
+        }
+    }
+    Ok(())
+}
+
 fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     Ok(rustix::io::read(fd, buf)?)
 }
@@ -500,6 +532,12 @@ fn write_all_fd(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<()> {
 /// ```
 pub struct ZeroCopyWriter<'a> {
     pipe: &'a PipeWriter,
+    lender: Lender,
+}
+
+/// The ring of a [`ZeroCopyWriter`] (and of a [`crate::FramedWriter`] on a pipe) and the
+/// bookkeeping that says which of its regions the pipe may still refer to.
+pub(crate) struct Lender {
     /// The ring (`2 * cap` bytes), or `None` in copying mode.
     ring: Option<sys::Mapping>,
     /// The pipe capacity the ring was sized for (`ring.len == 2 * cap`).
@@ -533,11 +571,21 @@ impl fmt::Debug for ZeroCopyWriter<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ZeroCopyWriter")
             .field("pipe", &self.pipe)
-            .field("capacity", &self.cap)
-            .field("ring", &self.ring.as_ref().map_or(0, sys::Mapping::len))
-            .field("pos", &self.pos)
-            .field("inserted", &self.inserted)
+            .field("capacity", &self.lender.cap)
+            .field("ring", &self.lender.ring_len())
+            .field("pos", &self.lender.pos)
+            .field("inserted", &self.lender.inserted)
             .finish()
+    }
+}
+
+impl fmt::Debug for Lender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lender")
+            .field("capacity", &self.cap)
+            .field("ring", &self.ring_len())
+            .field("inserted", &self.inserted)
+            .finish_non_exhaustive()
     }
 }
 
@@ -548,22 +596,16 @@ impl<'a> ZeroCopyWriter<'a> {
     /// # Errors
     /// If the pipe's capacity cannot be read.
     pub fn new(pipe: &'a PipeWriter) -> Result<ZeroCopyWriter<'a>> {
-        let cap = pipe.capacity()?;
         Ok(ZeroCopyWriter {
             pipe,
-            ring: ring_for(cap),
-            cap,
-            pos: 0,
-            inserted: 0,
-            recent: VecDeque::new(),
-            scratch: Vec::new(),
+            lender: Lender::new(pipe)?,
         })
     }
 
     /// The largest piece [`Self::send_with`] accepts: the pipe's capacity (as last read; a pipe
     /// grown since is noticed at the next piece).
     pub fn max_piece(&self) -> usize {
-        self.cap
+        self.lender.cap
     }
 
     /// Lets `fill` write a piece of `len` bytes in place, then splices it into the pipe,
@@ -573,7 +615,7 @@ impl<'a> ZeroCopyWriter<'a> {
     /// [`Error::MessageTooLarge`] if `len` exceeds the pipe's capacity; [`Error::NoReader`];
     /// [`Error::Io`]. After an error part of the piece may have been sent.
     pub fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
-        self.send_until(len, fill, None)
+        self.lender.send_until(self.pipe, len, fill, None)
     }
 
     /// [`Self::send_with`], waiting at most `timeout` for room (`Duration::MAX`: forever): each
@@ -607,7 +649,8 @@ impl<'a> ZeroCopyWriter<'a> {
         timeout: Duration,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<()> {
-        self.send_until(len, fill, Some(deadline(timeout)))
+        self.lender
+            .send_until(self.pipe, len, fill, Some(deadline(timeout)))
     }
 
     /// [`Self::send`] within `timeout`; see [`Self::send_with_timeout`].
@@ -618,30 +661,76 @@ impl<'a> ZeroCopyWriter<'a> {
         self.send_with_timeout(data.len(), timeout, |piece| piece.copy_from_slice(data))
     }
 
+    /// Copies `data` into the next piece and sends it: no faster than `write`, but keeps one
+    /// code path for callers whose data is not produced in place.
+    ///
+    /// # Errors
+    /// As [`Self::send_with`].
+    pub fn send(&mut self, data: &[u8]) -> Result<()> {
+        self.send_with(data.len(), |piece| piece.copy_from_slice(data))
+    }
+}
+
+impl Lender {
+    /// A ring sized for `pipe`'s current capacity.
+    pub(crate) fn new(pipe: &PipeWriter) -> Result<Lender> {
+        let cap = pipe.capacity()?;
+        Ok(Lender {
+            ring: ring_for(cap),
+            cap,
+            pos: 0,
+            inserted: 0,
+            recent: VecDeque::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    fn ring_len(&self) -> usize {
+        self.ring.as_ref().map_or(0, sys::Mapping::len)
+    }
+
+    /// The largest piece [`Self::send_until`] takes: the capacity the ring was made for.
+    pub(crate) fn max_piece(&self) -> usize {
+        self.cap
+    }
+
     /// The body of the send calls; `bound` is `None` for no bound, `Some(deadline)` for a
     /// deadline (`Some(None)`: one too far away to express, so none).
-    fn send_until(
+    pub(crate) fn send_until(
         &mut self,
+        pipe: &PipeWriter,
         len: usize,
         fill: impl FnOnce(&mut [u8]),
         bound: Option<Option<Instant>>,
     ) -> Result<()> {
+        self.send_piece(pipe, len, fill, bound).map_err(|(e, _)| e)
+    }
+
+    /// [`Self::send_until`], saying on an error how many bytes of the piece went into the pipe.
+    pub(crate) fn send_piece(
+        &mut self,
+        pipe: &PipeWriter,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+        bound: Option<Option<Instant>>,
+    ) -> std::result::Result<(), (Error, usize)> {
         // Anyone holding an end may have grown the pipe since the last piece: then it can refer
         // to more of the past than this ring's bound assumes. Move to a ring sized for it.
-        let cap = self.pipe.capacity()?;
+        let cap = pipe.capacity().map_err(|e| (e, 0))?;
         if cap > self.cap {
             self.grow(cap);
         }
         if len > self.cap {
-            return Err(Error::MessageTooLarge {
+            let e = Error::MessageTooLarge {
                 len: len as u64,
                 max: self.cap as u64,
-            });
+            };
+            return Err((e, 0));
         }
         if len == 0 {
             return Ok(());
         }
-        let ring_len = self.ring.as_ref().map_or(0, sys::Mapping::len);
+        let ring_len = self.ring_len();
         if self.pos + len > ring_len {
             self.pos = 0;
         }
@@ -660,35 +749,27 @@ impl<'a> ZeroCopyWriter<'a> {
             // piece instead.
             self.scratch.resize(len, 0);
             fill(&mut self.scratch);
-            let w = self.pipe;
-            let r = match bound {
-                None => {
-                    let mut w = w;
-                    w.write_all(&self.scratch).map_err(Error::from)
-                }
-                Some(deadline) => {
-                    let left = deadline.map_or(Duration::MAX, |d| {
-                        d.saturating_duration_since(Instant::now())
-                    });
-                    w.write_all_timeout(&self.scratch, left)
-                }
+            let r = copy_out(pipe, &self.scratch, bound);
+            let done = match &r {
+                Ok(()) => len,
+                Err((_, n)) => *n,
             };
-            // On an error, what went in is not counted: the regions stay busy a little longer.
-            r?;
-            self.inserted += len as u64;
-            return Ok(());
+            // What went in counts: the regions it follows stay busy until the pipe moved on.
+            self.inserted += done as u64;
+            return r;
         };
         fill(&mut ring.as_mut_slice()[start..end]);
         let mut sent = 0;
-        let fd = self.pipe.as_fd();
+        let fd = pipe.as_fd();
         while sent < len {
             if let Some(deadline) = bound {
                 if let Err(e) = wait(fd, PollFlags::OUT, deadline) {
                     self.sent(start, end, sent);
-                    return Err(match e {
+                    let e = match e {
                         Error::TimedOut { .. } => Error::TimedOut { written: sent },
                         other => other,
-                    });
+                    };
+                    return Err((e, sent));
                 }
             }
             let Some(ring) = self.ring.as_mut() else {
@@ -696,10 +777,7 @@ impl<'a> ZeroCopyWriter<'a> {
             };
             let piece = &ring.as_mut_slice()[start + sent..end];
             let nonblock = bound.is_some();
-            match self
-                .pipe
-                .guarded(|| sys::vmsplice_ring(fd, piece, nonblock))
-            {
+            match pipe.guarded(|| sys::vmsplice_ring(fd, piece, nonblock)) {
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -707,14 +785,14 @@ impl<'a> ZeroCopyWriter<'a> {
                     if bound.is_none() {
                         if let Err(e) = wait(fd, PollFlags::OUT, None) {
                             self.sent(start, end, sent);
-                            return Err(e);
+                            return Err((e, sent));
                         }
                     }
                 }
                 Err(e) => {
-                    // Part of the piece may be in the pipe: remember the region as in use.
+                    // What went in before the error is in the pipe: the region is in use.
                     self.sent(start, end, sent);
-                    return Err(e.into());
+                    return Err((e.into(), sent));
                 }
             }
         }
@@ -727,15 +805,6 @@ impl<'a> ZeroCopyWriter<'a> {
         self.pos = end;
         self.inserted += bytes as u64;
         self.recent.push_back((start, end, self.inserted));
-    }
-
-    /// Copies `data` into the next piece and sends it: no faster than `write`, but keeps one
-    /// code path for callers whose data is not produced in place.
-    ///
-    /// # Errors
-    /// As [`Self::send_with`].
-    pub fn send(&mut self, data: &[u8]) -> Result<()> {
-        self.send_with(data.len(), |piece| piece.copy_from_slice(data))
     }
 
     /// Drops the ring (unmapped: the pipe may still refer to its pages, which then stay alive

@@ -238,13 +238,17 @@ fn mid_transfer_child(path: &str) {
                 .cycle()
                 .try_for_each(|record| w.write_atomic(record)),
         ),
+        // A pipe that keeps its capacity (a grown one would take the whole frame before the
+        // reader goes); the frame is lent with vmsplice.
         "write_frame" => no_reader(
             FramedWriter::new(&w)
+                .grow_pipe(false)
                 .max_frame(MAX_FRAME)
                 .write_frame(&data),
         ),
         "write_frame_timeout" => no_reader(
             FramedWriter::new(&w)
+                .grow_pipe(false)
                 .max_frame(MAX_FRAME)
                 .write_frame_timeout(&data, LIMIT),
         ),
