@@ -552,7 +552,7 @@ fn small_frames_are_read_many_per_read_and_into_parts_returns_what_was_read_ahea
         "{calls} reads for 1500 small frames: no read-ahead"
     );
     // What the reader took in and did not return comes back, then the rest of the stream.
-    let (inner, unread) = rx.into_parts();
+    let (mut inner, unread) = rx.into_parts();
     let mut rest = unread;
     std::io::Read::read_to_end(&mut inner.inner, &mut rest).unwrap();
     assert!(rest == framed(&frames[1500..]), "the rest of the stream");
