@@ -12,6 +12,8 @@
 //! - [`dup_stdio`]: duplicates a standard stream by number, without touching `std::io`.
 //! - [`set_sigpipe`], [`sigpipe`], [`without_sigpipe`]: signal dispositions, masks and the
 //!   pending set.
+//! - `register_async` (feature `tokio`): tokio's `AsyncFd::register_with_interest`, `unsafe`
+//!   because the descriptor must stay open and the same for the `AsyncFd`'s whole life.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -398,4 +400,31 @@ impl Drop for MaskGuard {
             unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
         }
     }
+}
+
+/// Registers `fd` with the current tokio runtime's reactor for `interest`: an `AsyncFd` that
+/// owns it. The caller makes it non-blocking first.
+///
+/// # Errors
+/// When there is no current runtime (tokio would panic), or the reactor refuses it.
+///
+/// # Panics
+/// Inside a runtime built without IO (`enable_io`), as tokio's own types do.
+#[cfg(feature = "tokio")]
+pub(crate) fn register_async(
+    fd: OwnedFd,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io::Error::other(
+            "an async pipe end needs a tokio runtime: make it inside one (with IO enabled)",
+        ));
+    }
+    // SAFETY: the AsyncFd takes ownership of `fd`, an `OwnedFd`: nothing else owns (or will
+    // close) that descriptor, so it stays open and refers to the same open file description
+    // until the AsyncFd is dropped or gives it back (`into_inner`), and `as_raw_fd` returns the
+    // same number every time. This crate never calls `AsyncFd::get_mut`, the one way to swap the
+    // `OwnedFd` inside for another.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|e| e.into_parts().1)
 }
