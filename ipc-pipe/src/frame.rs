@@ -104,6 +104,12 @@ pub struct FramedWriter<W> {
     max: u32,
     /// Set when a frame was cut short: (bytes of it written, its length).
     cut: Option<(u64, u64)>,
+    /// The unsent rest of a frame that [`FramedWriter::try_write_frame`] took in part:
+    /// `pending[pending_at..]` goes out before anything else.
+    pending: Vec<u8>,
+    pending_at: usize,
+    /// The length (header included) of the frame `pending` belongs to.
+    pending_len: u64,
     /// `write_vectored` of the inner writer.
     write: fn(&mut W, &[IoSlice<'_>]) -> io::Result<usize>,
     /// `flush` of the inner writer.
@@ -216,6 +222,9 @@ impl<W: Borrow<PipeWriter>> FramedWriter<W> {
             inner,
             max: DEFAULT_MAX_FRAME,
             cut: None,
+            pending: Vec::new(),
+            pending_at: 0,
+            pending_len: 0,
             write: pipe_write::<W>,
             flush: pipe_flush::<W>,
             pipe: Some(PipeMode {
@@ -282,6 +291,9 @@ impl<W: Write> FramedWriter<W> {
             inner,
             max: DEFAULT_MAX_FRAME,
             cut: None,
+            pending: Vec::new(),
+            pending_at: 0,
+            pending_len: 0,
             write: any_write::<W>,
             flush: any_flush::<W>,
             pipe: None,
@@ -312,19 +324,21 @@ impl<W> FramedWriter<W> {
     /// - [`Error::NoReader`]; [`Error::Io`] (after which the stream may hold part of the frame,
     ///   and later frames are refused with [`Error::FrameCutShort`]).
     pub fn write_frame(&mut self, payload: &[u8]) -> Result<()> {
-        self.write_frame_with(payload, false, None, |_| Ok(usize::MAX))
+        let how = How {
+            waits: false,
+            bound: None,
+            keep_rest: false,
+        };
+        self.write_frame_with(payload, how, |_| Ok(usize::MAX))
     }
 
-    /// The common part of [`Self::write_frame`] and [`Self::write_frame_timeout`]: before each
-    /// `write`, `before(&inner)` may wait (its error ends the frame) and says how many bytes to
-    /// write at most. With `waits`, a `write` that would block is tried again after `before`
-    /// (another writer took the room that `poll` saw). `bound` is the deadline of a lent frame
-    /// (see [`Lender::send_until`]).
+    /// The common part of [`Self::write_frame`], [`Self::write_frame_timeout`] and
+    /// [`Self::try_write_frame`]: before each `write`, `before(&inner)` may wait (its error
+    /// ends the frame) and says how many bytes to write at most; `how` says the rest.
     fn write_frame_with(
         &mut self,
         payload: &[u8],
-        waits: bool,
-        bound: Option<Option<Instant>>,
+        how: How,
         mut before: impl FnMut(&W) -> Result<usize>,
     ) -> Result<()> {
         if let Some((written, len)) = self.cut {
@@ -337,10 +351,12 @@ impl<W> FramedWriter<W> {
                 len: payload.len() as u64,
                 max: u64::from(self.max),
             })?;
+        // The rest of an earlier frame goes first; until it is out, nothing of this one is.
+        self.drain(how.waits, &mut before)?;
         let header = len.to_le_bytes();
         let total = HEADER_LEN + payload.len();
         if total > PIPE_BUF && self.tune_pipe(total)? {
-            return self.lend_frame(&header, payload, bound);
+            return self.lend_frame(&header, payload, how);
         }
         // A frame within PIPE_BUF is copied into one buffer, so that it goes out in one write.
         let mut one;
@@ -380,8 +396,8 @@ impl<W> FramedWriter<W> {
                     b = &b[n..];
                 }
                 Err(Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(Error::WouldBlock) if waits => {}
-                Err(e) => return Err(self.cut_at(written, total, e)),
+                Err(Error::WouldBlock) if how.waits => {}
+                Err(e) => return self.fail(written, &header, payload, e, how.keep_rest),
             }
         }
         // A frame is a message: it must not wait in a buffer (stdout is line-buffered).
@@ -389,23 +405,87 @@ impl<W> FramedWriter<W> {
         Ok(())
     }
 
-    /// The error for a frame that failed after `written` of its `total` bytes: the error
-    /// itself if nothing went out; otherwise the writer is cut (and a wait that ran out, or a
-    /// full non-blocking pipe, is [`Error::FrameCutShort`]: retrying would start a new frame in
-    /// the middle of this one).
-    fn cut_at(&mut self, written: usize, total: usize, e: Error) -> Error {
+    /// A frame failed after `written` of its bytes: the error itself if nothing went out;
+    /// with `keep_rest`, a frame that ran out of room (or time) is kept, its rest pending
+    /// (`Ok`); otherwise the writer is cut (and a wait that ran out, or a full non-blocking
+    /// pipe, is [`Error::FrameCutShort`]: retrying would start a new frame in the middle of
+    /// this one).
+    fn fail(
+        &mut self,
+        written: usize,
+        header: &[u8; HEADER_LEN],
+        payload: &[u8],
+        e: Error,
+        keep_rest: bool,
+    ) -> Result<()> {
         if written == 0 {
-            return e;
+            return Err(e);
         }
-        let cut = (written as u64, total as u64);
+        let out_of_room = matches!(e, Error::WouldBlock | Error::TimedOut { .. });
+        if keep_rest && out_of_room {
+            let mut rest = Vec::with_capacity(HEADER_LEN + payload.len() - written);
+            if written < HEADER_LEN {
+                rest.extend_from_slice(&header[written..]);
+            }
+            rest.extend_from_slice(&payload[written.saturating_sub(HEADER_LEN)..]);
+            self.pending = rest;
+            self.pending_at = 0;
+            self.pending_len = (HEADER_LEN + payload.len()) as u64;
+            return Ok(());
+        }
+        let cut = (written as u64, (HEADER_LEN + payload.len()) as u64);
         self.cut = Some(cut);
-        match e {
-            Error::WouldBlock | Error::TimedOut { .. } => Error::FrameCutShort {
+        Err(if out_of_room {
+            Error::FrameCutShort {
                 written: cut.0,
                 len: cut.1,
-            },
-            other => other,
+            }
+        } else {
+            e
+        })
+    }
+
+    /// Writes the pending rest of a frame (see [`Self::try_write_frame`]), `before` each
+    /// `write` as in [`Self::write_frame_with`]. An error leaves what is still unsent pending
+    /// (`WouldBlock`, `TimedOut`) or cuts the stream (any other).
+    fn drain(&mut self, waits: bool, before: &mut impl FnMut(&W) -> Result<usize>) -> Result<()> {
+        while self.pending_at < self.pending.len() {
+            let result = before(&self.inner).and_then(|limit| {
+                let rest = &self.pending[self.pending_at..];
+                let part = &rest[..rest.len().min(limit)];
+                match (self.write)(&mut self.inner, &[IoSlice::new(part)]) {
+                    Ok(n) if n > part.len() => Err(Error::Io(io::Error::other(
+                        "the inner writer reported more bytes than it was given",
+                    ))),
+                    Ok(0) => Err(Error::Io(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => Ok(n),
+                    Err(e) => Err(e.into()),
+                }
+            });
+            match result {
+                Ok(n) => self.pending_at += n,
+                Err(Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(Error::WouldBlock) if waits => {}
+                Err(e @ (Error::WouldBlock | Error::TimedOut { .. })) => return Err(e),
+                Err(e) => {
+                    let left = (self.pending.len() - self.pending_at) as u64;
+                    self.cut = Some((self.pending_len - left, self.pending_len));
+                    return Err(e);
+                }
+            }
         }
+        if !self.pending.is_empty() {
+            self.pending = Vec::new();
+            self.pending_at = 0;
+            (self.flush)(&mut self.inner)?;
+        }
+        Ok(())
+    }
+
+    /// How many bytes of a frame that [`Self::try_write_frame`] took in part are still to be
+    /// written (by the next frame, or [`Self::try_flush`]/[`Self::flush`]).
+    pub fn pending(&self) -> usize {
+        self.pending.len() - self.pending_at
     }
 
     /// On a pipe, before a frame of `total` bytes (more than `PIPE_BUF`): grows the pipe if
@@ -437,12 +517,7 @@ impl<W> FramedWriter<W> {
 
     /// Sends a frame from the pipe mode's ring, in pieces of at most half the pipe's capacity
     /// (so that the reader copies one piece out while the next is filled).
-    fn lend_frame(
-        &mut self,
-        header: &[u8; HEADER_LEN],
-        payload: &[u8],
-        bound: Option<Option<Instant>>,
-    ) -> Result<()> {
+    fn lend_frame(&mut self, header: &[u8; HEADER_LEN], payload: &[u8], how: How) -> Result<()> {
         let total = HEADER_LEN + payload.len();
         let Some(mode) = &mut self.pipe else {
             unreachable!("only a writer on a pipe lends frames")
@@ -456,9 +531,9 @@ impl<W> FramedWriter<W> {
         while at < total {
             let piece = (lender.max_piece() / 2).max(PIPE_BUF).min(total - at);
             let fill = |p: &mut [u8]| fill_piece(p, at, header, payload);
-            match lender.send_piece(end, piece, fill, bound) {
+            match lender.send_piece(end, piece, fill, how.bound) {
                 Ok(()) => at += piece,
-                Err((e, n)) => return Err(self.cut_at(at + n, total, e)),
+                Err((e, n)) => return self.fail(at + n, header, payload, e, how.keep_rest),
             }
         }
         Ok(())
@@ -473,6 +548,17 @@ impl<W> FramedWriter<W> {
     pub fn into_inner(self) -> W {
         self.inner
     }
+}
+
+/// How [`FramedWriter::write_frame_with`] behaves when the pipe is full.
+#[derive(Clone, Copy)]
+struct How {
+    /// A `write` that would block is tried again (after `before`, which waits).
+    waits: bool,
+    /// The deadline of a lent frame (see [`Lender::send_until`]).
+    bound: Option<Option<Instant>>,
+    /// A frame that runs out of room in the middle is kept (its rest pending), not cut.
+    keep_rest: bool,
 }
 
 /// Fills `piece` with bytes `at..at + piece.len()` of the frame `header ++ payload`.
@@ -511,10 +597,99 @@ impl<W: AsFd> FramedWriter<W> {
     /// (nothing was written: the writer stays usable), or [`Error::FrameCutShort`] if part of
     /// it did.
     pub fn write_frame_timeout(&mut self, payload: &[u8], timeout: Duration) -> Result<()> {
+        self.write_frame_until(payload, timeout, false)
+    }
+
+    /// Writes one frame without waiting, for an event loop (a non-blocking descriptor, or a
+    /// blocking one: each `write` is preceded by a `poll` and kept within what it promises).
+    /// Unlike [`Self::write_frame`] on a non-blocking descriptor, a frame that only partly fits
+    /// is not cut: it is *taken*, its unsent rest is kept in the writer ([`Self::pending`]) and
+    /// goes out first, when the loop says the pipe is writable again and it calls
+    /// [`Self::try_flush`] (or the next frame's call does it).
+    ///
+    /// ```
+    /// use ipc_pipe::{Error, FramedReader, FramedWriter};
+    /// let (r, w) = ipc_pipe::pipe()?;
+    /// w.set_nonblocking(true)?;
+    /// let mut tx = FramedWriter::new(&w).grow_pipe(false);
+    /// tx.try_write_frame(&[1; 50_000])?;
+    /// tx.try_write_frame(&[2; 50_000])?; // taken: 16 KiB went in, the rest is pending
+    /// assert!(tx.pending() > 0);
+    /// // Until the rest is out, no new frame is taken.
+    /// assert!(matches!(tx.try_write_frame(b"later"), Err(Error::WouldBlock)));
+    /// let mut rx = FramedReader::new(&r);
+    /// assert_eq!(rx.read_frame()?.map(|f| f.len()), Some(50_000)); // room again
+    /// tx.try_flush()?;
+    /// assert_eq!(tx.pending(), 0);
+    /// assert_eq!(rx.read_frame()?.map(|f| f.len()), Some(50_000));
+    /// # Ok::<(), ipc_pipe::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// - [`Error::WouldBlock`] if nothing of the frame went in (it is not taken: call again
+    ///   when the pipe is writable), also while an earlier frame's rest is still pending.
+    /// - As [`Self::write_frame`] otherwise.
+    pub fn try_write_frame(&mut self, payload: &[u8]) -> Result<()> {
+        match self.write_frame_until(payload, Duration::ZERO, true) {
+            Err(Error::TimedOut { .. }) => Err(Error::WouldBlock),
+            other => other,
+        }
+    }
+
+    /// Writes what it can of the pending rest of a frame ([`Self::try_write_frame`]) without
+    /// waiting.
+    ///
+    /// # Errors
+    /// [`Error::WouldBlock`] if some is still pending; [`Error::NoReader`], [`Error::Io`].
+    pub fn try_flush(&mut self) -> Result<()> {
+        match self.flush_until(Duration::ZERO) {
+            Err(Error::TimedOut { .. }) => Err(Error::WouldBlock),
+            other => other,
+        }
+    }
+
+    /// Writes the pending rest of a frame ([`Self::try_write_frame`]), waiting at most
+    /// `timeout` (`Duration::MAX`: forever) for room.
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`] (what is left stays pending); [`Error::NoReader`], [`Error::Io`].
+    pub fn flush_timeout(&mut self, timeout: Duration) -> Result<()> {
+        self.flush_until(timeout)
+    }
+
+    fn flush_until(&mut self, timeout: Duration) -> Result<()> {
+        if let Some((written, len)) = self.cut {
+            return Err(Error::FrameCutShort { written, len });
+        }
+        let mut before = self.poller(deadline(timeout))?;
+        self.drain(true, &mut before)
+    }
+
+    fn write_frame_until(
+        &mut self,
+        payload: &[u8],
+        timeout: Duration,
+        keep_rest: bool,
+    ) -> Result<()> {
         let deadline = deadline(timeout);
+        let before = self.poller(deadline)?;
+        let how = How {
+            waits: true,
+            bound: Some(deadline),
+            keep_rest,
+        };
+        self.write_frame_with(payload, how, before)
+    }
+
+    /// What a bounded call does before each `write`: `poll` for room until `deadline`, then
+    /// write at most what `poll` promises room for.
+    fn poller(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<impl FnMut(&W) -> Result<usize> + use<W>> {
         let blocking =
             !rustix::fs::fcntl_getfl(self.inner.as_fd())?.contains(rustix::fs::OFlags::NONBLOCK);
-        self.write_frame_with(payload, true, Some(deadline), |w| {
+        Ok(move |w: &W| {
             wait(w.as_fd(), PollFlags::OUT, deadline)?;
             Ok(if blocking { PIPE_BUF } else { usize::MAX })
         })

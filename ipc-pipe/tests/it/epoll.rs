@@ -176,3 +176,73 @@ fn an_epoll_loop_reads_frames_with_try_read_frame_into() {
         }
     }
 }
+
+#[test]
+fn an_epoll_loop_writes_frames_with_try_write_frame_and_try_flush() {
+    const FRAMES: u64 = 60;
+    let len = |i: u64| [0, 3, 4096, 40_000, 150_001][(i % 5) as usize];
+    if role().is_some() {
+        // Child: every frame, in order, exactly once.
+        let r = crate::inherited_reader(3);
+        let mut rx = FramedReader::new(&r);
+        let mut buf = Vec::new();
+        for i in 0..FRAMES {
+            assert_eq!(
+                rx.read_frame_into(&mut buf).unwrap(),
+                Some(len(i)),
+                "frame {i}"
+            );
+            assert!(buf == payload(0xf8 + i, len(i)), "frame {i} changed");
+        }
+        assert_eq!(rx.read_frame().unwrap(), None);
+        return;
+    }
+    let _wd = Watchdog::new("epoll frame writer", LIMIT);
+    // On a non-blocking end (the recipe), and on a blocking one (each write polled first;
+    // large frames lent with vmsplice).
+    for nonblocking in [true, false] {
+        let (r, w) = pipe().unwrap();
+        let mut cmd = child(
+            &test_path!(an_epoll_loop_writes_frames_with_try_write_frame_and_try_flush),
+            "reader",
+        );
+        ChildFds::new().fd_at(3, r).apply(&mut cmd).unwrap();
+        let p = spawn(cmd);
+        w.set_nonblocking(nonblocking).unwrap();
+        let ep = epoll::create(CreateFlags::CLOEXEC).unwrap();
+        epoll::add(&ep, &w, EventData::new_u64(DOWN), EventFlags::OUT).unwrap();
+        let mut tx = FramedWriter::new(&w).grow_pipe(false);
+        let frames: Vec<Vec<u8>> = (0..FRAMES).map(|i| payload(0xf8 + i, len(i))).collect();
+        let (mut next, mut taken_in_part) = (0, 0);
+        let mut events = Vec::with_capacity(4);
+        while next < frames.len() || tx.pending() > 0 {
+            wait(&ep, &mut events);
+            if tx.pending() > 0 {
+                match tx.try_flush() {
+                    Ok(()) | Err(Error::WouldBlock) => {}
+                    Err(e) => panic!("try_flush: {e:?}"),
+                }
+            }
+            while next < frames.len() {
+                match tx.try_write_frame(&frames[next]) {
+                    Ok(()) => {
+                        next += 1;
+                        if tx.pending() > 0 {
+                            taken_in_part += 1;
+                            break;
+                        }
+                    }
+                    Err(Error::WouldBlock) => break,
+                    Err(e) => panic!("frame {next}: {e:?}"),
+                }
+            }
+        }
+        drop(tx);
+        drop(w);
+        p.expect_success(LIMIT);
+        assert!(
+            taken_in_part > 0,
+            "no frame was taken in part (nonblocking: {nonblocking})"
+        );
+    }
+}
