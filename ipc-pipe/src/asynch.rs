@@ -455,17 +455,24 @@ impl AsyncWrite for AsyncDuplex {
 /// cases apart. Flush before dropping the writer, or a committed rest is lost with it (and
 /// the reader sees a frame cut short: `UnexpectedEof`, never a wrong frame).
 ///
+/// (The README's example.)
+///
 /// ```
 /// use ipc_pipe::{AsyncFramedReader, AsyncFramedWriter};
-/// # tokio::runtime::Builder::new_current_thread().enable_io().build()?.block_on(async {
-/// let (r, w) = ipc_pipe::async_pipe()?;
-/// let mut tx = AsyncFramedWriter::new(w);
-/// let mut rx = AsyncFramedReader::new(r);
-/// tx.send(b"one frame").await?;
-/// assert_eq!(rx.recv().await?.as_deref(), Some(&b"one frame"[..]));
-/// # Ok::<(), ipc_pipe::Error>(())
-/// # })?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let runtime = tokio::runtime::Builder::new_current_thread()
+///         .enable_io()
+///         .build()?;
+///     runtime.block_on(async {
+///         let (r, w) = ipc_pipe::async_pipe()?;
+///         let mut tx = AsyncFramedWriter::new(w);
+///         let mut rx = AsyncFramedReader::new(r);
+///         tx.send(b"hello from a task").await?;
+///         assert_eq!(rx.recv().await?.as_deref(), Some(&b"hello from a task"[..]));
+///         Ok(())
+///     })
+/// }
 /// ```
 pub struct AsyncFramedWriter<W> {
     inner: W,

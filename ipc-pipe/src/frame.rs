@@ -483,7 +483,7 @@ impl<W> FramedWriter<W> {
     }
 
     /// How many bytes of a frame that [`Self::try_write_frame`] took in part are still to be
-    /// written (by the next frame, or [`Self::try_flush`]/[`Self::flush`]).
+    /// written (by the next frame, or [`Self::try_flush`], [`Self::flush_timeout`]).
     pub fn pending(&self) -> usize {
         self.pending.len() - self.pending_at
     }
