@@ -20,11 +20,9 @@
 //! two CPUs (`PIN=none` leaves them to the scheduler). The round trips alternate the two codes
 //! in one process pair (see `round_trips`).
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
-
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use ipc_pipe::{FramedReader, FramedWriter, PipeReader, PipeWriter, ZeroCopyWriter, pipe};
 use ipc_testkit::bench::{self, Latency, Mode, Row, emit_latency, emit_throughput};
@@ -208,69 +206,15 @@ fn check_stamps(data: &[u8], at: usize, chunk: usize) {
 /// Who moves the frames in a framed case.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Framing {
-    /// `FramedWriter::write_frame` → `FramedReader::read_frame_into` (a reused buffer).
+    /// `FramedWriter::new(..)` → `FramedReader::read_frame_into` (a reused buffer).
     Ours,
+    /// The same with `FramedWriter::zero_copy(false)`: every frame copied into the pipe.
+    OursCopied,
     /// The same framing on raw system calls, on a pipe of the given capacity.
     Raw(Option<usize>),
     /// The same framing on a `SOCK_SEQPACKET` socketpair: one record per frame, fragmented
     /// above the send buffer (as ipc-channel's `bytes_channel`).
     Seqpacket,
-    /// Exploration: header and payload copied into a `ZeroCopyWriter`'s ring and vmspliced, on
-    /// a pipe of the given capacity, in pieces of at most half of it; the raw reader.
-    Vmsplice(usize),
-    /// Exploration: vmsplice from a mapping whose lent pages are dropped (`MADV_DONTNEED`)
-    /// after each frame, so they are never written again; `bool`: prefault with
-    /// `MADV_POPULATE_WRITE`.
-    Recycle(usize, bool),
-    /// Exploration: the raw writer; a reader that reads ahead into a buffer of the given size
-    /// and copies each frame out.
-    ReadAhead(usize, usize),
-}
-
-/// Exploration only: frames vmspliced from pages that are never written after being lent.
-#[allow(unsafe_code)]
-fn recycle_writer(w: &PipeWriter, frames: u64, frame: usize, populate: bool) {
-    let page = 4096;
-    let len = page + frame.div_ceil(page) * page;
-    // SAFETY: exploration; a fresh private anonymous mapping.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    } as *mut u8;
-    assert!(base as isize != -1);
-    let header = (frame as u32).to_le_bytes();
-    for k in 1..=frames {
-        if populate {
-            // SAFETY: exploration.
-            unsafe { libc::madvise(base.cast(), len, 23) };
-        }
-        // SAFETY: exploration: the mapping is ours, `len` bytes.
-        let region = unsafe { std::slice::from_raw_parts_mut(base, len) };
-        region[page - 4..page].copy_from_slice(&header);
-        let payload = &mut region[page..page + frame];
-        payload[..8].copy_from_slice(&k.to_le_bytes());
-        payload[frame - 8..].copy_from_slice(&k.to_le_bytes());
-        let mut at = page - 4;
-        let end = page + frame;
-        while at < end {
-            let iov = libc::iovec {
-                iov_base: region[at..].as_mut_ptr().cast(),
-                iov_len: end - at,
-            };
-            // SAFETY: exploration: the pages are never written again (dropped below).
-            let n = unsafe { libc::vmsplice(w.as_raw_fd(), &iov, 1, 0) };
-            assert!(n > 0, "vmsplice");
-            at += n as usize;
-        }
-        // SAFETY: exploration: drops our mapping of the lent pages; the pipe keeps them.
-        unsafe { libc::madvise(base.cast(), len, libc::MADV_DONTNEED) };
-    }
 }
 
 /// The largest record ipc-channel puts in one `SOCK_SEQPACKET` message: the send buffer, less
@@ -328,7 +272,8 @@ fn check_frame(frame: &[u8], k: u64, len: usize) {
 }
 
 /// Sends `total` bytes in frames of `frame` bytes from a child to this process; returns GB/s
-/// of payload.
+/// of payload. Every frame carries its number in its first and last 8 bytes; the reader checks
+/// them and each frame's length.
 fn framed_throughput(which: Framing, frame: usize, total: usize) -> f64 {
     let frames = (total / frame).max(1) as u64;
     let (rx_fd, tx_fd): (OwnedFd, OwnedFd) = match which {
@@ -360,55 +305,21 @@ fn framed_throughput(which: Framing, frame: usize, total: usize) -> f64 {
         let mut go = [0u8; 1];
         (&go_r).read_exact(&mut go).unwrap();
         match which {
-            Framing::Ours => {
+            Framing::Ours | Framing::OursCopied => {
                 let w = PipeWriter::from(tx_fd.try_clone().unwrap());
-                let mut tx = FramedWriter::new(&w).max_frame(frame as u32);
+                let mut tx = FramedWriter::new(&w)
+                    .zero_copy(which == Framing::Ours)
+                    .max_frame(frame as u32);
                 for k in 1..=frames {
                     stamp(&mut src, k);
                     tx.write_frame(&src).unwrap();
                 }
             }
-            Framing::Raw(_) | Framing::ReadAhead(..) => {
-                if let Framing::ReadAhead(cap, _) = which {
-                    rustix::pipe::fcntl_setpipe_size(&tx_fd, cap).unwrap();
-                }
+            Framing::Raw(_) => {
                 for k in 1..=frames {
                     stamp(&mut src, k);
                     raw_writev_all(&tx_fd, &header, &src);
                 }
-            }
-            Framing::Recycle(cap, populate) => {
-                let w = PipeWriter::from(tx_fd.try_clone().unwrap());
-                w.set_capacity(cap).unwrap();
-                recycle_writer(&w, frames, frame, populate);
-            }
-            Framing::Vmsplice(cap) => {
-                let w = PipeWriter::from(tx_fd.try_clone().unwrap());
-                w.set_capacity(cap).unwrap();
-                let mut z = ZeroCopyWriter::new(&w).unwrap();
-                let piece = cap / 2;
-                let mut whole = vec![0u8; 4 + frame];
-                whole[..4].copy_from_slice(&header);
-                for k in 1..=frames {
-                    stamp(&mut src, k);
-                    // One copy into the ring, as `write` would copy into the pipe.
-                    let mut at = 0;
-                    while at < 4 + frame {
-                        let n = piece.min(4 + frame - at);
-                        z.send_with(n, |p| {
-                            let (hdr_part, pay_part) = if at < 4 {
-                                (&header[at..], &src[..n - (4 - at)])
-                            } else {
-                                (&[][..], &src[at - 4..at - 4 + n])
-                            };
-                            p[..hdr_part.len()].copy_from_slice(hdr_part);
-                            p[hdr_part.len()..].copy_from_slice(pay_part);
-                        })
-                        .unwrap();
-                        at += n;
-                    }
-                }
-                drop(whole);
             }
             Framing::Seqpacket => {
                 let first = seqpacket_fragment(&tx_fd) - 4;
@@ -435,7 +346,7 @@ fn framed_throughput(which: Framing, frame: usize, total: usize) -> f64 {
     let t0 = Instant::now();
     (&go_w).write_all(b"g").unwrap();
     match which {
-        Framing::Ours => {
+        Framing::Ours | Framing::OursCopied => {
             let r = PipeReader::from(rx_fd);
             let mut rx = FramedReader::new(&r).max_frame(frame as u32);
             let mut frame_buf = Vec::new();
@@ -446,7 +357,7 @@ fn framed_throughput(which: Framing, frame: usize, total: usize) -> f64 {
             }
             assert_eq!(rx.read_frame_into(&mut frame_buf).unwrap(), None);
         }
-        Framing::Raw(_) | Framing::Vmsplice(_) | Framing::Recycle(..) => {
+        Framing::Raw(_) => {
             for k in 1..=frames {
                 let mut header = [0u8; 4];
                 raw_read_exact_fd(&rx_fd, &mut header);
@@ -454,41 +365,6 @@ fn framed_throughput(which: Framing, frame: usize, total: usize) -> f64 {
                 assert!(len <= buf.len(), "frame {k}: length {len}");
                 raw_read_exact_fd(&rx_fd, &mut buf[..len]);
                 check_frame(&buf[..len], k, frame);
-            }
-        }
-        Framing::ReadAhead(_, ahead) => {
-            let mut look = vec![0u8; ahead];
-            let (mut lo, mut hi) = (0usize, 0usize);
-            let mut out = Vec::new();
-            for k in 1..=frames {
-                while hi - lo < 4 {
-                    look.copy_within(lo..hi, 0);
-                    hi -= lo;
-                    lo = 0;
-                    hi += rustix::io::read(&rx_fd, &mut look[hi..]).unwrap();
-                }
-                let len = u32::from_le_bytes(look[lo..lo + 4].try_into().unwrap()) as usize;
-                lo += 4;
-                out.clear();
-                let have = (hi - lo).min(len);
-                out.extend_from_slice(&look[lo..lo + have]);
-                lo += have;
-                if out.len() < len {
-                    out.resize(len, 0);
-                    let mut got = have;
-                    while got < len {
-                        let n = rustix::io::readv(
-                            &rx_fd,
-                            &mut [IoSliceMut::new(&mut out[got..]), IoSliceMut::new(&mut look)],
-                        )
-                        .unwrap();
-                        let into_out = n.min(len - got);
-                        got += into_out;
-                        lo = 0;
-                        hi = n - into_out;
-                    }
-                }
-                check_frame(&out, k, frame);
             }
         }
         Framing::Seqpacket => {
@@ -530,54 +406,30 @@ fn framed_capacity(frame: usize) -> Option<usize> {
     (after != before).then_some(after)
 }
 
-/// The framed cases: ours against the raw framing and against SEQPACKET, `slices` rounds
-/// alternating the three, each reporting its best round.
+/// The framed cases: ours against the raw framing (on a pipe of the capacity ours gives it)
+/// and against SEQPACKET, and at 64 KiB and 1 MiB ours with every frame copied against the raw
+/// framing; `slices` rounds alternating the variants in a rotating order, each reporting its
+/// best round.
 fn framed_cases(label: &str, total: usize, slices: usize) {
-    if let Ok(list) = std::env::var("EXPLORE") {
-        let sizes = std::env::var("FSIZES").unwrap_or_else(|_| "4,64,1024".into());
-        for k in sizes.split(',') {
-            let frame = k.parse::<usize>().unwrap() << 10;
-            let name = format!("{k} KiB");
-            let variants: Vec<Framing> = list
-                .split(',')
-                .map(|v| match v.split_once(':') {
-                    Some(("raw", c)) => Framing::Raw(Some(c.parse::<usize>().unwrap() << 10)),
-                    Some(("vm", c)) => Framing::Vmsplice(c.parse::<usize>().unwrap() << 10),
-                    Some(("ra", c)) => Framing::ReadAhead(c.parse::<usize>().unwrap() << 10, 65536),
-                    Some(("rc", c)) => Framing::Recycle(c.parse::<usize>().unwrap() << 10, false),
-                    Some(("rcp", c)) => Framing::Recycle(c.parse::<usize>().unwrap() << 10, true),
-                    None if v == "seq" => Framing::Seqpacket,
-                    None if v == "ours" => Framing::Ours,
-                    None if v == "raw" => Framing::Raw(None),
-                    _ => panic!("unknown variant {v}"),
-                })
-                .collect();
-            let slice = (total / slices).max(frame);
-            let mut best = vec![0.0f64; variants.len()];
-            for s in 0..slices {
-                for k in 0..variants.len() {
-                    let i = (k + s) % variants.len();
-                    best[i] = best[i].max(framed_throughput(variants[i], frame, slice));
-                }
-            }
-            for (v, b) in variants.iter().zip(best) {
-                println!("explore\t{name}\t{v:?}\t{b:.3}");
-            }
-        }
-        return;
-    }
     for (frame, name) in [(4096, "4 KiB"), (65536, "64 KiB"), (1 << 20, "1 MiB")] {
         let cap = framed_capacity(frame);
-        let variants = [Framing::Ours, Framing::Raw(cap), Framing::Seqpacket];
+        let variants = [
+            Framing::Ours,
+            Framing::Raw(cap),
+            Framing::Seqpacket,
+            Framing::OursCopied,
+        ];
+        // Below 32 KiB nothing is lent: the copied variant would be the same code as ours.
+        let n = if frame >= 32 * 1024 { 4 } else { 3 };
         let slice = (total / slices).max(frame);
-        let mut best = [0.0f64; 3];
+        let mut best = [0.0f64; 4];
         for s in 0..slices {
-            for k in 0..variants.len() {
-                let i = (k + s) % variants.len();
+            for k in 0..n {
+                let i = (k + s) % n;
                 best[i] = best[i].max(framed_throughput(variants[i], frame, slice));
             }
         }
-        let [ours, raw, seq] = best;
+        let [ours, raw, seq, copied] = best;
         let cap_name = cap.map_or("default".to_owned(), |c| format!("{} KiB", c >> 10));
         emit_throughput(
             GROUP,
@@ -595,6 +447,16 @@ fn framed_cases(label: &str, total: usize, slices: usize) {
             "SEQPACKET socketpair",
             Some(1.0),
         );
+        if n == 4 {
+            emit_throughput(
+                GROUP,
+                &format!("{label} in {name} frames, copied (zero_copy(false))"),
+                copied,
+                raw,
+                "raw framing",
+                Some(0.95),
+            );
+        }
     }
 }
 
@@ -605,6 +467,7 @@ fn main() {
     let slices = mode.pick(1, 8, 16);
     let blocks = mode.pick(2, 20, 20);
     let label = mode.pick("8 MiB", "256 MiB", "1 GiB");
+    // `ONLY=framed`: just the framed cases.
     if std::env::var("ONLY").as_deref() == Ok("framed") {
         if split() {
             bench::pin(0);
