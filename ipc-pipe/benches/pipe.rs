@@ -411,7 +411,12 @@ fn framed_capacity(frame: usize) -> Option<usize> {
 /// framing; `slices` rounds alternating the variants in a rotating order, each reporting its
 /// best round.
 fn framed_cases(label: &str, total: usize, slices: usize) {
+    // `FRAME=4|64|1024`: one frame size (KiB) only.
+    let only: Option<usize> = std::env::var("FRAME").ok().and_then(|v| v.parse().ok());
     for (frame, name) in [(4096, "4 KiB"), (65536, "64 KiB"), (1 << 20, "1 MiB")] {
+        if only.is_some_and(|k| k << 10 != frame) {
+            continue;
+        }
         let cap = framed_capacity(frame);
         let variants = [
             Framing::Ours,
@@ -423,9 +428,15 @@ fn framed_cases(label: &str, total: usize, slices: usize) {
         let n = if frame >= 32 * 1024 { 4 } else { 3 };
         let slice = (total / slices).max(frame);
         let mut best = [0.0f64; 4];
+        // `VARIANT=ours|raw|seq|copied`: one variant only (to profile it).
+        let variant = std::env::var("VARIANT").ok();
+        let names = ["ours", "raw", "seq", "copied"];
         for s in 0..slices {
             for k in 0..n {
                 let i = (k + s) % n;
+                if variant.as_deref().is_some_and(|v| v != names[i]) {
+                    continue;
+                }
                 best[i] = best[i].max(framed_throughput(variants[i], frame, slice));
             }
         }

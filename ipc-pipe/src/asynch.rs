@@ -32,7 +32,7 @@ use crate::sigpipe::SigpipePolicy;
 use crate::{Duplex, Error, PipeReader, PipeWriter, Result, pipe, sys};
 
 /// `pipe2(O_CLOEXEC | O_NONBLOCK)` for tokio: an [`AsyncPipeReader`] and an
-/// [`AsyncPipeWriter`], registered with the current runtime.
+/// [`AsyncPipeWriter`], registered with the current runtime. (Feature `tokio`.)
 ///
 /// ```
 /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,7 +58,7 @@ pub fn async_pipe() -> Result<(AsyncPipeReader, AsyncPipeWriter)> {
     Ok((AsyncPipeReader::new(r)?, AsyncPipeWriter::new(w)?))
 }
 
-/// The reading end of a pipe, for tokio: [`AsyncRead`], and `async fn read`.
+/// The reading end of a pipe, for tokio: [`AsyncRead`], and `async fn read`. (Feature `tokio`.)
 ///
 /// Made from a [`PipeReader`] ([`Self::new`]), which it makes non-blocking (`O_NONBLOCK`
 /// belongs to the open pipe end: a child that shares the end sees it too) and registers with the
@@ -69,7 +69,8 @@ pub struct AsyncPipeReader {
     was_nonblocking: bool,
 }
 
-/// The writing end of a pipe, for tokio: [`AsyncWrite`], and `async fn write`.
+/// The writing end of a pipe, for tokio: [`AsyncWrite`], and `async fn write`. (Feature
+/// `tokio`.)
 ///
 /// Made from a [`PipeWriter`] ([`Self::new`]), which it makes non-blocking and registers with
 /// the current runtime; it keeps the writer's [`SigpipePolicy`]. Writing when every read end
@@ -346,8 +347,24 @@ macro_rules! fd_impls {
 fd_impls!(AsyncPipeReader);
 fd_impls!(AsyncPipeWriter);
 
+/// Deregisters the end and gives its descriptor, still non-blocking (use
+/// [`AsyncPipeReader::into_inner`] to have the blocking mode restored).
+impl From<AsyncPipeReader> for OwnedFd {
+    fn from(end: AsyncPipeReader) -> OwnedFd {
+        end.fd.into_inner()
+    }
+}
+
+/// Deregisters the end and gives its descriptor, still non-blocking (use
+/// [`AsyncPipeWriter::into_inner`] to have the blocking mode restored).
+impl From<AsyncPipeWriter> for OwnedFd {
+    fn from(end: AsyncPipeWriter) -> OwnedFd {
+        end.fd.into_inner()
+    }
+}
+
 /// A [`Duplex`] for tokio: two async pipe ends, one per direction ([`AsyncRead`] from the
-/// peer, [`AsyncWrite`] to it).
+/// peer, [`AsyncWrite`] to it). (Feature `tokio`.)
 ///
 /// ```
 /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -446,6 +463,7 @@ impl AsyncWrite for AsyncDuplex {
 
 /// Writes length-prefixed frames (the format of [`crate::FramedWriter`]) to any [`AsyncWrite`]
 /// (an [`AsyncPipeWriter`], a tokio `ChildStdin` or `UnixStream`...), cancellation-safe.
+/// (Feature `tokio`.)
 ///
 /// [`Self::send`] returns a future; if it is dropped before it is done, either nothing of its
 /// frame was written (the frame is not sent: send it again if you want it), or the frame is
@@ -617,7 +635,7 @@ impl<W: AsyncWrite + Unpin> AsyncFramedWriter<W> {
 }
 
 /// The future of [`AsyncFramedWriter::send`]; see there (and the type's docs for what dropping
-/// it means).
+/// it means). (Feature `tokio`.)
 #[must_use = "futures do nothing unless polled"]
 pub struct SendFrame<'a, W: AsyncWrite + Unpin> {
     writer: &'a mut AsyncFramedWriter<W>,
@@ -760,7 +778,8 @@ impl<W: AsyncWrite + Unpin> Drop for SendFrame<'_, W> {
 
 /// Reads length-prefixed frames (the format of [`crate::FramedReader`], with the same defences
 /// against a hostile length and the same read-ahead) from any [`AsyncRead`], cancellation-safe:
-/// a dropped [`Self::recv`] keeps what arrived of its frame for the next call.
+/// a dropped [`Self::recv`] keeps what arrived of its frame for the next call. (Feature
+/// `tokio`.)
 ///
 /// ```
 /// use ipc_pipe::{AsyncFramedReader, Error};
