@@ -215,17 +215,30 @@ fn bounded_zero_copy_calls_time_out_with_nothing_lost_and_resume() {
     let mut got = vec![0; 2000];
     r2.read_exact(&mut got).unwrap();
     assert!(got == [&data[..], &data[..]].concat());
-    // The reader gone: an error, not a wait.
+    // The reader gone: an error, not a wait. (A process that another test spawns at this
+    // moment holds a copy of every descriptor between its fork and its exec, the read end
+    // too: then a byte still goes in. Try again; the copy closes at the exec.)
     drop(r2);
     w1.write_all(b"x").unwrap();
-    assert!(matches!(
-        splice_timeout(&r1, &w2, 1, Duration::MAX),
-        Err(Error::NoReader)
-    ));
-    assert!(matches!(
-        tee_timeout(&r1, &w2, 1, Duration::MAX),
-        Err(Error::NoReader)
-    ));
+    for call in ["splice", "tee"] {
+        let mut tries = 0;
+        loop {
+            let r = match call {
+                "splice" => splice_timeout(&r1, &w2, 1, Duration::from_secs(10)),
+                _ => tee_timeout(&r1, &w2, 1, Duration::from_secs(10)),
+            };
+            match r {
+                Err(Error::NoReader) => break,
+                Ok(1) if tries < 1000 => {
+                    tries += 1;
+                    if call == "splice" {
+                        w1.write_all(b"x").unwrap();
+                    }
+                }
+                other => panic!("{call} with no reader: {other:?}"),
+            }
+        }
+    }
 }
 
 #[test]
