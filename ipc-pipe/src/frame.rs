@@ -95,8 +95,8 @@ pub(crate) const GROWN_CAPACITY: usize = 1 << 20;
 ///   capacity counts against its user's pipe budget (`pipe-user-pages-soft`, 64 MiB by
 ///   default: beyond it new pipes get one page); if the kernel refuses, the pipe stays as it is
 ///   and nothing is reported.
-/// - **Large frames are lent, not copied** ([`Self::zero_copy`]): a frame of 32 KiB or more, on
-///   a blocking descriptor, is copied into the writer's own ring and `vmsplice`d from there, as
+/// - **Large frames are lent, not copied** ([`Self::zero_copy`]): a frame of 32 KiB or more is
+///   copied into the writer's own ring and `vmsplice`d from there, as
 ///   [`ZeroCopyWriter`](crate::ZeroCopyWriter) does, with the same rule: the pipe's reader must
 ///   *copy* the bytes out (`read`, which [`FramedReader`] does, or `splice` into a regular
 ///   file). A reader that forwards the raw stream with `splice` or `tee` to another pipe or a
@@ -522,8 +522,7 @@ impl<W> FramedWriter<W> {
                 let _ = end.set_capacity(max);
             }
         }
-        // A non-blocking end keeps `write`'s answers (WouldBlock, FrameCutShort).
-        Ok(mode.zero_copy && total >= ZERO_COPY_MIN && !end.is_nonblocking()?)
+        Ok(mode.zero_copy && total >= ZERO_COPY_MIN)
     }
 
     /// Sends a frame from the pipe mode's ring, in pieces of at most half the pipe's capacity
@@ -542,7 +541,9 @@ impl<W> FramedWriter<W> {
         while at < total {
             let piece = (lender.max_piece() / 2).max(PIPE_BUF).min(total - at);
             let fill = |p: &mut [u8]| fill_piece(p, at, header, payload);
-            match lender.send_piece(end, piece, fill, how.bound) {
+            // A non-blocking end keeps `write`'s answers (WouldBlock, FrameCutShort): a full
+            // pipe is reported, not waited for (a blocking end never says it is full).
+            match lender.send_piece(end, piece, fill, how.bound, false) {
                 Ok(()) => at += piece,
                 Err((e, n)) => return self.fail(at + n, header, payload, e, how.keep_rest),
             }

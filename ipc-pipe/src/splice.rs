@@ -441,12 +441,14 @@ impl Copier<'_> {
     }
 }
 
-/// Writes all of `data` into `pipe` (waiting for room, within `bound` if given: see
-/// [`Lender::send_until`]); on an error, says how many bytes went in.
+/// Writes all of `data` into `pipe` (waiting for room, within `bound` if given, or without
+/// bound if `wait_when_full`: see [`Lender::send_piece`]); on an error, says how many bytes went
+/// in.
 fn copy_out(
     pipe: &PipeWriter,
     data: &[u8],
     bound: Option<Option<Instant>>,
+    wait_when_full: bool,
 ) -> std::result::Result<(), (Error, usize)> {
     let mut done = 0;
     while done < data.len() {
@@ -463,7 +465,7 @@ fn copy_out(
             Ok(0) => return Err((Error::Io(io::ErrorKind::WriteZero.into()), done)),
             Ok(n) => done += n.min(data.len() - done),
             Err(Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(Error::WouldBlock) if bound.is_none() => {
+            Err(Error::WouldBlock) if bound.is_none() && wait_when_full => {
                 wait(pipe.as_fd(), PollFlags::OUT, None).map_err(|e| (e, done))?;
             }
             Err(Error::TimedOut { .. }) => return Err((Error::TimedOut { written: done }, done)),
@@ -703,16 +705,20 @@ impl Lender {
         fill: impl FnOnce(&mut [u8]),
         bound: Option<Option<Instant>>,
     ) -> Result<()> {
-        self.send_piece(pipe, len, fill, bound).map_err(|(e, _)| e)
+        self.send_piece(pipe, len, fill, bound, true)
+            .map_err(|(e, _)| e)
     }
 
     /// [`Self::send_until`], saying on an error how many bytes of the piece went into the pipe.
+    /// Without a bound, a full non-blocking pipe is waited for (`wait_when_full`, as a blocking
+    /// `write` would) or reported (`Error::WouldBlock`, as a non-blocking `write` would).
     pub(crate) fn send_piece(
         &mut self,
         pipe: &PipeWriter,
         len: usize,
         fill: impl FnOnce(&mut [u8]),
         bound: Option<Option<Instant>>,
+        wait_when_full: bool,
     ) -> std::result::Result<(), (Error, usize)> {
         // Anyone holding an end may have grown the pipe since the last piece: then it can refer
         // to more of the past than this ring's bound assumes. Move to a ring sized for it.
@@ -749,7 +755,7 @@ impl Lender {
             // piece instead.
             self.scratch.resize(len, 0);
             fill(&mut self.scratch);
-            let r = copy_out(pipe, &self.scratch, bound);
+            let r = copy_out(pipe, &self.scratch, bound, wait_when_full);
             let done = match &r {
                 Ok(()) => len,
                 Err((_, n)) => *n,
@@ -781,9 +787,15 @@ impl Lender {
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Bounded: the loop polls again. Unbounded: wait here, as `write` would.
+                    // Bounded: the loop polls again. Unbounded: wait here, as a blocking `write`
+                    // would, or say so, as a non-blocking one would.
                     if bound.is_none() {
-                        if let Err(e) = wait(fd, PollFlags::OUT, None) {
+                        let r = if wait_when_full {
+                            wait(fd, PollFlags::OUT, None)
+                        } else {
+                            Err(Error::WouldBlock)
+                        };
+                        if let Err(e) = r {
                             self.sent(start, end, sent);
                             return Err((e, sent));
                         }
