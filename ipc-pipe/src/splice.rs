@@ -710,8 +710,10 @@ impl Lender {
     }
 
     /// [`Self::send_until`], saying on an error how many bytes of the piece went into the pipe.
-    /// Without a bound, a full non-blocking pipe is waited for (`wait_when_full`, as a blocking
-    /// `write` would) or reported (`Error::WouldBlock`, as a non-blocking `write` would).
+    /// Without a bound, a full pipe is waited for (`wait_when_full`: also a non-blocking one,
+    /// as `ZeroCopyWriter` documents), or treated as `write` would treat it (`!wait_when_full`:
+    /// a blocking descriptor waits, a non-blocking one says `Error::WouldBlock`; `vmsplice`
+    /// itself ignores `O_NONBLOCK`, so this asks the descriptor when the pipe is full).
     pub(crate) fn send_piece(
         &mut self,
         pipe: &PipeWriter,
@@ -782,18 +784,23 @@ impl Lender {
                 unreachable!("a piece is sent from the ring only while there is one")
             };
             let piece = &ring.as_mut_slice()[start + sent..end];
-            let nonblock = bound.is_some();
+            // vmsplice blocks on a full pipe unless told not to (O_NONBLOCK does not count).
+            let nonblock = bound.is_some() || !wait_when_full;
             match pipe.guarded(|| sys::vmsplice_ring(fd, piece, nonblock)) {
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Bounded: the loop polls again. Unbounded: wait here, as a blocking `write`
-                    // would, or say so, as a non-blocking one would.
+                    // would, or say so where a non-blocking `write` would.
                     if bound.is_none() {
                         let r = if wait_when_full {
                             wait(fd, PollFlags::OUT, None)
                         } else {
-                            Err(Error::WouldBlock)
+                            match pipe.is_nonblocking() {
+                                Ok(true) => Err(Error::WouldBlock),
+                                Ok(false) => wait(fd, PollFlags::OUT, None),
+                                Err(e) => Err(e),
+                            }
                         };
                         if let Err(e) = r {
                             self.sent(start, end, sent);

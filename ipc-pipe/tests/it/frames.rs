@@ -587,3 +587,36 @@ fn a_reused_buffer_keeps_its_allocation() {
     }
     assert_eq!(rx.read_frame_into(&mut buf).unwrap(), None);
 }
+
+#[test]
+fn a_lent_frame_on_a_full_non_blocking_pipe_says_would_block_and_never_waits() {
+    // vmsplice ignores O_NONBLOCK: the writer must not wait in it (it did, once).
+    let _wd = Watchdog::new("lent frame, non-blocking", LIMIT);
+    let (r, w) = pipe().unwrap();
+    w.set_nonblocking(true).unwrap();
+    let mut tx = FramedWriter::new(&w).grow_pipe(false);
+    // 40 KiB (lent) fits; the next 40 KiB goes in part: cut, not a wait.
+    tx.write_frame(&[1; 40_000]).unwrap();
+    match tx.write_frame(&[2; 40_000]) {
+        Err(Error::FrameCutShort { written, len }) => {
+            assert!(written > 0 && written < len, "{written} of {len}");
+        }
+        other => panic!("expected FrameCutShort, got {other:?}"),
+    }
+    drop(tx);
+    // A full pipe: nothing of the frame goes in, and the writer stays usable.
+    let (r2, w2) = pipe().unwrap();
+    w2.set_nonblocking(true).unwrap();
+    (&w2).write_all(&[0; 65_536]).unwrap();
+    let mut tx = FramedWriter::new(&w2).grow_pipe(false);
+    assert!(matches!(
+        tx.write_frame(&[3; 40_000]),
+        Err(Error::WouldBlock)
+    ));
+    let mut drain = vec![0; 65_536];
+    std::io::Read::read_exact(&mut &r2, &mut drain).unwrap();
+    tx.write_frame(&[3; 40_000]).unwrap();
+    let mut rx = FramedReader::new(&r2);
+    assert_eq!(rx.read_frame().unwrap(), Some(vec![3; 40_000]));
+    drop(r);
+}
