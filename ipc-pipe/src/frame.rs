@@ -317,7 +317,8 @@ impl<W> FramedWriter<W> {
     /// in one `write` call (and so, on a pipe, in one atomic piece); a larger one is written with
     /// `writev` (or, on a pipe, lent: see the type's docs) and continued after short writes.
     /// `EINTR` is retried. A writer made by [`Self::from_write`] is flushed after every frame,
-    /// so a buffered writer (`Stdout`, `BufWriter`) sends each frame at once.
+    /// so a buffered writer (`Stdout`, `BufWriter`) sends each frame at once. The rest of a frame
+    /// that [`Self::try_write_frame`] took in part goes out first.
     ///
     /// # Errors
     /// - [`Error::MessageTooLarge`] if `payload` exceeds the maximum (nothing is written).
