@@ -5,6 +5,8 @@
     clippy::multiple_unsafe_ops_per_block
 )]
 
+#[cfg(feature = "tokio")]
+mod asynch;
 mod child;
 mod error;
 mod frame;
@@ -13,6 +15,11 @@ pub mod sigpipe;
 mod splice;
 mod sys;
 
+#[cfg(feature = "tokio")]
+pub use asynch::{
+    AsyncDuplex, AsyncFramedReader, AsyncFramedWriter, AsyncPipeReader, AsyncPipeWriter, SendFrame,
+    async_pipe,
+};
 pub use child::{ChildFds, Duplex, duplex};
 pub use error::{Error, Result};
 pub use frame::{DEFAULT_MAX_FRAME, FramedReader, FramedWriter, HEADER_LEN};

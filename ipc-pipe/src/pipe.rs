@@ -675,10 +675,19 @@ impl PipeWriter {
     /// with `Suppress`, a SIGPIPE that `f` raises is consumed whatever `f` returns (a short
     /// write whose reader went away raises one too, not only `EPIPE`).
     pub(crate) fn guarded<T>(&self, f: impl FnOnce() -> rustix::io::Result<T>) -> io::Result<T> {
-        match self.sigpipe {
-            SigpipePolicy::Inherit => Ok(f()?),
-            SigpipePolicy::Suppress => Ok(sys::without_sigpipe(f)??),
-        }
+        guarded(self.sigpipe, f)
+    }
+}
+
+/// Runs `f`, one system call that writes into a pipe, under SIGPIPE policy `policy` (see
+/// [`PipeWriter::guarded`]).
+pub(crate) fn guarded<T>(
+    policy: SigpipePolicy,
+    f: impl FnOnce() -> rustix::io::Result<T>,
+) -> io::Result<T> {
+    match policy {
+        SigpipePolicy::Inherit => Ok(f()?),
+        SigpipePolicy::Suppress => Ok(sys::without_sigpipe(f)??),
     }
 }
 

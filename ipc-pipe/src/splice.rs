@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
@@ -441,6 +441,40 @@ impl Copier<'_> {
     }
 }
 
+/// Writes all of `data` into `pipe` (waiting for room, within `bound` if given, or without
+/// bound if `wait_when_full`: see [`Lender::send_piece`]); on an error, says how many bytes went
+/// in.
+fn copy_out(
+    pipe: &PipeWriter,
+    data: &[u8],
+    bound: Option<Option<Instant>>,
+    wait_when_full: bool,
+) -> std::result::Result<(), (Error, usize)> {
+    let mut done = 0;
+    while done < data.len() {
+        let r = match bound {
+            None => pipe.write_once(&data[done..]).map_err(Error::from),
+            Some(deadline) => {
+                let left = deadline.map_or(Duration::MAX, |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+                pipe.write_timeout(&data[done..], left)
+            }
+        };
+        match r {
+            Ok(0) => return Err((Error::Io(io::ErrorKind::WriteZero.into()), done)),
+            Ok(n) => done += n.min(data.len() - done),
+            Err(Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(Error::WouldBlock) if bound.is_none() && wait_when_full => {
+                wait(pipe.as_fd(), PollFlags::OUT, None).map_err(|e| (e, done))?;
+            }
+            Err(Error::TimedOut { .. }) => return Err((Error::TimedOut { written: done }, done)),
+            Err(e) => return Err((e, done)),
+        }
+    }
+    Ok(())
+}
+
 fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     Ok(rustix::io::read(fd, buf)?)
 }
@@ -474,9 +508,15 @@ fn write_all_fd(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<()> {
 /// (this process or the reader's), the writer moves to a new ring sized for it and never writes
 /// to the old one again; beyond 16 MiB (only privileged processes can grow a pipe past
 /// `pipe-max-size`) it keeps no ring and copies every piece, so that a peer cannot make it
-/// allocate twice a huge capacity. When dropped, the writer frees its rings only if the pipe is empty;
-/// otherwise it leaks them (a few times `P`, at most a few MiB) rather than let the allocator
-/// reuse pages the reader has not seen yet.
+/// allocate twice a huge capacity.
+///
+/// The ring is not heap memory but a private anonymous mapping (`mmap`), and a ring the writer
+/// is done with (an old one after the pipe grew, or every ring when the writer is dropped) is
+/// unmapped at once, whatever the pipe still holds. That is safe, and nothing leaks: pages the
+/// pipe still refers to are then mapped nowhere in this process, so nothing can change them
+/// (heap memory would go back to the allocator and be reused while the reader has not copied
+/// it yet); the pipe keeps them alive, and the kernel frees them when the reader has consumed
+/// them (or the pipe is closed).
 ///
 /// The reader must *copy* the data out (`read`, or `splice` into a regular file): a reader that
 /// `splice`s or `tee`s the pages on to another pipe or a socket takes the references with it,
@@ -494,8 +534,14 @@ fn write_all_fd(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<()> {
 /// ```
 pub struct ZeroCopyWriter<'a> {
     pipe: &'a PipeWriter,
-    ring: Ring,
-    retired: Vec<Ring>,
+    lender: Lender,
+}
+
+/// The ring of a [`ZeroCopyWriter`] (and of a [`crate::FramedWriter`] on a pipe) and the
+/// bookkeeping that says which of its regions the pipe may still refer to.
+pub(crate) struct Lender {
+    /// The ring (`2 * cap` bytes), or `None` in copying mode.
+    ring: Option<sys::Mapping>,
     /// The pipe capacity the ring was sized for (`ring.len == 2 * cap`).
     cap: usize,
     /// Where the next piece goes in the ring.
@@ -507,8 +553,6 @@ pub struct ZeroCopyWriter<'a> {
     recent: VecDeque<(usize, usize, u64)>,
     /// The copying fallback's buffer.
     scratch: Vec<u8>,
-    /// The pipe grew beyond [`RING_LIMIT`]: every piece is copied (plain `write`), no ring.
-    copying: bool,
 }
 
 /// The largest pipe capacity a [`ZeroCopyWriter`] keeps a ring for (the ring is twice as large).
@@ -516,39 +560,34 @@ pub struct ZeroCopyWriter<'a> {
 /// it copies instead, so that a peer that grows the pipe cannot make it allocate gigabytes.
 const RING_LIMIT: usize = 16 << 20;
 
-/// A page-aligned byte buffer.
-struct Ring {
-    storage: Box<[u8]>,
-    offset: usize,
-    len: usize,
-}
-
-impl Ring {
-    fn new(len: usize) -> Ring {
-        let page = rustix::param::page_size();
-        let storage = vec![0u8; len + page].into_boxed_slice();
-        let offset = storage.as_ptr().align_offset(page).min(page);
-        Ring {
-            storage,
-            offset,
-            len,
-        }
+/// A ring for a pipe of capacity `cap`: `2 * cap` bytes of mapped memory, or `None` (copy
+/// every piece) beyond [`RING_LIMIT`] or when the memory cannot be mapped.
+fn ring_for(cap: usize) -> Option<sys::Mapping> {
+    if cap == 0 || cap > RING_LIMIT {
+        return None;
     }
-
-    fn piece(&mut self, at: usize, len: usize) -> &mut [u8] {
-        &mut self.storage[self.offset + at..self.offset + at + len]
-    }
+    sys::Mapping::new(cap * 2).ok()
 }
 
 impl fmt::Debug for ZeroCopyWriter<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ZeroCopyWriter")
             .field("pipe", &self.pipe)
-            .field("capacity", &self.cap)
-            .field("ring", &self.ring.len)
-            .field("pos", &self.pos)
-            .field("inserted", &self.inserted)
+            .field("capacity", &self.lender.cap)
+            .field("ring", &self.lender.ring_len())
+            .field("pos", &self.lender.pos)
+            .field("inserted", &self.lender.inserted)
             .finish()
+    }
+}
+
+impl fmt::Debug for Lender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lender")
+            .field("capacity", &self.cap)
+            .field("ring", &self.ring_len())
+            .field("inserted", &self.inserted)
+            .finish_non_exhaustive()
     }
 }
 
@@ -559,25 +598,16 @@ impl<'a> ZeroCopyWriter<'a> {
     /// # Errors
     /// If the pipe's capacity cannot be read.
     pub fn new(pipe: &'a PipeWriter) -> Result<ZeroCopyWriter<'a>> {
-        let cap = pipe.capacity()?;
-        let copying = cap > RING_LIMIT;
         Ok(ZeroCopyWriter {
             pipe,
-            ring: Ring::new(if copying { 0 } else { cap * 2 }),
-            retired: Vec::new(),
-            cap,
-            pos: 0,
-            inserted: 0,
-            recent: VecDeque::new(),
-            scratch: Vec::new(),
-            copying,
+            lender: Lender::new(pipe)?,
         })
     }
 
     /// The largest piece [`Self::send_with`] accepts: the pipe's capacity (as last read; a pipe
     /// grown since is noticed at the next piece).
     pub fn max_piece(&self) -> usize {
-        self.cap
+        self.lender.cap
     }
 
     /// Lets `fill` write a piece of `len` bytes in place, then splices it into the pipe,
@@ -587,7 +617,7 @@ impl<'a> ZeroCopyWriter<'a> {
     /// [`Error::MessageTooLarge`] if `len` exceeds the pipe's capacity; [`Error::NoReader`];
     /// [`Error::Io`]. After an error part of the piece may have been sent.
     pub fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
-        self.send_until(len, fill, None)
+        self.lender.send_until(self.pipe, len, fill, None)
     }
 
     /// [`Self::send_with`], waiting at most `timeout` for room (`Duration::MAX`: forever): each
@@ -621,7 +651,8 @@ impl<'a> ZeroCopyWriter<'a> {
         timeout: Duration,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<()> {
-        self.send_until(len, fill, Some(deadline(timeout)))
+        self.lender
+            .send_until(self.pipe, len, fill, Some(deadline(timeout)))
     }
 
     /// [`Self::send`] within `timeout`; see [`Self::send_with_timeout`].
@@ -632,30 +663,83 @@ impl<'a> ZeroCopyWriter<'a> {
         self.send_with_timeout(data.len(), timeout, |piece| piece.copy_from_slice(data))
     }
 
+    /// Copies `data` into the next piece and sends it: no faster than `write`, but keeps one
+    /// code path for callers whose data is not produced in place.
+    ///
+    /// # Errors
+    /// As [`Self::send_with`].
+    pub fn send(&mut self, data: &[u8]) -> Result<()> {
+        self.send_with(data.len(), |piece| piece.copy_from_slice(data))
+    }
+}
+
+impl Lender {
+    /// A ring sized for `pipe`'s current capacity.
+    pub(crate) fn new(pipe: &PipeWriter) -> Result<Lender> {
+        let cap = pipe.capacity()?;
+        Ok(Lender {
+            ring: ring_for(cap),
+            cap,
+            pos: 0,
+            inserted: 0,
+            recent: VecDeque::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    fn ring_len(&self) -> usize {
+        self.ring.as_ref().map_or(0, sys::Mapping::len)
+    }
+
+    /// The largest piece [`Self::send_until`] takes: the capacity the ring was made for.
+    pub(crate) fn max_piece(&self) -> usize {
+        self.cap
+    }
+
     /// The body of the send calls; `bound` is `None` for no bound, `Some(deadline)` for a
     /// deadline (`Some(None)`: one too far away to express, so none).
-    fn send_until(
+    pub(crate) fn send_until(
         &mut self,
+        pipe: &PipeWriter,
         len: usize,
         fill: impl FnOnce(&mut [u8]),
         bound: Option<Option<Instant>>,
     ) -> Result<()> {
+        self.send_piece(pipe, len, fill, bound, true)
+            .map_err(|(e, _)| e)
+    }
+
+    /// [`Self::send_until`], saying on an error how many bytes of the piece went into the pipe.
+    /// Without a bound, a full pipe is waited for (`wait_when_full`: also a non-blocking one,
+    /// as `ZeroCopyWriter` documents), or treated as `write` would treat it (`!wait_when_full`:
+    /// a blocking descriptor waits, a non-blocking one says `Error::WouldBlock`; `vmsplice`
+    /// itself ignores `O_NONBLOCK`, so this asks the descriptor when the pipe is full).
+    pub(crate) fn send_piece(
+        &mut self,
+        pipe: &PipeWriter,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+        bound: Option<Option<Instant>>,
+        wait_when_full: bool,
+    ) -> std::result::Result<(), (Error, usize)> {
         // Anyone holding an end may have grown the pipe since the last piece: then it can refer
         // to more of the past than this ring's bound assumes. Move to a ring sized for it.
-        let cap = self.pipe.capacity()?;
+        let cap = pipe.capacity().map_err(|e| (e, 0))?;
         if cap > self.cap {
             self.grow(cap);
         }
         if len > self.cap {
-            return Err(Error::MessageTooLarge {
+            let e = Error::MessageTooLarge {
                 len: len as u64,
                 max: self.cap as u64,
-            });
+            };
+            return Err((e, 0));
         }
         if len == 0 {
             return Ok(());
         }
-        if self.pos + len > self.ring.len {
+        let ring_len = self.ring_len();
+        if self.pos + len > ring_len {
             self.pos = 0;
         }
         let (start, end) = (self.pos, self.pos + len);
@@ -667,64 +751,67 @@ impl<'a> ZeroCopyWriter<'a> {
         {
             self.recent.pop_front();
         }
-        let busy = self.copying || self.recent.iter().any(|&(s, e, _)| s < end && start < e);
-        if busy {
+        let busy = self.recent.iter().any(|&(s, e, _)| s < end && start < e);
+        let Some(ring) = self.ring.as_mut().filter(|_| !busy) else {
             // The pipe may still refer to part of this region (or there is no ring): copy this
             // piece instead.
             self.scratch.resize(len, 0);
             fill(&mut self.scratch);
-            let w = self.pipe;
-            let r = match bound {
-                None => {
-                    let mut w = w;
-                    w.write_all(&self.scratch).map_err(Error::from)
-                }
-                Some(deadline) => {
-                    let left = deadline.map_or(Duration::MAX, |d| {
-                        d.saturating_duration_since(Instant::now())
-                    });
-                    w.write_all_timeout(&self.scratch, left)
-                }
+            let r = copy_out(pipe, &self.scratch, bound, wait_when_full);
+            let done = match &r {
+                Ok(()) => len,
+                Err((_, n)) => *n,
             };
-            // On an error, what went in is not counted: the regions stay busy a little longer.
-            r?;
-            self.inserted += len as u64;
-            return Ok(());
-        }
-        fill(self.ring.piece(start, len));
+            // What went in counts: the regions it follows stay busy until the pipe moved on.
+            self.inserted += done as u64;
+            return r;
+        };
+        fill(&mut ring.as_mut_slice()[start..end]);
         let mut sent = 0;
-        let fd = self.pipe.as_fd();
+        let fd = pipe.as_fd();
         while sent < len {
             if let Some(deadline) = bound {
                 if let Err(e) = wait(fd, PollFlags::OUT, deadline) {
                     self.sent(start, end, sent);
-                    return Err(match e {
+                    let e = match e {
                         Error::TimedOut { .. } => Error::TimedOut { written: sent },
                         other => other,
-                    });
+                    };
+                    return Err((e, sent));
                 }
             }
-            let piece = &self.ring.piece(start + sent, len - sent)[..];
-            let nonblock = bound.is_some();
-            match self
-                .pipe
-                .guarded(|| sys::vmsplice_ring(fd, piece, nonblock))
-            {
+            let Some(ring) = self.ring.as_mut() else {
+                unreachable!("a piece is sent from the ring only while there is one")
+            };
+            let piece = &ring.as_mut_slice()[start + sent..end];
+            // vmsplice blocks on a full pipe unless told not to (O_NONBLOCK does not count).
+            let nonblock = bound.is_some() || !wait_when_full;
+            match pipe.guarded(|| sys::vmsplice_ring(fd, piece, nonblock)) {
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Bounded: the loop polls again. Unbounded: wait here, as `write` would.
+                    // Bounded: the loop polls again. Unbounded: wait here, as a blocking `write`
+                    // would, or say so where a non-blocking `write` would.
                     if bound.is_none() {
-                        if let Err(e) = wait(fd, PollFlags::OUT, None) {
+                        let r = if wait_when_full {
+                            wait(fd, PollFlags::OUT, None)
+                        } else {
+                            match pipe.is_nonblocking() {
+                                Ok(true) => Err(Error::WouldBlock),
+                                Ok(false) => wait(fd, PollFlags::OUT, None),
+                                Err(e) => Err(e),
+                            }
+                        };
+                        if let Err(e) = r {
                             self.sent(start, end, sent);
-                            return Err(e);
+                            return Err((e, sent));
                         }
                     }
                 }
                 Err(e) => {
-                    // Part of the piece may be in the pipe: remember the region as in use.
+                    // What went in before the error is in the pipe: the region is in use.
                     self.sent(start, end, sent);
-                    return Err(e.into());
+                    return Err((e.into(), sent));
                 }
             }
         }
@@ -739,35 +826,15 @@ impl<'a> ZeroCopyWriter<'a> {
         self.recent.push_back((start, end, self.inserted));
     }
 
-    /// Copies `data` into the next piece and sends it: no faster than `write`, but keeps one
-    /// code path for callers whose data is not produced in place.
-    ///
-    /// # Errors
-    /// As [`Self::send_with`].
-    pub fn send(&mut self, data: &[u8]) -> Result<()> {
-        self.send_with(data.len(), |piece| piece.copy_from_slice(data))
-    }
-
-    /// Retires the ring (the pipe may still refer to it: it is never written again, and freed
-    /// only with the writer) and starts a new one for capacity `cap`.
-    /// Beyond [`RING_LIMIT`] there is no new ring: the writer copies from then on.
+    /// Drops the ring (unmapped: the pipe may still refer to its pages, which then stay alive
+    /// and unchanged in the kernel until the reader has consumed them) and maps a new one for
+    /// capacity `cap`. Beyond [`RING_LIMIT`], or when the memory cannot be mapped, there is no
+    /// new ring: the writer copies.
     fn grow(&mut self, cap: usize) {
-        self.copying |= cap > RING_LIMIT;
-        let ring = Ring::new(if self.copying { 0 } else { cap * 2 });
-        let old = std::mem::replace(&mut self.ring, ring);
-        self.retired.push(old);
+        self.ring = None;
+        self.ring = ring_for(cap);
         self.recent.clear();
         self.cap = cap;
         self.pos = 0;
-    }
-}
-
-impl Drop for ZeroCopyWriter<'_> {
-    fn drop(&mut self) {
-        if self.pipe.available().map_or(true, |n| n > 0) {
-            // The pipe may still refer to these pages: never hand them back to the allocator.
-            std::mem::forget(std::mem::replace(&mut self.ring, Ring::new(0)));
-            std::mem::forget(std::mem::take(&mut self.retired));
-        }
     }
 }

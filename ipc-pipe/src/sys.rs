@@ -5,11 +5,15 @@
 //! from the concept files above it; they wrap it. What lives here and why it needs `unsafe`:
 //! - [`vmsplice`] and [`vmsplice_ring`]: the kernel keeps references to user pages after the
 //!   call returns.
+//! - [`Mapping`]: a private anonymous mapping (`mmap`/`munmap`), the memory a
+//!   `ZeroCopyWriter` lends to its pipe, handed out as byte slices.
 //! - [`install_fd_map`]: `pre_exec` runs between `fork` and `exec` in the child.
 //! - [`claim_inherited`]: turns a descriptor number inherited at exec into an `OwnedFd`.
 //! - [`dup_stdio`]: duplicates a standard stream by number, without touching `std::io`.
 //! - [`set_sigpipe`], [`sigpipe`], [`without_sigpipe`]: signal dispositions, masks and the
 //!   pending set.
+//! - `register_async` (feature `tokio`): tokio's `AsyncFd::register_with_interest`, `unsafe`
+//!   because the descriptor must stay open and the same for the `AsyncFd`'s whole life.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -17,6 +21,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::ptr::NonNull;
 use std::sync::Mutex;
 
 use rustix::pipe::{IoSliceRaw, SpliceFlags};
@@ -35,11 +40,12 @@ pub(crate) unsafe fn vmsplice(fd: BorrowedFd<'_>, data: &[u8]) -> rustix::io::Re
     unsafe { rustix::pipe::vmsplice(fd, &iov, SpliceFlags::empty()) }
 }
 
-/// `vmsplice` of `piece`, a piece of a `ZeroCopyWriter`'s own ring, into the pipe `fd`.
+/// `vmsplice` of `piece`, a piece of a [`Mapping`] that a `ZeroCopyWriter` owns, into the pipe
+/// `fd`.
 ///
 /// Only `ZeroCopyWriter` calls this. It never writes to a piece again while the pipe may still
-/// refer to it (it checks the pipe's capacity before every piece, see its docs), and it never
-/// frees its ring while the pipe may refer to it.
+/// refer to it (it checks the pipe's capacity before every piece, see its docs), and its ring is
+/// a [`Mapping`], which is unmapped, never handed to an allocator, when it is dropped.
 pub(crate) fn vmsplice_ring(
     fd: BorrowedFd<'_>,
     piece: &[u8],
@@ -51,11 +57,87 @@ pub(crate) fn vmsplice_ring(
     } else {
         SpliceFlags::empty()
     };
-    // SAFETY: the kernel only reads `piece`. The piece belongs to a ZeroCopyWriter ring, which
-    // does not write to it again until more bytes than the pipe can hold (its capacity, read
-    // before each piece) were inserted after it, and which leaks rather than frees its ring if
-    // the pipe may still refer to it when dropped.
+    // SAFETY: the kernel only reads `piece`. The piece lies in a `Mapping` owned by a
+    // ZeroCopyWriter, which does not write to it again until more bytes than the pipe can hold
+    // (its capacity, read before each piece) were inserted after it. When the writer is done
+    // the mapping is unmapped: the pages the pipe still refers to are then mapped nowhere, so
+    // nothing can change them, and the kernel frees them only when the pipe lets them go (a
+    // page's reference count, not our mapping, keeps it alive). No allocator ever reuses them.
     unsafe { rustix::pipe::vmsplice(fd, &iov, flags) }
+}
+
+/// A private anonymous memory mapping of `len` bytes (`mmap(MAP_PRIVATE | MAP_ANONYMOUS)`),
+/// page-aligned, zeroed by the kernel, unmapped when dropped.
+///
+/// This is what a `ZeroCopyWriter` lends to its pipe with `vmsplice`. Unlike heap memory,
+/// which `free` gives back to the allocator for the next `malloc` (so a pipe that still refers
+/// to its pages would show the reader whatever the program writes there next), an unmapped
+/// page belongs to no one in this process any more: the pipe keeps it alive, unchanged, until
+/// the reader has consumed it. So dropping a `Mapping` is always safe and never leaks, whatever
+/// the pipe still holds.
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a `Mapping` owns its pages as a `Box<[u8]>` owns its heap block: no other handle to
+// them exists in this process, reads and writes go through `&self`/`&mut self`, and
+// `mmap`/`munmap` may be called from any thread.
+unsafe impl Send for Mapping {}
+// SAFETY: `&Mapping` only gives out `&[u8]`; mutation needs `&mut Mapping`.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` (> 0) bytes of private, zeroed, readable and writable memory.
+    pub(crate) fn new(len: usize) -> io::Result<Mapping> {
+        use rustix::mm::{MapFlags, ProtFlags};
+        if len == 0 {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        // SAFETY: a null address lets the kernel choose a free range: no existing mapping is
+        // replaced. The new range is ours alone.
+        let ptr = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE,
+            )
+        }?;
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(io::ErrorKind::OutOfMemory)?;
+        Ok(Mapping { ptr, len })
+    }
+
+    /// The mapping's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The whole mapping, for writing.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr..ptr + len` is a live, readable and writable mapping that only this
+        // value owns, initialised (zeroed by the kernel, then written only through slices like
+        // this one); `&mut self` makes this the only reference to it for the borrow's life.
+        // (The kernel may read pages of it that a pipe refers to: reads by the kernel do not
+        // alias a Rust `&mut` in any way the compiler can observe, as with `write(2)`.)
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr..ptr + len` is the range `mmap` returned for this value, unmapped once,
+        // here; no slice of it outlives `self`. Pages a pipe still refers to stay alive (and
+        // unchanged) in the kernel until the pipe lets them go. With valid arguments `munmap`
+        // cannot fail.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+impl std::fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapping").field("len", &self.len).finish()
+    }
 }
 
 /// Arranges for the child of `cmd` to find each `(fd, target)` at descriptor number `target`,
@@ -318,4 +400,31 @@ impl Drop for MaskGuard {
             unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
         }
     }
+}
+
+/// Registers `fd` with the current tokio runtime's reactor for `interest`: an `AsyncFd` that
+/// owns it. The caller makes it non-blocking first.
+///
+/// # Errors
+/// When there is no current runtime (tokio would panic), or the reactor refuses it.
+///
+/// # Panics
+/// Inside a runtime built without IO (`enable_io`), as tokio's own types do.
+#[cfg(feature = "tokio")]
+pub(crate) fn register_async(
+    fd: OwnedFd,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io::Error::other(
+            "an async pipe end needs a tokio runtime: make it inside one (with IO enabled)",
+        ));
+    }
+    // SAFETY: the AsyncFd takes ownership of `fd`, an `OwnedFd`: nothing else owns (or will
+    // close) that descriptor, so it stays open and refers to the same open file description
+    // until the AsyncFd is dropped or gives it back (`into_inner`), and `as_raw_fd` returns the
+    // same number every time. This crate never calls `AsyncFd::get_mut`, the one way to swap the
+    // `OwnedFd` inside for another.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|e| e.into_parts().1)
 }

@@ -7,7 +7,8 @@
 //! handler also writes a byte to a notification pipe, and the parent reads or writes one
 //! pipeful only after 1 to 3 of those. So the child's calls are mostly blocked when a signal
 //! comes, and return early: `EINTR` (nothing moved yet) or a short count. Through that, in both
-//! directions, the child moves megabytes with `write_all`/`read_exact`, frames, `write_atomic`,
+//! directions, the child moves megabytes with `write_all`/`read_exact`, frames (also lent with
+//! vmsplice), `write_atomic`,
 //! `write_all_timeout` (under the `Suppress` SIGPIPE policy), `ZeroCopyWriter` and the fast
 //! `copy`; every byte must arrive once and in order. What the `Read`/`Write` impls report is
 //! counted and shown (`--nocapture`), not asserted on; that interruption does happen here is
@@ -291,8 +292,21 @@ fn whole_transfers_survive_a_stream_of_interrupting_signals() {
             );
             assert_eq!(n, Some(frame_len(i)));
         }
-        let mut up = rx.into_inner();
-        let mut tx = FramedWriter::new(down).max_frame(MAX_FRAME);
+        for i in 0..FRAMES {
+            let n = rx
+                .read_frame_into(&mut buf)
+                .map_err(|e| format!("lent frame {i} up: {e}"))?;
+            check(
+                &format!("lent frame {i} up"),
+                &buf,
+                &payload(400 + i, frame_len(i)),
+            );
+            assert_eq!(n, Some(frame_len(i)));
+        }
+        // The child sends nothing more before it has the frames below: nothing read ahead.
+        let (mut up, unread) = rx.into_parts();
+        assert!(unread.is_empty(), "{} bytes read ahead", unread.len());
+        let mut tx = FramedWriter::from_write(down).max_frame(MAX_FRAME);
         for i in 0..FRAMES {
             tx.write_frame(&payload(200 + i, frame_len(i)))
                 .map_err(|e| format!("frame {i} down: {e}"))?;
@@ -375,11 +389,20 @@ fn interrupted_child() {
     phase("read_exact", Some(r.seen));
 
     // 3. Child -> parent: frames, from empty to many pipes long.
-    let mut tx = FramedWriter::new(Counting::new(&up)).max_frame(MAX_FRAME);
+    let mut tx = FramedWriter::from_write(Counting::new(&up)).max_frame(MAX_FRAME);
     for i in 0..FRAMES {
         tx.write_frame(&payload(100 + i, frame_len(i))).unwrap();
     }
     phase("write_frame", Some(tx.get_ref().seen));
+
+    // 3b. Child -> parent: frames on the pipe's own path, where those of 32 KiB and more are
+    // lent with vmsplice from the writer's ring (the pipe keeps its one page).
+    let mut tx = FramedWriter::new(&up).grow_pipe(false).max_frame(MAX_FRAME);
+    for i in 0..FRAMES {
+        tx.write_frame(&payload(400 + i, frame_len(i))).unwrap();
+    }
+    drop(tx);
+    phase("write_frame (lent)", None);
 
     // 4. Parent -> child: frames.
     let mut rx = FramedReader::new(Counting::new(&down)).max_frame(MAX_FRAME);

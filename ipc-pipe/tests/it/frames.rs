@@ -278,18 +278,16 @@ impl std::io::Write for Boasting {
 #[test]
 fn inner_readers_and_writers_that_overstate_counts_cause_no_panic() {
     // The header reads as 9: above a maximum of 8, refused; within the default, a frame of
-    // what the reader really put there. No panic either way.
+    // what the reader really put there (its first read, read ahead, holds the header and
+    // zeros). No panic either way.
     let mut rx = FramedReader::new(Lying).max_frame(8);
     assert!(matches!(
         rx.read_frame(),
         Err(Error::MessageTooLarge { len: 9, max: 8 })
     ));
     let mut rx = FramedReader::new(Lying);
-    assert_eq!(
-        rx.read_frame().unwrap().unwrap(),
-        [9, 0, 0, 0, 0, 0, 0, 0, 0]
-    );
-    let mut tx = FramedWriter::new(Boasting);
+    assert_eq!(rx.read_frame().unwrap().unwrap(), [0; 9]);
+    let mut tx = FramedWriter::from_write(Boasting);
     assert!(matches!(tx.write_frame(b"small"), Err(Error::Io(_))));
     assert!(matches!(tx.write_frame(&[0; 10_000]), Err(Error::Io(_))));
 }
@@ -298,7 +296,8 @@ fn inner_readers_and_writers_that_overstate_counts_cause_no_panic() {
 fn a_frame_cut_short_by_a_full_non_blocking_pipe_stops_the_writer() {
     let (r, w) = pipe().unwrap();
     w.set_nonblocking(true).unwrap();
-    let mut tx = FramedWriter::new(&w);
+    // The pipe keeps its 64 KiB (a grown pipe would have room for both frames).
+    let mut tx = FramedWriter::new(&w).grow_pipe(false);
     tx.write_frame(&[1; 60_000]).unwrap();
     // Room for about 5 KiB more: this frame goes out in part, and is cut.
     let err = tx.write_frame(&[2; 20_000]).unwrap_err();
@@ -339,4 +338,285 @@ fn a_frame_cut_short_by_a_full_non_blocking_pipe_stops_the_writer() {
         FramedReader::new(&r).read_frame().unwrap().unwrap(),
         b"late"
     );
+}
+
+#[test]
+fn a_large_frame_grows_the_pipe_once_unless_told_not_to() {
+    let max = ipc_pipe::pipe_max_size().unwrap() as usize;
+    let grown = max.min(1 << 20);
+    // A frame of at most a quarter of the capacity: the pipe stays as it is.
+    let (r, w) = pipe().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut rx = FramedReader::new(&r).max_frame(1 << 20);
+        let mut lens = Vec::new();
+        while let Some(f) = rx.read_frame().unwrap() {
+            lens.push(f.len());
+        }
+        lens
+    });
+    let mut tx = FramedWriter::new(&w).max_frame(1 << 20);
+    tx.write_frame(&[1; 16_380]).unwrap();
+    assert_eq!(
+        w.capacity().unwrap(),
+        65_536,
+        "a small frame left the pipe alone"
+    );
+    // The first larger one grows it, to 1 MiB (or pipe-max-size).
+    tx.write_frame(&[2; 16_381]).unwrap();
+    assert_eq!(w.capacity().unwrap(), grown);
+    // Shrunk by someone else, it stays shrunk: growing is tried once.
+    w.set_capacity(65_536).unwrap();
+    tx.write_frame(&[3; 200_000]).unwrap();
+    assert_eq!(w.capacity().unwrap(), 65_536);
+    drop(tx);
+    drop(w);
+    assert_eq!(reader.join().unwrap(), [16_380, 16_381, 200_000]);
+
+    let (_r, w) = pipe().unwrap();
+    let mut tx = FramedWriter::new(&w).grow_pipe(false);
+    tx.write_frame(&[4; 30_000]).unwrap();
+    assert_eq!(w.capacity().unwrap(), 65_536, "grow_pipe(false)");
+    // A writer made by from_write never touches the pipe.
+    let (_r, w) = pipe().unwrap();
+    FramedWriter::from_write(&w)
+        .write_frame(&[5; 30_000])
+        .unwrap();
+    assert_eq!(w.capacity().unwrap(), 65_536, "from_write");
+}
+
+#[test]
+fn frames_cross_whole_when_the_kernel_refuses_to_grow_the_pipe() {
+    if role().is_some() {
+        // As `nobody`, whose pipe budget applies (root's does not), spend the budget, then
+        // frame on a pipe that can no longer grow: nothing is reported, everything arrives.
+        let soft: u64 = std::fs::read_to_string(ipc_pipe::PIPE_USER_PAGES_SOFT_FILE)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        if soft == 0 {
+            eprintln!("no per-user soft limit on this system: nothing to test");
+            return;
+        }
+        rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(65534)).unwrap();
+        let mut hoard = Vec::new();
+        loop {
+            let (r, w) = pipe().unwrap();
+            match w.set_capacity(1 << 20) {
+                Ok(_) => hoard.push((r, w)),
+                Err(Error::LimitExceeded { .. }) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+            assert!(hoard.len() < 100_000, "no per-user limit reached");
+        }
+        let (r, w) = pipe().unwrap();
+        let before = w.capacity().unwrap();
+        let frames: Vec<Vec<u8>> = (0..12u64)
+            .map(|i| crate::payload(0xf0 + i, [100_000, 5, 40_000][i as usize % 3]))
+            .collect();
+        let expect = frames.clone();
+        let reader = std::thread::spawn(move || {
+            let mut rx = FramedReader::new(&r);
+            let mut got = Vec::new();
+            while let Some(f) = rx.read_frame().unwrap() {
+                got.push(f);
+            }
+            got
+        });
+        let mut tx = FramedWriter::new(&w);
+        for f in &frames {
+            tx.write_frame(f).unwrap();
+        }
+        assert_eq!(
+            w.capacity().unwrap(),
+            before,
+            "the kernel refused: no growth"
+        );
+        drop(tx);
+        drop(w);
+        assert!(reader.join().unwrap() == expect, "frames changed");
+        return;
+    }
+    let _wd = Watchdog::new("growth refused", LIMIT);
+    let cmd = child(
+        &test_path!(frames_cross_whole_when_the_kernel_refuses_to_grow_the_pipe),
+        "nobody",
+    );
+    spawn(cmd).expect_success(LIMIT);
+}
+
+/// Frame sizes around every boundary of the writer and the reader: empty, PIPE_BUF, the
+/// zero-copy threshold, the reader's read-ahead and "large" sizes, the pipe's capacities.
+fn boundary_len(i: u64) -> usize {
+    const LENS: [usize; 16] = [
+        0,
+        1,
+        4092,
+        4093,
+        16_383,
+        16_384,
+        32_763,
+        32_764,
+        65_532,
+        65_536,
+        65_537,
+        300_001,
+        524_284,
+        1 << 20,
+        (1 << 20) + 1,
+        2_000_003,
+    ];
+    LENS[(i % 16) as usize]
+}
+
+#[test]
+fn lent_and_copied_frames_of_every_size_cross_processes_intact() {
+    const FRAMES: u64 = 64;
+    if let Some(role) = role() {
+        let w = crate::inherited_writer(3);
+        let mut tx = FramedWriter::new(&w)
+            .zero_copy(role == "lent")
+            .max_frame(4 << 20);
+        for i in 0..FRAMES {
+            tx.write_frame(&crate::payload(0x1e00 + i, boundary_len(i)))
+                .unwrap();
+        }
+        return;
+    }
+    let _wd = Watchdog::new("lent frames", LIMIT);
+    for role in ["lent", "copied"] {
+        let (r, w) = pipe().unwrap();
+        let mut cmd = child(
+            &test_path!(lent_and_copied_frames_of_every_size_cross_processes_intact),
+            role,
+        );
+        ChildFds::new().fd_at(3, w).apply(&mut cmd).unwrap();
+        let p = spawn(cmd);
+        let mut rx = FramedReader::new(&r).max_frame(4 << 20);
+        let mut buf = Vec::new();
+        for i in 0..FRAMES {
+            let len = rx.read_frame_into(&mut buf).unwrap();
+            assert_eq!(len, Some(boundary_len(i)), "{role}: frame {i}");
+            assert_eq!(
+                ipc_testkit::fnv1a64(&buf),
+                ipc_testkit::fnv1a64(&crate::payload(0x1e00 + i, boundary_len(i))),
+                "{role}: frame {i} changed"
+            );
+        }
+        assert_eq!(rx.read_frame().unwrap(), None, "{role}: a clean end");
+        p.expect_success(LIMIT);
+    }
+}
+
+/// A `Read` that counts its calls.
+struct CountingReads<R> {
+    inner: R,
+    calls: usize,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReads<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.calls += 1;
+        self.inner.read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [std::io::IoSliceMut<'_>]) -> std::io::Result<usize> {
+        self.calls += 1;
+        self.inner.read_vectored(bufs)
+    }
+}
+
+#[test]
+fn small_frames_are_read_many_per_read_and_into_parts_returns_what_was_read_ahead() {
+    // 2000 frames of 1 to 100 bytes, all in the pipe before the reader starts.
+    let frames: Vec<Vec<u8>> = (0..2000u64)
+        .map(|i| crate::payload(i, 1 + (i as usize * 37) % 100))
+        .collect();
+    let stream = framed(&frames);
+    let (r, w) = pipe().unwrap();
+    w.set_capacity(stream.len().next_power_of_two()).unwrap();
+    (&w).write_all(&stream).unwrap();
+    drop(w);
+    let mut rx = FramedReader::new(CountingReads {
+        inner: &r,
+        calls: 0,
+    });
+    let mut buf = Vec::new();
+    for (i, f) in frames.iter().enumerate().take(1500) {
+        assert_eq!(rx.read_frame_into(&mut buf).unwrap(), Some(f.len()));
+        assert!(buf == *f, "frame {i} changed");
+    }
+    let calls = rx.get_ref().calls;
+    assert!(
+        calls * 20 < 1500,
+        "{calls} reads for 1500 small frames: no read-ahead"
+    );
+    // What the reader took in and did not return comes back, then the rest of the stream.
+    let (mut inner, unread) = rx.into_parts();
+    let mut rest = unread;
+    std::io::Read::read_to_end(&mut inner.inner, &mut rest).unwrap();
+    assert!(rest == framed(&frames[1500..]), "the rest of the stream");
+    // A frame in progress comes back with its header.
+    let (r, w) = pipe().unwrap();
+    r.set_nonblocking(true).unwrap();
+    w.write_atomic(&[1, 0, 0, 0, b'x', 5, 0, 0, 0, b'a', b'b'])
+        .unwrap();
+    let mut rx = FramedReader::new(&r);
+    assert_eq!(rx.read_frame().unwrap().as_deref(), Some(&b"x"[..]));
+    assert!(matches!(rx.read_frame(), Err(Error::WouldBlock)));
+    let (_, unread) = rx.into_parts();
+    assert_eq!(unread, [5, 0, 0, 0, b'a', b'b']);
+    let (_, unread) = FramedReader::new(&r).into_parts();
+    assert!(unread.is_empty(), "nothing taken yet");
+}
+
+#[test]
+fn a_reused_buffer_keeps_its_allocation() {
+    let frames: Vec<Vec<u8>> = (0..50u64)
+        .map(|i| crate::payload(i, [200_000, 70_000, 1, 0, 150_000][i as usize % 5]))
+        .collect();
+    let stream = framed(&frames);
+    let mut rx = FramedReader::new(&stream[..]);
+    let mut buf = Vec::new();
+    assert_eq!(rx.read_frame_into(&mut buf).unwrap(), Some(200_000));
+    let at = buf.as_ptr();
+    for (i, f) in frames.iter().enumerate().skip(1) {
+        assert_eq!(rx.read_frame_into(&mut buf).unwrap(), Some(f.len()));
+        assert!(buf == *f, "frame {i} changed");
+        assert_eq!(buf.as_ptr(), at, "frame {i} moved the buffer");
+    }
+    assert_eq!(rx.read_frame_into(&mut buf).unwrap(), None);
+}
+
+#[test]
+fn a_lent_frame_on_a_full_non_blocking_pipe_says_would_block_and_never_waits() {
+    // vmsplice ignores O_NONBLOCK: the writer must not wait in it (it did, once).
+    let _wd = Watchdog::new("lent frame, non-blocking", LIMIT);
+    let (r, w) = pipe().unwrap();
+    w.set_nonblocking(true).unwrap();
+    let mut tx = FramedWriter::new(&w).grow_pipe(false);
+    // 40 KiB (lent) fits; the next 40 KiB goes in part: cut, not a wait.
+    tx.write_frame(&[1; 40_000]).unwrap();
+    match tx.write_frame(&[2; 40_000]) {
+        Err(Error::FrameCutShort { written, len }) => {
+            assert!(written > 0 && written < len, "{written} of {len}");
+        }
+        other => panic!("expected FrameCutShort, got {other:?}"),
+    }
+    drop(tx);
+    // A full pipe: nothing of the frame goes in, and the writer stays usable.
+    let (r2, w2) = pipe().unwrap();
+    w2.set_nonblocking(true).unwrap();
+    (&w2).write_all(&[0; 65_536]).unwrap();
+    let mut tx = FramedWriter::new(&w2).grow_pipe(false);
+    assert!(matches!(
+        tx.write_frame(&[3; 40_000]),
+        Err(Error::WouldBlock)
+    ));
+    let mut drain = vec![0; 65_536];
+    std::io::Read::read_exact(&mut &r2, &mut drain).unwrap();
+    tx.write_frame(&[3; 40_000]).unwrap();
+    let mut rx = FramedReader::new(&r2);
+    assert_eq!(rx.read_frame().unwrap(), Some(vec![3; 40_000]));
+    drop(r);
 }

@@ -7,11 +7,13 @@
 mod basics;
 mod children;
 mod eintr;
+mod epoll;
 mod fork;
 mod frames;
 mod inherit;
 mod records;
 mod sigpipe;
+mod tokio;
 mod zero_copy;
 
 use std::os::fd::RawFd;

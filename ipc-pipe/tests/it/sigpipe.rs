@@ -238,13 +238,17 @@ fn mid_transfer_child(path: &str) {
                 .cycle()
                 .try_for_each(|record| w.write_atomic(record)),
         ),
+        // A pipe that keeps its capacity (a grown one would take the whole frame before the
+        // reader goes); the frame is lent with vmsplice.
         "write_frame" => no_reader(
             FramedWriter::new(&w)
+                .grow_pipe(false)
                 .max_frame(MAX_FRAME)
                 .write_frame(&data),
         ),
         "write_frame_timeout" => no_reader(
             FramedWriter::new(&w)
+                .grow_pipe(false)
                 .max_frame(MAX_FRAME)
                 .write_frame_timeout(&data, LIMIT),
         ),
@@ -257,11 +261,14 @@ fn mid_transfer_child(path: &str) {
             );
         }
         "vmsplice" => {
-            // Never freed nor changed: meets vmsplice's contract.
-            let fixed: &'static [u8] = Box::leak(data.clone().into_boxed_slice());
+            // Kept for the whole process (reachable from a static, so not a leak) and never
+            // changed: meets vmsplice's contract.
+            static FIXED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            let fixed: &'static [u8] = FIXED.get_or_init(|| data.clone());
             let mut at = 0;
             let err = loop {
-                // SAFETY: `fixed` is leaked and never written again.
+                // SAFETY: `fixed` lives in a static until the process ends and is never written
+                // again.
                 match unsafe { ipc_pipe::vmsplice(&w, &fixed[at..]) } {
                     Ok(n) => at = (at + n) % PIPE_BUF,
                     Err(e) => break e,
