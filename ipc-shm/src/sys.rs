@@ -572,11 +572,20 @@ static CLAIMED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
 /// Why [`claim_inherited`] refused a descriptor number.
 pub(crate) type Refusal = &'static str;
 
+/// What [`claim_inherited`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inherit {
+    /// A regular file: a memfd or a POSIX segment.
+    Segment,
+    /// A doorbell half: an eventfd or a FIFO.
+    Doorbell,
+}
+
 /// Takes ownership of descriptor `fd`, inherited from the parent at exec, after checking that it
-/// is open, a regular file (a memfd or a POSIX segment), not 0..=2 (the standard streams belong
-/// to `std::io`), and not claimed before in this process. Marks it close-on-exec so it is not
-/// passed on further by accident.
-pub(crate) fn claim_inherited(fd: RawFd) -> Result<OwnedFd, Refusal> {
+/// is open, of the kind asked for (a regular file for a segment, an eventfd or a FIFO for a
+/// doorbell), not 0..=2 (the standard streams belong to `std::io`), and not claimed before in
+/// this process. Marks it close-on-exec so it is not passed on further by accident.
+pub(crate) fn claim_inherited(fd: RawFd, kind: Inherit) -> Result<OwnedFd, Refusal> {
     if fd <= 2 {
         return Err(
             "descriptors 0, 1 and 2 are the standard streams: take them with std::io::stdin().as_fd()",
@@ -593,11 +602,20 @@ pub(crate) fn claim_inherited(fd: RawFd) -> Result<OwnedFd, Refusal> {
     // SAFETY: `fd` is open (checked just above) and is borrowed only for the checks below, which
     // complete before this function returns.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    let regular = rustix::fs::fstat(borrowed).is_ok_and(|st| {
-        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
-    });
-    if !regular {
-        return Err("not a shared-memory file (a memfd or a POSIX segment)");
+    match kind {
+        Inherit::Segment => {
+            let regular = rustix::fs::fstat(borrowed).is_ok_and(|st| {
+                rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+            });
+            if !regular {
+                return Err("not a shared-memory file (a memfd or a POSIX segment)");
+            }
+        }
+        Inherit::Doorbell => {
+            if !crate::doorbell::is_bell(borrowed) {
+                return Err("not a doorbell's descriptor (an eventfd or a FIFO)");
+            }
+        }
     }
     if rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC).is_err() {
         return Err("cannot make it close-on-exec");
@@ -641,4 +659,22 @@ pub(crate) fn owner_lock_held(fd: BorrowedFd<'_>) -> io::Result<bool> {
     let mut fl = owner_flock(libc::F_WRLCK);
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl)).map_err(io::Error::from)?;
     Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// `AsyncFd::with_interest(fd, READABLE)`—Registers a descriptor this crate owns with the
+/// current tokio reactor, for readability.
+///
+/// # Panics
+/// Outside a tokio runtime (as tokio's own constructors do).
+#[cfg(feature = "tokio")]
+pub(crate) fn register_readable(fd: OwnedFd) -> io::Result<::tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: `AsyncFd` requires the descriptor to stay open and to refer to the same open file
+    // description for the whole life of the `AsyncFd`. It takes the `OwnedFd` by value and owns
+    // it from here on: nothing else can close it or put another file at its number while the
+    // `AsyncFd` lives, and this crate never hands out a mutable access to it (callers only get
+    // `&AsyncFd`, through whose `get_ref` the descriptor can be read from, never replaced).
+    unsafe {
+        ::tokio::io::unix::AsyncFd::register_with_interest(fd, ::tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| e.into_parts().1)
 }
