@@ -7,6 +7,11 @@
 //! default capacity). Each chunk carries its sequence number in its first and last 8 bytes.
 //! Each figure is the best of several runs (1 smoke, 3 quick, 5 full): the machine is shared.
 //!
+//! 64-byte messages one way: `Ring` against the Rust port of `../shared/baseline/spsc64.c` (fixed
+//! 64-byte slots, each side caching the other's index and publishing its own every 16
+//! messages), both verifying every message as spsc64.c does (stamps in the first and last word,
+//! a sum of the words between). Target: at least half the port's rate.
+//!
 //! Latency: 64-byte round trips through two rings: ours spin-then-park against the busy-poll
 //! floor (raw rings that only spin), ours park-only against raw futex-only rings, and, with both
 //! processes pinned to one CPU, ours adaptive against raw futex-only rings.
@@ -221,6 +226,89 @@ fn rtt_raw(spin: u64, iters: usize) -> Latency {
     Latency::of(&mut samples)
 }
 
+/// One 64-byte message of the one-way case: its sequence number in the first and last word,
+/// multiples of it between (as `../shared/baseline/spsc64.c` writes them).
+fn words64(k: u64) -> [u64; 8] {
+    let mut w = [0u64; 8];
+    w[0] = k;
+    for (i, x) in w.iter_mut().enumerate().take(7).skip(1) {
+        *x = k.wrapping_mul(i as u64);
+    }
+    w[7] = k;
+    w
+}
+
+fn to_bytes(w: &[u64; 8]) -> [u8; 64] {
+    let mut b = [0u8; 64];
+    for (chunk, x) in b.chunks_exact_mut(8).zip(w) {
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    b
+}
+
+/// The receiver's check of one 64-byte message (spsc64.c's): both stamps, and a sum of the
+/// words between, returned so the compiler cannot drop the reads.
+fn check64(b: &[u8], k: u64) -> u64 {
+    let word = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+    assert!(
+        word(0) == k && word(7) == k,
+        "message {k}: stamps {}/{}",
+        word(0),
+        word(7)
+    );
+    (1..7).fold(0u64, |s, i| s.wrapping_add(word(i)))
+}
+
+/// 64-byte messages one way through `Ring` (4 MiB), every message checked: M messages/s.
+fn one_way_ours(n: u64) -> f64 {
+    let seg = Anon::new(Ring::segment_size(RING).unwrap()).unwrap();
+    seg.fill(0, seg.len(), 0).unwrap();
+    let ring = Ring::create(&seg).unwrap();
+    let go = Go::new();
+    let pid = fork_pinned(|| {
+        let mut w = Ring::open(&seg).unwrap().into_writer().unwrap();
+        w.set_wait(Wait::SpinThenPark);
+        go.wait();
+        for k in 0..n {
+            w.send(&to_bytes(&words64(k))).unwrap();
+        }
+        0
+    });
+    let mut r = ring.into_reader().unwrap();
+    r.set_wait(Wait::SpinThenPark);
+    let mut buf = [0u8; 64];
+    let mut sum = 0u64;
+    let t0 = Instant::now();
+    go.start();
+    for k in 0..n {
+        let got = r.recv(&mut buf).unwrap();
+        assert_eq!(got, 64);
+        sum = sum.wrapping_add(check64(&buf, k));
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64() / 1e6;
+    std::hint::black_box(sum);
+    bench::wait_ok(pid);
+    rate
+}
+
+/// The same through the Rust port of `spsc64.c`: M messages/s.
+fn one_way_spsc64(n: u64) -> f64 {
+    let ring = raw::Spsc64::new();
+    let go = Go::new();
+    let pid = fork_pinned(|| {
+        go.wait();
+        ring.write_all(n);
+        0
+    });
+    let t0 = Instant::now();
+    go.start();
+    let sum = ring.read_all(n);
+    let rate = n as f64 / t0.elapsed().as_secs_f64() / 1e6;
+    std::hint::black_box(sum);
+    bench::wait_ok(pid);
+    rate
+}
+
 fn main() {
     let mode = Mode::from_env();
     let total: u64 = mode.pick(64 << 20, 512 << 20, 2 << 30);
@@ -254,6 +342,26 @@ fn main() {
         emit_throughput("shm", &case, ours, rawr, "raw ring", is64.then_some(0.9));
         emit_throughput("shm", &case, ours, pipe, "plain pipe", is64.then_some(5.0));
     }
+
+    // 64-byte messages one way: ours against the Rust port of spsc64.c, interleaved.
+    let msgs: u64 = mode.pick(2_000_000, 20_000_000, 50_000_000);
+    let (mut ours64, mut spsc) = (0f64, 0f64);
+    for _ in 0..reps {
+        ours64 = ours64.max(one_way_ours(msgs));
+        spsc = spsc.max(one_way_spsc64(msgs));
+    }
+    bench::Row {
+        group: "shm",
+        case: "64 B messages one way, 4 MiB ring",
+        metric: "M msg/s",
+        unit: "M msg/s",
+        better: bench::Better::Higher,
+        ours: ours64,
+        baseline: spsc,
+        baseline_name: "spsc64 (Rust port)",
+        target: Some(0.5),
+    }
+    .emit();
 
     // Each latency pair: the run with the lowest p50 of `reps` interleaved runs.
     let best = |f: &dyn Fn() -> Latency| {
@@ -463,6 +571,107 @@ mod raw {
 
     // SAFETY: the ring is used by one thread in each of two processes.
     unsafe impl Sync for Ring {}
+
+    /// Slots of the spsc64 ring: 4 MiB of 64-byte slots.
+    const SLOTS: usize = 1 << 16;
+
+    /// The Rust port of `../shared/baseline/spsc64.c`: fixed 64-byte slots, each side caching
+    /// the other's index and publishing its own every 16 messages (and when it catches up).
+    pub(crate) struct Spsc64 {
+        head: *const AtomicU64,
+        tail: *const AtomicU64,
+        slots: *mut u8,
+    }
+
+    // SAFETY: the ring is used by one thread in each of two processes.
+    unsafe impl Sync for Spsc64 {}
+
+    impl Spsc64 {
+        pub(crate) fn new() -> Spsc64 {
+            let len = 256 + SLOTS * 64;
+            // SAFETY: a fresh anonymous shared mapping; never unmapped (the bench exits).
+            let p = unsafe {
+                libc::mmap(
+                    ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            let p = p.cast::<u8>();
+            // SAFETY: pre-faults the fresh mapping of `len` bytes (zeros are valid atomics).
+            unsafe { ptr::write_bytes(p, 0, len) };
+            Spsc64 {
+                head: p.cast(),
+                tail: p.wrapping_add(128).cast(),
+                slots: p.wrapping_add(256),
+            }
+        }
+
+        fn head(&self) -> &AtomicU64 {
+            // SAFETY: a live, zeroed, aligned word of the mapping.
+            unsafe { &*self.head }
+        }
+
+        fn tail(&self) -> &AtomicU64 {
+            // SAFETY: as `head`.
+            unsafe { &*self.tail }
+        }
+
+        /// Writes messages `0..n` (the writer's loop of spsc64.c).
+        pub(crate) fn write_all(&self, n: u64) {
+            let (mut head, mut tail_cache) = (0u64, 0u64);
+            while head < n {
+                if head - tail_cache >= SLOTS as u64 {
+                    loop {
+                        tail_cache = self.tail().load(Ordering::Acquire);
+                        if head - tail_cache < SLOTS as u64 {
+                            break;
+                        }
+                        std::hint::spin_loop();
+                    }
+                }
+                let w = super::words64(head);
+                let slot = self.slots.wrapping_add((head as usize & (SLOTS - 1)) * 64);
+                // SAFETY: a 64-byte slot inside the mapping; `w` is 64 private bytes.
+                unsafe { ptr::copy_nonoverlapping(w.as_ptr().cast::<u8>(), slot, 64) };
+                head += 1;
+                if head & 15 == 0 || head == n {
+                    self.head().store(head, Ordering::Release);
+                }
+            }
+        }
+
+        /// Reads and checks messages `0..n` (the reader's loop of spsc64.c); returns the sum.
+        pub(crate) fn read_all(&self, n: u64) -> u64 {
+            let (mut tail, mut head_cache, mut sum) = (0u64, 0u64, 0u64);
+            while tail < n {
+                if tail == head_cache {
+                    loop {
+                        head_cache = self.head().load(Ordering::Acquire);
+                        if head_cache != tail {
+                            break;
+                        }
+                        std::hint::spin_loop();
+                    }
+                }
+                let mut b = [0u8; 64];
+                let slot = self.slots.wrapping_add((tail as usize & (SLOTS - 1)) * 64);
+                // SAFETY: as in `write_all`.
+                unsafe { ptr::copy_nonoverlapping(slot, b.as_mut_ptr(), 64) };
+                sum = sum.wrapping_add(super::check64(&b, tail));
+                tail += 1;
+                if tail & 15 == 0 || tail == head_cache {
+                    self.tail().store(tail, Ordering::Release);
+                }
+            }
+            self.tail().store(tail, Ordering::Release);
+            sum
+        }
+    }
 
     pub(crate) fn pipe() -> (i32, i32) {
         let mut fds = [0; 2];

@@ -44,6 +44,7 @@ use crate::error::{Error, Result};
 use crate::futex;
 use crate::header::Header;
 use crate::region::{Region, Segment};
+use crate::sys::Map;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCRSRNG");
 /// Version 2: 8-byte record headers carrying a position tag (version 1 padded every record to
@@ -313,50 +314,81 @@ fn fenceless_process() -> bool {
     ok
 }
 
-/// The data area, read and written at ring positions (wrapping).
+/// The ring's memory as the endpoints use it on their hot paths: the control lines and the
+/// data area at ring positions (wrapping). Every access goes through the mapping's own range,
+/// alignment and writability checks (branches only); the results are `Option`/`bool`, small
+/// enough to stay in registers, because an endpoint checked the layout when it attached and a
+/// failure here means only that the mapping is not what it was ([`lost`]).
 #[derive(Clone, Copy)]
 struct Data<'a> {
-    region: &'a Region,
+    map: &'a Map,
     cap: usize,
     mask: u64,
 }
 
+/// The error for an access to the ring's layout that cannot fail once an endpoint attached.
+#[cold]
+#[inline(never)]
+fn lost() -> Error {
+    Error::Incompatible {
+        what: "ring layout",
+    }
+}
+
 impl<'a> Data<'a> {
+    #[inline]
     fn new(region: &'a Region, cap: usize) -> Data<'a> {
         Data {
-            region,
+            map: region.map(),
             cap,
             mask: cap as u64 - 1,
         }
     }
 
+    #[inline]
     fn at(&self, pos: u64) -> usize {
         (pos & self.mask) as usize
     }
 
+    #[inline]
+    fn meta(&self) -> Option<&'a Meta> {
+        self.map.atomic::<Meta>(META_OFF)
+    }
+
+    #[inline]
+    fn writer(&self) -> Option<&'a Line> {
+        self.map.atomic::<Line>(WRITER_OFF)
+    }
+
+    #[inline]
+    fn reader(&self) -> Option<&'a Line> {
+        self.map.atomic::<Line>(READER_OFF)
+    }
+
     /// The header slot at `pos` (8-aligned, so it never straddles the end).
-    fn header(&self, pos: u64) -> Result<&'a AtomicU64> {
-        self.region.atomic::<AtomicU64>(DATA_OFF + self.at(pos))
+    #[inline]
+    fn header(&self, pos: u64) -> Option<&'a AtomicU64> {
+        self.map.atomic::<AtomicU64>(DATA_OFF + self.at(pos))
     }
 
-    fn put(&self, pos: u64, bytes: &[u8]) -> Result<()> {
+    #[inline]
+    fn put(&self, pos: u64, bytes: &[u8]) -> bool {
         let off = self.at(pos);
-        let first = bytes.len().min(self.cap - off);
-        self.region.write_bytes(DATA_OFF + off, &bytes[..first])?;
-        if first < bytes.len() {
-            self.region.write_bytes(DATA_OFF, &bytes[first..])?;
+        if bytes.len() <= self.cap - off {
+            return self.map.write(DATA_OFF + off, bytes);
         }
-        Ok(())
+        let (a, b) = bytes.split_at(self.cap - off);
+        self.map.write(DATA_OFF + off, a) && self.map.write(DATA_OFF, b)
     }
 
-    fn get(&self, pos: u64, out: &mut [u8]) -> Result<()> {
+    #[inline]
+    fn get(&self, pos: u64, out: &mut [u8]) -> bool {
         let off = self.at(pos);
-        let first = out.len().min(self.cap - off);
-        self.region.read_bytes(DATA_OFF + off, &mut out[..first])?;
-        if first < out.len() {
-            self.region.read_bytes(DATA_OFF, &mut out[first..])?;
+        if out.len() <= self.cap - off {
+            return self.map.read(DATA_OFF + off, out);
         }
-        Ok(())
+        let (a, b) = out.split_at_mut(self.cap - off);
+        self.map.read(DATA_OFF + off, a) && self.map.read(DATA_OFF, b)
     }
 }
 
@@ -686,7 +718,8 @@ impl<S: Segment> Ring<S> {
         let max = cap - 16;
         loop {
             let used = t.wrapping_sub(head);
-            let Some(len) = committed_len(t, data.header(t)?.load(Ordering::Acquire)) else {
+            let slot = data.header(t).ok_or_else(lost)?;
+            let Some(len) = committed_len(t, slot.load(Ordering::Acquire)) else {
                 break;
             };
             match record_len(len) {
@@ -699,7 +732,8 @@ impl<S: Segment> Ring<S> {
         let region = self.seg.region();
         // The next record's slot: zeroed, whatever an old writer left there.
         Data::new(region, self.cap)
-            .header(t)?
+            .header(t)
+            .ok_or_else(lost)?
             .store(0, Ordering::Release);
         region
             .atomic::<Line>(WRITER_OFF)?
@@ -1112,27 +1146,27 @@ impl<S: Segment> RingWriter<S> {
         Ok(Reservation { writer: self, len })
     }
 
+    #[inline]
     fn send_until(&mut self, msg: &[u8], dl: Deadline) -> Result<()> {
         self.wait_room(msg.len(), dl)?;
         let data = Data::new(self.seg.region(), self.cap);
-        data.put(self.tail.wrapping_add(REC_HDR as u64), msg)?;
+        if !data.put(self.tail.wrapping_add(REC_HDR as u64), msg) {
+            return Err(lost());
+        }
         self.commit(msg.len())
     }
 
     /// Waits until a record of `len` payload bytes fits (plus the slack slot after it).
     #[inline]
     fn wait_room(&mut self, len: usize, dl: Deadline) -> Result<()> {
-        let rec = match record_len(len as u64) {
-            Some(r) if len <= self.max_message() => r,
-            _ => {
-                return Err(Error::MessageTooLarge {
-                    len,
-                    max: self.max_message(),
-                });
-            }
+        if len > self.max_message() {
+            return Err(too_large(len, self.max_message()));
+        }
+        // 8 + len rounded up to 8: no overflow, `len` is below the capacity.
+        let rec = (len as u64 + 15) & !7;
+        let Some(meta) = Data::new(self.seg.region(), self.cap).meta() else {
+            return Err(lost());
         };
-        let region = self.seg.region();
-        let meta = region.atomic::<Meta>(META_OFF)?;
         if meta.reader_closed.load(Ordering::Relaxed) != 0 {
             return Err(Error::PeerGone);
         }
@@ -1140,14 +1174,14 @@ impl<S: Segment> RingWriter<S> {
             self.disarm();
         }
         let cap = self.cap as u64;
-        let tail = self.tail;
-        if cap - tail.wrapping_sub(self.head) >= rec + SLACK {
+        if cap - self.tail.wrapping_sub(self.head) >= rec + SLACK {
             return Ok(());
         }
         self.wait_room_slow(rec, dl)
     }
 
     #[cold]
+    #[inline(never)]
     fn wait_room_slow(&mut self, rec: u64, dl: Deadline) -> Result<()> {
         let region = self.seg.region();
         let meta = region.atomic::<Meta>(META_OFF)?;
@@ -1213,21 +1247,29 @@ impl<S: Segment> RingWriter<S> {
     /// next slot, stores the header (release), publishes the position, wakes a sleeping reader.
     #[inline]
     fn commit(&mut self, len: usize) -> Result<()> {
-        let region = self.seg.region();
-        let data = Data::new(region, self.cap);
+        let data = Data::new(self.seg.region(), self.cap);
         // `len <= max_message` was checked by `wait_room`.
-        let rec = record_len(len as u64).unwrap_or(u64::MAX);
+        let rec = (len as u64 + 15) & !7;
         let tail = self.tail;
         let next = tail.wrapping_add(rec);
-        data.header(next)?.store(0, Ordering::Relaxed);
-        data.header(tail)?
-            .store(record_header(tail, len), Ordering::Release);
+        let (Some(next_slot), Some(slot), Some(line)) =
+            (data.header(next), data.header(tail), data.writer())
+        else {
+            return Err(lost());
+        };
+        next_slot.store(0, Ordering::Relaxed);
+        slot.store(record_header(tail, len), Ordering::Release);
         self.tail = next;
-        let line = region.atomic::<Line>(WRITER_OFF)?;
         line.pos.store(next, Ordering::Release);
         notify(line, self.fenceless, self.bell.as_ref().map(|b| &b.data));
         Ok(())
     }
+}
+
+#[cold]
+#[inline(never)]
+fn too_large(len: usize, max: usize) -> Error {
+    Error::MessageTooLarge { len, max }
 }
 
 /// Room for one message in a [`RingWriter`]'s ring, reserved by [`RingWriter::reserve`] and
@@ -1276,7 +1318,11 @@ impl<S: Segment> Reservation<'_, S> {
         }
         let w = &*self.writer;
         let data = Data::new(w.seg.region(), w.cap);
-        data.put(w.tail.wrapping_add((REC_HDR + offset) as u64), bytes)
+        if data.put(w.tail.wrapping_add((REC_HDR + offset) as u64), bytes) {
+            Ok(())
+        } else {
+            Err(lost())
+        }
     }
 
     /// Makes the message visible to the reader (and wakes it if it sleeps). Bytes never
@@ -1318,6 +1364,45 @@ impl<S: Segment> Drop for RingWriter<S> {
             fence(Ordering::SeqCst);
             wake(line, self.bell.as_ref().map(|b| &b.data));
         }
+    }
+}
+
+/// What the reader finds at its head (small, so it stays in registers on the hot path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// A committed record of this many bytes, its length checked.
+    Record(usize),
+    /// Nothing yet.
+    Nothing,
+    /// What the writer wrote breaks the ring's invariants: [`Error::Corrupt`].
+    Corrupt(&'static str),
+    /// The mapping is not what it was ([`lost`]).
+    Lost,
+}
+
+impl Found {
+    /// `Ok(Some(len))`, `Ok(None)` or the error.
+    #[inline]
+    fn result(self) -> Result<Option<usize>> {
+        match self {
+            Found::Record(len) => Ok(Some(len)),
+            Found::Nothing => Ok(None),
+            Found::Corrupt(what) => Err(Error::Corrupt { what }),
+            Found::Lost => Err(lost()),
+        }
+    }
+}
+
+/// The record at `head`, if it is committed (its length checked).
+#[inline]
+fn peek_at(data: Data<'_>, head: u64) -> Found {
+    let Some(slot) = data.header(head) else {
+        return Found::Lost;
+    };
+    match committed_len(head, slot.load(Ordering::Acquire)) {
+        None => Found::Nothing,
+        Some(len) if len <= data.cap as u64 - 16 => Found::Record(len as usize),
+        Some(_) => Found::Corrupt("message length"),
     }
 }
 
@@ -1583,20 +1668,6 @@ impl<S: Segment> RingReader<S> {
         Ok(rest)
     }
 
-    /// The validated length of the record at the head, if it is committed.
-    #[inline]
-    fn peek(&self) -> Result<Option<usize>> {
-        let data = Data::new(self.seg.region(), self.cap);
-        let header = data.header(self.head)?.load(Ordering::Acquire);
-        match committed_len(self.head, header) {
-            None => Ok(None),
-            Some(len) if len <= self.max_message() as u64 => Ok(Some(len as usize)),
-            Some(_) => Err(Error::Corrupt {
-                what: "message length",
-            }),
-        }
-    }
-
     /// Waits for the next record and validates its length.
     #[inline]
     fn next_len(&mut self, dl: Deadline) -> Result<usize> {
@@ -1606,15 +1677,18 @@ impl<S: Segment> RingReader<S> {
         if self.armed {
             self.disarm();
         }
-        let len = match self.peek()? {
-            Some(len) => len,
-            None => self.next_len_slow(dl)?,
+        let data = Data::new(self.seg.region(), self.cap);
+        let len = match peek_at(data, self.head) {
+            Found::Record(len) => len,
+            Found::Nothing => self.next_len_slow(dl)?,
+            other => return other.result().map(|_| 0),
         };
         self.pending = Some(len);
         Ok(len)
     }
 
     #[cold]
+    #[inline(never)]
     fn next_len_slow(&mut self, dl: Deadline) -> Result<usize> {
         let region = self.seg.region();
         let meta = region.atomic::<Meta>(META_OFF)?;
@@ -1633,15 +1707,15 @@ impl<S: Segment> RingReader<S> {
             fenceless: self.fenceless,
         };
         let mut len = 0;
-        let this = &*self;
-        let mut policy = self.policy;
+        let data = Data::new(region, self.cap);
+        let head = self.head;
         let r = block(
             &park,
-            &mut policy,
+            &mut self.policy,
             dl,
             how,
             || {
-                this.peek().map(|l| {
+                peek_at(data, head).result().map(|l| {
                     len = l.unwrap_or(0);
                     l.is_some()
                 })
@@ -1651,7 +1725,6 @@ impl<S: Segment> RingReader<S> {
                     || check_pid && !alive(meta.writer_pid.load(Ordering::Relaxed))
             },
         );
-        self.policy = policy;
         if how == How::Bell && matches!(r, Err(Error::WouldBlock)) {
             self.armed = true;
         }
@@ -1678,10 +1751,12 @@ impl<S: Segment> RingReader<S> {
     fn take(&mut self, dst: &mut [u8]) -> Result<()> {
         let len = self.pending.unwrap_or(0);
         let data = Data::new(self.seg.region(), self.cap);
-        data.get(
+        if !data.get(
             self.head.wrapping_add((REC_HDR + self.consumed) as u64),
             dst,
-        )?;
+        ) {
+            return Err(lost());
+        }
         self.consumed += dst.len();
         if self.consumed >= len {
             self.free(len);
@@ -1693,11 +1768,11 @@ impl<S: Segment> RingReader<S> {
     /// writer that sleeps.
     #[inline]
     fn free(&mut self, len: usize) {
-        let rec = record_len(len as u64).unwrap_or(u64::MAX);
+        let rec = (len as u64 + 15) & !7;
         self.head = self.head.wrapping_add(rec);
         self.pending = None;
         self.consumed = 0;
-        if let Ok(line) = self.seg.region().atomic::<Line>(READER_OFF) {
+        if let Some(line) = Data::new(self.seg.region(), self.cap).reader() {
             line.pos.store(self.head, Ordering::Release);
             notify(line, self.fenceless, self.bell.as_ref().map(|b| &b.space));
         }
@@ -1741,7 +1816,11 @@ impl Message<'_> {
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         match offset.checked_add(buf.len()) {
             Some(end) if end <= self.len => {
-                self.data.get(self.start.wrapping_add(offset as u64), buf)
+                if self.data.get(self.start.wrapping_add(offset as u64), buf) {
+                    Ok(())
+                } else {
+                    Err(lost())
+                }
             }
             _ => Err(Error::OutOfBounds {
                 offset,

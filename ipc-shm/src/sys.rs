@@ -224,11 +224,13 @@ impl Map {
     }
 
     /// The length in bytes.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Whether the mapping may be written.
+    #[inline]
     pub(crate) fn writable(&self) -> bool {
         self.writable
     }
@@ -239,11 +241,13 @@ impl Map {
     }
 
     /// The pointer to `offset..offset+len`, if that range is inside the mapping.
+    #[inline]
     fn at(&self, offset: usize, len: usize) -> Option<*mut u8> {
         let end = offset.checked_add(len)?;
         (end <= self.len).then(|| self.ptr.as_ptr().wrapping_add(offset))
     }
 
+    #[inline]
     fn at_mut(&self, offset: usize, len: usize) -> Option<*mut u8> {
         if self.writable {
             self.at(offset, len)
@@ -253,6 +257,7 @@ impl Map {
     }
 
     /// Copies `dst.len()` bytes at `offset` out of the mapping; false if out of range.
+    #[inline]
     pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) -> bool {
         let Some(src) = self.at(offset, dst.len()) else {
             return false;
@@ -267,6 +272,7 @@ impl Map {
     }
 
     /// Copies `src` into the mapping at `offset`; false if out of range or read-only.
+    #[inline]
     pub(crate) fn write(&self, offset: usize, src: &[u8]) -> bool {
         let Some(dst) = self.at_mut(offset, src.len()) else {
             return false;
@@ -359,6 +365,7 @@ impl Map {
     /// A shared reference to the atomics-only `T` at `offset`: `None` unless the range is inside
     /// the mapping, the address is aligned for `T` and the mapping is writable (a store through
     /// an atomic into a read-only mapping would kill the process with SIGSEGV).
+    #[inline]
     pub(crate) fn atomic<T: ShmAtomic>(&self, offset: usize) -> Option<&T> {
         let p = self.at_mut(offset, size_of::<T>())?;
         if !(p as usize).is_multiple_of(align_of::<T>()) {
