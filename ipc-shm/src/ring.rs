@@ -231,9 +231,37 @@ impl Deadline {
     }
 }
 
-/// The bytes a record of `len` payload bytes occupies: header + payload, rounded up to 8.
-fn record_len(len: u64) -> Option<u64> {
-    len.checked_add(REC_HDR as u64 + 7).map(|n| n & !7)
+/// Messages from this length on start on a 64-byte boundary (the header slot right before
+/// the boundary, up to 56 bytes of padding before it): large copies run aligned, and ring and
+/// buffer offsets do not alias every 4 KiB.
+const ALIGN_FROM: usize = 1024;
+
+/// Where the payload of a record of `len` bytes at `pos` starts, from `pos`: right after the
+/// header, or at the next 64-byte boundary for a large message.
+#[inline]
+fn payload_off(pos: u64, len: usize) -> u64 {
+    if len >= ALIGN_FROM {
+        (pos.wrapping_add(REC_HDR as u64 + 63) & !63).wrapping_sub(pos)
+    } else {
+        REC_HDR as u64
+    }
+}
+
+/// The bytes a record of `len` payload bytes at `pos` occupies: header (and padding), then the
+/// payload rounded up to 8. `len` is at most the capacity (a `u32`), so nothing overflows.
+#[inline]
+fn rec_len(pos: u64, len: usize) -> u64 {
+    payload_off(pos, len) + ((len as u64 + 7) & !7)
+}
+
+/// The largest message a ring of capacity `cap` carries: what fits with its header, the padding
+/// a large message may need, and the slot the writer keeps free.
+fn max_for(cap: usize) -> usize {
+    if cap >= 2 * ALIGN_FROM {
+        cap - 72
+    } else {
+        cap - 16
+    }
 }
 
 /// The tag of the record at `pos`: its 8-byte index with the top bit set (never zero; repeats
@@ -604,9 +632,10 @@ impl<S: Segment> Ring<S> {
     }
 
     /// The largest message: capacity minus 16 bytes (a record header, and the free slot the
-    /// writer keeps after its last record).
+    /// writer keeps after its last record), or minus 72 from a capacity of 2 KiB on (messages
+    /// of 1 KiB and more start on a 64-byte boundary, after up to 56 bytes of padding).
     pub fn max_message(&self) -> usize {
-        self.cap - 16
+        max_for(self.cap)
     }
 
     /// The segment the ring lives in.
@@ -715,17 +744,21 @@ impl<S: Segment> Ring<S> {
             return Err(corrupt("reader position"));
         };
         // Walk over committed records (untrusted: bounded by the capacity, lengths checked).
-        let max = cap - 16;
+        let max = max_for(self.cap) as u64;
         loop {
             let used = t.wrapping_sub(head);
             let slot = data.header(t).ok_or_else(lost)?;
             let Some(len) = committed_len(t, slot.load(Ordering::Acquire)) else {
                 break;
             };
-            match record_len(len) {
-                Some(rec) if len <= max && used + rec + SLACK <= cap => t = t.wrapping_add(rec),
-                _ => break,
+            if len > max {
+                break;
             }
+            let rec = rec_len(t, len as usize);
+            if used + rec + SLACK > cap {
+                break;
+            }
+            t = t.wrapping_add(rec);
         }
         let fenceless = fenceless_process();
         self.claim(Side::Writer, fenceless)?;
@@ -1029,7 +1062,7 @@ impl<S: Segment> RingWriter<S> {
 
     /// The largest message the ring accepts.
     pub fn max_message(&self) -> usize {
-        self.cap - 16
+        max_for(self.cap)
     }
 
     /// Whether the reader has neither closed its end nor exited (true before it attaches).
@@ -1150,7 +1183,8 @@ impl<S: Segment> RingWriter<S> {
     fn send_until(&mut self, msg: &[u8], dl: Deadline) -> Result<()> {
         self.wait_room(msg.len(), dl)?;
         let data = Data::new(self.seg.region(), self.cap);
-        if !data.put(self.tail.wrapping_add(REC_HDR as u64), msg) {
+        let at = self.tail.wrapping_add(payload_off(self.tail, msg.len()));
+        if !data.put(at, msg) {
             return Err(lost());
         }
         self.commit(msg.len())
@@ -1162,8 +1196,7 @@ impl<S: Segment> RingWriter<S> {
         if len > self.max_message() {
             return Err(too_large(len, self.max_message()));
         }
-        // 8 + len rounded up to 8: no overflow, `len` is below the capacity.
-        let rec = (len as u64 + 15) & !7;
+        let rec = rec_len(self.tail, len);
         let Some(meta) = Data::new(self.seg.region(), self.cap).meta() else {
             return Err(lost());
         };
@@ -1249,7 +1282,7 @@ impl<S: Segment> RingWriter<S> {
     fn commit(&mut self, len: usize) -> Result<()> {
         let data = Data::new(self.seg.region(), self.cap);
         // `len <= max_message` was checked by `wait_room`.
-        let rec = (len as u64 + 15) & !7;
+        let rec = rec_len(self.tail, len);
         let tail = self.tail;
         let next = tail.wrapping_add(rec);
         let (Some(next_slot), Some(slot), Some(line)) =
@@ -1318,7 +1351,10 @@ impl<S: Segment> Reservation<'_, S> {
         }
         let w = &*self.writer;
         let data = Data::new(w.seg.region(), w.cap);
-        if data.put(w.tail.wrapping_add((REC_HDR + offset) as u64), bytes) {
+        let at = w
+            .tail
+            .wrapping_add(payload_off(w.tail, self.len) + offset as u64);
+        if data.put(at, bytes) {
             Ok(())
         } else {
             Err(lost())
@@ -1401,7 +1437,7 @@ fn peek_at(data: Data<'_>, head: u64) -> Found {
     };
     match committed_len(head, slot.load(Ordering::Acquire)) {
         None => Found::Nothing,
-        Some(len) if len <= data.cap as u64 - 16 => Found::Record(len as usize),
+        Some(len) if len <= max_for(data.cap) as u64 => Found::Record(len as usize),
         Some(_) => Found::Corrupt("message length"),
     }
 }
@@ -1452,7 +1488,7 @@ impl<S: Segment> RingReader<S> {
 
     /// The largest message the ring can carry.
     pub fn max_message(&self) -> usize {
-        self.cap - 16
+        max_for(self.cap)
     }
 
     /// Whether the writer has neither closed its end nor exited (true before it attaches).
@@ -1635,7 +1671,9 @@ impl<S: Segment> RingReader<S> {
         let len = self.next_len(dl)?;
         let msg = Message {
             data: Data::new(self.seg.region(), self.cap),
-            start: self.head.wrapping_add((REC_HDR + self.consumed) as u64),
+            start: self
+                .head
+                .wrapping_add(payload_off(self.head, len) + self.consumed as u64),
             len: len - self.consumed,
         };
         let out = f(&msg);
@@ -1752,7 +1790,8 @@ impl<S: Segment> RingReader<S> {
         let len = self.pending.unwrap_or(0);
         let data = Data::new(self.seg.region(), self.cap);
         if !data.get(
-            self.head.wrapping_add((REC_HDR + self.consumed) as u64),
+            self.head
+                .wrapping_add(payload_off(self.head, len) + self.consumed as u64),
             dst,
         ) {
             return Err(lost());
@@ -1768,8 +1807,7 @@ impl<S: Segment> RingReader<S> {
     /// writer that sleeps.
     #[inline]
     fn free(&mut self, len: usize) {
-        let rec = (len as u64 + 15) & !7;
-        self.head = self.head.wrapping_add(rec);
+        self.head = self.head.wrapping_add(rec_len(self.head, len));
         self.pending = None;
         self.consumed = 0;
         if let Some(line) = Data::new(self.seg.region(), self.cap).reader() {
@@ -1951,9 +1989,16 @@ mod tests {
         assert_eq!(committed_len(64, record_header(64, 5)), Some(5));
         assert_eq!(committed_len(72, record_header(64, 5)), None);
         assert_eq!(committed_len(0, 0), None);
-        assert_eq!(record_len(0), Some(8));
-        assert_eq!(record_len(1), Some(16));
-        assert_eq!(record_len(64), Some(72));
-        assert_eq!(record_len(u64::MAX), None);
+        assert_eq!(rec_len(0, 0), 8);
+        assert_eq!(rec_len(0, 1), 16);
+        assert_eq!(rec_len(8, 64), 72);
+        // Large messages start on a 64-byte boundary.
+        assert_eq!(payload_off(0, 1024), 64);
+        assert_eq!(payload_off(56, 1024), 8);
+        assert_eq!(payload_off(64, 4096), 64);
+        assert_eq!(rec_len(56, 1024), 8 + 1024);
+        assert_eq!(payload_off(u64::MAX - 7, 2000), 8);
+        assert_eq!(max_for(1024), 1008);
+        assert_eq!(max_for(2048), 1976);
     }
 }

@@ -61,7 +61,7 @@ fn ring_carries_256_mib_between_processes_intact() {
     let name = posix_name("ring");
     let seg = Shm::create(&name, seg_size).unwrap();
     let mut r = Ring::create(seg).unwrap().into_reader().unwrap();
-    assert_eq!(r.max_message(), RING_CAP - 16);
+    assert_eq!(r.max_message(), RING_CAP - 72);
     let mut c = child(
         &test_path!(ring_carries_256_mib_between_processes_intact),
         "writer",

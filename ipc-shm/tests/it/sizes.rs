@@ -192,7 +192,7 @@ fn a_large_hostile_ring_is_bounded_by_the_readers_size() {
     // The claim: one record as long as the ring, committed at position 0 (its header carries
     // the length and position 0's tag).
     writer_view
-        .write::<u64>(384, &((0x8000_0000u64 << 32) | (cap - 16) as u64))
+        .write::<u64>(384, &((0x8000_0000u64 << 32) | (cap - 72) as u64))
         .unwrap();
     // A reader that accepts at most 1 MiB refuses the segment outright.
     let r = Memfd::from_fd(
@@ -205,7 +205,7 @@ fn a_large_hostile_ring_is_bounded_by_the_readers_size() {
     let seg = Memfd::from_fd(fd, Seals::SIZE, Size::AtMost(size)).unwrap();
     let mut rx = Ring::open(&seg).unwrap().into_reader().unwrap();
     let v = rx.try_recv_vec().unwrap();
-    assert_eq!(v.len(), cap - 16);
+    assert_eq!(v.len(), cap - 72);
     assert!(v.len() <= rx.max_message());
     assert!(matches!(
         rx.try_recv_vec(),
