@@ -236,11 +236,21 @@ impl Deadline {
 /// buffer offsets do not alias every 4 KiB.
 const ALIGN_FROM: usize = 1024;
 
-/// Where the payload of a record of `len` bytes at `pos` starts, from `pos`: right after the
-/// header, or at the next 64-byte boundary for a large message.
+/// Whether a message of `len` bytes starts on a 64-byte boundary (a choice the writer makes
+/// when it reserves the room, and records in the header's `ALIGNED` bit).
 #[inline]
-fn payload_off(pos: u64, len: usize) -> u64 {
-    if len >= ALIGN_FROM {
+fn aligned_for(len: usize) -> bool {
+    len >= ALIGN_FROM
+}
+
+/// The bit, in a header's tag half, of a record whose payload starts on a 64-byte boundary.
+const ALIGNED: u32 = 0x4000_0000;
+
+/// Where the payload of a record at `pos` starts, from `pos`: right after the header, or at
+/// the next 64-byte boundary for an aligned one.
+#[inline]
+fn payload_off(pos: u64, aligned: bool) -> u64 {
+    if aligned {
         (pos.wrapping_add(REC_HDR as u64 + 63) & !63).wrapping_sub(pos)
     } else {
         REC_HDR as u64
@@ -250,8 +260,8 @@ fn payload_off(pos: u64, len: usize) -> u64 {
 /// The bytes a record of `len` payload bytes at `pos` occupies: header (and padding), then the
 /// payload rounded up to 8. `len` is at most the capacity (a `u32`), so nothing overflows.
 #[inline]
-fn rec_len(pos: u64, len: usize) -> u64 {
-    payload_off(pos, len) + ((len as u64 + 7) & !7)
+fn rec_len(pos: u64, len: usize, aligned: bool) -> u64 {
+    payload_off(pos, aligned) + ((len as u64 + 7) & !7)
 }
 
 /// The largest message a ring of capacity `cap` carries: what fits with its header, the padding
@@ -264,20 +274,26 @@ fn max_for(cap: usize) -> usize {
     }
 }
 
-/// The tag of the record at `pos`: its 8-byte index with the top bit set (never zero; repeats
-/// every 2^34 bytes, more than any capacity).
+/// The tag of the record at `pos`: 30 bits of its 8-byte index with the top bit set (never
+/// zero; repeats every 2^33 bytes, more than any capacity).
+#[inline]
 fn tag(pos: u64) -> u32 {
-    ((pos >> 3) as u32) | 0x8000_0000
+    ((pos >> 3) as u32 & 0x3fff_ffff) | 0x8000_0000
 }
 
 /// The committed header of a record of `len` bytes at `pos`.
-fn record_header(pos: u64, len: usize) -> u64 {
-    (u64::from(tag(pos)) << 32) | len as u64
+#[inline]
+fn record_header(pos: u64, len: usize, aligned: bool) -> u64 {
+    let t = tag(pos) | if aligned { ALIGNED } else { 0 };
+    (u64::from(t) << 32) | len as u64
 }
 
-/// The length in a header read at `pos`, if the header is a committed record's.
-fn committed_len(pos: u64, header: u64) -> Option<u64> {
-    ((header >> 32) as u32 == tag(pos)).then_some(header & 0xffff_ffff)
+/// The length, and whether it is aligned, of the record whose header was read at `pos`, if
+/// the header is a committed record's.
+#[inline]
+fn committed(pos: u64, header: u64) -> Option<(u64, bool)> {
+    let t = (header >> 32) as u32;
+    (t & !ALIGNED == tag(pos)).then_some((header & 0xffff_ffff, t & ALIGNED != 0))
 }
 
 /// Whether the process `pid` (read from shared memory: untrusted) may still run. 0 means "not
@@ -685,7 +701,10 @@ impl<S: Segment> Ring<S> {
                 Side::Reader => &region.atomic::<Line>(READER_OFF)?.sleep,
             };
             if peer_sleep.load(Ordering::SeqCst) == BELL {
-                pid.store(0, Ordering::SeqCst);
+                // Give the role back as it was.
+                caps.store(0, Ordering::SeqCst);
+                closed.store(u32::from(is_closed), Ordering::SeqCst);
+                pid.store(cur, Ordering::SeqCst);
                 return Err(Error::NoDoorbell);
             }
         }
@@ -748,13 +767,13 @@ impl<S: Segment> Ring<S> {
         loop {
             let used = t.wrapping_sub(head);
             let slot = data.header(t).ok_or_else(lost)?;
-            let Some(len) = committed_len(t, slot.load(Ordering::Acquire)) else {
+            let Some((len, aligned)) = committed(t, slot.load(Ordering::Acquire)) else {
                 break;
             };
             if len > max {
                 break;
             }
-            let rec = rec_len(t, len as usize);
+            let rec = rec_len(t, len as usize, aligned);
             if used + rec + SLACK > cap {
                 break;
             }
@@ -821,6 +840,7 @@ impl<S: Segment> Ring<S> {
             seg: self.seg,
             head,
             pending: None,
+            pending_aligned: false,
             consumed: 0,
             policy,
             pid: my_pid(),
@@ -1150,7 +1170,7 @@ impl<S: Segment> RingWriter<S> {
     /// Whether a message of `len` bytes fits now (arming the doorbell if not).
     #[cfg(feature = "tokio")]
     pub(crate) fn try_room(&mut self, len: usize) -> Result<()> {
-        self.wait_room(len, Deadline::Now)
+        self.wait_room(len, aligned_for(len), Deadline::Now)
     }
 
     /// A duplicate of the doorbell half this writer waits on, if it has a doorbell.
@@ -1175,28 +1195,34 @@ impl<S: Segment> RingWriter<S> {
     }
 
     fn reserve_until(&mut self, len: usize, dl: Deadline) -> Result<Reservation<'_, S>> {
-        self.wait_room(len, dl)?;
-        Ok(Reservation { writer: self, len })
+        let aligned = aligned_for(len);
+        self.wait_room(len, aligned, dl)?;
+        Ok(Reservation {
+            writer: self,
+            len,
+            aligned,
+        })
     }
 
     #[inline]
     fn send_until(&mut self, msg: &[u8], dl: Deadline) -> Result<()> {
-        self.wait_room(msg.len(), dl)?;
+        let aligned = aligned_for(msg.len());
+        self.wait_room(msg.len(), aligned, dl)?;
         let data = Data::new(self.seg.region(), self.cap);
-        let at = self.tail.wrapping_add(payload_off(self.tail, msg.len()));
+        let at = self.tail.wrapping_add(payload_off(self.tail, aligned));
         if !data.put(at, msg) {
             return Err(lost());
         }
-        self.commit(msg.len())
+        self.commit(msg.len(), aligned)
     }
 
     /// Waits until a record of `len` payload bytes fits (plus the slack slot after it).
     #[inline]
-    fn wait_room(&mut self, len: usize, dl: Deadline) -> Result<()> {
+    fn wait_room(&mut self, len: usize, aligned: bool, dl: Deadline) -> Result<()> {
         if len > self.max_message() {
             return Err(too_large(len, self.max_message()));
         }
-        let rec = rec_len(self.tail, len);
+        let rec = rec_len(self.tail, len, aligned);
         let Some(meta) = Data::new(self.seg.region(), self.cap).meta() else {
             return Err(lost());
         };
@@ -1279,10 +1305,10 @@ impl<S: Segment> RingWriter<S> {
     /// Commits the record of `len` bytes written after the header slot at `tail`: zeroes the
     /// next slot, stores the header (release), publishes the position, wakes a sleeping reader.
     #[inline]
-    fn commit(&mut self, len: usize) -> Result<()> {
+    fn commit(&mut self, len: usize, aligned: bool) -> Result<()> {
         let data = Data::new(self.seg.region(), self.cap);
         // `len <= max_message` was checked by `wait_room`.
-        let rec = rec_len(self.tail, len);
+        let rec = rec_len(self.tail, len, aligned);
         let tail = self.tail;
         let next = tail.wrapping_add(rec);
         let (Some(next_slot), Some(slot), Some(line)) =
@@ -1291,7 +1317,7 @@ impl<S: Segment> RingWriter<S> {
             return Err(lost());
         };
         next_slot.store(0, Ordering::Relaxed);
-        slot.store(record_header(tail, len), Ordering::Release);
+        slot.store(record_header(tail, len, aligned), Ordering::Release);
         self.tail = next;
         line.pos.store(next, Ordering::Release);
         notify(line, self.fenceless, self.bell.as_ref().map(|b| &b.data));
@@ -1313,6 +1339,8 @@ fn too_large(len: usize, max: usize) -> Error {
 pub struct Reservation<'a, S: Segment> {
     writer: &'a mut RingWriter<S>,
     len: usize,
+    /// Where the payload goes was decided by the reserved length: a shorter commit keeps it.
+    aligned: bool,
 }
 
 impl<S: Segment> fmt::Debug for Reservation<'_, S> {
@@ -1353,7 +1381,7 @@ impl<S: Segment> Reservation<'_, S> {
         let data = Data::new(w.seg.region(), w.cap);
         let at = w
             .tail
-            .wrapping_add(payload_off(w.tail, self.len) + offset as u64);
+            .wrapping_add(payload_off(w.tail, self.aligned) + offset as u64);
         if data.put(at, bytes) {
             Ok(())
         } else {
@@ -1365,7 +1393,7 @@ impl<S: Segment> Reservation<'_, S> {
     /// written hold whatever the ring held there.
     pub fn commit(self) {
         // Only a writable, in-bounds mapping got this far; the accesses cannot fail.
-        let _ = self.writer.commit(self.len);
+        let _ = self.writer.commit(self.len, self.aligned);
     }
 
     /// Commits only the first `len` bytes (for a message whose length is known after it is
@@ -1381,7 +1409,7 @@ impl<S: Segment> Reservation<'_, S> {
                 region: self.len,
             });
         }
-        self.writer.commit(len)
+        self.writer.commit(len, self.aligned)
     }
 }
 
@@ -1406,8 +1434,9 @@ impl<S: Segment> Drop for RingWriter<S> {
 /// What the reader finds at its head (small, so it stays in registers on the hot path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Found {
-    /// A committed record of this many bytes, its length checked.
-    Record(usize),
+    /// A committed record of this many bytes (its length checked), and whether its payload
+    /// is aligned.
+    Record(usize, bool),
     /// Nothing yet.
     Nothing,
     /// What the writer wrote breaks the ring's invariants: [`Error::Corrupt`].
@@ -1421,7 +1450,7 @@ impl Found {
     #[inline]
     fn result(self) -> Result<Option<usize>> {
         match self {
-            Found::Record(len) => Ok(Some(len)),
+            Found::Record(len, _) => Ok(Some(len)),
             Found::Nothing => Ok(None),
             Found::Corrupt(what) => Err(Error::Corrupt { what }),
             Found::Lost => Err(lost()),
@@ -1435,9 +1464,11 @@ fn peek_at(data: Data<'_>, head: u64) -> Found {
     let Some(slot) = data.header(head) else {
         return Found::Lost;
     };
-    match committed_len(head, slot.load(Ordering::Acquire)) {
+    match committed(head, slot.load(Ordering::Acquire)) {
         None => Found::Nothing,
-        Some(len) if len <= max_for(data.cap) as u64 => Found::Record(len as usize),
+        Some((len, aligned)) if len <= max_for(data.cap) as u64 => {
+            Found::Record(len as usize, aligned)
+        }
         Some(_) => Found::Corrupt("message length"),
     }
 }
@@ -1453,6 +1484,8 @@ pub struct RingReader<S: Segment> {
     head: u64,
     /// The validated length of the next message, if already looked at.
     pending: Option<usize>,
+    /// Whether the pending message's payload is aligned.
+    pending_aligned: bool,
     /// How much of the pending message [`Read`](std::io::Read) has already copied out.
     consumed: usize,
     policy: Policy,
@@ -1673,7 +1706,7 @@ impl<S: Segment> RingReader<S> {
             data: Data::new(self.seg.region(), self.cap),
             start: self
                 .head
-                .wrapping_add(payload_off(self.head, len) + self.consumed as u64),
+                .wrapping_add(payload_off(self.head, self.pending_aligned) + self.consumed as u64),
             len: len - self.consumed,
         };
         let out = f(&msg);
@@ -1717,7 +1750,10 @@ impl<S: Segment> RingReader<S> {
         }
         let data = Data::new(self.seg.region(), self.cap);
         let len = match peek_at(data, self.head) {
-            Found::Record(len) => len,
+            Found::Record(len, aligned) => {
+                self.pending_aligned = aligned;
+                len
+            }
             Found::Nothing => self.next_len_slow(dl)?,
             other => return other.result().map(|_| 0),
         };
@@ -1744,7 +1780,7 @@ impl<S: Segment> RingReader<S> {
             peer_pid: &meta.writer_pid,
             fenceless: self.fenceless,
         };
-        let mut len = 0;
+        let mut found = (0, false);
         let data = Data::new(region, self.cap);
         let head = self.head;
         let r = block(
@@ -1752,11 +1788,12 @@ impl<S: Segment> RingReader<S> {
             &mut self.policy,
             dl,
             how,
-            || {
-                peek_at(data, head).result().map(|l| {
-                    len = l.unwrap_or(0);
-                    l.is_some()
-                })
+            || match peek_at(data, head) {
+                Found::Record(len, aligned) => {
+                    found = (len, aligned);
+                    Ok(true)
+                }
+                other => other.result().map(|_| false),
             },
             |check_pid| {
                 meta.writer_closed.load(Ordering::Acquire) != 0
@@ -1766,7 +1803,10 @@ impl<S: Segment> RingReader<S> {
         if how == How::Bell && matches!(r, Err(Error::WouldBlock)) {
             self.armed = true;
         }
-        r.map(|()| len)
+        r.map(|()| {
+            self.pending_aligned = found.1;
+            found.0
+        })
     }
 
     /// Drains this side's doorbell half after a `try_` call armed it.
@@ -1791,7 +1831,7 @@ impl<S: Segment> RingReader<S> {
         let data = Data::new(self.seg.region(), self.cap);
         if !data.get(
             self.head
-                .wrapping_add(payload_off(self.head, len) + self.consumed as u64),
+                .wrapping_add(payload_off(self.head, self.pending_aligned) + self.consumed as u64),
             dst,
         ) {
             return Err(lost());
@@ -1807,7 +1847,9 @@ impl<S: Segment> RingReader<S> {
     /// writer that sleeps.
     #[inline]
     fn free(&mut self, len: usize) {
-        self.head = self.head.wrapping_add(rec_len(self.head, len));
+        self.head = self
+            .head
+            .wrapping_add(rec_len(self.head, len, self.pending_aligned));
         self.pending = None;
         self.consumed = 0;
         if let Some(line) = Data::new(self.seg.region(), self.cap).reader() {
@@ -1980,24 +2022,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tags_are_never_zero_and_repeat_only_every_16_gib() {
+    fn tags_are_never_zero_and_repeat_only_every_8_gib() {
         assert_ne!(tag(0), 0);
         assert_ne!(tag(u64::MAX - 7), 0);
         assert_ne!(tag(8), tag(0));
-        assert_eq!(tag(0), tag(1 << 34));
+        assert_eq!(tag(0), tag(1 << 33));
         assert_ne!(tag(0), tag(MAX_CAPACITY));
-        assert_eq!(committed_len(64, record_header(64, 5)), Some(5));
-        assert_eq!(committed_len(72, record_header(64, 5)), None);
-        assert_eq!(committed_len(0, 0), None);
-        assert_eq!(rec_len(0, 0), 8);
-        assert_eq!(rec_len(0, 1), 16);
-        assert_eq!(rec_len(8, 64), 72);
-        // Large messages start on a 64-byte boundary.
-        assert_eq!(payload_off(0, 1024), 64);
-        assert_eq!(payload_off(56, 1024), 8);
-        assert_eq!(payload_off(64, 4096), 64);
-        assert_eq!(rec_len(56, 1024), 8 + 1024);
-        assert_eq!(payload_off(u64::MAX - 7, 2000), 8);
+        assert_eq!(committed(64, record_header(64, 5, false)), Some((5, false)));
+        assert_eq!(
+            committed(64, record_header(64, 5000, true)),
+            Some((5000, true))
+        );
+        assert_eq!(committed(72, record_header(64, 5, false)), None);
+        assert_eq!(committed(0, 0), None);
+        assert_eq!(rec_len(0, 0, false), 8);
+        assert_eq!(rec_len(0, 1, false), 16);
+        assert_eq!(rec_len(8, 64, false), 72);
+        // Aligned payloads start on a 64-byte boundary.
+        assert_eq!(payload_off(0, true), 64);
+        assert_eq!(payload_off(56, true), 8);
+        assert_eq!(payload_off(64, true), 64);
+        assert_eq!(rec_len(56, 1024, true), 8 + 1024);
+        assert_eq!(payload_off(u64::MAX - 7, true), 8);
+        assert!(aligned_for(1024) && !aligned_for(1023));
         assert_eq!(max_for(1024), 1008);
         assert_eq!(max_for(2048), 1976);
     }

@@ -1,6 +1,7 @@
 //! Integration tests of ipc-shm: real segments, real processes, bounded in time.
 
 mod child;
+mod doorbell;
 mod fork;
 mod lifetime;
 mod memfd;
@@ -9,6 +10,8 @@ mod ring;
 mod security;
 mod sizes;
 mod sysv;
+#[cfg(feature = "tokio")]
+mod tokio;
 mod views;
 
 use std::io::{BufRead, BufReader};

@@ -2,7 +2,8 @@
 //!
 //! Layout offsets the tests poke at (a hostile peer's view): the writer's position at 128 (its
 //! line also holds the reader's sleep word at 136), the reader's at 256, data from 384; a record
-//! is an 8-byte header (length, and a tag derived from its position), then its payload.
+//! is an 8-byte header (length; a tag derived from its position, `0x8000_0000 | (pos >> 3) &
+//! 0x3fff_ffff`), then its payload.
 
 /// The writer's published position.
 const WRITER_POS: usize = 128;
@@ -111,7 +112,9 @@ fn a_hostile_writer_cannot_crash_the_reader_or_push_it_out_of_bounds() {
         let end = Instant::now() + Duration::from_millis(2500);
         let mut junk = vec![0u8; 4096];
         // A record header at `pos`: its length and the tag the reader expects there.
-        let header = |pos: u64, len: u64| ((((pos >> 3) as u32 | 0x8000_0000) as u64) << 32) | len;
+        let header = |pos: u64, len: u64| {
+            (u64::from((pos >> 3) as u32 & 0x3fff_ffff | 0x8000_0000) << 32) | len
+        };
         while Instant::now() < end {
             let head = seg.read::<u64>(READER_POS).unwrap();
             let at = DATA + (head as usize % CAP);
@@ -176,7 +179,7 @@ fn a_hostile_writer_cannot_crash_the_reader_or_push_it_out_of_bounds() {
     while proc.inner().try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "hostile child did not finish");
         round += 1;
-        let r = if round % 16 != 0 {
+        let r = if !round.is_multiple_of(16) {
             r.try_recv(&mut buf)
         } else {
             r.recv_timeout(&mut buf, Duration::from_millis(1))
@@ -596,4 +599,277 @@ fn timed_waits_survive_a_stream_of_signals() {
     ))
     .unwrap()
     .expect_success(Duration::from_secs(50));
+}
+
+/// In place, both ways, between processes: the writer reserves room, fills it piece by piece
+/// (abandoning some reservations, committing only a prefix of others), the reader reads each
+/// message where it lies (headers at offsets, the rest in cache-sized chunks). Abandoned
+/// reservations never show; every message arrives whole, once, in order.
+#[test]
+fn reservations_and_in_place_reads_carry_random_messages_between_processes() {
+    const N: u64 = 30_000;
+    let seg_size = Ring::segment_size(1 << 16).unwrap();
+    if role().as_deref() == Some("reserver") {
+        let seg = Shm::open(&std::env::var("SHM_NAME").unwrap(), seg_size).unwrap();
+        let mut w = Ring::open_timeout(seg, Duration::from_secs(10))
+            .unwrap()
+            .into_writer()
+            .unwrap();
+        let mut rng = SplitMix64::new(3);
+        let mut body = vec![0u8; 6000];
+        for seq in 0..N {
+            if seq % 7 == 3 {
+                let mut res = w.reserve(rng.range(0, 3000) as usize).unwrap();
+                let n = res.len().min(8);
+                res.write(0, &u64::MAX.to_le_bytes()[..n]).unwrap();
+                drop(res); // abandoned: never seen
+            }
+            let len = rng.range(0, 5000) as usize;
+            rng.fill(&mut body[..len]);
+            let extra = if seq % 3 == 0 {
+                rng.range(1, 500) as usize
+            } else {
+                0
+            };
+            let mut res = w
+                .reserve_timeout(16 + len + extra, Duration::from_secs(20))
+                .unwrap();
+            res.write(0, &seq.to_le_bytes()).unwrap();
+            res.write(8, &fnv1a64(&body[..len]).to_le_bytes()).unwrap();
+            // The payload in random pieces.
+            let mut off = 0;
+            while off < len {
+                let piece = (rng.range(1, 1500) as usize).min(len - off);
+                res.write(16 + off, &body[off..off + piece]).unwrap();
+                off += piece;
+            }
+            if extra > 0 {
+                res.commit_first(16 + len).unwrap();
+            } else {
+                res.commit();
+            }
+        }
+        return;
+    }
+    let _wd = Watchdog::new("in place", Duration::from_secs(120));
+    let name = posix_name("inplace");
+    let seg = Shm::create(&name, seg_size).unwrap();
+    let mut r = Ring::create(seg).unwrap().into_reader().unwrap();
+    let mut c = child(
+        &test_path!(reservations_and_in_place_reads_carry_random_messages_between_processes),
+        "reserver",
+    );
+    c.env("SHM_NAME", &name);
+    let p = Proc::spawn(&mut c).unwrap();
+    let mut seq = 0u64;
+    loop {
+        let got = r.recv_with_timeout(Duration::from_secs(20), |m| {
+            let mut hdr = [0u8; 16];
+            m.read(0, &mut hdr).unwrap();
+            let mut sum = 0xcbf2_9ce4_8422_2325u64; // fnv1a64 over the bytes after 16
+            let mut at = 0usize;
+            m.for_each_chunk(|chunk| {
+                let skip = 16usize.saturating_sub(at).min(chunk.len());
+                for &b in &chunk[skip..] {
+                    sum = (sum ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+                }
+                at += chunk.len();
+            });
+            assert_eq!(at, m.len());
+            if seq % 101 == 0 {
+                let v = m.to_vec().unwrap();
+                assert_eq!(fnv1a64(&v[16..]), sum);
+            }
+            (
+                u64::from_le_bytes(hdr[..8].try_into().unwrap()),
+                u64::from_le_bytes(hdr[8..].try_into().unwrap()),
+                sum,
+            )
+        });
+        match got {
+            Ok((s, want, sum)) => {
+                assert_eq!(s, seq, "in order, abandoned reservations unseen");
+                assert_eq!(sum, want, "message {seq} whole");
+                seq += 1;
+            }
+            Err(Error::PeerGone) => break,
+            Err(e) => panic!("after {seq}: {e}"),
+        }
+    }
+    assert_eq!(seq, N);
+    p.expect_success(Duration::from_secs(30));
+}
+
+#[test]
+fn in_place_access_is_bounds_checked_and_a_panicking_reader_keeps_its_message() {
+    let seg = Anon::new(Ring::segment_size(4096).unwrap()).unwrap();
+    let mut w = Ring::create(&seg).unwrap().into_writer().unwrap();
+    let mut r = Ring::open(&seg).unwrap().into_reader().unwrap();
+    let max = w.max_message();
+    assert!(matches!(
+        w.reserve(max + 1),
+        Err(Error::MessageTooLarge { .. })
+    ));
+    let mut res = w.reserve(10).unwrap();
+    assert_eq!(res.len(), 10);
+    assert!(matches!(
+        res.write(8, b"abc"),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        res.write(usize::MAX, b"a"),
+        Err(Error::OutOfBounds { .. })
+    ));
+    res.write(0, b"0123456789").unwrap();
+    assert!(matches!(
+        res.commit_first(11),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(
+        matches!(r.try_recv_vec(), Err(Error::WouldBlock)),
+        "nothing committed"
+    );
+    w.reserve(0).unwrap().commit();
+    let empty = r.try_recv_with(|m| {
+        let mut called = false;
+        m.for_each_chunk(|_| called = true);
+        (m.len(), m.is_empty(), called)
+    });
+    assert_eq!(empty.unwrap(), (0, true, false));
+    w.send(b"kept").unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        r.try_recv_with(|m| {
+            assert!(matches!(
+                m.read(3, &mut [0u8; 2]),
+                Err(Error::OutOfBounds { .. })
+            ));
+            panic!("the closure fails");
+        })
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(
+        r.try_recv_vec().unwrap(),
+        b"kept",
+        "not consumed by the panic"
+    );
+    // A full ring: try_reserve says so, and arms nothing without a doorbell.
+    while w.try_send(&[1; 500]).is_ok() {}
+    assert!(matches!(w.try_reserve(500), Err(Error::WouldBlock)));
+    assert!(matches!(
+        w.reserve_timeout(500, Duration::from_millis(10)),
+        Err(Error::TimedOut)
+    ));
+}
+
+/// A writer that died between committing a record and storing its position: the record is
+/// delivered, and a new writer continues after it instead of overwriting it.
+#[test]
+fn a_new_writer_continues_after_a_record_its_dead_predecessor_committed_unpublished() {
+    let seg_size = Ring::segment_size(4096).unwrap();
+    if role().as_deref() == Some("half-dead") {
+        let seg = Shm::open(&std::env::var("SHM_NAME").unwrap(), seg_size).unwrap();
+        let mut w = Ring::open(&seg).unwrap().into_writer().unwrap();
+        w.send(b"one").unwrap();
+        // Commit "two" by hand, as the writer does, but die before storing the position.
+        let tail = seg.read::<u64>(WRITER_POS).unwrap();
+        let tag = u64::from((tail >> 3) as u32 & 0x3fff_ffff | 0x8000_0000);
+        seg.write_bytes(384 + tail as usize + 8, b"two").unwrap();
+        seg.write::<u64>(384 + tail as usize, &((tag << 32) | 3))
+            .unwrap();
+        std::process::exit(0);
+    }
+    let _wd = Watchdog::new("half-dead writer", Duration::from_secs(30));
+    let name = posix_name("halfdead");
+    let seg = Shm::create(&name, seg_size).unwrap();
+    let ring = Ring::create(&seg).unwrap();
+    let mut c = child(
+        &test_path!(
+            a_new_writer_continues_after_a_record_its_dead_predecessor_committed_unpublished
+        ),
+        "half-dead",
+    );
+    c.env("SHM_NAME", &name);
+    Proc::spawn(&mut c)
+        .unwrap()
+        .expect_success(Duration::from_secs(20));
+    let mut w = Ring::open(&seg).unwrap().into_writer().unwrap();
+    w.send(b"three").unwrap();
+    let mut r = ring.into_reader().unwrap();
+    for want in [&b"one"[..], b"two", b"three"] {
+        assert_eq!(r.recv_vec_timeout(Duration::from_secs(5)).unwrap(), want);
+    }
+    assert!(matches!(r.try_recv_vec(), Err(Error::WouldBlock)));
+}
+
+/// Sides that park and wake all the time, switching how they wait as they go (so the barrier
+/// protocol changes under them): nothing is lost, nothing waits for ever.
+#[test]
+fn parked_sides_are_always_woken_whatever_they_switch_to() {
+    const N: u64 = 40_000;
+    let seg_size = Ring::segment_size(1024).unwrap();
+    let waits = [Wait::Park, Wait::SpinThenPark, Wait::Adaptive];
+    if role().as_deref() == Some("switcher") {
+        let seg = Shm::open(&std::env::var("SHM_NAME").unwrap(), seg_size).unwrap();
+        let mut w = Ring::open_timeout(seg, Duration::from_secs(10))
+            .unwrap()
+            .into_writer()
+            .unwrap();
+        let mut rng = SplitMix64::new(17);
+        for seq in 0..N {
+            if seq % 500 == 0 {
+                w.set_wait(waits[rng.range(0, 2) as usize]);
+            }
+            let len = rng.range(8, 300) as usize;
+            let mut msg = vec![(seq % 251) as u8; len];
+            msg[..8].copy_from_slice(&seq.to_le_bytes());
+            w.send_timeout(&msg, Duration::from_secs(20)).unwrap();
+            if rng.range(0, 30) == 0 {
+                let t = Instant::now();
+                let pause = Duration::from_micros(rng.range(0, 200));
+                while t.elapsed() < pause {
+                    std::hint::spin_loop(); // pacing: the reader drains and parks
+                }
+            }
+        }
+        return;
+    }
+    let _wd = Watchdog::new("park and wake", Duration::from_secs(120));
+    let name = posix_name("switch");
+    let seg = Shm::create(&name, seg_size).unwrap();
+    let mut r = Ring::create(seg).unwrap().into_reader().unwrap();
+    let mut c = child(
+        &test_path!(parked_sides_are_always_woken_whatever_they_switch_to),
+        "switcher",
+    );
+    c.env("SHM_NAME", &name);
+    let p = Proc::spawn(&mut c).unwrap();
+    let mut rng = SplitMix64::new(18);
+    let mut buf = [0u8; 1024];
+    let mut slowest = Duration::ZERO;
+    for seq in 0..N {
+        if seq % 700 == 0 {
+            r.set_wait(waits[rng.range(0, 2) as usize]);
+        }
+        let t = Instant::now();
+        let n = r.recv_timeout(&mut buf, Duration::from_secs(20)).unwrap();
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(u64::from_le_bytes(buf[..8].try_into().unwrap()), seq);
+        assert!(
+            buf[8..n].iter().all(|&b| b == (seq % 251) as u8),
+            "message {seq}"
+        );
+        if rng.range(0, 40) == 0 {
+            let t = Instant::now();
+            let pause = Duration::from_micros(rng.range(0, 200));
+            while t.elapsed() < pause {
+                std::hint::spin_loop(); // pacing: the writer fills the ring and parks
+            }
+        }
+    }
+    assert!(matches!(
+        r.recv_timeout(&mut buf, Duration::from_secs(20)),
+        Err(Error::PeerGone)
+    ));
+    p.expect_success(Duration::from_secs(30));
+    eprintln!("{N} messages; the longest single wait took {slowest:?}");
 }
