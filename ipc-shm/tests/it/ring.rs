@@ -622,7 +622,7 @@ fn reservations_and_in_place_reads_carry_random_messages_between_processes() {
                 let mut res = w.reserve(rng.range(0, 3000) as usize).unwrap();
                 let n = res.len().min(8);
                 res.write(0, &u64::MAX.to_le_bytes()[..n]).unwrap();
-                drop(res); // abandoned: never seen
+                // Abandoned (goes out of scope without a commit): never seen.
             }
             let len = rng.range(0, 5000) as usize;
             rng.fill(&mut body[..len]);
@@ -676,7 +676,7 @@ fn reservations_and_in_place_reads_carry_random_messages_between_processes() {
                 at += chunk.len();
             });
             assert_eq!(at, m.len());
-            if seq % 101 == 0 {
+            if seq.is_multiple_of(101) {
                 let v = m.to_vec().unwrap();
                 assert_eq!(fnv1a64(&v[16..]), sum);
             }
