@@ -143,6 +143,11 @@ impl Waiter {
 /// # Ok(()) }
 /// ```
 ///
+/// Between processes that know the segment's name (the README's example,
+/// `examples/async_ring.rs`):
+///
+#[doc = concat!("```\n", include_str!("../examples/async_ring.rs"), "```")]
+///
 /// After fork: as [`RingWriter`]; the reactor registration belongs to the runtime that made
 /// it, so a child uses neither (it may drop them).
 pub struct AsyncRingWriter<S: Segment> {

@@ -917,6 +917,30 @@ impl Park<'_> {
     }
 }
 
+/// `poll(fd, POLLIN)` until readable or `limit` (retried on `EINTR` against the deadline):
+/// whether it became readable.
+fn poll_readable(fd: BorrowedFd<'_>, limit: Duration) -> Result<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let deadline = Instant::now().checked_add(limit);
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let ts = left.map(|l| Timespec {
+            tv_sec: l.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(l.subsec_nanos()),
+        });
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, ts.as_ref()) {
+            Ok(n) => return Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => {
+                if left.is_some_and(|l| l.is_zero()) {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Spins, yields, then parks until `ready()` or the deadline; `gone()` is checked before each
 /// sleep. With `How::Bell` and `Deadline::Now` it arms the doorbell instead of sleeping:
 /// `WouldBlock` then means the peer will ring it.
@@ -1099,6 +1123,16 @@ impl<S: Segment> RingWriter<S> {
     /// it, and the next `try_` call clears it. See [`RingReader::doorbell_fd`].
     pub fn doorbell_fd(&self) -> Option<BorrowedFd<'_>> {
         self.bell.as_ref().map(|b| b.space.as_fd())
+    }
+
+    /// Waits (`poll`) until this writer's doorbell half is readable or `limit` passes: the
+    /// wait an event loop does on [`doorbell_fd`](Self::doorbell_fd), for a loop written by
+    /// hand. Returns whether it was rung; it stays rung until the next `try_` call.
+    ///
+    /// # Errors
+    /// [`Error::NoDoorbell`] if the ring has no doorbell.
+    pub fn wait_doorbell(&self, limit: Duration) -> Result<bool> {
+        poll_readable(self.doorbell_fd().ok_or(Error::NoDoorbell)?, limit)
     }
 
     /// Sends `msg`, waiting while the ring is full.
@@ -1540,15 +1574,17 @@ impl<S: Segment> RingReader<S> {
     /// [`Error::WouldBlock`] — which arms the doorbell: the writer rings it with its next
     /// message — then wait for this descriptor to be readable, and call `try_recv` again (which
     /// clears it). A writer that exits without closing its end does not ring: bound the wait
-    /// (`try_recv` then reports [`Error::PeerGone`]).
+    /// (`try_recv` then reports [`Error::PeerGone`]). [`wait_doorbell`](Self::wait_doorbell)
+    /// plays the loop's wait below.
     ///
     /// ```
-    /// use std::os::fd::AsFd;
+    /// use std::time::Duration;
     /// use ipc_shm::{Anon, Doorbell, Error, Ring};
     /// let seg = Anon::new(Ring::segment_size(4096)?)?;
     /// let bell = Doorbell::new()?;
     /// let mut w = Ring::create(&seg)?.with_doorbell(bell.try_clone()?).into_writer()?;
     /// let mut r = Ring::open(&seg)?.with_doorbell(bell).into_reader()?;
+    /// assert!(r.doorbell_fd().is_some()); // what an event loop registers for readability
     /// let mut buf = [0u8; 64];
     /// std::thread::scope(|s| {
     ///     s.spawn(move || w.send(b"hello").unwrap());
@@ -1556,10 +1592,7 @@ impl<S: Segment> RingReader<S> {
     ///         match r.try_recv(&mut buf) {
     ///             Ok(n) => break assert_eq!(&buf[..n], b"hello"),
     ///             Err(Error::WouldBlock) => {
-    ///                 let fd = r.doorbell_fd().unwrap();
-    ///                 let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
-    ///                 let limit = rustix::event::Timespec { tv_sec: 1, tv_nsec: 0 };
-    ///                 rustix::event::poll(&mut fds, Some(&limit))?;
+    ///                 r.wait_doorbell(Duration::from_secs(5))?;
     ///             }
     ///             Err(e) => return Err(e),
     ///         }
@@ -1570,6 +1603,16 @@ impl<S: Segment> RingReader<S> {
     /// ```
     pub fn doorbell_fd(&self) -> Option<BorrowedFd<'_>> {
         self.bell.as_ref().map(|b| b.data.as_fd())
+    }
+
+    /// Waits (`poll`) until this reader's doorbell half is readable or `limit` passes: the
+    /// wait an event loop does on [`doorbell_fd`](Self::doorbell_fd), for a loop written by
+    /// hand. Returns whether it was rung; it stays rung until the next `try_` call.
+    ///
+    /// # Errors
+    /// [`Error::NoDoorbell`] if the ring has no doorbell.
+    pub fn wait_doorbell(&self, limit: Duration) -> Result<bool> {
+        poll_readable(self.doorbell_fd().ok_or(Error::NoDoorbell)?, limit)
     }
 
     /// Receives the next message into `buf`, waiting while the ring is empty; returns its length.

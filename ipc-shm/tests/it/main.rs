@@ -6,6 +6,7 @@ mod fork;
 mod lifetime;
 mod memfd;
 mod posix;
+mod readme;
 mod ring;
 mod security;
 mod sizes;
