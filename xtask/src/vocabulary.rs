@@ -172,11 +172,7 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
     let mut problems = Vec::new();
     for krate in ALL {
         let files = sources(&root.join(krate).join("src"));
-        let all: String = files
-            .iter()
-            .map(|(_, t)| code(t))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let all: String = files.iter().map(|(_, t)| code(t)).collect::<Vec<_>>().join(" ");
         if !all.contains("pub type Result<T, E = Error> = std::result::Result<T, E>;") {
             problems.push(format!(
                 "{krate}: no `pub type Result<T, E = Error> = std::result::Result<T, E>;`"
@@ -247,13 +243,7 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
     for word in ENUMS
         .iter()
         .flat_map(|(n, vs)| std::iter::once(*n).chain(vs.iter().copied()))
-        .chain([
-            "remove_stale",
-            "open_or_create",
-            "persist",
-            "replace_stale",
-            "owner_check",
-        ])
+        .chain(["remove_stale", "open_or_create", "persist", "replace_stale", "owner_check"])
     {
         if !arch.contains(word) {
             problems.push(format!(
