@@ -184,7 +184,10 @@ fn rtt_ours_bell(wait: Wait, iters: usize, bells: bool) -> Latency {
     let size = Ring::segment_size(1 << 16).unwrap();
     let (a, b) = (Anon::new(size).unwrap(), Anon::new(size).unwrap());
     let (ba, bb) = if bells {
-        (Some(Doorbell::new().unwrap()), Some(Doorbell::new().unwrap()))
+        (
+            Some(Doorbell::new().unwrap()),
+            Some(Doorbell::new().unwrap()),
+        )
     } else {
         (None, None)
     };

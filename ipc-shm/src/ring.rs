@@ -53,6 +53,12 @@ const VERSION: u32 = 2;
 /// Offsets of the control lines; each its own 128-byte line (two cache lines, so the adjacent-
 /// line prefetcher does not couple them).
 const META_OFF: usize = Header::SIZE;
+/// The reader's position for pollers, stored every 16 records (and when the reader waits or
+/// closes), on the metadata's second line (after the endpoints' capabilities, which change
+/// only when an endpoint comes or goes), away from the lines written per record.
+const PUBLISHED_OFF: usize = 96;
+/// Records the reader frees between two stores of its position for pollers.
+const PUBLISH_EVERY: u32 = 16;
 const WRITER_OFF: usize = 128;
 const READER_OFF: usize = 256;
 const DATA_OFF: usize = 384;
@@ -100,6 +106,17 @@ crate::shm_atomic! {
         /// `CAP_*` bits of each endpoint.
         writer_caps: AtomicU32,
         reader_caps: AtomicU32,
+    }
+}
+
+static_assertions::const_assert!(META_OFF + size_of::<Meta>() <= PUBLISHED_OFF);
+static_assertions::const_assert!(PUBLISHED_OFF + size_of::<Published>() <= WRITER_OFF);
+
+crate::shm_atomic! {
+    /// What the reader publishes for a writer that polls for room.
+    #[derive(Debug)]
+    struct Published {
+        head: AtomicU64,
     }
 }
 
@@ -407,6 +424,11 @@ impl<'a> Data<'a> {
     #[inline]
     fn reader(&self) -> Option<&'a Line> {
         self.map.atomic::<Line>(READER_OFF)
+    }
+
+    #[inline]
+    fn published(&self) -> Option<&'a Published> {
+        self.map.atomic::<Published>(PUBLISHED_OFF)
     }
 
     /// The header slot at `pos` (8-aligned, so it never straddles the end).
@@ -841,6 +863,7 @@ impl<S: Segment> Ring<S> {
             head,
             pending: None,
             pending_aligned: false,
+            unpublished: 0,
             consumed: 0,
             policy,
             pid: my_pid(),
@@ -941,6 +964,15 @@ fn poll_readable(fd: BorrowedFd<'_>, limit: Duration) -> Result<bool> {
     }
 }
 
+/// How closely a waiting side looks at its peer's position: `Quick` reads what the peer
+/// publishes for pollers (the reader's position every 16 records), `Exact` what it stores
+/// after every record (read every 64 spins, and always before sleeping or giving up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    Quick,
+    Exact,
+}
+
 /// Spins, yields, then parks until `ready()` or the deadline; `gone()` is checked before each
 /// sleep. With `How::Bell` and `Deadline::Now` it arms the doorbell instead of sleeping:
 /// `WouldBlock` then means the peer will ring it.
@@ -949,22 +981,22 @@ fn block(
     policy: &mut Policy,
     dl: Deadline,
     how: How,
-    mut ready: impl FnMut() -> Result<bool>,
+    mut ready: impl FnMut(Look) -> Result<bool>,
     mut gone: impl FnMut(bool) -> bool,
 ) -> Result<()> {
-    if ready()? {
+    if ready(Look::Quick)? {
         return Ok(());
     }
     if matches!(dl, Deadline::Now) {
         if how == How::Bell {
             let armed = park.announce(BELL, policy, how);
-            if ready()? {
+            if ready(Look::Exact)? {
                 park.sleep.store(AWAKE, Ordering::Relaxed);
                 return Ok(());
             }
             if gone(true) {
                 park.sleep.store(AWAKE, Ordering::Relaxed);
-                return if ready()? {
+                return if ready(Look::Exact)? {
                     Ok(())
                 } else {
                     Err(Error::PeerGone)
@@ -976,7 +1008,10 @@ fn block(
             }
             return Err(Error::WouldBlock);
         }
-        return Err(if gone(true) && !ready()? {
+        if ready(Look::Exact)? {
+            return Ok(());
+        }
+        return Err(if gone(true) && !ready(Look::Exact)? {
             Error::PeerGone
         } else {
             Error::WouldBlock
@@ -986,7 +1021,7 @@ fn block(
     if one_core {
         // The peer cannot run while we spin: let it have the CPU once, then sleep.
         rustix::thread::sched_yield();
-        if ready()? {
+        if ready(Look::Exact)? {
             return Ok(());
         }
     } else if !policy.spin.is_zero() {
@@ -994,10 +1029,14 @@ fn block(
         loop {
             for _ in 0..64 {
                 hint::spin_loop();
-                if ready()? {
+                if ready(Look::Quick)? {
                     policy.spun_enough();
                     return Ok(());
                 }
+            }
+            if ready(Look::Exact)? {
+                policy.spun_enough();
+                return Ok(());
             }
             if start.elapsed() >= policy.spin || dl.passed() {
                 break;
@@ -1010,13 +1049,13 @@ fn block(
     let mut slept = false;
     loop {
         let short = park.announce(PARKED, policy, How::Futex)?;
-        if ready()? {
+        if ready(Look::Exact)? {
             park.sleep.store(AWAKE, Ordering::Relaxed);
             return Ok(());
         }
         if gone(slept) {
             park.sleep.store(AWAKE, Ordering::Relaxed);
-            return if ready()? {
+            return if ready(Look::Exact)? {
                 Ok(())
             } else {
                 Err(Error::PeerGone)
@@ -1025,7 +1064,7 @@ fn block(
         let slice = if short { SHORT_SLICE } else { SLICE };
         if !futex::wait_slice(park.sleep, PARKED, dl.instant(), slice) {
             park.sleep.store(AWAKE, Ordering::Relaxed);
-            return if ready()? {
+            return if ready(Look::Exact)? {
                 Ok(())
             } else {
                 Err(Error::TimedOut)
@@ -1279,6 +1318,7 @@ impl<S: Segment> RingWriter<S> {
         let region = self.seg.region();
         let meta = region.atomic::<Meta>(META_OFF)?;
         let reader = region.atomic::<Line>(READER_OFF)?;
+        let published = region.atomic::<Published>(PUBLISHED_OFF)?;
         let cap = self.cap as u64;
         let tail = self.tail;
         let head = &mut self.head;
@@ -1300,16 +1340,27 @@ impl<S: Segment> RingWriter<S> {
             &mut self.policy,
             dl,
             how,
-            || {
-                let h = reader.pos.load(Ordering::Acquire);
+            |look| {
+                let h = match look {
+                    Look::Exact => reader.pos.load(Ordering::Acquire),
+                    Look::Quick => published.head.load(Ordering::Acquire),
+                };
                 let used = tail.wrapping_sub(h);
                 if used > cap || !h.is_multiple_of(8) {
+                    if look == Look::Quick {
+                        // The position for pollers lags by up to 16 records (or is garbage):
+                        // no news; the exact one is checked soon.
+                        return Ok(false);
+                    }
                     return Err(Error::Corrupt {
                         what: "reader position",
                     });
                 }
-                *head = h;
-                Ok(cap - used >= rec + SLACK)
+                // Both lie within a capacity behind the tail: keep the later one.
+                if h.wrapping_sub(*head) <= cap {
+                    *head = h;
+                }
+                Ok(cap - tail.wrapping_sub(*head) >= rec + SLACK)
             },
             |check_pid| {
                 meta.reader_closed.load(Ordering::Acquire) != 0
@@ -1520,6 +1571,8 @@ pub struct RingReader<S: Segment> {
     pending: Option<usize>,
     /// Whether the pending message's payload is aligned.
     pending_aligned: bool,
+    /// Records freed since the position for pollers was last stored.
+    unpublished: u32,
     /// How much of the pending message [`Read`](std::io::Read) has already copied out.
     consumed: usize,
     policy: Policy,
@@ -1797,7 +1850,11 @@ impl<S: Segment> RingReader<S> {
                 self.pending_aligned = aligned;
                 len
             }
-            Found::Nothing => self.next_len_slow(dl)?,
+            Found::Nothing => {
+                // About to wait: a writer polling for room sees everything freed.
+                self.publish_head();
+                self.next_len_slow(dl)?
+            }
             other => return other.result().map(|_| 0),
         };
         self.pending = Some(len);
@@ -1831,7 +1888,7 @@ impl<S: Segment> RingReader<S> {
             &mut self.policy,
             dl,
             how,
-            || match peek_at(data, head) {
+            |_| match peek_at(data, head) {
                 Found::Record(len, aligned) => {
                     found = (len, aligned);
                     Ok(true)
@@ -1895,9 +1952,28 @@ impl<S: Segment> RingReader<S> {
             .wrapping_add(rec_len(self.head, len, self.pending_aligned));
         self.pending = None;
         self.consumed = 0;
-        if let Some(line) = Data::new(self.seg.region(), self.cap).reader() {
+        let data = Data::new(self.seg.region(), self.cap);
+        if let Some(line) = data.reader() {
             line.pos.store(self.head, Ordering::Release);
+            self.unpublished += 1;
+            if self.unpublished >= PUBLISH_EVERY {
+                self.unpublished = 0;
+                if let Some(p) = data.published() {
+                    p.head.store(self.head, Ordering::Release);
+                }
+            }
             notify(line, self.fenceless, self.bell.as_ref().map(|b| &b.space));
+        }
+    }
+
+    /// Stores the position for pollers, if records were freed since the last store.
+    #[inline]
+    fn publish_head(&mut self) {
+        if self.unpublished > 0 {
+            self.unpublished = 0;
+            if let Some(p) = Data::new(self.seg.region(), self.cap).published() {
+                p.head.store(self.head, Ordering::Release);
+            }
         }
     }
 }
@@ -2052,6 +2128,9 @@ impl<S: Segment> Drop for RingReader<S> {
             region.atomic::<Meta>(META_OFF),
             region.atomic::<Line>(READER_OFF),
         ) {
+            if let Ok(p) = region.atomic::<Published>(PUBLISHED_OFF) {
+                p.head.store(self.head, Ordering::Release);
+            }
             meta.reader_caps.store(0, Ordering::SeqCst);
             meta.reader_closed.store(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
