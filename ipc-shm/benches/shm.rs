@@ -268,12 +268,11 @@ fn words64(k: u64) -> [u64; 8] {
     w
 }
 
-fn to_bytes(w: &[u64; 8]) -> [u8; 64] {
-    let mut b = [0u8; 64];
-    for (chunk, x) in b.chunks_exact_mut(8).zip(w) {
+/// Writes message `k` (the words of [`words64`]) into `b`, word by word.
+fn fill64(b: &mut [u8; 64], k: u64) {
+    for (chunk, x) in b.chunks_exact_mut(8).zip(words64(k)) {
         chunk.copy_from_slice(&x.to_le_bytes());
     }
-    b
 }
 
 /// The receiver's check of one 64-byte message (spsc64.c's): both stamps, and a sum of the
@@ -302,9 +301,11 @@ fn one_way_ours(n: u64, bell: bool) -> f64 {
             .into_writer()
             .unwrap();
         w.set_wait(Wait::SpinThenPark);
+        let mut msg = [0u8; 64];
         go.wait();
         for k in 0..n {
-            w.send(&to_bytes(&words64(k))).unwrap();
+            fill64(&mut msg, k);
+            w.send(&msg).unwrap();
         }
         0
     });
@@ -362,8 +363,16 @@ fn main() {
         RING >> 20,
         total >> 20
     );
+    // IPC_SHM_BENCH_GROUPS=thr,oneway,spin,park,onecore runs only those groups (all by default).
+    let groups = std::env::var("IPC_SHM_BENCH_GROUPS").ok();
+    let want = |g: &str| {
+        groups
+            .as_deref()
+            .is_none_or(|l| l.split(',').any(|x| x == g))
+    };
 
-    for (chunk, name) in [(4 << 10, "4 KiB"), (64 << 10, "64 KiB"), (1 << 20, "1 MiB")] {
+    let sizes = [(4 << 10, "4 KiB"), (64 << 10, "64 KiB"), (1 << 20, "1 MiB")];
+    for (chunk, name) in sizes.into_iter().filter(|_| want("thr")) {
         // Best of `reps` interleaved runs: the machine is shared, so single runs are noisy.
         let (mut ours, mut rawr, mut pipe) = (0f64, 0f64, 0f64);
         for _ in 0..reps {
@@ -378,7 +387,62 @@ fn main() {
     }
 
     // 64-byte messages one way: ours against the Rust port of spsc64.c, interleaved.
-    let msgs: u64 = mode.pick(2_000_000, 20_000_000, 50_000_000);
+    if want("oneway") {
+        one_way_case(mode.pick(2_000_000, 20_000_000, 50_000_000), reps);
+    }
+
+    // Each latency group: per contender, the run with the lowest p50 of `reps` runs, the
+    // contenders alternating run by run.
+    let best = |fs: &[&dyn Fn() -> Latency]| -> Vec<Latency> {
+        let mut out: Vec<Option<Latency>> = vec![None; fs.len()];
+        for _ in 0..reps {
+            for (f, o) in fs.iter().zip(out.iter_mut()) {
+                let l = f();
+                if o.is_none_or(|b| l.p50_us < b.p50_us) {
+                    *o = Some(l);
+                }
+            }
+        }
+        out.into_iter().map(Option::unwrap).collect()
+    };
+    if want("spin") {
+        spin_case(iters, &best);
+    }
+    if want("park") {
+        let got = best(&[&|| rtt_ours(Wait::Park, iters), &|| rtt_raw(0, iters)]);
+        let (park, futex) = (got[0], got[1]);
+        emit_latency(
+            "shm",
+            "64 B round trip, park only",
+            park,
+            futex,
+            "raw futex ring",
+            None,
+        );
+    }
+    if want("onecore") {
+        // One core: both processes pinned to the same CPU.
+        pin(cpus[0]);
+        CHILD_CPU.store(cpus[0], Ordering::Relaxed);
+        let iters1 = iters / 4;
+        let got = best(&[&|| rtt_ours(Wait::Adaptive, iters1), &|| rtt_raw(0, iters1)]);
+        let (adaptive, futex1) = (got[0], got[1]);
+        rustix::thread::sched_setaffinity(None, &before).unwrap();
+        CHILD_CPU.store(usize::MAX, Ordering::Relaxed);
+        emit_latency(
+            "shm",
+            "64 B round trip, 1 core (pinned), adaptive",
+            adaptive,
+            futex1,
+            "raw futex ring, 1 core",
+            Some(1.5),
+        );
+    }
+}
+
+/// 64-byte messages one way: ours against the Rust port of spsc64.c, and ours with a doorbell
+/// on both ends, alternating.
+fn one_way_case(msgs: u64, reps: usize) {
     let (mut ours64, mut spsc, mut belled) = (0f64, 0f64, 0f64);
     for _ in 0..reps {
         ours64 = ours64.max(one_way_ours(msgs, false));
@@ -410,21 +474,11 @@ fn main() {
         target: Some(0.95),
     }
     .emit();
+}
 
-    // Each latency group: per contender, the run with the lowest p50 of `reps` runs, the
-    // contenders alternating run by run.
-    let best = |fs: &[&dyn Fn() -> Latency]| -> Vec<Latency> {
-        let mut out: Vec<Option<Latency>> = vec![None; fs.len()];
-        for _ in 0..reps {
-            for (f, o) in fs.iter().zip(out.iter_mut()) {
-                let l = f();
-                if o.is_none_or(|b| l.p50_us < b.p50_us) {
-                    *o = Some(l);
-                }
-            }
-        }
-        out.into_iter().map(Option::unwrap).collect()
-    };
+/// 64-byte round trips with both sides spinning: ours, the busy-poll floor, ours with
+/// doorbells, ours adaptive, alternating.
+fn spin_case(iters: usize, best: &dyn Fn(&[&dyn Fn() -> Latency]) -> Vec<Latency>) {
     let got = best(&[
         &|| rtt_ours(Wait::SpinThenPark, iters),
         &|| rtt_raw(u64::MAX, iters), // spins forever, never wakes: the hardware floor
@@ -455,33 +509,6 @@ fn main() {
         floor,
         "busy-poll floor",
         None,
-    );
-    let got = best(&[&|| rtt_ours(Wait::Park, iters), &|| rtt_raw(0, iters)]);
-    let (park, futex) = (got[0], got[1]);
-    emit_latency(
-        "shm",
-        "64 B round trip, park only",
-        park,
-        futex,
-        "raw futex ring",
-        None,
-    );
-
-    // One core: both processes pinned to the same CPU.
-    pin(cpus[0]);
-    CHILD_CPU.store(cpus[0], Ordering::Relaxed);
-    let iters1 = iters / 4;
-    let got = best(&[&|| rtt_ours(Wait::Adaptive, iters1), &|| rtt_raw(0, iters1)]);
-    let (adaptive, futex1) = (got[0], got[1]);
-    rustix::thread::sched_setaffinity(None, &before).unwrap();
-    CHILD_CPU.store(usize::MAX, Ordering::Relaxed);
-    emit_latency(
-        "shm",
-        "64 B round trip, 1 core (pinned), adaptive",
-        adaptive,
-        futex1,
-        "raw futex ring, 1 core",
-        Some(1.5),
     );
 }
 

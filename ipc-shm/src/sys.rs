@@ -135,32 +135,34 @@ pub(crate) struct Map {
     frozen: bool,
 }
 
-/// Copies `len` bytes from `src` to `dst`. Short copies (16 to 64 bytes: a ring's small
-/// messages) are done inline, in 16-byte pieces (the last one overlapping), so that code
-/// reading the copy right after gets its loads forwarded from these stores (a `memcpy` of 64
-/// bytes may store them at once, which later 8- and 16-byte loads cannot be forwarded from);
-/// others go through `memcpy`.
+/// Copies `len` bytes from `src` to `dst`. Short copies (up to 64 bytes: a ring's small
+/// messages) are done inline in pieces of `P` bytes (the last one overlapping) rather than by
+/// `memcpy`, which may move 64 bytes with one load and one store: a store-to-load forward works
+/// only from a store that covers the load, so a copy that loads with pieces no wider than the
+/// stores that just wrote its source (8 bytes: how messages are usually built), and stores
+/// pieces at least as wide as the loads that will read it (16 bytes), runs without stalls.
+/// Others go through `memcpy`.
 ///
 /// # Safety
 /// `src` must be valid for reads and `dst` for writes of `len` bytes, and the two ranges must
 /// not overlap.
 #[inline(always)]
-unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
-    if (16..=64).contains(&len) {
-        // Up to four 16-byte pieces at 0, 16, 32 and len - 16 (no loop: a loop would be
-        // turned back into a `memcpy` call).
+unsafe fn copy_bytes<const P: usize>(src: *const u8, dst: *mut u8, len: usize) {
+    if (P..=64).contains(&len) {
+        // Pieces at 0, P, 2P, .. and len - P (no loop: a loop would become a `memcpy` call).
         let piece = |at: usize| {
-            // SAFETY: `16 <= len` and `at <= len - 16`: both 16-byte ranges are inside the
+            // SAFETY: `P <= len` and `at <= len - P`: both P-byte ranges are inside the
             // caller's ranges, which do not overlap.
-            unsafe { ptr::copy_nonoverlapping(src.wrapping_add(at), dst.wrapping_add(at), 16) }
+            unsafe { ptr::copy_nonoverlapping(src.wrapping_add(at), dst.wrapping_add(at), P) }
         };
         piece(0);
-        piece(len - 16);
-        if len > 32 {
-            piece(16);
-        }
-        if len > 48 {
-            piece(32);
+        piece(len - P);
+        let mut at = P;
+        for _ in 0..(64 / P - 2) {
+            if len > at + P {
+                piece(at);
+            }
+            at += P;
         }
     } else {
         // SAFETY: the caller's contract.
@@ -300,7 +302,7 @@ impl Map {
         // source is created. A peer may write the source concurrently: the copy then yields
         // arbitrary bytes (see the module docs), every bit pattern of `u8` is valid, and callers
         // treat what they read as untrusted.
-        unsafe { copy_bytes(src, dst.as_mut_ptr(), dst.len()) };
+        unsafe { copy_bytes::<16>(src, dst.as_mut_ptr(), dst.len()) };
         true
     }
 
@@ -314,7 +316,7 @@ impl Map {
         // The only references ever lent into a writable mapping are to `ShmAtomic` types, whose
         // bytes are inside `UnsafeCell`s and so may change under a shared reference: no `&`/
         // `&mut` is invalidated. `src` is private and cannot overlap the mapping.
-        unsafe { copy_bytes(src.as_ptr(), dst, src.len()) };
+        unsafe { copy_bytes::<8>(src.as_ptr(), dst, src.len()) };
         true
     }
 
