@@ -476,9 +476,12 @@ fn one_way_case(msgs: u64, reps: usize) {
     .emit();
 }
 
+/// Runs latency contenders alternately: the best run of each.
+type Best<'a> = dyn Fn(&[&dyn Fn() -> Latency]) -> Vec<Latency> + 'a;
+
 /// 64-byte round trips with both sides spinning: ours, the busy-poll floor, ours with
 /// doorbells, ours adaptive, alternating.
-fn spin_case(iters: usize, best: &dyn Fn(&[&dyn Fn() -> Latency]) -> Vec<Latency>) {
+fn spin_case(iters: usize, best: &Best<'_>) {
     let got = best(&[
         &|| rtt_ours(Wait::SpinThenPark, iters),
         &|| rtt_raw(u64::MAX, iters), // spins forever, never wakes: the hardware floor
