@@ -2,26 +2,30 @@
 //!
 //! # The protocol
 //!
-//! Layout: a [`Header`], a metadata line, the writer's line, the reader's line (each 128 bytes,
-//! so the adjacent-line prefetcher does not couple them), then `capacity` bytes of data.
+//! Layout: a [`Header`] and the metadata, the reader's position for pollers, the writer's
+//! line, the reader's line (each on its own 128-byte line, so the adjacent-line prefetcher does
+//! not couple them), then `capacity` bytes of data.
 //!
 //! A record is an 8-byte header — the payload's length (low 32 bits) and a *tag* (high 32 bits)
-//! derived from the record's position — then the payload, padded to 8 bytes. The writer copies
-//! the payload in, zeroes the header slot of the *next* record, and then stores this record's
-//! header with release ordering: that store is the commit. The reader polls the header at its
-//! own position: a header carrying that position's tag is a committed record (its payload and
-//! the zeroed slot after it are visible), anything else is "not yet". So a record is visible
-//! the moment it is committed — no index has to be published, no batch flushed — and a record
-//! reserved but never committed is never seen. Tags repeat only every 2^34 bytes and always
-//! have their top bit set, so neither a zeroed slot nor the bytes a previous lap left behind
-//! can pass for a record (every slot the reader reaches was zeroed or committed by the writer
-//! after the previous record, before that record's commit).
+//! derived from the record's position, with one bit saying whether the payload starts on the
+//! next 64-byte boundary (messages of 1 KiB and more) — then the payload, padded to 8 bytes.
+//! The writer copies the payload in, zeroes the header slot of the *next* record, and then
+//! stores this record's header with release ordering: that store is the commit. The reader
+//! polls the header at its own position: a header carrying that position's tag is a committed
+//! record (its payload and the zeroed slot after it are visible), anything else is "not yet".
+//! So a record is visible the moment it is committed — no index has to be published, no batch
+//! flushed — and a record reserved but never committed is never seen. Tags repeat only every
+//! 2^33 bytes and always have their top bit set, so neither a zeroed slot nor the bytes a
+//! previous lap left behind can pass for a record (every slot the reader reaches was zeroed or
+//! committed by the writer after the previous record, before that record's commit).
 //!
 //! Positions (`tail` in the writer's line, `head` in the reader's) are stored after every
-//! record with plain release stores, in lines the peer reads only when it has to: the writer
-//! reads `head` only when its cached copy says the ring is full, the reader never reads `tail`
-//! (a new writer does, when it attaches). The writer keeps 8 bytes free beyond its records for
-//! the zeroed slot.
+//! record with plain release stores, in lines the peer reads only when it has to: the reader
+//! never reads `tail` (a new writer does, when it attaches); a writer that finds the ring full
+//! polls the copy of `head` the reader stores every 16 records (and whenever it is about to
+//! wait, and when it closes), and reads the exact `head` only every 64 spins and before it
+//! sleeps or gives up — so the reader's per-record store stays in its own cache. The writer
+//! keeps 8 bytes free beyond its records for the zeroed slot.
 //!
 //! Waking: a side about to sleep announces it in the peer's line (`sleep`: 1 for a futex wait,
 //! 2 for a doorbell), then re-checks; a side that publishes looks at that word and, if set,
