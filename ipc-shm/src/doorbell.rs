@@ -186,7 +186,9 @@ const SUFFIXES: [&str; 2] = [".doorbell-data", ".doorbell-space"];
 ///
 /// # After fork
 /// A forked child inherits the descriptors. In a child forked from a multi-threaded parent it
-/// may only drop a doorbell (`close`; a named owner's copy removes nothing there).
+/// may only drop a doorbell (`close`; a named owner's copy removes nothing there). While a
+/// child keeps its copy of a named owner's descriptors, the doorbell counts as alive for
+/// [`remove_stale`](Self::remove_stale), even if the parent dies.
 pub struct Doorbell {
     // Field order is drop order: the names are removed while the descriptors still pin the
     // inodes.

@@ -873,3 +873,45 @@ fn parked_sides_are_always_woken_whatever_they_switch_to() {
     p.expect_success(Duration::from_secs(30));
     eprintln!("{N} messages; the longest single wait took {slowest:?}");
 }
+
+/// The reader stores its position for pollers only every 16 records: a writer waiting for room
+/// still sees every record freed — here one — however long the reader then stays away, and a
+/// `try_send` sees it at once.
+#[test]
+fn a_writer_waiting_for_room_sees_every_record_freed_between_publications() {
+    let _wd = Watchdog::new("room between publications", Duration::from_secs(60));
+    let seg = Anon::new(Ring::segment_size(4096).unwrap()).unwrap();
+    let mut w = Ring::create(&seg).unwrap().into_writer().unwrap();
+    let mut r = Ring::open(&seg).unwrap().into_reader().unwrap();
+    let big = [5u8; 1000];
+    let mut buf = [0u8; 1000];
+    for wait in [Wait::SpinThenPark, Wait::Park, Wait::Adaptive] {
+        w.set_wait(wait);
+        while w.try_send(&big).is_ok() {}
+        // One record freed (fewer than 16): try_send sees the room at once.
+        assert_eq!(r.try_recv(&mut buf).unwrap(), 1000);
+        w.try_send(&big).unwrap();
+        // Full again; a blocked send is satisfied by one record freed, while the reader then
+        // does nothing more until the send has returned.
+        let sent = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                w.send_timeout(&big, Duration::from_secs(20)).unwrap();
+                sent.store(true, std::sync::atomic::Ordering::Release);
+            });
+            assert_eq!(
+                r.recv_timeout(&mut buf, Duration::from_secs(20)).unwrap(),
+                1000
+            );
+            let t = Instant::now();
+            while !sent.load(std::sync::atomic::Ordering::Acquire) {
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "{wait:?}: the send never saw the room"
+                );
+                std::thread::yield_now();
+            }
+        });
+        while r.try_recv(&mut buf).is_ok() {}
+    }
+}
