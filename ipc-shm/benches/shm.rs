@@ -11,7 +11,8 @@
 //! 64-byte messages one way: `Ring` against the Rust port of `../shared/baseline/spsc64.c` (fixed
 //! 64-byte slots, each side caching the other's index and publishing its own every 16
 //! messages), both verifying every message as spsc64.c does (stamps in the first and last word,
-//! a sum of the words between). Target: at least half the port's rate.
+//! a sum of the words between), both building each message word by word (the port in its slot,
+//! ours in a buffer it sends). Target: at least half the port's rate.
 //!
 //! Latency: 64-byte round trips through two rings: ours spin-then-park against the busy-poll
 //! floor (raw rings that only spin), ours park-only against raw futex-only rings, and, with both
@@ -259,13 +260,8 @@ fn rtt_raw(spin: u64, iters: usize) -> Latency {
 /// One 64-byte message of the one-way case: its sequence number in the first and last word,
 /// multiples of it between (as `../shared/baseline/spsc64.c` writes them).
 fn words64(k: u64) -> [u64; 8] {
-    let mut w = [0u64; 8];
-    w[0] = k;
-    for (i, x) in w.iter_mut().enumerate().take(7).skip(1) {
-        *x = k.wrapping_mul(i as u64);
-    }
-    w[7] = k;
-    w
+    let m = |i: u64| k.wrapping_mul(i);
+    [k, m(1), m(2), m(3), m(4), m(5), m(6), k]
 }
 
 /// Writes message `k` (the words of [`words64`]) into `b`, word by word.
@@ -727,10 +723,14 @@ mod raw {
                         std::hint::spin_loop();
                     }
                 }
-                let w = super::words64(head);
+                // The words go straight into the slot (spsc64.c builds them on the stack and
+                // copies them, which costs gcc -O2 a store-forwarding stall per message: the
+                // protocol is the point here, not that stall).
                 let slot = self.slots.wrapping_add((head as usize & (SLOTS - 1)) * 64);
-                // SAFETY: a 64-byte slot inside the mapping; `w` is 64 private bytes.
-                unsafe { ptr::copy_nonoverlapping(w.as_ptr().cast::<u8>(), slot, 64) };
+                for (i, x) in super::words64(head).into_iter().enumerate() {
+                    // SAFETY: 8 bytes at `i * 8 < 64` inside the 64-byte slot of the mapping.
+                    unsafe { slot.wrapping_add(i * 8).cast::<u64>().write_unaligned(x.to_le()) };
+                }
                 head += 1;
                 if head & 15 == 0 || head == n {
                     self.head().store(head, Ordering::Release);
