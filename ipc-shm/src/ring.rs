@@ -688,7 +688,7 @@ impl<S: Segment> Ring<S> {
     /// Claims a role: records our pid (compare-and-swap against a free or dead holder), then
     /// our capabilities; then, with a full barrier between, wakes the peer if it sleeps (it may
     /// have decided how to sleep before it could see our capabilities).
-    fn claim(&self, side: Side, fenceless: bool) -> Result<()> {
+    fn claim(&self, side: Side, fenceless: bool) -> Result<Previous> {
         let region = self.seg.region();
         let meta = region.atomic::<Meta>(META_OFF)?;
         let (pid, closed, caps, peer_caps) = match side {
@@ -714,6 +714,11 @@ impl<S: Segment> Ring<S> {
         }
         pid.compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire)
             .map_err(|_| Error::RoleTaken)?;
+        let previous = Previous {
+            pid: cur,
+            closed: u32::from(is_closed),
+            caps: caps.load(Ordering::SeqCst),
+        };
         let mine = if fenceless { CAP_FENCELESS } else { 0 }
             | if self.bell.is_some() { CAP_BELL } else { 0 };
         caps.store(mine, Ordering::SeqCst);
@@ -727,10 +732,7 @@ impl<S: Segment> Ring<S> {
                 Side::Reader => &region.atomic::<Line>(READER_OFF)?.sleep,
             };
             if peer_sleep.load(Ordering::SeqCst) == BELL {
-                // Give the role back as it was.
-                caps.store(0, Ordering::SeqCst);
-                closed.store(u32::from(is_closed), Ordering::SeqCst);
-                pid.store(cur, Ordering::SeqCst);
+                self.unclaim(side, previous);
                 return Err(Error::NoDoorbell);
             }
         }
@@ -748,18 +750,28 @@ impl<S: Segment> Ring<S> {
         if line.sleep.load(Ordering::SeqCst) != AWAKE {
             wake(line, bell);
         }
-        Ok(())
+        Ok(previous)
     }
 
-    /// Claims the writer role and returns the writer endpoint. A new writer continues after
-    /// the records a previous writer committed (also those it committed without publishing its
-    /// position, if it died in between): nothing unread is overwritten.
-    ///
-    /// # Errors
-    /// [`Error::RoleTaken`] if a live process holds it, [`Error::Corrupt`] if the published
-    /// positions are impossible, [`Error::NoDoorbell`] if the reader waits on a doorbell and
-    /// this ring has none.
-    pub fn into_writer(self) -> Result<RingWriter<S>> {
+    /// Gives a role claimed by [`claim`](Self::claim) back as it was (an attach refused after
+    /// the claim).
+    fn unclaim(&self, side: Side, previous: Previous) {
+        let Ok(meta) = self.seg.region().atomic::<Meta>(META_OFF) else {
+            return;
+        };
+        let (pid, closed, caps) = match side {
+            Side::Writer => (&meta.writer_pid, &meta.writer_closed, &meta.writer_caps),
+            Side::Reader => (&meta.reader_pid, &meta.reader_closed, &meta.reader_caps),
+        };
+        caps.store(previous.caps, Ordering::SeqCst);
+        closed.store(previous.closed, Ordering::SeqCst);
+        pid.store(previous.pid, Ordering::SeqCst);
+    }
+
+    /// Where a new writer starts, after claiming the role (so no other writer can still be
+    /// committing): after the records a previous writer committed, validated against the
+    /// reader's position. Zeroes the slot there and publishes it.
+    fn writer_start(&self) -> Result<(u64, u64)> {
         let region = self.seg.region();
         let data = Data::new(region, self.cap);
         let cap = self.cap as u64;
@@ -805,18 +817,34 @@ impl<S: Segment> Ring<S> {
             }
             t = t.wrapping_add(rec);
         }
-        let fenceless = fenceless_process();
-        self.claim(Side::Writer, fenceless)?;
-        let region = self.seg.region();
         // The next record's slot: zeroed, whatever an old writer left there.
-        Data::new(region, self.cap)
-            .header(t)
-            .ok_or_else(lost)?
-            .store(0, Ordering::Release);
+        data.header(t).ok_or_else(lost)?.store(0, Ordering::Release);
         region
             .atomic::<Line>(WRITER_OFF)?
             .pos
             .store(t, Ordering::Release);
+        Ok((t, head))
+    }
+
+    /// Claims the writer role and returns the writer endpoint. A new writer continues after
+    /// the records a previous writer committed (also those it committed without publishing its
+    /// position, if it died in between): nothing unread is overwritten.
+    ///
+    /// # Errors
+    /// [`Error::RoleTaken`] if a live process holds it, [`Error::Corrupt`] if the published
+    /// positions are impossible, [`Error::NoDoorbell`] if the reader waits on a doorbell and
+    /// this ring has none.
+    pub fn into_writer(self) -> Result<RingWriter<S>> {
+        let fenceless = fenceless_process();
+        let previous = self.claim(Side::Writer, fenceless)?;
+        let (t, head) = match self.writer_start() {
+            Ok(start) => start,
+            Err(e) => {
+                self.unclaim(Side::Writer, previous);
+                return Err(e);
+            }
+        };
+        let region = self.seg.region();
         let policy = Policy::of(Wait::Adaptive);
         region
             .atomic::<Meta>(META_OFF)?
@@ -877,6 +905,14 @@ impl<S: Segment> Ring<S> {
             async_mode: false,
         })
     }
+}
+
+/// A role as it was before [`Ring::claim`] took it.
+#[derive(Debug, Clone, Copy)]
+struct Previous {
+    pid: u32,
+    closed: u32,
+    caps: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
