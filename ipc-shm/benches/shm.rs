@@ -5,7 +5,14 @@
 //! ring (ours: `ipc_shm::Ring` over an anonymous shared region; raw: the byte ring of
 //! `../shared/baseline/thr.c`, spin 2000 pauses then futex; pipe: `write`/`read` on a pipe of
 //! default capacity). Each chunk carries its sequence number in its first and last 8 bytes.
-//! Each figure is the best of several runs (1 smoke, 3 quick, 5 full): the machine is shared.
+//! Each figure is the best of several runs (1 smoke, 3 quick, 5 full), the contenders of a case
+//! alternating run by run: the machine is shared.
+//!
+//! 64-byte messages one way: `Ring` against the Rust port of `../shared/baseline/spsc64.c` (fixed
+//! 64-byte slots, each side caching the other's index and publishing its own every 16
+//! messages), both verifying every message as spsc64.c does (stamps in the first and last word,
+//! a sum of the words between), both building each message word by word (the port in its slot,
+//! ours in a buffer it sends). Target: at least half the port's rate.
 //!
 //! Latency: 64-byte round trips through two rings: ours spin-then-park against the busy-poll
 //! floor (raw rings that only spin), ours park-only against raw futex-only rings, and, with both
@@ -19,7 +26,7 @@
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use ipc_shm::{Anon, Ring, Wait};
+use ipc_shm::{Anon, Doorbell, Ring, Wait};
 use ipc_testkit::bench::{self, Latency, Mode, emit_latency, emit_throughput, now_ns};
 use rustix::thread::CpuSet;
 
@@ -160,13 +167,42 @@ fn thr_pipe(chunk: usize, total: u64) -> f64 {
     g
 }
 
+/// Gives `ring` a copy of `bell`, if there is one.
+fn bell_on<S: ipc_shm::Segment>(ring: Ring<S>, bell: Option<&Doorbell>) -> Ring<S> {
+    match bell {
+        Some(b) => ring.with_doorbell(b.try_clone().unwrap()),
+        None => ring,
+    }
+}
+
 fn rtt_ours(wait: Wait, iters: usize) -> Latency {
+    rtt_ours_bell(wait, iters, false)
+}
+
+/// 64-byte round trips through two rings of ours; with `bells`, every end has a doorbell (the
+/// blocking calls spin then park on the futex as without: nothing rings while both spin).
+fn rtt_ours_bell(wait: Wait, iters: usize, bells: bool) -> Latency {
     let size = Ring::segment_size(1 << 16).unwrap();
     let (a, b) = (Anon::new(size).unwrap(), Anon::new(size).unwrap());
-    let (ping, pong) = (Ring::create(&a).unwrap(), Ring::create(&b).unwrap());
+    let (ba, bb) = if bells {
+        (
+            Some(Doorbell::new().unwrap()),
+            Some(Doorbell::new().unwrap()),
+        )
+    } else {
+        (None, None)
+    };
+    let (ping, pong) = (
+        bell_on(Ring::create(&a).unwrap(), ba.as_ref()),
+        bell_on(Ring::create(&b).unwrap(), bb.as_ref()),
+    );
     let pid = fork_pinned(|| {
-        let mut rx = Ring::open(&a).unwrap().into_reader().unwrap();
-        let mut tx = Ring::open(&b).unwrap().into_writer().unwrap();
+        let mut rx = bell_on(Ring::open(&a).unwrap(), ba.as_ref())
+            .into_reader()
+            .unwrap();
+        let mut tx = bell_on(Ring::open(&b).unwrap(), bb.as_ref())
+            .into_writer()
+            .unwrap();
         rx.set_wait(wait);
         tx.set_wait(wait);
         let mut buf = [0u8; 64];
@@ -221,6 +257,89 @@ fn rtt_raw(spin: u64, iters: usize) -> Latency {
     Latency::of(&mut samples)
 }
 
+/// One 64-byte message of the one-way case: its sequence number in the first and last word,
+/// multiples of it between (as `../shared/baseline/spsc64.c` writes them).
+fn words64(k: u64) -> [u64; 8] {
+    let m = |i: u64| k.wrapping_mul(i);
+    [k, m(1), m(2), m(3), m(4), m(5), m(6), k]
+}
+
+/// Writes message `k` (the words of [`words64`]) into `b`, word by word.
+fn fill64(b: &mut [u8; 64], k: u64) {
+    for (chunk, x) in b.chunks_exact_mut(8).zip(words64(k)) {
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+}
+
+/// The receiver's check of one 64-byte message (spsc64.c's): both stamps, and a sum of the
+/// words between, returned so the compiler cannot drop the reads.
+fn check64(b: &[u8], k: u64) -> u64 {
+    let word = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+    assert!(
+        word(0) == k && word(7) == k,
+        "message {k}: stamps {}/{}",
+        word(0),
+        word(7)
+    );
+    (1..7).fold(0u64, |s, i| s.wrapping_add(word(i)))
+}
+
+/// 64-byte messages one way through `Ring` (4 MiB), every message checked: M messages/s.
+/// With `bell`, both ends have a doorbell (nothing rings while both spin).
+fn one_way_ours(n: u64, bell: bool) -> f64 {
+    let seg = Anon::new(Ring::segment_size(RING).unwrap()).unwrap();
+    seg.fill(0, seg.len(), 0).unwrap();
+    let bell = bell.then(|| Doorbell::new().unwrap());
+    let ring = bell_on(Ring::create(&seg).unwrap(), bell.as_ref());
+    let go = Go::new();
+    let pid = fork_pinned(|| {
+        let mut w = bell_on(Ring::open(&seg).unwrap(), bell.as_ref())
+            .into_writer()
+            .unwrap();
+        w.set_wait(Wait::SpinThenPark);
+        let mut msg = [0u8; 64];
+        go.wait();
+        for k in 0..n {
+            fill64(&mut msg, k);
+            w.send(&msg).unwrap();
+        }
+        0
+    });
+    let mut r = ring.into_reader().unwrap();
+    r.set_wait(Wait::SpinThenPark);
+    let mut buf = [0u8; 64];
+    let mut sum = 0u64;
+    let t0 = Instant::now();
+    go.start();
+    for k in 0..n {
+        let got = r.recv(&mut buf).unwrap();
+        assert_eq!(got, 64);
+        sum = sum.wrapping_add(check64(&buf, k));
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64() / 1e6;
+    std::hint::black_box(sum);
+    bench::wait_ok(pid);
+    rate
+}
+
+/// The same through the Rust port of `spsc64.c`: M messages/s.
+fn one_way_spsc64(n: u64) -> f64 {
+    let ring = raw::Spsc64::new();
+    let go = Go::new();
+    let pid = fork_pinned(|| {
+        go.wait();
+        ring.write_all(n);
+        0
+    });
+    let t0 = Instant::now();
+    go.start();
+    let sum = ring.read_all(n);
+    let rate = n as f64 / t0.elapsed().as_secs_f64() / 1e6;
+    std::hint::black_box(sum);
+    bench::wait_ok(pid);
+    rate
+}
+
 fn main() {
     let mode = Mode::from_env();
     let total: u64 = mode.pick(64 << 20, 512 << 20, 2 << 30);
@@ -240,8 +359,16 @@ fn main() {
         RING >> 20,
         total >> 20
     );
+    // IPC_SHM_BENCH_GROUPS=thr,oneway,spin,park,onecore runs only those groups (all by default).
+    let groups = std::env::var("IPC_SHM_BENCH_GROUPS").ok();
+    let want = |g: &str| {
+        groups
+            .as_deref()
+            .is_none_or(|l| l.split(',').any(|x| x == g))
+    };
 
-    for (chunk, name) in [(4 << 10, "4 KiB"), (64 << 10, "64 KiB"), (1 << 20, "1 MiB")] {
+    let sizes = [(4 << 10, "4 KiB"), (64 << 10, "64 KiB"), (1 << 20, "1 MiB")];
+    for (chunk, name) in sizes.into_iter().filter(|_| want("thr")) {
         // Best of `reps` interleaved runs: the machine is shared, so single runs are noisy.
         let (mut ours, mut rawr, mut pipe) = (0f64, 0f64, 0f64);
         for _ in 0..reps {
@@ -255,17 +382,109 @@ fn main() {
         emit_throughput("shm", &case, ours, pipe, "plain pipe", is64.then_some(5.0));
     }
 
-    // Each latency pair: the run with the lowest p50 of `reps` interleaved runs.
-    let best = |f: &dyn Fn() -> Latency| {
-        (0..reps)
-            .map(|_| f())
-            .min_by(|a, b| a.p50_us.total_cmp(&b.p50_us))
-            .unwrap()
+    // 64-byte messages one way: ours against the Rust port of spsc64.c, interleaved.
+    if want("oneway") {
+        one_way_case(mode.pick(2_000_000, 20_000_000, 50_000_000), reps);
+    }
+
+    // Each latency group: per contender, the run with the lowest p50 of `reps` runs, the
+    // contenders alternating run by run.
+    let best = |fs: &[&dyn Fn() -> Latency]| -> Vec<Latency> {
+        let mut out: Vec<Option<Latency>> = vec![None; fs.len()];
+        for _ in 0..reps {
+            for (f, o) in fs.iter().zip(out.iter_mut()) {
+                let l = f();
+                if o.is_none_or(|b| l.p50_us < b.p50_us) {
+                    *o = Some(l);
+                }
+            }
+        }
+        out.into_iter().map(Option::unwrap).collect()
     };
-    let (spin, floor) = (
-        best(&|| rtt_ours(Wait::SpinThenPark, iters)),
-        best(&|| rtt_raw(u64::MAX, iters)), // spins forever, never wakes: the hardware floor
-    );
+    if want("spin") {
+        spin_case(iters, &best);
+    }
+    if want("park") {
+        let got = best(&[&|| rtt_ours(Wait::Park, iters), &|| rtt_raw(0, iters)]);
+        let (park, futex) = (got[0], got[1]);
+        emit_latency(
+            "shm",
+            "64 B round trip, park only",
+            park,
+            futex,
+            "raw futex ring",
+            None,
+        );
+    }
+    if want("onecore") {
+        // One core: both processes pinned to the same CPU.
+        pin(cpus[0]);
+        CHILD_CPU.store(cpus[0], Ordering::Relaxed);
+        let iters1 = iters / 4;
+        let got = best(&[&|| rtt_ours(Wait::Adaptive, iters1), &|| rtt_raw(0, iters1)]);
+        let (adaptive, futex1) = (got[0], got[1]);
+        rustix::thread::sched_setaffinity(None, &before).unwrap();
+        CHILD_CPU.store(usize::MAX, Ordering::Relaxed);
+        emit_latency(
+            "shm",
+            "64 B round trip, 1 core (pinned), adaptive",
+            adaptive,
+            futex1,
+            "raw futex ring, 1 core",
+            Some(1.5),
+        );
+    }
+}
+
+/// 64-byte messages one way: ours against the Rust port of spsc64.c, and ours with a doorbell
+/// on both ends, alternating.
+fn one_way_case(msgs: u64, reps: usize) {
+    let (mut ours64, mut spsc, mut belled) = (0f64, 0f64, 0f64);
+    for _ in 0..reps {
+        ours64 = ours64.max(one_way_ours(msgs, false));
+        spsc = spsc.max(one_way_spsc64(msgs));
+        belled = belled.max(one_way_ours(msgs, true));
+    }
+    bench::Row {
+        group: "shm",
+        case: "64 B messages one way, 4 MiB ring",
+        metric: "M msg/s",
+        unit: "M msg/s",
+        better: bench::Better::Higher,
+        ours: ours64,
+        baseline: spsc,
+        baseline_name: "spsc64 (Rust port)",
+        target: Some(0.5),
+    }
+    .emit();
+    // A doorbell costs the spinning fast path nothing (issue 13: within 5 %).
+    bench::Row {
+        group: "shm",
+        case: "64 B messages one way, doorbell on both ends",
+        metric: "M msg/s",
+        unit: "M msg/s",
+        better: bench::Better::Higher,
+        ours: belled,
+        baseline: ours64,
+        baseline_name: "the ring without doorbell",
+        target: Some(0.95),
+    }
+    .emit();
+}
+
+/// Runs latency contenders alternately: the best run of each.
+type Best<'a> = dyn Fn(&[&dyn Fn() -> Latency]) -> Vec<Latency> + 'a;
+
+/// 64-byte round trips with both sides spinning: ours, the busy-poll floor, ours with
+/// doorbells, ours adaptive, alternating.
+fn spin_case(iters: usize, best: &Best<'_>) {
+    let got = best(&[
+        &|| rtt_ours(Wait::SpinThenPark, iters),
+        &|| rtt_raw(u64::MAX, iters), // spins forever, never wakes: the hardware floor
+        &|| rtt_ours_bell(Wait::SpinThenPark, iters, true),
+        &|| rtt_ours(Wait::Adaptive, iters),
+    ]);
+    let (spin, floor, spin_bell, adaptive2) = (got[0], got[1], got[2], got[3]);
     emit_latency(
         "shm",
         "64 B round trip, spin then park, 2 cores",
@@ -274,7 +493,14 @@ fn main() {
         "busy-poll floor",
         Some(2.0),
     );
-    let adaptive2 = best(&|| rtt_ours(Wait::Adaptive, iters));
+    emit_latency(
+        "shm",
+        "64 B round trip, spin then park, doorbell on every end",
+        spin_bell,
+        spin,
+        "the ring without doorbell",
+        Some(1.05),
+    );
     emit_latency(
         "shm",
         "64 B round trip, adaptive (default), 2 cores",
@@ -282,35 +508,6 @@ fn main() {
         floor,
         "busy-poll floor",
         None,
-    );
-    let (park, futex) = (
-        best(&|| rtt_ours(Wait::Park, iters)),
-        best(&|| rtt_raw(0, iters)),
-    );
-    emit_latency(
-        "shm",
-        "64 B round trip, park only",
-        park,
-        futex,
-        "raw futex ring",
-        None,
-    );
-
-    // One core: both processes pinned to the same CPU.
-    pin(cpus[0]);
-    CHILD_CPU.store(cpus[0], Ordering::Relaxed);
-    let iters1 = iters / 4;
-    let adaptive = best(&|| rtt_ours(Wait::Adaptive, iters1));
-    let futex1 = best(&|| rtt_raw(0, iters1));
-    rustix::thread::sched_setaffinity(None, &before).unwrap();
-    CHILD_CPU.store(usize::MAX, Ordering::Relaxed);
-    emit_latency(
-        "shm",
-        "64 B round trip, 1 core (pinned), adaptive",
-        adaptive,
-        futex1,
-        "raw futex ring, 1 core",
-        Some(1.5),
     );
 }
 
@@ -463,6 +660,111 @@ mod raw {
 
     // SAFETY: the ring is used by one thread in each of two processes.
     unsafe impl Sync for Ring {}
+
+    /// Slots of the spsc64 ring: 4 MiB of 64-byte slots.
+    const SLOTS: usize = 1 << 16;
+
+    /// The Rust port of `../shared/baseline/spsc64.c`: fixed 64-byte slots, each side caching
+    /// the other's index and publishing its own every 16 messages (and when it catches up).
+    pub(crate) struct Spsc64 {
+        head: *const AtomicU64,
+        tail: *const AtomicU64,
+        slots: *mut u8,
+    }
+
+    // SAFETY: the ring is used by one thread in each of two processes.
+    unsafe impl Sync for Spsc64 {}
+
+    impl Spsc64 {
+        pub(crate) fn new() -> Spsc64 {
+            let len = 256 + SLOTS * 64;
+            // SAFETY: a fresh anonymous shared mapping; never unmapped (the bench exits).
+            let p = unsafe {
+                libc::mmap(
+                    ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            let p = p.cast::<u8>();
+            // SAFETY: pre-faults the fresh mapping of `len` bytes (zeros are valid atomics).
+            unsafe { ptr::write_bytes(p, 0, len) };
+            Spsc64 {
+                head: p.cast(),
+                tail: p.wrapping_add(128).cast(),
+                slots: p.wrapping_add(256),
+            }
+        }
+
+        fn head(&self) -> &AtomicU64 {
+            // SAFETY: a live, zeroed, aligned word of the mapping.
+            unsafe { &*self.head }
+        }
+
+        fn tail(&self) -> &AtomicU64 {
+            // SAFETY: as `head`.
+            unsafe { &*self.tail }
+        }
+
+        /// Writes messages `0..n` (the writer's loop of spsc64.c).
+        pub(crate) fn write_all(&self, n: u64) {
+            let (mut head, mut tail_cache) = (0u64, 0u64);
+            while head < n {
+                if head - tail_cache >= SLOTS as u64 {
+                    loop {
+                        tail_cache = self.tail().load(Ordering::Acquire);
+                        if head - tail_cache < SLOTS as u64 {
+                            break;
+                        }
+                        std::hint::spin_loop();
+                    }
+                }
+                // The words go straight into the slot (spsc64.c builds them on the stack and
+                // copies them, which costs gcc -O2 a store-forwarding stall per message: the
+                // protocol is the point here, not that stall).
+                let slot = self.slots.wrapping_add((head as usize & (SLOTS - 1)) * 64);
+                for (i, x) in super::words64(head).into_iter().enumerate() {
+                    // SAFETY: 8 bytes at `i * 8 < 64` inside the 64-byte slot of the mapping.
+                    unsafe { slot.wrapping_add(i * 8).cast::<u64>().write_unaligned(x.to_le()) };
+                }
+                head += 1;
+                if head & 15 == 0 || head == n {
+                    self.head().store(head, Ordering::Release);
+                }
+            }
+        }
+
+        /// Reads and checks messages `0..n` (the reader's loop of spsc64.c); returns the sum.
+        pub(crate) fn read_all(&self, n: u64) -> u64 {
+            let (mut tail, mut head_cache, mut sum) = (0u64, 0u64, 0u64);
+            while tail < n {
+                if tail == head_cache {
+                    loop {
+                        head_cache = self.head().load(Ordering::Acquire);
+                        if head_cache != tail {
+                            break;
+                        }
+                        std::hint::spin_loop();
+                    }
+                }
+                let mut b = [0u8; 64];
+                let slot = self.slots.wrapping_add((tail as usize & (SLOTS - 1)) * 64);
+                // SAFETY: as in `write_all`.
+                unsafe { ptr::copy_nonoverlapping(slot, b.as_mut_ptr(), 64) };
+                sum = sum.wrapping_add(super::check64(&b, tail));
+                tail += 1;
+                if tail & 15 == 0 || tail == head_cache {
+                    self.tail().store(tail, Ordering::Release);
+                }
+            }
+            self.tail().store(tail, Ordering::Release);
+            sum
+        }
+    }
 
     pub(crate) fn pipe() -> (i32, i32) {
         let mut fds = [0; 2];

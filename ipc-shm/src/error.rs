@@ -57,7 +57,7 @@ pub enum Error {
         name: String,
     },
     /// The object is not a regular shared-memory file (a FIFO, directory or device planted at
-    /// the name, or a descriptor of something else).
+    /// the name, or a descriptor of something else), or a doorbell's path is not a FIFO.
     NotRegular {
         /// The object.
         name: String,
@@ -170,6 +170,10 @@ pub enum Error {
     },
     /// The ring's reader or writer role is already taken by a live process.
     RoleTaken,
+    /// A ring endpoint would wait on a doorbell its peer cannot ring, or attach without the
+    /// doorbell its peer waits on: both endpoints need the same
+    /// [`Doorbell`](crate::Doorbell) ([`Ring::with_doorbell`](crate::Ring::with_doorbell)).
+    NoDoorbell,
     /// The peer closed its end or its process is gone.
     PeerGone,
     /// The operation would block (`try_` forms).
@@ -221,7 +225,10 @@ impl fmt::Display for Error {
                 write!(f, "{name} is a symbolic link: refusing to follow it")
             }
             Error::NotRegular { name } => {
-                write!(f, "{name} is not a regular shared-memory object")
+                write!(
+                    f,
+                    "{name} is not an object of the expected kind (a regular shared-memory file, or a doorbell's FIFO)"
+                )
             }
             Error::WrongOwner {
                 name,
@@ -284,6 +291,10 @@ impl fmt::Display for Error {
                 write!(f, "buffer too small: the next message has {needed} bytes")
             }
             Error::RoleTaken => f.write_str("ring role already taken by a live process"),
+            Error::NoDoorbell => f.write_str(
+                "the ring's other endpoint has no doorbell, or waits on one this endpoint lacks: \
+                 give both the same Doorbell (Ring::with_doorbell)",
+            ),
             Error::PeerGone => f.write_str("peer closed its end or exited"),
             Error::WouldBlock => f.write_str("operation would block"),
             Error::TimedOut => f.write_str("timed out"),
@@ -362,7 +373,8 @@ impl From<Error> for io::Error {
             | Error::Misaligned { .. }
             | Error::OutOfBounds { .. }
             | Error::MessageTooLarge { .. }
-            | Error::BufferTooSmall { .. } => K::InvalidInput,
+            | Error::BufferTooSmall { .. }
+            | Error::NoDoorbell => K::InvalidInput,
             Error::AlreadyExists { .. } | Error::RoleTaken => K::AlreadyExists,
             Error::NotFound { .. } => K::NotFound,
             Error::PermissionDenied { .. }

@@ -33,11 +33,6 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -
     wait_slice(word, expected, deadline, Duration::from_secs(1))
 }
 
-/// Wakes one waiter.
-pub(crate) fn wake_one(word: &AtomicU32) {
-    let _ = futex::wake(word, futex::Flags::empty(), 1);
-}
-
 /// Wakes every waiter.
 pub(crate) fn wake_all(word: &AtomicU32) {
     let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);

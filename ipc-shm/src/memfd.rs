@@ -249,8 +249,8 @@ impl Memfd {
     /// # Errors
     /// [`Error::InvalidDescriptor`], and as [`from_fd`](Self::from_fd).
     pub fn from_inherited(fd: RawFd, required: Seals, size: impl Into<Size>) -> Result<Memfd> {
-        let owned =
-            sys::claim_inherited(fd).map_err(|reason| Error::InvalidDescriptor { fd, reason })?;
+        let owned = sys::claim_inherited(fd, sys::Inherit::Segment)
+            .map_err(|reason| Error::InvalidDescriptor { fd, reason })?;
         Memfd::from_fd(owned, required, size)
     }
 

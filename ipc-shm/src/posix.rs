@@ -558,8 +558,8 @@ impl Shm {
     /// # Errors
     /// [`Error::InvalidDescriptor`], and as [`from_fd`](Self::from_fd).
     pub fn from_inherited(fd: RawFd, size: impl Into<Size>) -> Result<Shm> {
-        let owned =
-            sys::claim_inherited(fd).map_err(|reason| Error::InvalidDescriptor { fd, reason })?;
+        let owned = sys::claim_inherited(fd, sys::Inherit::Segment)
+            .map_err(|reason| Error::InvalidDescriptor { fd, reason })?;
         Shm::from_fd(owned, size)
     }
 

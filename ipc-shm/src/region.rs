@@ -54,6 +54,7 @@ impl Region {
         Region { map }
     }
 
+    #[inline]
     pub(crate) fn map(&self) -> &Map {
         &self.map
     }

@@ -135,6 +135,41 @@ pub(crate) struct Map {
     frozen: bool,
 }
 
+/// Copies `len` bytes from `src` to `dst`. Short copies (up to 64 bytes: a ring's small
+/// messages) are done inline in pieces of `P` bytes (the last one overlapping) rather than by
+/// `memcpy`, which may move 64 bytes with one load and one store: a store-to-load forward works
+/// only from a store that covers the load, so a copy that loads with pieces no wider than the
+/// stores that just wrote its source (8 bytes: how messages are usually built), and stores
+/// pieces at least as wide as the loads that will read it (16 bytes), runs without stalls.
+/// Others go through `memcpy`.
+///
+/// # Safety
+/// `src` must be valid for reads and `dst` for writes of `len` bytes, and the two ranges must
+/// not overlap.
+#[inline(always)]
+unsafe fn copy_bytes<const P: usize>(src: *const u8, dst: *mut u8, len: usize) {
+    if (P..=64).contains(&len) {
+        // Pieces at 0, P, 2P, .. and len - P (no loop: a loop would become a `memcpy` call).
+        let piece = |at: usize| {
+            // SAFETY: `P <= len` and `at <= len - P`: both P-byte ranges are inside the
+            // caller's ranges, which do not overlap.
+            unsafe { ptr::copy_nonoverlapping(src.wrapping_add(at), dst.wrapping_add(at), P) }
+        };
+        piece(0);
+        piece(len - P);
+        let mut at = P;
+        for _ in 0..(64 / P - 2) {
+            if len > at + P {
+                piece(at);
+            }
+            at += P;
+        }
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { ptr::copy_nonoverlapping(src, dst, len) };
+    }
+}
+
 // SAFETY: a `Map` owns its mapping (a raw pointer and a length) and releases it once, in `Drop`;
 // `munmap`/`shmdt` may be called from any thread, and no thread-local state is involved.
 unsafe impl Send for Map {}
@@ -224,11 +259,13 @@ impl Map {
     }
 
     /// The length in bytes.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Whether the mapping may be written.
+    #[inline]
     pub(crate) fn writable(&self) -> bool {
         self.writable
     }
@@ -239,11 +276,13 @@ impl Map {
     }
 
     /// The pointer to `offset..offset+len`, if that range is inside the mapping.
+    #[inline]
     fn at(&self, offset: usize, len: usize) -> Option<*mut u8> {
         let end = offset.checked_add(len)?;
         (end <= self.len).then(|| self.ptr.as_ptr().wrapping_add(offset))
     }
 
+    #[inline]
     fn at_mut(&self, offset: usize, len: usize) -> Option<*mut u8> {
         if self.writable {
             self.at(offset, len)
@@ -253,6 +292,7 @@ impl Map {
     }
 
     /// Copies `dst.len()` bytes at `offset` out of the mapping; false if out of range.
+    #[inline]
     pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) -> bool {
         let Some(src) = self.at(offset, dst.len()) else {
             return false;
@@ -262,11 +302,12 @@ impl Map {
         // source is created. A peer may write the source concurrently: the copy then yields
         // arbitrary bytes (see the module docs), every bit pattern of `u8` is valid, and callers
         // treat what they read as untrusted.
-        unsafe { ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
+        unsafe { copy_bytes::<16>(src, dst.as_mut_ptr(), dst.len()) };
         true
     }
 
     /// Copies `src` into the mapping at `offset`; false if out of range or read-only.
+    #[inline]
     pub(crate) fn write(&self, offset: usize, src: &[u8]) -> bool {
         let Some(dst) = self.at_mut(offset, src.len()) else {
             return false;
@@ -275,7 +316,7 @@ impl Map {
         // The only references ever lent into a writable mapping are to `ShmAtomic` types, whose
         // bytes are inside `UnsafeCell`s and so may change under a shared reference: no `&`/
         // `&mut` is invalidated. `src` is private and cannot overlap the mapping.
-        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+        unsafe { copy_bytes::<8>(src.as_ptr(), dst, src.len()) };
         true
     }
 
@@ -359,6 +400,7 @@ impl Map {
     /// A shared reference to the atomics-only `T` at `offset`: `None` unless the range is inside
     /// the mapping, the address is aligned for `T` and the mapping is writable (a store through
     /// an atomic into a read-only mapping would kill the process with SIGSEGV).
+    #[inline]
     pub(crate) fn atomic<T: ShmAtomic>(&self, offset: usize) -> Option<&T> {
         let p = self.at_mut(offset, size_of::<T>())?;
         if !(p as usize).is_multiple_of(align_of::<T>()) {
@@ -572,11 +614,20 @@ static CLAIMED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
 /// Why [`claim_inherited`] refused a descriptor number.
 pub(crate) type Refusal = &'static str;
 
+/// What [`claim_inherited`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inherit {
+    /// A regular file: a memfd or a POSIX segment.
+    Segment,
+    /// A doorbell half: an eventfd or a FIFO.
+    Doorbell,
+}
+
 /// Takes ownership of descriptor `fd`, inherited from the parent at exec, after checking that it
-/// is open, a regular file (a memfd or a POSIX segment), not 0..=2 (the standard streams belong
-/// to `std::io`), and not claimed before in this process. Marks it close-on-exec so it is not
-/// passed on further by accident.
-pub(crate) fn claim_inherited(fd: RawFd) -> Result<OwnedFd, Refusal> {
+/// is open, of the kind asked for (a regular file for a segment, an eventfd or a FIFO for a
+/// doorbell), not 0..=2 (the standard streams belong to `std::io`), and not claimed before in
+/// this process. Marks it close-on-exec so it is not passed on further by accident.
+pub(crate) fn claim_inherited(fd: RawFd, kind: Inherit) -> Result<OwnedFd, Refusal> {
     if fd <= 2 {
         return Err(
             "descriptors 0, 1 and 2 are the standard streams: take them with std::io::stdin().as_fd()",
@@ -593,11 +644,20 @@ pub(crate) fn claim_inherited(fd: RawFd) -> Result<OwnedFd, Refusal> {
     // SAFETY: `fd` is open (checked just above) and is borrowed only for the checks below, which
     // complete before this function returns.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    let regular = rustix::fs::fstat(borrowed).is_ok_and(|st| {
-        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
-    });
-    if !regular {
-        return Err("not a shared-memory file (a memfd or a POSIX segment)");
+    match kind {
+        Inherit::Segment => {
+            let regular = rustix::fs::fstat(borrowed).is_ok_and(|st| {
+                rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+            });
+            if !regular {
+                return Err("not a shared-memory file (a memfd or a POSIX segment)");
+            }
+        }
+        Inherit::Doorbell => {
+            if !crate::doorbell::is_bell(borrowed) {
+                return Err("not a doorbell's descriptor (an eventfd or a FIFO)");
+            }
+        }
     }
     if rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC).is_err() {
         return Err("cannot make it close-on-exec");
@@ -641,4 +701,22 @@ pub(crate) fn owner_lock_held(fd: BorrowedFd<'_>) -> io::Result<bool> {
     let mut fl = owner_flock(libc::F_WRLCK);
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl)).map_err(io::Error::from)?;
     Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// `AsyncFd::with_interest(fd, READABLE)`—Registers a descriptor this crate owns with the
+/// current tokio reactor, for readability.
+///
+/// # Panics
+/// Outside a tokio runtime (as tokio's own constructors do).
+#[cfg(feature = "tokio")]
+pub(crate) fn register_readable(fd: OwnedFd) -> io::Result<::tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: `AsyncFd` requires the descriptor to stay open and to refer to the same open file
+    // description for the whole life of the `AsyncFd`. It takes the `OwnedFd` by value and owns
+    // it from here on: nothing else can close it or put another file at its number while the
+    // `AsyncFd` lives, and this crate never hands out a mutable access to it (callers only get
+    // `&AsyncFd`, through whose `get_ref` the descriptor can be read from, never replaced).
+    unsafe {
+        ::tokio::io::unix::AsyncFd::register_with_interest(fd, ::tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| e.into_parts().1)
 }

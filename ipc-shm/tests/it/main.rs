@@ -1,14 +1,18 @@
 //! Integration tests of ipc-shm: real segments, real processes, bounded in time.
 
 mod child;
+mod doorbell;
 mod fork;
 mod lifetime;
 mod memfd;
 mod posix;
+mod readme;
 mod ring;
 mod security;
 mod sizes;
 mod sysv;
+#[cfg(feature = "tokio")]
+mod tokio;
 mod views;
 
 use std::io::{BufRead, BufReader};

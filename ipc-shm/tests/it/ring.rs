@@ -1,4 +1,14 @@
 //! The SPSC ring: 256 MiB across processes, a hostile writer, a peer that goes away, timeouts.
+//!
+//! Layout offsets the tests poke at (a hostile peer's view): the writer's position at 128 (its
+//! line also holds the reader's sleep word at 136), the reader's at 256, data from 384; a record
+//! is an 8-byte header (length; a tag derived from its position, `0x8000_0000 | (pos >> 3) &
+//! 0x3fff_ffff`), then its payload.
+
+/// The writer's published position.
+const WRITER_POS: usize = 128;
+/// The reader's published position.
+const READER_POS: usize = 256;
 
 use std::time::{Duration, Instant};
 
@@ -52,7 +62,7 @@ fn ring_carries_256_mib_between_processes_intact() {
     let name = posix_name("ring");
     let seg = Shm::create(&name, seg_size).unwrap();
     let mut r = Ring::create(seg).unwrap().into_reader().unwrap();
-    assert_eq!(r.max_message(), RING_CAP - 64);
+    assert_eq!(r.max_message(), RING_CAP - 72);
     let mut c = child(
         &test_path!(ring_carries_256_mib_between_processes_intact),
         "writer",
@@ -93,6 +103,7 @@ fn ring_carries_256_mib_between_processes_intact() {
 #[test]
 fn a_hostile_writer_cannot_crash_the_reader_or_push_it_out_of_bounds() {
     const CAP: usize = 1 << 16;
+    const DATA: usize = 384;
     let seg_size = Ring::segment_size(CAP).unwrap();
     if role().as_deref() == Some("hostile") {
         let name = std::env::var("SHM_NAME").unwrap();
@@ -100,26 +111,30 @@ fn a_hostile_writer_cannot_crash_the_reader_or_push_it_out_of_bounds() {
         let mut rng = SplitMix64::new(std::process::id() as u64);
         let end = Instant::now() + Duration::from_millis(2500);
         let mut junk = vec![0u8; 4096];
+        // A record header at `pos`: its length and the tag the reader expects there.
+        let header = |pos: u64, len: u64| {
+            (u64::from((pos >> 3) as u32 & 0x3fff_ffff | 0x8000_0000) << 32) | len
+        };
         while Instant::now() < end {
-            let head = seg.read::<u64>(256).unwrap();
+            let head = seg.read::<u64>(READER_POS).unwrap();
+            let at = DATA + (head as usize % CAP);
             match rng.range(0, 11) {
-                0 => seg.write::<u64>(128, &rng.next_u64()).unwrap(), // tail anywhere
-                1 => seg
-                    .write::<u64>(128, &head.wrapping_add(rng.range(0, CAP as u64 + 64)))
-                    .unwrap(),
-                2 => {
-                    // A length at the reader's head: huge, or just past what is published.
-                    let at = 384 + (head as usize % CAP) / 64 * 64;
-                    let len = if rng.range(0, 1) == 0 {
-                        rng.next_u64()
-                    } else {
-                        rng.range(0, CAP as u64)
-                    };
-                    seg.write::<u64>(at, &len).unwrap();
+                0 => seg.write::<u64>(WRITER_POS, &rng.next_u64()).unwrap(), // tail anywhere
+                1 => {
+                    // A committed header at the reader's head claiming a length past the end.
+                    let len = rng.range(CAP as u64 - 15, u32::MAX as u64);
+                    seg.write::<u64>(at, &header(head, len)).unwrap();
+                    // Leave it there a moment (pacing, not synchronisation: the count of
+                    // corrupt records the reader saw is only required to be non-zero).
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_micros(200) {
+                        std::hint::spin_loop();
+                    }
                 }
+                2 => seg.write::<u64>(at, &rng.next_u64()).unwrap(), // a random header
                 3 => {
                     rng.fill(&mut junk);
-                    let at = 384 + rng.range(0, (CAP - junk.len()) as u64) as usize;
+                    let at = DATA + rng.range(0, (CAP - junk.len()) as u64) as usize;
                     seg.write_bytes(at, &junk).unwrap();
                 }
                 4 => seg.write::<u64>(32, &rng.next_u64()).unwrap(), // capacity field
@@ -127,22 +142,22 @@ fn a_hostile_writer_cannot_crash_the_reader_or_push_it_out_of_bounds() {
                 6 => {
                     // The reader's published head: it keeps its own copy, so this only
                     // confuses the writer side. Put it back so the honest messages below land.
-                    seg.write::<u64>(256, &rng.next_u64()).unwrap();
-                    seg.write::<u64>(256, &head).unwrap();
+                    seg.write::<u64>(READER_POS, &rng.next_u64()).unwrap();
+                    seg.write::<u64>(READER_POS, &head).unwrap();
+                }
+                7 => {
+                    // A committed header whose length wraps the payload around the ring's end.
+                    let len = rng.range(0, CAP as u64 - 16);
+                    seg.write::<u64>(at, &header(head, len)).unwrap();
                 }
                 _ => {
-                    // A well-formed message of random length.
+                    // A well-formed message of random length (its payload is whatever is there).
                     let len = rng.range(0, 512);
-                    let at = head as usize % CAP;
-                    if at + 64 + 512 < CAP {
-                        seg.write::<u64>(384 + at, &len).unwrap();
-                        seg.write::<u64>(128, &head.wrapping_add((64 + len + 63) & !63))
-                            .unwrap();
-                    }
+                    seg.write::<u64>(at, &header(head, len)).unwrap();
                 }
             }
             // Wake a parked reader now and then.
-            seg.write::<u32>(136, &0).unwrap();
+            seg.write::<u32>(WRITER_POS + 8, &0).unwrap();
         }
         return;
     }
@@ -160,9 +175,11 @@ fn a_hostile_writer_cannot_crash_the_reader_or_push_it_out_of_bounds() {
     let mut buf = vec![0u8; max];
     let (mut ok, mut corrupt, mut other) = (0u64, 0u64, 0u64);
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut round = 0u64;
     while proc.inner().try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "hostile child did not finish");
-        let r = if ok % 2 == 0 {
+        round += 1;
+        let r = if !round.is_multiple_of(16) {
             r.try_recv(&mut buf)
         } else {
             r.recv_timeout(&mut buf, Duration::from_millis(1))
@@ -296,10 +313,10 @@ fn try_and_timeout_forms_and_size_errors() {
         assert!(t.elapsed() >= Duration::from_millis(30));
     }
     assert!(matches!(
-        w.send(&[0; 193]),
-        Err(Error::MessageTooLarge { len: 193, max: 192 })
+        w.send(&[0; 241]),
+        Err(Error::MessageTooLarge { len: 241, max: 240 })
     ));
-    w.send(&[1; 192]).unwrap();
+    w.send(&[1; 240]).unwrap();
     assert!(matches!(w.try_send(b"x"), Err(Error::WouldBlock)));
     assert!(matches!(
         w.send_timeout(b"x", Duration::from_millis(20)),
@@ -307,9 +324,9 @@ fn try_and_timeout_forms_and_size_errors() {
     ));
     assert!(matches!(
         r.try_recv(&mut buf[..10]),
-        Err(Error::BufferTooSmall { needed: 192 })
+        Err(Error::BufferTooSmall { needed: 240 })
     ));
-    assert_eq!(r.recv_timeout(&mut buf, Duration::MAX).unwrap(), 192);
+    assert_eq!(r.recv_timeout(&mut buf, Duration::MAX).unwrap(), 240);
     w.send_timeout(b"", Duration::MAX).unwrap();
     assert_eq!(r.recv_vec().unwrap(), b"");
     assert!(matches!(
@@ -369,14 +386,14 @@ fn a_corrupt_reader_position_is_a_typed_error_for_the_writer() {
     let seg = Anon::new(Ring::segment_size(256).unwrap()).unwrap();
     let mut w = Ring::create(&seg).unwrap().into_writer().unwrap();
     w.send(&[1; 150]).unwrap();
-    // The reader's published position (offset 256 of the layout) jumps past the writer's.
-    seg.write::<u64>(256, &10_000).unwrap();
+    // The reader's published position jumps past the writer's.
+    seg.write::<u64>(READER_POS, &10_000).unwrap();
     assert!(matches!(w.try_send(&[2; 100]), Err(Error::Corrupt { .. })));
     assert!(matches!(
         Ring::open(&seg).unwrap().into_writer(),
         Err(Error::Corrupt { .. } | Error::RoleTaken)
     ));
-    seg.write::<u64>(256, &0).unwrap();
+    seg.write::<u64>(READER_POS, &0).unwrap();
     assert!(matches!(w.try_send(&[2; 100]), Err(Error::WouldBlock)));
 }
 
@@ -459,11 +476,9 @@ fn read_and_write_make_the_ring_a_byte_stream() {
 #[test]
 fn positions_near_the_top_wrap_and_misaligned_positions_are_refused() {
     let _wd = Watchdog::new("wrap", Duration::from_secs(30));
-    const WRITER_POS: usize = 128;
-    const READER_POS: usize = 256;
     let seg = Anon::new(Ring::segment_size(1024).unwrap()).unwrap();
     let ring = Ring::create(&seg).unwrap();
-    let top = u64::MAX - 63; // the last record boundary below the wrap
+    let top = u64::MAX - 63; // a record boundary just below the wrap
     seg.write::<u64>(WRITER_POS, &top).unwrap();
     seg.write::<u64>(READER_POS, &top).unwrap();
     let mut w = ring.into_writer().unwrap();
@@ -481,15 +496,15 @@ fn positions_near_the_top_wrap_and_misaligned_positions_are_refused() {
     );
     drop((w, r));
 
-    // The writer's position off a record boundary: no writer can attach; a reader sees a
-    // partial record.
+    // The writer's position off a record boundary: no writer can attach (the reader never
+    // reads it: it goes by the records' tags).
     let seg = Anon::new(Ring::segment_size(1024).unwrap()).unwrap();
     let ring = Ring::create(&seg).unwrap();
     seg.write::<u64>(WRITER_POS, &4).unwrap();
     let w = Ring::open(&seg).unwrap().into_writer();
     assert!(matches!(w, Err(Error::Corrupt { .. })), "{w:?}");
     let mut r = ring.into_reader().unwrap();
-    assert!(matches!(r.try_recv(&mut buf), Err(Error::Corrupt { .. })));
+    assert!(matches!(r.try_recv(&mut buf), Err(Error::WouldBlock)));
     // The reader's position off a record boundary: neither end can attach.
     let seg = Anon::new(Ring::segment_size(1024).unwrap()).unwrap();
     let ring = Ring::create(&seg).unwrap();
@@ -584,4 +599,319 @@ fn timed_waits_survive_a_stream_of_signals() {
     ))
     .unwrap()
     .expect_success(Duration::from_secs(50));
+}
+
+/// In place, both ways, between processes: the writer reserves room, fills it piece by piece
+/// (abandoning some reservations, committing only a prefix of others), the reader reads each
+/// message where it lies (headers at offsets, the rest in cache-sized chunks). Abandoned
+/// reservations never show; every message arrives whole, once, in order.
+#[test]
+fn reservations_and_in_place_reads_carry_random_messages_between_processes() {
+    const N: u64 = 30_000;
+    let seg_size = Ring::segment_size(1 << 16).unwrap();
+    if role().as_deref() == Some("reserver") {
+        let seg = Shm::open(&std::env::var("SHM_NAME").unwrap(), seg_size).unwrap();
+        let mut w = Ring::open_timeout(seg, Duration::from_secs(10))
+            .unwrap()
+            .into_writer()
+            .unwrap();
+        let mut rng = SplitMix64::new(3);
+        let mut body = vec![0u8; 6000];
+        for seq in 0..N {
+            if seq % 7 == 3 {
+                let mut res = w.reserve(rng.range(0, 3000) as usize).unwrap();
+                let n = res.len().min(8);
+                res.write(0, &u64::MAX.to_le_bytes()[..n]).unwrap();
+                // Abandoned (goes out of scope without a commit): never seen.
+            }
+            let len = rng.range(0, 5000) as usize;
+            rng.fill(&mut body[..len]);
+            let extra = if seq % 3 == 0 {
+                rng.range(1, 500) as usize
+            } else {
+                0
+            };
+            let mut res = w
+                .reserve_timeout(16 + len + extra, Duration::from_secs(20))
+                .unwrap();
+            res.write(0, &seq.to_le_bytes()).unwrap();
+            res.write(8, &fnv1a64(&body[..len]).to_le_bytes()).unwrap();
+            // The payload in random pieces.
+            let mut off = 0;
+            while off < len {
+                let piece = (rng.range(1, 1500) as usize).min(len - off);
+                res.write(16 + off, &body[off..off + piece]).unwrap();
+                off += piece;
+            }
+            if extra > 0 {
+                res.commit_first(16 + len).unwrap();
+            } else {
+                res.commit();
+            }
+        }
+        return;
+    }
+    let _wd = Watchdog::new("in place", Duration::from_secs(120));
+    let name = posix_name("inplace");
+    let seg = Shm::create(&name, seg_size).unwrap();
+    let mut r = Ring::create(seg).unwrap().into_reader().unwrap();
+    let mut c = child(
+        &test_path!(reservations_and_in_place_reads_carry_random_messages_between_processes),
+        "reserver",
+    );
+    c.env("SHM_NAME", &name);
+    let p = Proc::spawn(&mut c).unwrap();
+    let mut seq = 0u64;
+    loop {
+        let got = r.recv_with_timeout(Duration::from_secs(20), |m| {
+            let mut hdr = [0u8; 16];
+            m.read(0, &mut hdr).unwrap();
+            let mut sum = 0xcbf2_9ce4_8422_2325u64; // fnv1a64 over the bytes after 16
+            let mut at = 0usize;
+            m.for_each_chunk(|chunk| {
+                let skip = 16usize.saturating_sub(at).min(chunk.len());
+                for &b in &chunk[skip..] {
+                    sum = (sum ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+                }
+                at += chunk.len();
+            });
+            assert_eq!(at, m.len());
+            if seq.is_multiple_of(101) {
+                let v = m.to_vec().unwrap();
+                assert_eq!(fnv1a64(&v[16..]), sum);
+            }
+            (
+                u64::from_le_bytes(hdr[..8].try_into().unwrap()),
+                u64::from_le_bytes(hdr[8..].try_into().unwrap()),
+                sum,
+            )
+        });
+        match got {
+            Ok((s, want, sum)) => {
+                assert_eq!(s, seq, "in order, abandoned reservations unseen");
+                assert_eq!(sum, want, "message {seq} whole");
+                seq += 1;
+            }
+            Err(Error::PeerGone) => break,
+            Err(e) => panic!("after {seq}: {e}"),
+        }
+    }
+    assert_eq!(seq, N);
+    p.expect_success(Duration::from_secs(30));
+}
+
+#[test]
+fn in_place_access_is_bounds_checked_and_a_panicking_reader_keeps_its_message() {
+    let seg = Anon::new(Ring::segment_size(4096).unwrap()).unwrap();
+    let mut w = Ring::create(&seg).unwrap().into_writer().unwrap();
+    let mut r = Ring::open(&seg).unwrap().into_reader().unwrap();
+    let max = w.max_message();
+    assert!(matches!(
+        w.reserve(max + 1),
+        Err(Error::MessageTooLarge { .. })
+    ));
+    let mut res = w.reserve(10).unwrap();
+    assert_eq!(res.len(), 10);
+    assert!(matches!(
+        res.write(8, b"abc"),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        res.write(usize::MAX, b"a"),
+        Err(Error::OutOfBounds { .. })
+    ));
+    res.write(0, b"0123456789").unwrap();
+    assert!(matches!(
+        res.commit_first(11),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(
+        matches!(r.try_recv_vec(), Err(Error::WouldBlock)),
+        "nothing committed"
+    );
+    w.reserve(0).unwrap().commit();
+    let empty = r.try_recv_with(|m| {
+        let mut called = false;
+        m.for_each_chunk(|_| called = true);
+        (m.len(), m.is_empty(), called)
+    });
+    assert_eq!(empty.unwrap(), (0, true, false));
+    w.send(b"kept").unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        r.try_recv_with(|m| {
+            assert!(matches!(
+                m.read(3, &mut [0u8; 2]),
+                Err(Error::OutOfBounds { .. })
+            ));
+            panic!("the closure fails");
+        })
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(
+        r.try_recv_vec().unwrap(),
+        b"kept",
+        "not consumed by the panic"
+    );
+    // A full ring: try_reserve says so, and arms nothing without a doorbell.
+    while w.try_send(&[1; 500]).is_ok() {}
+    assert!(matches!(w.try_reserve(500), Err(Error::WouldBlock)));
+    assert!(matches!(
+        w.reserve_timeout(500, Duration::from_millis(10)),
+        Err(Error::TimedOut)
+    ));
+}
+
+/// A writer that died between committing a record and storing its position: the record is
+/// delivered, and a new writer continues after it instead of overwriting it.
+#[test]
+fn a_new_writer_continues_after_a_record_its_dead_predecessor_committed_unpublished() {
+    let seg_size = Ring::segment_size(4096).unwrap();
+    if role().as_deref() == Some("half-dead") {
+        let seg = Shm::open(&std::env::var("SHM_NAME").unwrap(), seg_size).unwrap();
+        let mut w = Ring::open(&seg).unwrap().into_writer().unwrap();
+        w.send(b"one").unwrap();
+        // Commit "two" by hand, as the writer does, but die before storing the position.
+        let tail = seg.read::<u64>(WRITER_POS).unwrap();
+        let tag = u64::from((tail >> 3) as u32 & 0x3fff_ffff | 0x8000_0000);
+        seg.write_bytes(384 + tail as usize + 8, b"two").unwrap();
+        seg.write::<u64>(384 + tail as usize, &((tag << 32) | 3))
+            .unwrap();
+        std::process::exit(0);
+    }
+    let _wd = Watchdog::new("half-dead writer", Duration::from_secs(30));
+    let name = posix_name("halfdead");
+    let seg = Shm::create(&name, seg_size).unwrap();
+    let ring = Ring::create(&seg).unwrap();
+    let mut c = child(
+        &test_path!(
+            a_new_writer_continues_after_a_record_its_dead_predecessor_committed_unpublished
+        ),
+        "half-dead",
+    );
+    c.env("SHM_NAME", &name);
+    Proc::spawn(&mut c)
+        .unwrap()
+        .expect_success(Duration::from_secs(20));
+    let mut w = Ring::open(&seg).unwrap().into_writer().unwrap();
+    w.send(b"three").unwrap();
+    let mut r = ring.into_reader().unwrap();
+    for want in [&b"one"[..], b"two", b"three"] {
+        assert_eq!(r.recv_vec_timeout(Duration::from_secs(5)).unwrap(), want);
+    }
+    assert!(matches!(r.try_recv_vec(), Err(Error::WouldBlock)));
+}
+
+/// Sides that park and wake all the time, switching how they wait as they go (so the barrier
+/// protocol changes under them): nothing is lost, nothing waits for ever.
+#[test]
+fn parked_sides_are_always_woken_whatever_they_switch_to() {
+    const N: u64 = 40_000;
+    let seg_size = Ring::segment_size(1024).unwrap();
+    let waits = [Wait::Park, Wait::SpinThenPark, Wait::Adaptive];
+    if role().as_deref() == Some("switcher") {
+        let seg = Shm::open(&std::env::var("SHM_NAME").unwrap(), seg_size).unwrap();
+        let mut w = Ring::open_timeout(seg, Duration::from_secs(10))
+            .unwrap()
+            .into_writer()
+            .unwrap();
+        let mut rng = SplitMix64::new(17);
+        for seq in 0..N {
+            if seq % 500 == 0 {
+                w.set_wait(waits[rng.range(0, 2) as usize]);
+            }
+            let len = rng.range(8, 300) as usize;
+            let mut msg = vec![(seq % 251) as u8; len];
+            msg[..8].copy_from_slice(&seq.to_le_bytes());
+            w.send_timeout(&msg, Duration::from_secs(20)).unwrap();
+            if rng.range(0, 30) == 0 {
+                let t = Instant::now();
+                let pause = Duration::from_micros(rng.range(0, 200));
+                while t.elapsed() < pause {
+                    std::hint::spin_loop(); // pacing: the reader drains and parks
+                }
+            }
+        }
+        return;
+    }
+    let _wd = Watchdog::new("park and wake", Duration::from_secs(120));
+    let name = posix_name("switch");
+    let seg = Shm::create(&name, seg_size).unwrap();
+    let mut r = Ring::create(seg).unwrap().into_reader().unwrap();
+    let mut c = child(
+        &test_path!(parked_sides_are_always_woken_whatever_they_switch_to),
+        "switcher",
+    );
+    c.env("SHM_NAME", &name);
+    let p = Proc::spawn(&mut c).unwrap();
+    let mut rng = SplitMix64::new(18);
+    let mut buf = [0u8; 1024];
+    let mut slowest = Duration::ZERO;
+    for seq in 0..N {
+        if seq % 700 == 0 {
+            r.set_wait(waits[rng.range(0, 2) as usize]);
+        }
+        let t = Instant::now();
+        let n = r.recv_timeout(&mut buf, Duration::from_secs(20)).unwrap();
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(u64::from_le_bytes(buf[..8].try_into().unwrap()), seq);
+        assert!(
+            buf[8..n].iter().all(|&b| b == (seq % 251) as u8),
+            "message {seq}"
+        );
+        if rng.range(0, 40) == 0 {
+            let t = Instant::now();
+            let pause = Duration::from_micros(rng.range(0, 200));
+            while t.elapsed() < pause {
+                std::hint::spin_loop(); // pacing: the writer fills the ring and parks
+            }
+        }
+    }
+    assert!(matches!(
+        r.recv_timeout(&mut buf, Duration::from_secs(20)),
+        Err(Error::PeerGone)
+    ));
+    p.expect_success(Duration::from_secs(30));
+    eprintln!("{N} messages; the longest single wait took {slowest:?}");
+}
+
+/// The reader stores its position for pollers only every 16 records: a writer waiting for room
+/// still sees every record freed — here one — however long the reader then stays away, and a
+/// `try_send` sees it at once.
+#[test]
+fn a_writer_waiting_for_room_sees_every_record_freed_between_publications() {
+    let _wd = Watchdog::new("room between publications", Duration::from_secs(60));
+    let seg = Anon::new(Ring::segment_size(4096).unwrap()).unwrap();
+    let mut w = Ring::create(&seg).unwrap().into_writer().unwrap();
+    let mut r = Ring::open(&seg).unwrap().into_reader().unwrap();
+    let big = [5u8; 1000];
+    let mut buf = [0u8; 1000];
+    for wait in [Wait::SpinThenPark, Wait::Park, Wait::Adaptive] {
+        w.set_wait(wait);
+        while w.try_send(&big).is_ok() {}
+        // One record freed (fewer than 16): try_send sees the room at once.
+        assert_eq!(r.try_recv(&mut buf).unwrap(), 1000);
+        w.try_send(&big).unwrap();
+        // Full again; a blocked send is satisfied by one record freed, while the reader then
+        // does nothing more until the send has returned.
+        let sent = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                w.send_timeout(&big, Duration::from_secs(20)).unwrap();
+                sent.store(true, std::sync::atomic::Ordering::Release);
+            });
+            assert_eq!(
+                r.recv_timeout(&mut buf, Duration::from_secs(20)).unwrap(),
+                1000
+            );
+            let t = Instant::now();
+            while !sent.load(std::sync::atomic::Ordering::Acquire) {
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "{wait:?}: the send never saw the room"
+                );
+                std::thread::yield_now();
+            }
+        });
+        while r.try_recv(&mut buf).is_ok() {}
+    }
 }
