@@ -11,16 +11,7 @@ use rustix::io::Errno;
 use crate::error::{Error, Result};
 use crate::name;
 use crate::owner::{self, FileId, OwnerCheck, unlink_if_ours};
-use crate::sys::{self, Inherit};
-
-/// What a doorbell half is made of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// An eventfd: ringing adds 1 to its counter, draining reads it back to 0.
-    EventFd,
-    /// A FIFO opened read-write: ringing writes a byte, draining reads what is there.
-    Fifo,
-}
+use crate::sys::{self, BellKind as Kind, Inherit};
 
 /// One half of a doorbell: a non-blocking, close-on-exec descriptor.
 pub(crate) struct Bell {
@@ -89,7 +80,7 @@ impl Bell {
     /// Checks what `fd` is and makes it non-blocking.
     fn from_fd(fd: OwnedFd) -> std::result::Result<Bell, &'static str> {
         let kind =
-            kind_of(fd.as_fd()).ok_or("not a doorbell's descriptor (an eventfd or a FIFO)")?;
+            sys::bell_kind(fd.as_fd()).ok_or("not a doorbell's descriptor (an eventfd or a FIFO)")?;
         let fl = rustix::fs::fcntl_getfl(&fd).map_err(|_| "cannot read its status flags")?;
         if !fl.contains(OFlags::NONBLOCK) {
             rustix::fs::fcntl_setfl(&fd, fl | OFlags::NONBLOCK)
@@ -97,27 +88,6 @@ impl Bell {
         }
         Ok(Bell { fd, kind })
     }
-}
-
-/// What kind of doorbell half `fd` is, if any.
-fn kind_of(fd: BorrowedFd<'_>) -> Option<Kind> {
-    let st = rustix::fs::fstat(fd).ok()?;
-    if FileType::from_raw_mode(st.st_mode) == FileType::Fifo {
-        return Some(Kind::Fifo);
-    }
-    // An eventfd is an anonymous inode; /proc names it.
-    let link = std::fs::read_link(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&fd)
-    ));
-    link.ok()
-        .is_some_and(|l| l.as_os_str() == "anon_inode:[eventfd]")
-        .then_some(Kind::EventFd)
-}
-
-/// Whether `fd` is an eventfd or a FIFO (for inherited descriptors).
-pub(crate) fn is_bell(fd: BorrowedFd<'_>) -> bool {
-    kind_of(fd).is_some()
 }
 
 /// A named doorbell's paths, and for the owner what to remove on drop.

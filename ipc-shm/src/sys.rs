@@ -608,6 +608,26 @@ pub(crate) fn install_fd_map(cmd: &mut Command, map: Vec<(OwnedFd, RawFd)>) {
     }
 }
 
+/// What a doorbell half is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BellKind {
+    /// An eventfd: ringing adds 1 to its counter, draining reads it back to 0.
+    EventFd,
+    /// A FIFO opened read-write: ringing writes a byte, draining reads what is there.
+    Fifo,
+}
+
+/// What kind of doorbell half `fd` is, if any: a FIFO (by `fstat`) or an eventfd (an anonymous
+/// inode, which only `/proc` names).
+pub(crate) fn bell_kind(fd: BorrowedFd<'_>) -> Option<BellKind> {
+    let st = rustix::fs::fstat(fd).ok()?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo {
+        return Some(BellKind::Fifo);
+    }
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    (link.as_os_str() == "anon_inode:[eventfd]").then_some(BellKind::EventFd)
+}
+
 /// The descriptor numbers already claimed by [`claim_inherited`] in this process.
 static CLAIMED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
 
@@ -654,7 +674,7 @@ pub(crate) fn claim_inherited(fd: RawFd, kind: Inherit) -> Result<OwnedFd, Refus
             }
         }
         Inherit::Doorbell => {
-            if !crate::doorbell::is_bell(borrowed) {
+            if bell_kind(borrowed).is_none() {
                 return Err("not a doorbell's descriptor (an eventfd or a FIFO)");
             }
         }
