@@ -729,7 +729,11 @@ mod raw {
                 let slot = self.slots.wrapping_add((head as usize & (SLOTS - 1)) * 64);
                 for (i, x) in super::words64(head).into_iter().enumerate() {
                     // SAFETY: 8 bytes at `i * 8 < 64` inside the 64-byte slot of the mapping.
-                    unsafe { slot.wrapping_add(i * 8).cast::<u64>().write_unaligned(x.to_le()) };
+                    unsafe {
+                        slot.wrapping_add(i * 8)
+                            .cast::<u64>()
+                            .write_unaligned(x.to_le())
+                    };
                 }
                 head += 1;
                 if head & 15 == 0 || head == n {

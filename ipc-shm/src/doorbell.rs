@@ -79,8 +79,8 @@ impl Bell {
 
     /// Checks what `fd` is and makes it non-blocking.
     fn from_fd(fd: OwnedFd) -> std::result::Result<Bell, &'static str> {
-        let kind =
-            sys::bell_kind(fd.as_fd()).ok_or("not a doorbell's descriptor (an eventfd or a FIFO)")?;
+        let kind = sys::bell_kind(fd.as_fd())
+            .ok_or("not a doorbell's descriptor (an eventfd or a FIFO)")?;
         let fl = rustix::fs::fcntl_getfl(&fd).map_err(|_| "cannot read its status flags")?;
         if !fl.contains(OFlags::NONBLOCK) {
             rustix::fs::fcntl_setfl(&fd, fl | OFlags::NONBLOCK)
