@@ -162,6 +162,20 @@ impl Family {
     /// The first child that failed, a child still running at the deadline, or what
     /// `pidfd_open`/`poll`/`wait` fail with.
     pub fn wait_all_timeout(&mut self, limit: std::time::Duration) -> Result<(), DemoError> {
+        self.wait_all_watching(&mut Family::new(), limit)
+    }
+
+    /// Waits for every child as [`wait_all_timeout`](Self::wait_all_timeout) does, while the
+    /// children of `watched` (servers, say, that must outlive their clients) keep running: one
+    /// of them ending first, whatever its status, ends the wait with an error that names it.
+    ///
+    /// # Errors
+    /// As [`wait_all_timeout`](Self::wait_all_timeout), and a watched child that ended.
+    pub fn wait_all_watching(
+        &mut self,
+        watched: &mut Family,
+        limit: std::time::Duration,
+    ) -> Result<(), DemoError> {
         use rustix::event::{PollFd, PollFlags, Timespec, poll};
         let deadline = std::time::Instant::now() + limit;
         while !self.children.is_empty() {
@@ -178,6 +192,11 @@ impl Family {
             if self.children.is_empty() {
                 break;
             }
+            for (what, child) in &mut watched.children {
+                if let Some(status) = child.try_wait()? {
+                    return Err(format!("{what} ended before the others: {status}").into());
+                }
+            }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 let names: Vec<&str> = self.children.iter().map(|(w, _)| w.as_str()).collect();
@@ -192,6 +211,7 @@ impl Family {
             let pidfds = self
                 .children
                 .iter()
+                .chain(&watched.children)
                 .map(|(_, c)| {
                     let pid = rustix::process::Pid::from_raw(c.id() as i32).ok_or("pid 0")?;
                     Ok(rustix::process::pidfd_open(
