@@ -150,6 +150,17 @@ fn async_workload(dir: &PrivateDir) {
 }
 
 fn audit_role() {
+    // tokio's process-wide descriptors first, before the snapshot: with tokio's `signal`
+    // feature on (unified in from another package of the workspace, as under
+    // `cargo xtask sanitize --all-features`), the first runtime makes tokio's signal
+    // socketpair, which lives until exit by design.
+    #[cfg(feature = "tokio")]
+    drop(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    );
     let before = fds();
     // While the handles live: every descriptor they keep is close-on-exec.
     {
