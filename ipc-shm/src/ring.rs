@@ -1319,6 +1319,9 @@ impl<S: Segment> RingWriter<S> {
 
     #[inline]
     fn send_until(&mut self, msg: &[u8], dl: Deadline) -> Result<()> {
+        if self.try_send_small(msg) {
+            return Ok(());
+        }
         let aligned = aligned_for(msg.len());
         self.wait_room(msg.len(), aligned, dl)?;
         let data = Data::new(self.seg.region(), self.cap);
@@ -1327,6 +1330,43 @@ impl<S: Segment> RingWriter<S> {
             return Err(lost());
         }
         self.commit(msg.len(), aligned)
+    }
+
+    /// The fast path of a send: a message that starts right after its header (below 1 KiB),
+    /// fits now, and whose record and the slot after it do not wrap, written and committed with
+    /// one range check. False (nothing done) when any of that does not hold, or the reader
+    /// closed, or the doorbell was armed: the general path then decides.
+    #[inline]
+    fn try_send_small(&mut self, msg: &[u8]) -> bool {
+        let len = msg.len();
+        if aligned_for(len) || self.armed {
+            return false;
+        }
+        let region = self.seg.region();
+        let data = Data::new(region, self.cap);
+        let cap = self.cap as u64;
+        let rec = rec_len(self.tail, len, false);
+        let off = data.at(self.tail);
+        let (Some(meta), Some(line)) = (data.meta(), data.writer()) else {
+            return false;
+        };
+        if cap - self.tail.wrapping_sub(self.head) < rec + SLACK
+            || off as u64 + rec + SLACK > cap
+            || meta.reader_closed.load(Ordering::Relaxed) != 0
+        {
+            return false;
+        }
+        let header = record_header(self.tail, len, false);
+        if !data
+            .map
+            .put_record(DATA_OFF + off, msg, rec as usize, header)
+        {
+            return false;
+        }
+        self.tail = self.tail.wrapping_add(rec);
+        line.pos.store(self.tail, Ordering::Release);
+        notify(line, self.fenceless, self.bell.as_ref().map(|b| &b.data));
+        true
     }
 
     /// Waits until a record of `len` payload bytes fits (plus the slack slot after it).
@@ -1867,12 +1907,46 @@ impl<S: Segment> RingReader<S> {
     /// Receives the next message (or what [`Read`](std::io::Read) left of it).
     #[inline]
     fn recv_until(&mut self, buf: &mut [u8], dl: Deadline) -> Result<usize> {
+        if let Some(n) = self.try_recv_small(buf) {
+            return Ok(n);
+        }
         let rest = self.next_len(dl)? - self.consumed;
         let Some(dst) = buf.get_mut(..rest) else {
             return Err(Error::BufferTooSmall { needed: rest });
         };
         self.take(dst)?;
         Ok(rest)
+    }
+
+    /// The fast path of a receive: a committed record at the head (none pending) whose payload
+    /// starts right after its header, fits `buf` and does not wrap, copied out and freed with
+    /// one header load and one range check. `None` (nothing done) when any of that does not
+    /// hold, or the doorbell was armed: the general path then decides (and reports what is
+    /// wrong, if anything).
+    #[inline]
+    fn try_recv_small(&mut self, buf: &mut [u8]) -> Option<usize> {
+        if self.pending.is_some() || self.armed {
+            return None;
+        }
+        let data = Data::new(self.seg.region(), self.cap);
+        let off = data.at(self.head);
+        let header = data.map.load_acquire(DATA_OFF + off)?;
+        let (len, false) = committed(self.head, header)? else {
+            return None;
+        };
+        // The length is the writer's: checked against the buffer, the largest message and the
+        // end of the data area.
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&n| n <= buf.len() && n <= max_for(self.cap))?;
+        if off + REC_HDR + len > self.cap
+            || !data.map.read(DATA_OFF + off + REC_HDR, &mut buf[..len])
+        {
+            return None;
+        }
+        self.pending_aligned = false;
+        self.free(len);
+        Some(len)
     }
 
     /// Waits for the next record and validates its length.
