@@ -1626,10 +1626,10 @@ impl Found {
 /// The record at `head`, if it is committed (its length checked).
 #[inline]
 fn peek_at(data: Data<'_>, head: u64) -> Found {
-    let Some(slot) = data.header(head) else {
+    let Some(header) = data.map.load_acquire(DATA_OFF + data.at(head)) else {
         return Found::Lost;
     };
-    match committed(head, slot.load(Ordering::Acquire)) {
+    match committed(head, header) {
         None => Found::Nothing,
         Some((len, aligned)) if len <= max_for(data.cap) as u64 => {
             Found::Record(len as usize, aligned)
@@ -1877,6 +1877,19 @@ impl<S: Segment> RingReader<S> {
     }
 
     fn recv_with_until<R>(&mut self, dl: Deadline, f: impl FnOnce(&Message<'_>) -> R) -> Result<R> {
+        let data = Data::new(self.seg.region(), self.cap);
+        if let Some(len) = self.small_at_head(data) {
+            // The fast path: nothing pending, so nothing consumed either.
+            let msg = Message {
+                data,
+                start: self.head.wrapping_add(REC_HDR as u64),
+                len,
+            };
+            let out = f(&msg);
+            self.pending_aligned = false;
+            self.free(len);
+            return Ok(out);
+        }
         let len = self.next_len(dl)?;
         let msg = Message {
             data: Data::new(self.seg.region(), self.cap),
@@ -1925,20 +1938,9 @@ impl<S: Segment> RingReader<S> {
     /// wrong, if anything).
     #[inline]
     fn try_recv_small(&mut self, buf: &mut [u8]) -> Option<usize> {
-        if self.pending.is_some() || self.armed {
-            return None;
-        }
         let data = Data::new(self.seg.region(), self.cap);
+        let len = self.small_at_head(data).filter(|&n| n <= buf.len())?;
         let off = data.at(self.head);
-        let header = data.map.load_acquire(DATA_OFF + off)?;
-        let (len, false) = committed(self.head, header)? else {
-            return None;
-        };
-        // The length is the writer's: checked against the buffer, the largest message and the
-        // end of the data area.
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&n| n <= buf.len() && n <= max_for(self.cap))?;
         if off + REC_HDR + len > self.cap
             || !data.map.read(DATA_OFF + off + REC_HDR, &mut buf[..len])
         {
@@ -1947,6 +1949,24 @@ impl<S: Segment> RingReader<S> {
         self.pending_aligned = false;
         self.free(len);
         Some(len)
+    }
+
+    /// The length of the committed record at the head, if nothing is pending, the doorbell is
+    /// not armed, and the record's payload starts right after its header: one acquire load of
+    /// the header, the length (the writer's) checked against the largest message. `None` when
+    /// any of that does not hold: the general path then decides.
+    #[inline]
+    fn small_at_head(&self, data: Data<'_>) -> Option<usize> {
+        if self.pending.is_some() || self.armed {
+            return None;
+        }
+        let header = data.map.load_acquire(DATA_OFF + data.at(self.head))?;
+        let (len, false) = committed(self.head, header)? else {
+            return None;
+        };
+        usize::try_from(len)
+            .ok()
+            .filter(|&n| n <= max_for(data.cap))
     }
 
     /// Waits for the next record and validates its length.
