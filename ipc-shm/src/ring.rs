@@ -1219,6 +1219,7 @@ impl<S: Segment> RingWriter<S> {
     /// # Errors
     /// [`Error::MessageTooLarge`], [`Error::PeerGone`] (reader closed or exited),
     /// [`Error::Corrupt`] (the reader published an impossible position).
+    #[inline]
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.send_until(msg, Deadline::Never)
     }
@@ -1228,6 +1229,7 @@ impl<S: Segment> RingWriter<S> {
     ///
     /// # Errors
     /// [`Error::WouldBlock`] when full, and as [`send`](Self::send).
+    #[inline]
     pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
         self.send_until(msg, Deadline::Now)
     }
@@ -1317,11 +1319,17 @@ impl<S: Segment> RingWriter<S> {
         })
     }
 
+    /// A send: the fast path inline, the general one out of line.
     #[inline]
     fn send_until(&mut self, msg: &[u8], dl: Deadline) -> Result<()> {
         if self.try_send_small(msg) {
             return Ok(());
         }
+        self.send_general(msg, dl)
+    }
+
+    #[inline(never)]
+    fn send_general(&mut self, msg: &[u8], dl: Deadline) -> Result<()> {
         let aligned = aligned_for(msg.len());
         self.wait_room(msg.len(), aligned, dl)?;
         let data = Data::new(self.seg.region(), self.cap);
@@ -1754,6 +1762,7 @@ impl<S: Segment> RingReader<S> {
     /// [`Error::BufferTooSmall`] (the message stays queued), [`Error::PeerGone`] once the writer
     /// closed or exited and the ring is drained, [`Error::Corrupt`] when the writer wrote an
     /// impossible length.
+    #[inline]
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         self.recv_until(buf, Deadline::Never)
     }
@@ -1763,6 +1772,7 @@ impl<S: Segment> RingReader<S> {
     ///
     /// # Errors
     /// [`Error::WouldBlock`] when empty, and as [`recv`](Self::recv).
+    #[inline]
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         self.recv_until(buf, Deadline::Now)
     }
@@ -1923,6 +1933,11 @@ impl<S: Segment> RingReader<S> {
         if let Some(n) = self.try_recv_small(buf) {
             return Ok(n);
         }
+        self.recv_general(buf, dl)
+    }
+
+    #[inline(never)]
+    fn recv_general(&mut self, buf: &mut [u8], dl: Deadline) -> Result<usize> {
         let rest = self.next_len(dl)? - self.consumed;
         let Some(dst) = buf.get_mut(..rest) else {
             return Err(Error::BufferTooSmall { needed: rest });
