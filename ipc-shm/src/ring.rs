@@ -1344,7 +1344,7 @@ impl<S: Segment> RingWriter<S> {
     /// fits now, and whose record and the slot after it do not wrap, written and committed with
     /// one range check. False (nothing done) when any of that does not hold, or the reader
     /// closed, or the doorbell was armed: the general path then decides.
-    #[inline]
+    #[inline(always)]
     fn try_send_small(&mut self, msg: &[u8]) -> bool {
         let len = msg.len();
         if aligned_for(len) || self.armed {
@@ -1951,7 +1951,7 @@ impl<S: Segment> RingReader<S> {
     /// one header load and one range check. `None` (nothing done) when any of that does not
     /// hold, or the doorbell was armed: the general path then decides (and reports what is
     /// wrong, if anything).
-    #[inline]
+    #[inline(always)]
     fn try_recv_small(&mut self, buf: &mut [u8]) -> Option<usize> {
         let data = Data::new(self.seg.region(), self.cap);
         let len = self.small_at_head(data).filter(|&n| n <= buf.len())?;
