@@ -439,18 +439,19 @@ impl Map {
         true
     }
 
-    /// Loads the `u64` at `offset` with acquire ordering; `None` unless the 8 bytes are inside
-    /// the mapping (read-only or not) and 8-aligned in memory.
+    /// Loads the `u64` at `offset` with acquire ordering, as `atomic::<AtomicU64>(offset)`
+    /// would, without lending the reference: `None` unless the 8 bytes are inside this writable
+    /// mapping (never a frozen one, whose bytes may be lent as `&[u8]`) and 8-aligned in memory.
     #[inline]
     pub(crate) fn load_acquire(&self, offset: usize) -> Option<u64> {
-        let p = self.at(offset, 8)?;
+        let p = self.at_mut(offset, 8)?;
         if !(p as usize).is_multiple_of(align_of::<AtomicU64>()) {
             return None;
         }
-        // SAFETY: `p..p + 8` is inside this live mapping and 8-aligned (checked above); every bit
-        // pattern is a valid `AtomicU64`, a load never writes (so a read-only mapping is fine),
-        // and a peer's concurrent accesses to these bytes are atomic or the ring's own copies
-        // (see the module docs). The reference lives for this call.
+        // SAFETY: as in `atomic`: `p..p + 8` is inside this live writable mapping and 8-aligned
+        // (checked above), every bit pattern is a valid `AtomicU64`, and concurrent writes by a
+        // peer are atomic operations or copies (see the module docs). The reference lives for
+        // this call.
         let word = unsafe { &*p.cast::<AtomicU64>() };
         Some(word.load(Ordering::Acquire))
     }
