@@ -1219,6 +1219,7 @@ impl<S: Segment> RingWriter<S> {
     /// # Errors
     /// [`Error::MessageTooLarge`], [`Error::PeerGone`] (reader closed or exited),
     /// [`Error::Corrupt`] (the reader published an impossible position).
+    #[inline]
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.send_until(msg, Deadline::Never)
     }
@@ -1228,6 +1229,7 @@ impl<S: Segment> RingWriter<S> {
     ///
     /// # Errors
     /// [`Error::WouldBlock`] when full, and as [`send`](Self::send).
+    #[inline]
     pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
         self.send_until(msg, Deadline::Now)
     }
@@ -1317,8 +1319,17 @@ impl<S: Segment> RingWriter<S> {
         })
     }
 
+    /// A send: the fast path inline, the general one out of line.
     #[inline]
     fn send_until(&mut self, msg: &[u8], dl: Deadline) -> Result<()> {
+        if self.try_send_small(msg) {
+            return Ok(());
+        }
+        self.send_general(msg, dl)
+    }
+
+    #[inline(never)]
+    fn send_general(&mut self, msg: &[u8], dl: Deadline) -> Result<()> {
         let aligned = aligned_for(msg.len());
         self.wait_room(msg.len(), aligned, dl)?;
         let data = Data::new(self.seg.region(), self.cap);
@@ -1327,6 +1338,43 @@ impl<S: Segment> RingWriter<S> {
             return Err(lost());
         }
         self.commit(msg.len(), aligned)
+    }
+
+    /// The fast path of a send: a message that starts right after its header (below 1 KiB),
+    /// fits now, and whose record and the slot after it do not wrap, written and committed with
+    /// one range check. False (nothing done) when any of that does not hold, or the reader
+    /// closed, or the doorbell was armed: the general path then decides.
+    #[inline(always)]
+    fn try_send_small(&mut self, msg: &[u8]) -> bool {
+        let len = msg.len();
+        if aligned_for(len) || self.armed {
+            return false;
+        }
+        let region = self.seg.region();
+        let data = Data::new(region, self.cap);
+        let cap = self.cap as u64;
+        let rec = rec_len(self.tail, len, false);
+        let off = data.at(self.tail);
+        let (Some(meta), Some(line)) = (data.meta(), data.writer()) else {
+            return false;
+        };
+        if cap - self.tail.wrapping_sub(self.head) < rec + SLACK
+            || off as u64 + rec + SLACK > cap
+            || meta.reader_closed.load(Ordering::Relaxed) != 0
+        {
+            return false;
+        }
+        let header = record_header(self.tail, len, false);
+        if !data
+            .map
+            .put_record(DATA_OFF + off, msg, rec as usize, header)
+        {
+            return false;
+        }
+        self.tail = self.tail.wrapping_add(rec);
+        line.pos.store(self.tail, Ordering::Release);
+        notify(line, self.fenceless, self.bell.as_ref().map(|b| &b.data));
+        true
     }
 
     /// Waits until a record of `len` payload bytes fits (plus the slack slot after it).
@@ -1586,10 +1634,10 @@ impl Found {
 /// The record at `head`, if it is committed (its length checked).
 #[inline]
 fn peek_at(data: Data<'_>, head: u64) -> Found {
-    let Some(slot) = data.header(head) else {
+    let Some(header) = data.map.load_acquire(DATA_OFF + data.at(head)) else {
         return Found::Lost;
     };
-    match committed(head, slot.load(Ordering::Acquire)) {
+    match committed(head, header) {
         None => Found::Nothing,
         Some((len, aligned)) if len <= max_for(data.cap) as u64 => {
             Found::Record(len as usize, aligned)
@@ -1714,6 +1762,7 @@ impl<S: Segment> RingReader<S> {
     /// [`Error::BufferTooSmall`] (the message stays queued), [`Error::PeerGone`] once the writer
     /// closed or exited and the ring is drained, [`Error::Corrupt`] when the writer wrote an
     /// impossible length.
+    #[inline]
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         self.recv_until(buf, Deadline::Never)
     }
@@ -1723,6 +1772,7 @@ impl<S: Segment> RingReader<S> {
     ///
     /// # Errors
     /// [`Error::WouldBlock`] when empty, and as [`recv`](Self::recv).
+    #[inline]
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         self.recv_until(buf, Deadline::Now)
     }
@@ -1837,6 +1887,19 @@ impl<S: Segment> RingReader<S> {
     }
 
     fn recv_with_until<R>(&mut self, dl: Deadline, f: impl FnOnce(&Message<'_>) -> R) -> Result<R> {
+        let data = Data::new(self.seg.region(), self.cap);
+        if let Some(len) = self.small_at_head(data) {
+            // The fast path: nothing pending, so nothing consumed either.
+            let msg = Message {
+                data,
+                start: self.head.wrapping_add(REC_HDR as u64),
+                len,
+            };
+            let out = f(&msg);
+            self.pending_aligned = false;
+            self.free(len);
+            return Ok(out);
+        }
         let len = self.next_len(dl)?;
         let msg = Message {
             data: Data::new(self.seg.region(), self.cap),
@@ -1867,12 +1930,58 @@ impl<S: Segment> RingReader<S> {
     /// Receives the next message (or what [`Read`](std::io::Read) left of it).
     #[inline]
     fn recv_until(&mut self, buf: &mut [u8], dl: Deadline) -> Result<usize> {
+        if let Some(n) = self.try_recv_small(buf) {
+            return Ok(n);
+        }
+        self.recv_general(buf, dl)
+    }
+
+    #[inline(never)]
+    fn recv_general(&mut self, buf: &mut [u8], dl: Deadline) -> Result<usize> {
         let rest = self.next_len(dl)? - self.consumed;
         let Some(dst) = buf.get_mut(..rest) else {
             return Err(Error::BufferTooSmall { needed: rest });
         };
         self.take(dst)?;
         Ok(rest)
+    }
+
+    /// The fast path of a receive: a committed record at the head (none pending) whose payload
+    /// starts right after its header, fits `buf` and does not wrap, copied out and freed with
+    /// one header load and one range check. `None` (nothing done) when any of that does not
+    /// hold, or the doorbell was armed: the general path then decides (and reports what is
+    /// wrong, if anything).
+    #[inline(always)]
+    fn try_recv_small(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let data = Data::new(self.seg.region(), self.cap);
+        let len = self.small_at_head(data).filter(|&n| n <= buf.len())?;
+        let off = data.at(self.head);
+        if off + REC_HDR + len > self.cap
+            || !data.map.read(DATA_OFF + off + REC_HDR, &mut buf[..len])
+        {
+            return None;
+        }
+        self.pending_aligned = false;
+        self.free(len);
+        Some(len)
+    }
+
+    /// The length of the committed record at the head, if nothing is pending, the doorbell is
+    /// not armed, and the record's payload starts right after its header: one acquire load of
+    /// the header, the length (the writer's) checked against the largest message. `None` when
+    /// any of that does not hold: the general path then decides.
+    #[inline]
+    fn small_at_head(&self, data: Data<'_>) -> Option<usize> {
+        if self.pending.is_some() || self.armed {
+            return None;
+        }
+        let header = data.map.load_acquire(DATA_OFF + data.at(self.head))?;
+        let (len, false) = committed(self.head, header)? else {
+            return None;
+        };
+        usize::try_from(len)
+            .ok()
+            .filter(|&n| n <= max_for(data.cap))
     }
 
     /// Waits for the next record and validates its length.

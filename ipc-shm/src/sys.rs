@@ -31,7 +31,7 @@ use std::ptr::{self, NonNull};
 use std::sync::Mutex;
 use std::sync::atomic::{
     AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize, AtomicU8, AtomicU16, AtomicU32,
-    AtomicU64, AtomicUsize,
+    AtomicU64, AtomicUsize, Ordering,
 };
 
 use rustix::fs::SealFlags;
@@ -395,6 +395,65 @@ impl Map {
         // zero-sized `T` there is nothing to write and any count is valid).
         unsafe { out.set_len(len) };
         true
+    }
+
+    /// Writes one record of a ring in place, with one range check for all of it: `payload` at
+    /// `offset + 8`, then a zero `u64` at `offset + rec` (relaxed: the next record's header
+    /// slot), then `header` at `offset` with release ordering (the record's commit). False,
+    /// with nothing written, unless `offset..offset + rec + 8` is inside this writable mapping,
+    /// 8-aligned in memory, and `rec` is a multiple of 8 holding the 8-byte header and the
+    /// payload.
+    #[inline]
+    pub(crate) fn put_record(
+        &self,
+        offset: usize,
+        payload: &[u8],
+        rec: usize,
+        header: u64,
+    ) -> bool {
+        // `payload.len() <= isize::MAX`, so the sum cannot overflow.
+        if !rec.is_multiple_of(8) || rec < payload.len() + 8 {
+            return false;
+        }
+        let Some(p) = rec
+            .checked_add(8)
+            .and_then(|span| self.at_mut(offset, span))
+        else {
+            return false;
+        };
+        if !(p as usize).is_multiple_of(align_of::<AtomicU64>()) {
+            return false;
+        }
+        // SAFETY: `p + 8..p + 8 + payload.len()` is inside `p..p + rec`, inside this live writable
+        // mapping (checked above); as in `write`, only references to atomics exist into it, and
+        // `payload` is private memory that cannot overlap it.
+        unsafe { copy_bytes::<8>(payload.as_ptr(), p.wrapping_add(8), payload.len()) };
+        // SAFETY: `p + rec..p + rec + 8` is inside the mapping and 8-aligned (`p` is, `rec` is a
+        // multiple of 8); every bit pattern is a valid `AtomicU64` and a peer's concurrent
+        // accesses to it are atomic too (as in `atomic`). The reference lives for this call.
+        let next = unsafe { &*p.wrapping_add(rec).cast::<AtomicU64>() };
+        next.store(0, Ordering::Relaxed);
+        // SAFETY: as above, for `p..p + 8`.
+        let slot = unsafe { &*p.cast::<AtomicU64>() };
+        slot.store(header, Ordering::Release);
+        true
+    }
+
+    /// Loads the `u64` at `offset` with acquire ordering, as `atomic::<AtomicU64>(offset)`
+    /// would, without lending the reference: `None` unless the 8 bytes are inside this writable
+    /// mapping (never a frozen one, whose bytes may be lent as `&[u8]`) and 8-aligned in memory.
+    #[inline]
+    pub(crate) fn load_acquire(&self, offset: usize) -> Option<u64> {
+        let p = self.at_mut(offset, 8)?;
+        if !(p as usize).is_multiple_of(align_of::<AtomicU64>()) {
+            return None;
+        }
+        // SAFETY: as in `atomic`: `p..p + 8` is inside this live writable mapping and 8-aligned
+        // (checked above), every bit pattern is a valid `AtomicU64`, and concurrent writes by a
+        // peer are atomic operations or copies (see the module docs). The reference lives for
+        // this call.
+        let word = unsafe { &*p.cast::<AtomicU64>() };
+        Some(word.load(Ordering::Acquire))
     }
 
     /// A shared reference to the atomics-only `T` at `offset`: `None` unless the range is inside
