@@ -157,6 +157,22 @@ fn take_log(cmd: &Command) -> Option<std::fs::File> {
     Some(logs.remove(at).1)
 }
 
+/// Spawns through [`Proc::spawn`] hold this shared; [`no_spawn_in_flight`] holds it exclusive.
+static SPAWNS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// While the returned guard lives, no [`Proc::spawn`] of this process is between its `fork`
+/// and its `exec`. A forked child holds a copy of every descriptor of the parent until the
+/// exec closes the close-on-exec ones, so a test thread that spawns can keep another test's
+/// FIFO end, socket or lock alive for a moment after that test dropped it. A test that asserts
+/// that no peer is left (no reader, a lock released, end-of-file) holds this guard from the
+/// drop to the assertion. `Command::spawn` returns only after the exec (or its failure), so
+/// the shared side covers the whole window.
+pub fn no_spawn_in_flight() -> std::sync::RwLockWriteGuard<'static, ()> {
+    SPAWNS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A child process that is killed and reaped when dropped, with a bounded wait.
 #[derive(Debug)]
 pub struct Proc {
@@ -172,7 +188,12 @@ impl Proc {
     /// # Errors
     /// What `spawn` or `pidfd_open` fail with.
     pub fn spawn(cmd: &mut Command) -> io::Result<Proc> {
-        let child = cmd.spawn()?;
+        let child = {
+            let _gate = SPAWNS
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            cmd.spawn()?
+        };
         let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("child pid is positive");
         let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
         Ok(Proc {

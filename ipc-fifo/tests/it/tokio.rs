@@ -165,6 +165,9 @@ fn async_open_timeouts_are_the_typed_errors_and_leave_the_runtime_free() {
     let dir = place();
     let fifo = Fifo::create(dir.join("alone").unwrap()).unwrap();
     let short = Duration::from_millis(200);
+    // The reader's wait below must leave no copy of its end in a child being spawned by another
+    // test thread: the writer's waits after it must find no reader.
+    let _gate = ipc_testkit::no_spawn_in_flight();
     runtime().block_on(async {
         let other = tokio::spawn(runtime_is_free(10_000));
         let t = Instant::now();
